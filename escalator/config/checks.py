@@ -1,0 +1,265 @@
+"""Cross-reference checks of a parsed config, run by ``escalator check-config`` and at load.
+
+``run_checks(config)`` returns ``[(loc, message, level)]`` where ``loc`` is the YAML path as a
+tuple (``("policies", "fire", "steps", 0, "targets", 1)``) and ``level`` is ``"error"`` or
+``"warning"``. Each rule is one small function below, listed once in ``CHECKS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from escalator.config.models import (
+    RELATIVE_ROLES,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
+    Config,
+    Person,
+    StepMode,
+)
+from escalator.targets import Target, UnknownTarget, parse_target
+
+Finding = tuple[tuple[Any, ...], str, str]
+
+HELD_RELATIVE_ROLES = {"class_teacher", "grade_leader"}
+"""Relative roles that people hold in their ``roles`` list (the others come from rosters)."""
+
+_NOT_HELD_HINT = {
+    "duty_officer": " (duty officers come from duty_roster, not from a person's roles)",
+    "guardian": " (guardians come from the guardian roster, not from a person's roles)",
+}
+
+
+def _error(loc: tuple[Any, ...], message: str) -> Finding:
+    return (loc, message, "error")
+
+
+def _warning(loc: tuple[Any, ...], message: str) -> Finding:
+    return (loc, message, "warning")
+
+
+def _seconds(value: float) -> str:
+    """``604800`` → ``"7d"``, ``90`` → ``"90s"``: the largest unit that divides evenly."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
+
+
+def _step_targets(config: Config) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Every step target with its location."""
+    for pid, policy in config.policies.items():
+        for i, step in enumerate(policy.steps):
+            for j, text in enumerate(step.targets):
+                yield ("policies", pid, "steps", i, "targets", j), text
+
+
+def check_step_targets(config: Config) -> Iterator[Finding]:
+    """Rule 1: every step target names a known role, person or unit."""
+    for loc, text in _step_targets(config):
+        try:
+            parse_target(text, config)
+        except UnknownTarget as e:
+            yield _error(loc, str(e))
+
+
+def check_person_roles(config: Config) -> Iterator[Finding]:
+    """Rule 2: a person's roles are defined in ``roles:`` or are held relative roles."""
+    for i, person in enumerate(config.people):
+        for j, role in enumerate(person.roles):
+            if role not in config.roles and role not in HELD_RELATIVE_ROLES:
+                yield _error(
+                    ("people", i, "roles", j),
+                    f"unknown role {role!r}{_NOT_HELD_HINT.get(role, '')}",
+                )
+
+
+def check_contact_channels(config: Config) -> Iterator[Finding]:
+    """Rule 3: every contact method of a person or unit uses a configured channel."""
+    for section, items in (("people", config.people), ("units", config.units)):
+        for i, item in enumerate(items):
+            for j, contact in enumerate(item.contacts):
+                if contact.channel not in config.channels:
+                    yield _error(
+                        (section, i, "contacts", j, "channel"),
+                        f"unknown channel {contact.channel!r}",
+                    )
+
+
+def check_route_policies(config: Config) -> Iterator[Finding]:
+    """Rule 4: every route names a defined policy, or ``none`` (log only)."""
+    for i, route in enumerate(config.routes):
+        if route.policy != "none" and route.policy not in config.policies:
+            yield _error(("routes", i, "policy"), f"unknown policy {route.policy!r}")
+
+
+def check_roster_people(config: Config) -> Iterator[Finding]:
+    """Rule 5: every duty roster entry names a known person."""
+    for i, shift in enumerate(config.duty_roster):
+        if config.person(shift.person) is None:
+            yield _error(("duty_roster", i, "person"), f"unknown person {shift.person!r}")
+
+
+def check_person_classes(config: Config) -> Iterator[Finding]:
+    """Rule 6: a person's classes and grades exist in ``school:`` (when the school lists them)."""
+    school = config.school
+    for i, person in enumerate(config.people):
+        for field, known in (("classes", school.classes), ("grades", school.grades)):
+            if not known:
+                continue
+            for j, value in enumerate(getattr(person, field)):
+                if value not in known:
+                    kind = field[:-2] if field == "classes" else field[:-1]
+                    yield _error(
+                        ("people", i, field, j), f"unknown {kind} {value!r} (not in school.{field})"
+                    )
+
+
+def _candidates(target: Target, config: Config) -> list[Any] | None:
+    """Everyone ``target`` could ever reach (people or units); None when it cannot be known."""
+    if target.kind == "person":
+        return [p for p in config.people if p.id == target.name]
+    if target.kind == "unit":
+        return [u for u in config.units if u.id == target.name]
+    if target.kind == "role" or target.name in HELD_RELATIVE_ROLES:
+        return [p for p in config.people if target.name in p.roles]
+    if target.name == "duty_officer":
+        return [p for p in config.people if any(s.person == p.id for s in config.duty_roster)]
+    return None  # guardian: from the guardian roster, not known here
+
+
+def _nobody(target: Target) -> str:
+    """Why a role ``target`` reaches nobody."""
+    if target.name == "duty_officer":
+        return "the duty roster lists no known person"
+    return f"role {target.name!r} is held by nobody"
+
+
+def check_targets_reach_someone(config: Config) -> Iterator[Finding]:
+    """Rule 7: every knowable target reaches at least one person or unit with a contact method."""
+    for loc, text in _step_targets(config):
+        try:
+            target = parse_target(text, config)
+        except UnknownTarget:
+            continue  # reported by check_step_targets
+        found = _candidates(target, config)
+        if found is None:
+            continue
+        if not found:
+            yield _error(loc, f"target {text!r} resolves to nobody: {_nobody(target)}")
+        elif not any(r.contacts for r in found):
+            yield _error(loc, f"target {text!r} resolves only to recipients with no contact method")
+
+
+def _teaches(person: Person, class_id: str) -> bool:
+    return "class_teacher" in person.roles and class_id in person.classes
+
+
+def check_class_teachers(config: Config) -> Iterator[Finding]:
+    """Rule 8: every class in ``school.classes`` has a class teacher."""
+    for i, class_id in enumerate(config.school.classes):
+        if not any(_teaches(p, class_id) for p in config.people):
+            yield _error(
+                ("school", "classes", i),
+                f"class {class_id!r} has no class teacher "
+                "(a person with role class_teacher and this class in classes)",
+            )
+
+
+def check_duplicate_ids(config: Config) -> Iterator[Finding]:
+    """Rule 9: person and unit ids are unique, and no unit id is also a role name."""
+    people: dict[str, int] = {}
+    for i, person in enumerate(config.people):
+        if person.id in people:
+            yield _error(
+                ("people", i, "id"),
+                f"duplicate person id {person.id!r} (also people[{people[person.id]}])",
+            )
+        people.setdefault(person.id, i)
+    units: dict[str, int] = {}
+    for i, unit in enumerate(config.units):
+        if unit.id in units:
+            yield _error(
+                ("units", i, "id"), f"duplicate unit id {unit.id!r} (also units[{units[unit.id]}])"
+            )
+        elif unit.id in people:
+            yield _error(
+                ("units", i, "id"),
+                f"unit id {unit.id!r} is also a person id (people[{people[unit.id]}])",
+            )
+        elif unit.id in config.roles or unit.id in RELATIVE_ROLES:
+            yield _error(
+                ("units", i, "id"),
+                f"unit id {unit.id!r} is also a role name: a bare target {unit.id!r} is "
+                f"ambiguous (rename one, or write unit:{unit.id} / role:{unit.id})",
+            )
+        units.setdefault(unit.id, i)
+
+
+def check_timeouts(config: Config) -> Iterator[Finding]:
+    """Rule 10: escalate and report steps wait between TIMEOUT_MIN and TIMEOUT_MAX."""
+    for pid, policy in config.policies.items():
+        for i, step in enumerate(policy.steps):
+            if step.mode != StepMode.inform and not TIMEOUT_MIN <= step.timeout <= TIMEOUT_MAX:
+                yield _error(
+                    ("policies", pid, "steps", i, "timeout"),
+                    f"timeout {_seconds(step.timeout)} is out of range: it must be between "
+                    f"{_seconds(TIMEOUT_MIN)} and {_seconds(TIMEOUT_MAX)}",
+                )
+
+
+def check_default_route(config: Config) -> Iterator[Finding]:
+    """Rule 11: exactly one route has ``default: true``."""
+    defaults = [i for i, r in enumerate(config.routes) if r.default]
+    if not defaults:
+        yield _error(("routes",), "no default route: exactly one route needs 'default: true'")
+    for i in defaults[1:]:
+        yield _error(
+            ("routes", i, "default"),
+            f"more than one default route (routes[{defaults[0]}] is already the default)",
+        )
+
+
+def check_people_reachable(config: Config) -> Iterator[Finding]:
+    """Rule 12 (warning): every person has a contact method."""
+    for i, person in enumerate(config.people):
+        if not person.contacts:
+            yield _warning(("people", i), "person has no contact method")
+
+
+def check_shadowed_routes(config: Config) -> Iterator[Finding]:
+    """Rule 13 (warning): no route follows a non-default route that matches everything."""
+    catch_all: int | None = None
+    for i, route in enumerate(config.routes):
+        if catch_all is not None:
+            yield _warning(
+                ("routes", i),
+                f"route can never be reached: routes[{catch_all}] has no match conditions "
+                "and takes every event",
+            )
+        elif not route.default and route.match.model_dump(exclude_defaults=True) == {}:
+            catch_all = i
+
+
+CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
+    check_step_targets,
+    check_person_roles,
+    check_contact_channels,
+    check_route_policies,
+    check_roster_people,
+    check_person_classes,
+    check_targets_reach_someone,
+    check_class_teachers,
+    check_duplicate_ids,
+    check_timeouts,
+    check_default_route,
+    check_people_reachable,
+    check_shadowed_routes,
+]
+"""Every rule, in the order its findings are listed."""
+
+
+def run_checks(config: Config) -> list[Finding]:
+    """Every cross-reference problem in ``config``; an empty list when there is none."""
+    return [finding for check in CHECKS for finding in check(config)]

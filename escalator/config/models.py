@@ -1,0 +1,281 @@
+"""Pydantic models of the administrator's YAML config (one file).
+
+Top level: ``school``, ``roles``, ``people``, ``units``, ``channels``, ``policies``, ``routes``,
+``duty_roster``, ``sources``, ``daemon``. Durations are seconds (int) or strings such as ``"90s"``,
+``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a step's target, a route's
+policy, …) are checked by :mod:`escalator.config.checks`, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from escalator.events import Category, Kind, Severity
+
+TIMEOUT_MIN = 5
+"""Shortest step timeout (seconds)."""
+TIMEOUT_MAX = 7 * 86400
+"""Longest step timeout (seconds): one week."""
+
+RELATIVE_ROLES = {"class_teacher", "grade_leader", "duty_officer", "guardian"}
+"""Roles resolved against the event when a step fires (DESIGN.md "Targets")."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from an int/float or a string like ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``.
+
+    Raises ``ValueError`` for anything else.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '15m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '30s', '15m', '2h')")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class School(_Model):
+    """The school: ``classes`` are ``"grade-class"`` ids such as ``"3-2"``; ``grades`` like ``"3"``."""
+
+    name: str
+    timezone: str = "Asia/Shanghai"
+    language: str = Field(default="zh", pattern=r"^(zh|en)$")
+    grades: list[str] = Field(default_factory=list)
+    classes: list[Annotated[str, Field(pattern=r"^\d{1,2}-\d{1,2}$")]] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown IANA timezone {v!r}") from e
+        return v
+
+    @field_validator("grades", mode="before")
+    @classmethod
+    def _grades_text(cls, v: Any) -> Any:
+        return [str(g) for g in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _grades_from_classes(self) -> School:
+        for c in self.classes:
+            g = c.split("-")[0]
+            if g not in self.grades:
+                self.grades.append(g)
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Role(_Model):
+    """A role an administrator defines: a display name (``name``, Chinese) and a note."""
+
+    name: str | None = None
+    description: str | None = None
+
+
+class ContactMethod(_Model):
+    """One way to reach a person or unit: a configured ``channel`` id and the address ``to``."""
+
+    channel: Id
+    to: str = Field(min_length=1, max_length=500)
+
+
+class Person(_Model):
+    """A person: ``roles`` (role names), the ``classes``/``grades`` they hold, ``contacts`` in order.
+
+    Contact methods are tried in order: the first is used, the next on a permanent failure.
+    """
+
+    id: Id
+    name: str = Field(min_length=1, max_length=100)
+    title: str | None = None
+    roles: list[str] = Field(default_factory=list)
+    classes: list[str] = Field(default_factory=list)
+    grades: list[str] = Field(default_factory=list)
+    contacts: list[ContactMethod] = Field(default_factory=list)
+
+    @field_validator("grades", mode="before")
+    @classmethod
+    def _grades_text(cls, v: Any) -> Any:
+        return [str(g) for g in v] if isinstance(v, list) else v
+
+
+class Unit(_Model):
+    """An external partner unit (联防联控单位): district CDC, police station, education bureau, …
+
+    ``responsible`` names its responsible person (责任人); ``contacts`` as for a person.
+    ``drills``: whether drill events (``drill: true``) may reach it.
+    """
+
+    id: Id
+    name: str = Field(min_length=1, max_length=100)
+    responsible: str | None = None
+    phone: str | None = None
+    contacts: list[ContactMethod] = Field(default_factory=list)
+    drills: bool = False
+
+
+class ChannelConfig(_Model):
+    """A configured channel: its plugin ``type`` and plugin-specific ``options``.
+
+    An option whose key ends in ``_env`` is read from that environment variable, one ending in
+    ``_file`` from that file (relative to the config file); both yield the key without the suffix.
+    """
+
+    type: Id
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepMode(StrEnum):
+    """How a step waits (DESIGN.md "Escalation policy")."""
+
+    escalate = "escalate"
+    report = "report"
+    inform = "inform"
+
+
+class Step(_Model):
+    """One escalation step: whom to tell (``targets``), how long to wait (``timeout``), ``mode``.
+
+    Targets: a role name (administrator-defined or relative: ``class_teacher``, ``grade_leader``,
+    ``duty_officer``, ``guardian``), a unit id, or explicit ``person:ID`` / ``unit:ID`` /
+    ``role:NAME``. ``timeout`` is seconds (ignored for ``inform`` steps, which go straight on).
+    """
+
+    targets: list[str] = Field(min_length=1)
+    timeout: Duration = 900.0
+    mode: StepMode = StepMode.escalate
+    name: str | None = None
+
+
+class Policy(_Model):
+    """An escalation policy: ordered ``steps``; ``repeat`` = how many more times to walk them."""
+
+    name: str | None = None
+    steps: list[Step] = Field(min_length=1)
+    repeat: int = Field(default=0, ge=0, le=10)
+
+
+def _one_or_many(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+class Match(_Model):
+    """Route conditions; each given field must match (a list means any of)."""
+
+    kind: Annotated[list[Kind], BeforeValidator(_one_or_many)] | None = None
+    category: Annotated[list[Category], BeforeValidator(_one_or_many)] | None = None
+    severity: Annotated[list[Severity], BeforeValidator(_one_or_many)] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Route(_Model):
+    """A route: ``match`` → ``policy`` (a policy id, or ``none`` to log without an incident).
+
+    Routes are tried in order; the first that matches wins; the one with ``default: true``
+    (exactly one) is used when none matches.
+    """
+
+    match: Match = Field(default_factory=Match)
+    policy: str
+    default: bool = False
+
+
+class DutyShift(_Model):
+    """One 值班 entry: ``person`` is on duty on ``weekdays`` (1=Mon … 7=Sun) and/or ``dates``,
+    between ``start`` and ``end`` (school-local times; ``end`` ≤ ``start`` crosses midnight).
+    With neither ``weekdays`` nor ``dates``: every day.
+    """
+
+    person: Id
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(default_factory=list)
+    dates: list[date] = Field(default_factory=list)
+    start: time = time(0, 0)
+    end: time = time(0, 0)
+
+
+class SourceConfig(_Model):
+    """A source to run: plugin ``type`` and ``options`` (e.g. the spool source's ``path``)."""
+
+    type: Id
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DaemonSection(_Model):
+    """Daemon settings in the file; ``ESCALATOR_*`` environment variables win over these."""
+
+    state_dir: str | None = None
+    spool_dir: str | None = None
+    http_listen: str | None = None
+    log_format: str | None = None
+    public_base_url: str | None = None
+
+
+class Config(_Model):
+    """The whole config file. Build it with :func:`escalator.config.load_config`."""
+
+    school: School
+    roles: dict[Id, Role] = Field(default_factory=dict)
+    people: list[Person] = Field(default_factory=list)
+    units: list[Unit] = Field(default_factory=list)
+    channels: dict[Id, ChannelConfig] = Field(default_factory=dict)
+    policies: dict[Id, Policy] = Field(default_factory=dict)
+    routes: list[Route] = Field(min_length=1)
+    duty_roster: list[DutyShift] = Field(default_factory=list)
+    sources: dict[Id, SourceConfig] = Field(default_factory=dict)
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: Path | None = PrivateAttr(default=None)
+    _warnings: list[Any] = PrivateAttr(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        """The config file's folder: relative paths in the file are read from here."""
+        return self._base_dir
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def warnings(self) -> list[Any]:
+        """Warnings (:class:`~escalator.config.load.Problem`) found when loading."""
+        return self._warnings
+
+    def person(self, pid: str) -> Person | None:
+        return next((p for p in self.people if p.id == pid), None)
+
+    def unit(self, uid: str) -> Unit | None:
+        return next((u for u in self.units if u.id == uid), None)

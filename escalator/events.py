@@ -1,0 +1,153 @@
+"""The Event: what every source hands to escalator, validated by pydantic.
+
+Shape as fixed by DESIGN.md ("Event"). Symptom codes follow WS/T 772 (学校传染病症状监测预警
+技术规范); the list here is the subset DESIGN.md names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, tzinfo
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+SUMMARY_MAX = 500
+"""Longest accepted ``summary`` (characters). Longer summaries are rejected, never truncated."""
+DETAILS_MAX = 4000
+"""Longest accepted ``details`` (characters)."""
+
+
+class Kind(StrEnum):
+    incident = "incident"
+    suspected_case = "suspected_case"
+    absence = "absence"
+    heartbeat = "heartbeat"
+
+
+class Category(StrEnum):
+    fire = "fire"
+    traffic = "traffic"
+    food_safety = "food_safety"
+    building = "building"
+    public_security = "public_security"
+    infectious_disease = "infectious_disease"
+    bullying = "bullying"
+    mental_health = "mental_health"
+    accident = "accident"
+    other = "other"
+
+
+class Severity(StrEnum):
+    critical = "critical"
+    high = "high"
+    medium = "medium"
+    low = "low"
+    info = "info"
+
+
+class Action(StrEnum):
+    trigger = "trigger"
+    acknowledge = "acknowledge"
+    resolve = "resolve"
+
+
+class Symptom(StrEnum):
+    """WS/T 772 symptom codes."""
+
+    fever = "fever"
+    cough = "cough"
+    headache = "headache"
+    sore_throat = "sore_throat"
+    parotid_swelling = "parotid_swelling"
+    abdominal_pain = "abdominal_pain"
+    diarrhoea = "diarrhoea"
+    vomiting = "vomiting"
+    rash = "rash"
+    dizziness = "dizziness"
+    fatigue = "fatigue"
+    conjunctival_congestion = "conjunctival_congestion"
+    jaundice = "jaundice"
+
+
+ShortStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Subject(BaseModel):
+    """A pupil or staff member, by pseudonymous id only. A name is never required."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: ShortStr
+
+
+class Event(BaseModel):
+    """One input event.
+
+    Required: ``kind``, ``category``, ``summary`` (1..500 characters). ``occurred_at``: an aware
+    time is kept; a naive one is read in the school's timezone by :meth:`normalised`; missing means
+    the time received. Raises ``pydantic.ValidationError`` naming each bad field.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    kind: Kind
+    category: Category
+    summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=SUMMARY_MAX)]
+    severity: Severity = Severity.medium
+    action: Action = Action.trigger
+    details: Annotated[str, StringConstraints(max_length=DETAILS_MAX)] | None = None
+    class_id: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{1,2}-\d{1,2}$")] | None = None
+    grade: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{1,2}$")] | None = None
+    dormitory: ShortStr | None = None
+    place: ShortStr | None = None
+    subject: Subject | None = None
+    symptoms: list[Symptom] = Field(default_factory=list, max_length=20)
+    diagnosis: ShortStr | None = None
+    affected_count: int | None = Field(default=None, ge=0, le=100_000)
+    occurred_at: datetime | None = None
+    reported_by: ShortStr | None = None
+    source: ShortStr | None = None
+    dedup_key: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)] | None = None
+    drill: bool = False
+    labels: dict[Annotated[str, StringConstraints(max_length=100)], Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict, max_length=50
+    )
+
+    @field_validator("grade", mode="before")
+    @classmethod
+    def _grade_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    def normalised(self, received_at: datetime, tz: tzinfo) -> Event:
+        """Return a copy with ``occurred_at`` aware and in UTC, and ``grade`` filled from ``class_id``.
+
+        ``received_at``: aware UTC time of receipt, used when ``occurred_at`` is missing.
+        ``tz``: the school's zone, used to read a naive ``occurred_at``.
+        """
+        occurred = self.occurred_at or received_at
+        if occurred.tzinfo is None:
+            occurred = occurred.replace(tzinfo=tz)
+        grade = self.grade or (self.class_id.split("-")[0] if self.class_id else None)
+        return self.model_copy(update={"occurred_at": occurred.astimezone(UTC), "grade": grade})
+
+    def derived_dedup_key(self, tz: tzinfo) -> str:
+        """The dedup key: the given ``dedup_key``, or one derived by this documented rule.
+
+        - With a ``subject``: ``{kind}/{category}/subject:{id}/{local date of occurred_at}`` —
+          one pupil reported twice on one school day is one incident (cases/README: "one pupil
+          counts once").
+        - Otherwise: ``{kind}/{category}/{class_id|dormitory|place|grade|-}/{sha256(source,
+          summary)[:16]}`` — the same report from the same source about the same place.
+
+        Call on a :meth:`normalised` event.
+        """
+        if self.dedup_key:
+            return self.dedup_key
+        if self.subject is not None:
+            assert self.occurred_at is not None
+            day = self.occurred_at.astimezone(tz).date().isoformat()
+            return f"{self.kind.value}/{self.category.value}/subject:{self.subject.id}/{day}"
+        where = self.class_id or self.dormitory or self.place or (f"grade:{self.grade}" if self.grade else "-")
+        digest = hashlib.sha256(f"{self.source or ''}\x00{self.summary}".encode()).hexdigest()[:16]
+        return f"{self.kind.value}/{self.category.value}/{where}/{digest}"

@@ -1,0 +1,161 @@
+"""The store interface: the narrow set of operations the engine, delivery and intake need.
+
+A backend (SQLite here; PostgreSQL later) implements :class:`Store` and :class:`Tx`. Every
+method of :class:`Tx` runs inside one transaction that commits durably (fsync) when the
+``with store.transaction()`` block exits without an exception, and rolls back otherwise.
+All datetimes are aware UTC.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+INCIDENT_STATES = ("triggered", "acknowledged", "resolved")
+OPEN_STATES = ("triggered", "acknowledged")
+
+
+@dataclass
+class Incident:
+    """An incident row. ``policy`` is the snapshot (dict) taken when it opened; ``step_index``
+    is the last fired step (-1 before the first); ``next_step_at`` the durable timer (or None)."""
+
+    id: int
+    dedup_key: str
+    state: str
+    kind: str
+    category: str
+    severity: str
+    summary: str
+    class_id: str | None
+    grade: str | None
+    place: str | None
+    drill: bool
+    policy_id: str
+    policy: dict[str, Any]
+    step_index: int
+    round: int
+    next_step_at: datetime | None
+    event_count: int
+    created_at: datetime
+    updated_at: datetime
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    first_event_id: str | None = None
+
+
+@dataclass
+class StepRun:
+    """One firing of a step. ``status``: ``open`` → ``confirmed`` | ``overdue`` | ``done``."""
+
+    id: int
+    incident_id: int
+    step_index: int
+    round: int
+    mode: str
+    fired_at: datetime
+    status: str
+    closed_at: datetime | None = None
+
+
+@dataclass
+class Notification:
+    """An outbox row: one message to one recipient through one contact method.
+
+    ``status``: ``pending`` (waiting for ``due_at``) → ``sending`` → ``delivered`` | ``failed``;
+    or ``cancelled``. ``contact_index`` is the recipient's contact method in use (failover
+    moves to the next). ``needs_ack`` is false for ``inform`` steps. ``purpose``: ``step`` or
+    ``target_unresolved`` (a notice to the duty officer; ``note`` lists the targets).
+    """
+
+    id: int
+    incident_id: int
+    step_run_id: int | None
+    recipient_kind: str
+    recipient_id: str
+    recipient_name: str
+    channel: str
+    address: str
+    contact_index: int
+    status: str
+    due_at: datetime
+    attempts: int
+    created_at: datetime
+    ack_token: str
+    needs_ack: bool
+    purpose: str = "step"
+    note: str | None = None
+    first_attempt_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class TimelineEntry:
+    """One line of an incident's timeline: ``type`` (e.g. ``step_fired``), ``actor``, ``detail``."""
+
+    id: int
+    incident_id: int
+    at: datetime
+    type: str
+    actor: str | None
+    detail: dict[str, Any]
+
+
+class Tx(Protocol):
+    """Operations inside one transaction."""
+
+    # events
+    def insert_event(self, *, id: str, received_at: datetime, source: str, kind: str, category: str,
+                     action: str, dedup_key: str, incident_id: int | None, outcome: str,
+                     body: dict[str, Any]) -> None: ...
+    def get_event(self, event_id: str) -> dict[str, Any] | None: ...
+    def events_of(self, incident_id: int) -> list[dict[str, Any]]: ...
+
+    # incidents
+    def open_incident_by_key(self, dedup_key: str) -> Incident | None: ...
+    def insert_incident(self, **fields: Any) -> int: ...
+    def get_incident(self, incident_id: int) -> Incident | None: ...
+    def update_incident(self, incident_id: int, **fields: Any) -> None: ...
+    def list_incidents(self, states: tuple[str, ...], limit: int) -> list[Incident]: ...
+    def due_incidents(self, now: datetime, limit: int) -> list[int]: ...
+    def count_incidents(self) -> dict[str, int]: ...
+
+    # steps
+    def insert_step_run(self, *, incident_id: int, step_index: int, round: int, mode: str,
+                        fired_at: datetime) -> int: ...
+    def get_step_run(self, step_run_id: int) -> StepRun | None: ...
+    def latest_step_run(self, incident_id: int) -> StepRun | None: ...
+    def close_step_run(self, step_run_id: int, status: str, at: datetime) -> None: ...
+
+    # outbox
+    def insert_notification(self, **fields: Any) -> int: ...
+    def get_notification(self, notification_id: int) -> Notification | None: ...
+    def notification_by_token(self, token: str) -> Notification | None: ...
+    def notifications_of(self, incident_id: int) -> list[Notification]: ...
+    def cancel_notifications(self, incident_id: int, step_run_id: int | None, at: datetime) -> int: ...
+    def claim_notifications(self, now: datetime, limit: int) -> list[Notification]: ...
+    def update_notification(self, notification_id: int, **fields: Any) -> None: ...
+    def release_claims(self) -> int: ...
+    def add_delivery(self, *, notification_id: int, at: datetime, outcome: str, detail: str,
+                     body: str) -> None: ...
+
+    # timeline and timers
+    def add_timeline(self, incident_id: int, at: datetime, type: str, actor: str | None,
+                     detail: dict[str, Any]) -> None: ...
+    def timeline(self, incident_id: int) -> list[TimelineEntry]: ...
+    def next_due(self) -> datetime | None: ...
+
+    # spool files taken (content hash → committed with the file's events)
+    def spool_file_seen(self, sha256: str) -> bool: ...
+    def add_spool_file(self, *, sha256: str, name: str, at: datetime, events: int) -> None: ...
+
+
+class Store(Protocol):
+    """A durable store. ``transaction()`` yields a :class:`Tx`; exiting cleanly commits (fsync)."""
+
+    def transaction(self) -> AbstractContextManager[Tx]: ...
+    def close(self) -> None: ...
