@@ -1,0 +1,306 @@
+"""The ``escalator`` command line.
+
+Exit codes: 0 success; 1 failure (invalid config, input rejected, daemon error); 2 usage error;
+3 no such incident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from escalator import __version__
+from escalator.config import Config, ConfigError, check_config, load_config
+from escalator.intake import IntakeError, parse_events
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+DEMO_DIR = Path("escalator-demo")
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  failure: invalid config, rejected input, daemon error
+  2  usage error (also: no config given to a command that needs one)
+  3  no such incident
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def demo_config_path() -> Path:
+    """The packaged demo config (``config/demo.yaml`` in the source tree)."""
+    return Path(str(resources.files("escalator.bundled") / "demo.yaml"))
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "demo", False):
+        return demo_config_path()
+    path = args.config or os.environ.get("ESCALATOR_CONFIG")
+    if not path:
+        raise UsageError("no config file: pass --config PATH or set ESCALATOR_CONFIG "
+                         "(or --demo for the demo's config and state)")
+    return Path(path)
+
+
+def _settings(args: argparse.Namespace, config: Config):
+    from escalator.settings import load_settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "demo", False) or args.command == "demo":
+        base = Path(getattr(args, "dir", None) or DEMO_DIR).resolve()
+        overrides = {"state_dir": base / "state", "spool_dir": base / "spool"}
+    return load_settings(config.daemon.model_dump(), config.base_dir, **overrides)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+def _print_table(rows: list[list[str]], headers: list[str]) -> None:
+    from unicodedata import east_asian_width
+
+    def width(s: str) -> int:
+        return sum(2 if east_asian_width(c) in "WF" else 1 for c in s)
+
+    cols = [max(width(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    for r in [headers, *rows]:
+        print("  ".join(str(c) + " " * (w - width(str(c))) for c, w in zip(r, cols, strict=True)).rstrip())
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from escalator.daemon import plugin_problems
+    from escalator.plugins import collect, get_plugin_manager
+
+    path = _config_path(args)
+    config, problems = check_config(path)
+    if config is not None:
+        problems += plugin_problems(config, collect(get_plugin_manager()))
+    errors = [p for p in problems if p.level == "error"]
+    for p in problems:
+        print(f"{p.level}: {p}", file=sys.stderr if p.level == "error" else sys.stdout)
+    if errors:
+        print(f"{path}: {len(errors)} error(s); the config was not accepted", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{path}: OK ({len(problems)} warning(s))")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from escalator import logs
+    from escalator.daemon import Daemon
+
+    config = _load(args)
+    settings = _settings(args, config)
+    logs.configure(settings.log_format)
+    if args.command == "demo":
+        spool = settings.spool_dir
+        print(f"escalator demo — 示例小学\n  config: {config.source}\n  state:  {settings.state_dir}\n"
+              f"  spool:  {spool}/incoming/  (drop an event file here)\n"
+              f"  try:    cp ../shared/cases/events/fever_single.json {spool}/incoming/\n"
+              f"  then:   escalator incidents --demo ; escalator ack ID --demo\n"
+              f"  stop:   Ctrl-C\n", file=sys.stderr, flush=True)
+    daemon = Daemon(config, settings)
+    asyncio.run(daemon.run())
+    return EXIT_OK
+
+
+def _open_engine(args: argparse.Namespace):
+    from escalator.clock import SystemClock
+    from escalator.engine import Engine
+    from escalator.store import SQLiteStore
+
+    config = _load(args)
+    settings = _settings(args, config)
+    return Engine(SQLiteStore(settings.database), config, SystemClock())
+
+
+def _read_document(path: Path) -> Any:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise IntakeError([{"field": "(file)", "message": f"cannot read {path}: {e}"}]) from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return YAML(typ="safe").load(text)
+        return json.loads(text)
+    except (json.JSONDecodeError, YAMLError) as e:
+        raise IntakeError([{"field": "(file)", "message": f"not valid JSON/YAML: {e}"}]) from None
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    events = parse_events(_read_document(Path(args.file)))
+    engine = _open_engine(args)
+    for e in events:
+        r = engine.ingest(e, source=args.source)
+        print(json.dumps({"event_id": r.event_id, "incident_id": r.incident_id, "status": r.status,
+                          "dedup_key": r.dedup_key}, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    engine = _open_engine(args)
+    r = engine.acknowledge(args.id, actor=_actor(), via="cli")
+    print(f"incident #{r.incident_id}: {r.outcome} (state: {r.state})")
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    engine = _open_engine(args)
+    r = engine.resolve(args.id, actor=_actor(), via="cli")
+    print(f"incident #{r.incident_id}: {r.outcome}")
+    return EXIT_OK
+
+
+def _local(dt: datetime | None, config: Config) -> str:
+    return dt.astimezone(config.school.tz).strftime("%m-%d %H:%M:%S") if dt else "-"
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from escalator.engine import NotFound
+
+    engine = _open_engine(args)
+    config = engine.config
+    with engine.store.transaction() as tx:
+        if args.id is not None:
+            inc = tx.get_incident(args.id)
+            if inc is None:
+                raise NotFound(f"no incident {args.id}")
+            print(f"#{inc.id} [{inc.state}] {inc.category}/{inc.severity} {inc.summary}")
+            print(f"policy {inc.policy_id}, step {inc.step_index + 1}/{len(inc.policy['steps'])}, "
+                  f"events {inc.event_count}, next step {_local(inc.next_step_at, config)}")
+            rows = [[_local(t.at, config), t.type, t.actor or "",
+                     json.dumps(t.detail, ensure_ascii=False)] for t in tx.timeline(inc.id)]
+            _print_table(rows, ["time", "what", "who", "detail"])
+            return EXIT_OK
+        states = ("triggered", "acknowledged", "resolved") if args.all else ("triggered", "acknowledged")
+        incidents = tx.list_incidents(states, args.limit)
+    rows = [[f"#{i.id}", i.state, i.category, i.severity,
+             f"{i.step_index + 1}/{len(i.policy['steps'])}", str(i.event_count),
+             _local(i.created_at, config), i.summary[:40]] for i in incidents]
+    _print_table(rows, ["id", "state", "category", "severity", "step", "events", "opened", "summary"])
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from escalator.simulate import simulate
+
+    config = _load(args)
+    events = parse_events(_read_document(Path(args.event)))
+    rows = simulate(config, events[0], horizon_seconds=args.horizon)
+    _print_table([[r.offset, r.local_time, r.step, r.mode, r.recipient, r.channel, r.address]
+                  for r in rows],
+                 ["t+", "local time", "step", "mode", "who", "channel", "address"])
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from escalator.plugins import collect, describe, get_plugin_manager
+
+    pm = get_plugin_manager()
+    reg = collect(pm)
+    rows = [[p["name"], p["origin"], ", ".join(p["hooks"])] for p in describe(pm)]
+    _print_table(rows, ["plugin", "from", "hooks"])
+    print(f"\nchannel types: {', '.join(sorted(reg.channels))}")
+    print(f"source types:  {', '.join(sorted(reg.sources))}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="escalator", description="School joint prevention and control: notification and "
+        "escalation daemon (学校联防联控通知与逐级上报).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"escalator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, func: Any, *, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        if config:
+            p.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
+            p.add_argument("--demo", action="store_true",
+                           help="use the demo's config and its state in ./escalator-demo")
+        return p
+
+    p = add("demo", "run the packaged demo (示例小学) with state and spool in ./escalator-demo",
+            cmd_run, config=False)
+    p.add_argument("--dir", metavar="DIR", help="demo folder (default: ./escalator-demo)")
+    p.set_defaults(demo=True, config=None)
+    add("run", "run the daemon", cmd_run)
+    add("check-config", "validate the config and print every problem with its line", cmd_check_config)
+    p = add("simulate", "print who is told when, by which channel, if nobody acts (sends nothing)",
+            cmd_simulate)
+    p.add_argument("--event", required=True, metavar="FILE", help="an event file (JSON or YAML)")
+    p.add_argument("--horizon", type=float, default=7 * 86400, metavar="SECONDS",
+                   help="how far to simulate (default: 7 days)")
+    p = add("send", "submit the event(s) in FILE (JSON or YAML, one or a list)", cmd_send)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--source", default="cli", help="source name recorded (default: cli)")
+    p = add("ack", "acknowledge incident ID (as the OS user, from the CLI)", cmd_ack)
+    p.add_argument("id", type=int, metavar="ID")
+    p = add("resolve", "resolve incident ID", cmd_resolve)
+    p.add_argument("id", type=int, metavar="ID")
+    p = add("incidents", "list open incidents, or show one with its timeline", cmd_incidents)
+    p.add_argument("id", type=int, nargs="?", metavar="ID")
+    p.add_argument("--all", action="store_true", help="include resolved incidents")
+    p.add_argument("--limit", type=int, default=50)
+    add("plugins", "list plugins, where they came from and their hooks", cmd_plugins, config=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from escalator.engine import NotFound
+    from escalator.plugins import PluginError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"escalator: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as e:
+        print(f"escalator: invalid config {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except IntakeError as e:
+        print(f"escalator: input rejected: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except NotFound as e:
+        print(f"escalator: {e}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except PluginError as e:
+        print(f"escalator: plugin error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
