@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import logging
 import os
 import sys
 from datetime import datetime
@@ -280,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     from escalator.plugins import PluginError
 
     args = build_parser().parse_args(argv)
+    from escalator import logs
+
+    logs.configure(os.environ.get("ESCALATOR_LOG_FORMAT", "auto"), level=logging.WARNING)
     try:
         return args.func(args)
     except UsageError as e:

@@ -101,7 +101,7 @@ class Engine:
             if tx.spool_file_seen(sha256):
                 return None
             results = [self._ingest(tx, e, source, now) for e in events]
-            tx.add_spool_file(sha256=sha256, name=name, at=now, events=len(events))
+            tx.add_spool_file(sha256=sha256, name=name, taken_at=now, events=len(events))
             return results
 
     def _ingest(self, tx: Tx, event: Event, source: str | None, now: datetime) -> IngestResult:

@@ -1,0 +1,153 @@
+"""The ``escalator`` command line, run as a real subprocess against real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import CASES, FIXTURES, ROOT
+
+EXE = [sys.executable, "-m", "escalator.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    full_env.update(env or {})
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, env=full_env, cwd=cwd,
+                          timeout=60)
+
+
+@pytest.fixture
+def state(tmp_path):
+    return {"ESCALATOR_STATE_DIR": str(tmp_path / "state"),
+            "ESCALATOR_CONFIG": str(FIXTURES / "engine.yaml")}
+
+
+def test_help_lists_exit_codes():
+    r = run("--help")
+    assert r.returncode == 0
+    assert "exit codes" in r.stdout and "3  no such incident" in r.stdout
+
+
+def test_run_without_config_is_a_usage_error_and_never_falls_back_to_the_demo():
+    r = run("run")
+    assert r.returncode == 2
+    assert "no config file" in r.stderr
+
+
+def test_check_config_ok_and_errors_with_lines():
+    ok = run("check-config", "--config", str(FIXTURES / "engine.yaml"))
+    assert ok.returncode == 0, ok.stderr
+    bad = run("check-config", "--config", str(FIXTURES / "config" / "several_problems.yaml"))
+    assert bad.returncode == 1
+    assert "(line " in bad.stderr and "error(s)" in bad.stderr
+
+
+def test_check_config_reports_unknown_channel_type(tmp_path):
+    text = (FIXTURES / "engine.yaml").read_text(encoding="utf-8").replace(
+        "backup: {type: console}", "backup: {type: carrier_pigeon}")
+    p = tmp_path / "c.yaml"
+    p.write_text(text, encoding="utf-8")
+    r = run("check-config", "--config", str(p))
+    assert r.returncode == 1
+    assert "channels.backup.type: unknown channel type 'carrier_pigeon'" in r.stderr
+
+
+def test_demo_config_checks_clean():
+    r = run("check-config", "--demo")
+    assert r.returncode == 0, r.stderr + r.stdout
+
+
+def test_simulate_prints_who_is_told_when_and_sends_nothing(state, tmp_path):
+    r = run("simulate", "--event", str(CASES / "events/fever_single.json"), env=state)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["t+", "local", "time"]
+    assert "+0:00:00" in lines[1] and "王老师" in lines[1]
+    assert "+0:01:00" in lines[2] and "赵校医" in lines[2]
+    assert "+0:03:00" in lines[3] and "张校长" in lines[3]
+    assert "+0:08:00" in lines[4] and "区疾控" in lines[4]
+    assert not (tmp_path / "state").exists()  # nothing stored, nothing sent
+
+
+def test_send_ack_resolve_incidents_on_the_state_database(state):
+    r = run("send", str(CASES / "events/fever_single.json"), env=state)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "created" and out["incident_id"] == 1
+    again = json.loads(run("send", str(CASES / "events/fever_single.json"), env=state).stdout)
+    assert again["status"] == "deduplicated" and again["incident_id"] == 1
+    listing = run("incidents", env=state)
+    assert "#1" in listing.stdout and "triggered" in listing.stdout
+    ack = run("ack", "1", env=state)
+    assert ack.returncode == 0 and "step_confirmed" in ack.stdout  # a report step: level confirmed
+    show = run("incidents", "1", env=state)
+    assert "step_confirmed" in show.stdout and "cli:" in show.stdout
+    res = run("resolve", "1", env=state)
+    assert res.returncode == 0 and "resolved" in res.stdout
+    assert "#1" not in run("incidents", env=state).stdout
+    assert "#1" in run("incidents", "--all", env=state).stdout
+    missing = run("ack", "42", env=state)
+    assert missing.returncode == 3 and "no incident 42" in missing.stderr
+
+
+def test_send_rejects_bad_input_naming_fields(state):
+    r = run("send", str(CASES / "bad/wrong_types.json"), env=state)
+    assert r.returncode == 1
+    assert "severity" in r.stderr and "occurred_at" in r.stderr
+
+
+def test_plugins_lists_builtins_and_their_hooks():
+    r = run("plugins")
+    assert r.returncode == 0
+    assert "escalator_plugins.console" in r.stdout and "built-in" in r.stdout
+    assert "register_channels" in r.stdout and "register_sources" in r.stdout
+    assert "channel types: console" in r.stdout
+
+
+def _read_until(proc: subprocess.Popen, needle: str, deadline: float) -> str:
+    """Read the process's stdout until ``needle`` appears or ``deadline`` (monotonic) passes."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    seen = ""
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sel.select(left):
+            raise AssertionError(f"{needle!r} not seen; output so far:\n{seen}")
+        chunk = os.read(proc.stdout.fileno(), 65536).decode("utf-8", "replace")
+        if not chunk:
+            raise AssertionError(f"process ended; output:\n{seen}")
+        seen += chunk
+    return seen
+
+
+def test_daemon_takes_a_spool_file_tells_the_teacher_and_stops_on_sigterm(tmp_path):
+    spool = tmp_path / "spool"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env.update(ESCALATOR_CONFIG=str(FIXTURES / "engine.yaml"), ESCALATOR_STATE_DIR=str(tmp_path / "state"),
+               ESCALATOR_SPOOL_DIR=str(spool), ESCALATOR_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+    cfg = (FIXTURES / "engine.yaml").read_text(encoding="utf-8") + "sources:\n  spool: {type: spool}\n"
+    (tmp_path / "c.yaml").write_text(cfg, encoding="utf-8")
+    env["ESCALATOR_CONFIG"] = str(tmp_path / "c.yaml")
+    (spool / "incoming").mkdir(parents=True)
+    shutil.copy(CASES / "events/fever_single.json", spool / "incoming" / "fever_single.json")
+    proc = subprocess.Popen([*EXE, "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out = _read_until(proc, "王老师", time.monotonic() + 30)
+        assert "三年级2班" in out and "escalator ack 1" in out
+        assert list((spool / "processed").rglob("fever_single.json"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
