@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CASES, FIXTURES, ROOT
+from .conftest import CASES, FIXTURES
 
 EXE = [sys.executable, "-m", "escalator.cli"]
 
