@@ -75,9 +75,11 @@ class Delivery:
                 tx.update_notification(n.id, status="cancelled", updated_at=self.clock.now())
                 return
             occurred = self._occurred_local(tx, inc)
+            run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
+        step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
         channel = self.channels.get(n.channel)
         audience = getattr(channel, "audience", "person")
-        r = render(inc, n, self.config, audience=audience, occurred_local=occurred)
+        r = render(inc, n, self.config, audience=audience, occurred_local=occurred, step=step)
         message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
                           r.ack_hint, inc.drill)
         started = self.clock.now()

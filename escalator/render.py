@@ -42,7 +42,7 @@ TEXT = {
         "count": "相关事件数", "ask_ack": "请立即核实处置，并确认", "ask_inform": "抄送知悉，无需确认",
         "ack_cli": "确认命令：escalator ack {id}", "ack_link": "确认链接：{url}",
         "unresolved": "注意：升级步骤中有对象未能找到接收人（{targets}），请值班人员代为处置。",
-        "level": "第{n}级",
+        "level": "第{n}级", "step": "环节",
     },
     "en": {
         "drill": "[DRILL] ", "incident": "Incident", "where": "Place", "class": "Class",
@@ -50,7 +50,7 @@ TEXT = {
         "ask_inform": "For your information; no acknowledgement needed",
         "ack_cli": "To acknowledge: escalator ack {id}", "ack_link": "Acknowledge: {url}",
         "unresolved": "Note: a step target could not be resolved ({targets}); duty officer, please act.",
-        "level": "level {n}",
+        "level": "level {n}", "step": "Step",
     },
 }
 
@@ -65,10 +65,11 @@ class Rendered:
 
 
 def render(inc: Incident, n: Notification, config: Config, *, audience: str = "person",
-           occurred_local: str | None = None) -> Rendered:
+           occurred_local: str | None = None, step: tuple[int, str | None] | None = None) -> Rendered:
     """Render notification ``n`` of incident ``inc`` for a ``person`` or ``group`` audience.
 
-    ``occurred_local``: the event time already formatted in the school's zone. Language from
+    ``occurred_local``: the event time already formatted in the school's zone; ``step``: the
+    0-based step index and its name, shown as the level being told. Language from
     ``config.school.language`` (``zh`` default, ``en``).
     """
     lang = config.school.language
@@ -85,6 +86,9 @@ def render(inc: Incident, n: Notification, config: Config, *, audience: str = "p
         lines.append(f"{t['where']}: {inc.place}")
     if occurred_local:
         lines.append(f"{t['time']}: {occurred_local}")
+    if step is not None:
+        label = t["level"].format(n=step[0] + 1) + (f" {step[1]}" if step[1] else "")
+        lines.append(f"{t['step']}: {label}")
     if inc.event_count > 1:
         lines.append(f"{t['count']}: {inc.event_count}")
     if n.purpose == "target_unresolved":
