@@ -14,9 +14,11 @@ Options: ``path`` (default: the daemon's ``spool_dir``), ``poll_interval``, ``ma
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +32,7 @@ log = structlog.get_logger("escalator.spool")
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 DEFAULT_MAX_BYTES = 1024 * 1024
+SIDECAR_SUFFIX = ".error.json"
 
 
 def ignored(name: str) -> bool:
@@ -84,6 +87,16 @@ class SpoolSource:
         for bad input."""
         try:
             data = self._read(path)
+        except FileNotFoundError:
+            log.info("spool_file_vanished", file=path.name)  # e.g. taken by another process
+            return
+        except OSError as e:
+            self._fail(path, Rejected(f"cannot read the file: {e.strerror or e}"))
+            return
+        except Rejected as e:
+            self._fail(path, e)
+            return
+        try:
             sha = hashlib.sha256(data).hexdigest()
             events = parse_events(self._decode(data, path.name))
         except Rejected as e:
@@ -101,13 +114,26 @@ class SpoolSource:
                      incidents=[r.incident_id for r in results], moved_to=str(dest))
 
     def _read(self, path: Path) -> bytes:
-        st = path.lstat()
-        if path.is_symlink() or not path.is_file():
+        if not stat.S_ISREG(path.lstat().st_mode):
             raise Rejected("not a regular file (symlinks are refused)")
-        if st.st_size > self.max_bytes:
-            raise Rejected(f"file too large: {st.st_size} bytes (limit {self.max_bytes})")
-        with path.open("rb") as f:
-            return f.read(self.max_bytes + 1)
+        # No symlink may be swapped in between the check and the open; a FIFO must not block.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise Rejected("not a regular file (symlinks are refused)") from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Rejected("not a regular file (symlinks are refused)")
+            if st.st_size > self.max_bytes:
+                raise Rejected(f"file too large: {st.st_size} bytes (limit {self.max_bytes})")
+            data = f.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:  # grew after the size check
+            raise Rejected(f"file too large: over {self.max_bytes} bytes (limit {self.max_bytes})")
+        return data
 
     @staticmethod
     def _decode(data: bytes, name: str) -> Any:
@@ -119,13 +145,17 @@ class SpoolSource:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise Rejected(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except RecursionError:
+            raise Rejected("not valid JSON: nested too deeply") from None
+        except ValueError as e:  # e.g. an integer over the interpreter's digit limit
+            raise Rejected(f"not valid JSON: {e}") from None
 
     def _today(self) -> str:
         return self.ctx.clock.now().astimezone(self.ctx.config.school.tz).date().isoformat()
 
     def _fail(self, path: Path, why: Rejected) -> None:
-        dest = self._move(path, self.root / "failed")
-        sidecar = dest.with_name(dest.name + ".error.json")
+        dest = self._move(path, self.root / "failed", sidecar=SIDECAR_SUFFIX)
+        sidecar = dest.with_name(dest.name + SIDECAR_SUFFIX)
         body = {"file": path.name, "reason": why.reason, "errors": why.errors,
                 "at": self.ctx.clock.now().isoformat()}
         tmp = sidecar.with_name("." + sidecar.name + ".tmp")
@@ -135,11 +165,18 @@ class SpoolSource:
                     moved_to=str(dest))
 
     @staticmethod
-    def _move(path: Path, folder: Path) -> Path:
+    def _move(path: Path, folder: Path, sidecar: str | None = None) -> Path:
+        """Move ``path`` into ``folder`` under a free name (``name.1.ext``, … on collision);
+        with ``sidecar``, the name plus that suffix must be free too, so the sidecar written
+        next to the file never overwrites an earlier file."""
         folder.mkdir(parents=True, exist_ok=True)
+
+        def taken(p: Path) -> bool:
+            return p.exists() or p.is_symlink()
+
         dest = folder / path.name
         n = 1
-        while dest.exists() or dest.is_symlink():
+        while taken(dest) or (sidecar and taken(dest.with_name(dest.name + sidecar))):
             dest = folder / f"{path.stem}.{n}{path.suffix}"
             n += 1
         os.replace(path, dest)
