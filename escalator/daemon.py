@@ -19,7 +19,7 @@ from escalator.clock import Clock, SystemClock
 from escalator.config import Config, ConfigError, Problem, load_config
 from escalator.config.load import resolve_secrets
 from escalator.delivery import Delivery
-from escalator.engine import Engine, IngestResult
+from escalator.engine import Engine, IngestResult, Submission
 from escalator.events import Event
 from escalator.plugins import Registry, collect, get_plugin_manager
 from escalator.settings import Settings
@@ -88,12 +88,12 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
 
     # intake for sources
-    async def ingest(self, events: list[Event], source: str) -> list[IngestResult]:
-        results = [self.engine.ingest(e, source=source) for e in events]
+    async def ingest(self, events: list[Event | Submission], source: str) -> list[IngestResult]:
+        results = self.engine.ingest_many(events, source=source)
         self._wake.set()
         return results
 
-    async def ingest_file(self, events: list[Event], sha256: str, name: str,
+    async def ingest_file(self, events: list[Event | Submission], sha256: str, name: str,
                           source: str) -> list[IngestResult] | None:
         results = self.engine.ingest_file(events, sha256=sha256, name=name, source=source)
         self._wake.set()

@@ -49,13 +49,30 @@ class IngestResult:
     ``status``: ``created`` (a new incident), ``deduplicated`` (counted on an open incident),
     ``logged`` (stored, no incident: route ``none`` or a heartbeat), ``acknowledged`` /
     ``resolved`` (an ``action`` applied to the open incident with the key), ``ignored`` (an
-    action for a key with no open incident).
+    action for a key with no open incident), ``ledger`` (recorded only, see
+    :class:`Submission`), ``duplicate_row`` (a row key seen before; nothing stored,
+    ``event_id`` empty).
     """
 
     event_id: str
     incident_id: int | None
     status: str
     dedup_key: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An event with intake options, as a source hands it in.
+
+    ``row_key``: the source's own key for this input row (e.g. a register's date + pupil); an
+    event whose ``row_key`` was stored before is skipped (status ``duplicate_row``), so a
+    re-exported register adds only its new rows. ``ledger_only``: record the event in the
+    ledger without routing it (status ``ledger``; e.g. a 事假 personal-leave row).
+    """
+
+    event: Event
+    row_key: str | None = None
+    ledger_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,14 +102,21 @@ class Engine:
 
     # ----------------------------------------------------------------- intake
 
-    def ingest(self, event: Event, *, source: str | None = None) -> IngestResult:
+    def ingest(self, event: Event | Submission, *, source: str | None = None) -> IngestResult:
         """Store ``event``, route and dedup it, and fire a new incident's first step — all in one
         durable transaction. Returns the :class:`IngestResult`."""
         with self.store.transaction() as tx:
             return self._ingest(tx, event, source, self.clock.now())
 
+    def ingest_many(self, events: list[Event | Submission], *, source: str | None = None
+                    ) -> list[IngestResult]:
+        """:meth:`ingest` for several events in one transaction (all or nothing)."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            return [self._ingest(tx, e, source, now) for e in events]
+
     def ingest_file(
-        self, events: list[Event], *, sha256: str, name: str, source: str
+        self, events: list[Event | Submission], *, sha256: str, name: str, source: str
     ) -> list[IngestResult] | None:
         """Ingest every event of one spool file and record its content hash in the same
         transaction. Returns None (and stores nothing) when that hash was taken before."""
@@ -104,15 +128,21 @@ class Engine:
             tx.add_spool_file(sha256=sha256, name=name, taken_at=now, events=len(events))
             return results
 
-    def _ingest(self, tx: Tx, event: Event, source: str | None, now: datetime) -> IngestResult:
+    def _ingest(self, tx: Tx, item: Event | Submission, source: str | None,
+                now: datetime) -> IngestResult:
+        sub = item if isinstance(item, Submission) else Submission(item)
         tz = self.config.school.tz
-        ev = event.normalised(now, tz)
+        ev = sub.event.normalised(now, tz)
         key = ev.derived_dedup_key(tz)
+        if sub.row_key is not None and tx.row_key_seen(sub.row_key):
+            return IngestResult("", None, "duplicate_row", key)
         event_id = uuid.uuid4().hex
         src = source or ev.source or "unknown"
         incident_id: int | None = None
         open_incident = tx.open_incident_by_key(key)
-        if ev.action == Action.trigger:
+        if sub.ledger_only:
+            status = "ledger"
+        elif ev.action == Action.trigger:
             if open_incident is not None:
                 incident_id, status = open_incident.id, "deduplicated"
                 tx.update_incident(incident_id, event_count=open_incident.event_count + 1, updated_at=now)
@@ -135,7 +165,7 @@ class Engine:
         tx.insert_event(
             id=event_id, received_at=now, source=src, kind=ev.kind.value, category=ev.category.value,
             action=ev.action.value, dedup_key=key, incident_id=incident_id, outcome=status,
-            body=ev.model_dump(mode="json", exclude_none=True),
+            body=ev.model_dump(mode="json", exclude_none=True), row_key=sub.row_key,
         )
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)

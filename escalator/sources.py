@@ -14,7 +14,7 @@ from typing import Any
 
 from escalator.clock import Clock
 from escalator.config.models import Config
-from escalator.engine import IngestResult
+from escalator.engine import IngestResult, Submission
 from escalator.events import Event
 from escalator.settings import Settings
 
@@ -25,12 +25,14 @@ class SourceContext:
 
     ``ingest(events, source)`` commits events and returns their results;
     ``ingest_file(events, sha256, name, source)`` does so for one spool file together with its
-    content hash and returns None if that file was taken before. Both are coroutines.
+    content hash and returns None if that file was taken before. Both are coroutines; both take
+    :class:`~escalator.engine.Event` or :class:`~escalator.engine.Submission` items.
     """
 
     settings: Settings
     config: Config
     clock: Clock
-    ingest: Callable[[list[Event], str], Awaitable[list[IngestResult]]]
-    ingest_file: Callable[[list[Event], str, str, str], Awaitable[list[IngestResult] | None]]
+    ingest: Callable[[list[Event | Submission], str], Awaitable[list[IngestResult]]]
+    ingest_file: Callable[[list[Event | Submission], str, str, str],
+                          Awaitable[list[IngestResult] | None]]
     extra: dict[str, Any] | None = None

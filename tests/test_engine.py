@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from escalator.channels import DeliveryStatus
-from escalator.engine import NotFound
+from escalator.engine import NotFound, Submission
 from escalator.events import Event
 from escalator.testing import Harness
 
@@ -225,3 +225,22 @@ async def test_overdue_step_fires_at_once_after_a_long_outage(engine_config, tmp
     await second.settle()
     assert second.told()[0] == "张校长"
     second.close()
+
+
+async def test_row_keys_skip_rows_seen_before_and_ledger_only_rows_open_nothing(harness):
+    sick = Submission(Event.model_validate(dict(FEVER, kind="absence")), row_key="reg/2026-11-30/S-1")
+    leave = Submission(Event.model_validate(dict(OTHER, kind="absence", category="other",
+                                                 summary="事假")), row_key="reg/2026-11-30/S-2",
+                       ledger_only=True)
+    first = harness.engine.ingest_file([sick, leave], sha256="a" * 64, name="r1.csv", source="reg")
+    assert [r.status for r in first] == ["created", "ledger"]
+    assert first[1].incident_id is None
+    # the register re-exported with one new row: only the new row is added
+    new = Submission(Event.model_validate(dict(FEVER, kind="absence", subject={"id": "S-3"})),
+                     row_key="reg/2026-11-30/S-3")
+    second = harness.engine.ingest_file([sick, leave, new], sha256="b" * 64, name="r2.csv",
+                                        source="reg")
+    assert [r.status for r in second] == ["duplicate_row", "duplicate_row", "created"]
+    with harness.store.transaction() as tx:
+        assert tx.c.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
+    assert harness.engine.ingest_file([new], sha256="b" * 64, name="again.csv", source="reg") is None

@@ -135,6 +135,12 @@ MIGRATIONS: list[str] = [
         events INTEGER NOT NULL
     );
     """,
+    # 2: a source's own key for one row of a register (date + pupil), so a re-exported register
+    #    adds only its new rows
+    """
+    ALTER TABLE events ADD COLUMN row_key TEXT;
+    CREATE UNIQUE INDEX events_row_key ON events(row_key) WHERE row_key IS NOT NULL;
+    """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
@@ -326,6 +332,11 @@ class SQLiteTx:
             " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending')"
         ).fetchone()
         return from_db(row[0]) if row and row[0] else None
+
+    def row_key_seen(self, row_key: str) -> bool:
+        return self.c.execute(
+            "SELECT 1 FROM events WHERE row_key = ?", (row_key,)
+        ).fetchone() is not None
 
     # spool
     def spool_file_seen(self, sha256: str) -> bool:
