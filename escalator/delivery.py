@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ import structlog
 from escalator.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.clock import Clock
 from escalator.config.models import Config
-from escalator.render import render
+from escalator.render import RenderContext, Rendered, render_templates
 from escalator.store.base import Incident, Notification, Store, Tx
 
 log = structlog.get_logger("escalator.delivery")
@@ -43,7 +44,11 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
 class Delivery:
     """Sends due notifications. ``channels``: channel id → channel instance."""
 
-    def __init__(self, store: Store, config: Config, channels: dict[str, Any], clock: Clock) -> None:
+    metrics: Any = None  # an escalator.metrics.Metrics when the API serves /metrics
+
+    def __init__(self, store: Store, config: Config, channels: dict[str, Any], clock: Clock,
+                 render: Callable[[RenderContext], Rendered] = render_templates) -> None:
+        self.render = render
         self.store = store
         self.config = config
         self.channels = channels
@@ -79,7 +84,8 @@ class Delivery:
         step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
         channel = self.channels.get(n.channel)
         audience = getattr(channel, "audience", "person")
-        r = render(inc, n, self.config, audience=audience, occurred_local=occurred, step=step)
+        r = self.render(RenderContext(inc, n, self.config, audience=audience, occurred_local=occurred,
+                                      step=step, templates=self._templates(n.channel)))
         message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
                           r.ack_hint, inc.drill)
         started = self.clock.now()
@@ -91,6 +97,10 @@ class Delivery:
             except Exception as e:  # a channel bug or timeout is retryable, never fatal
                 result = DeliveryResult(DeliveryStatus.failed_retryable, f"{type(e).__name__}: {e}")
         self._record(n, inc, result, started, f"{r.title}\n{r.body}")
+
+    def _templates(self, channel_id: str) -> dict[str, str]:
+        ch = self.config.channels.get(channel_id)
+        return dict(ch.templates) if ch is not None else {}
 
     def _occurred_local(self, tx: Tx, inc: Incident) -> str | None:
         ev = tx.get_event(inc.first_event_id) if inc.first_event_id else None
@@ -106,6 +116,8 @@ class Delivery:
         attempts = n.attempts + 1
         bound = log.bind(incident_id=inc.id, notification_id=n.id, channel=n.channel,
                          recipient=n.recipient_id)
+        if self.metrics is not None:
+            self.metrics.notification(n.channel, result.status.value)
         with self.store.transaction() as tx:
             tx.add_delivery(notification_id=n.id, at=now, outcome=result.status.value,
                             detail=result.detail[:500], body=body)

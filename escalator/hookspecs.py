@@ -1,8 +1,10 @@
 """pluggy hook specifications: the one way built-ins and third parties extend escalator.
 
-A plugin is a module or object with functions marked ``@escalator.hookimpl`` whose names are
-those below. Third parties register through the entry-point group ``escalator``; built-ins are
-listed once in :data:`escalator.plugins.BUILTIN_PLUGINS` and registered the same way.
+A plugin is a module or object with functions marked ``@escalator.hookspecs.hookimpl`` whose
+names are those below. Third parties register through the entry-point group ``escalator`` (or
+a ``plugins_dir`` in the config); built-ins are listed once in
+:data:`escalator.plugins.BUILTIN_PLUGINS` and registered the same way. Every hook is documented
+with its signature and an example in ``docs/plugins.md``.
 """
 
 from __future__ import annotations
@@ -24,3 +26,28 @@ def register_channels(register: Callable[[type[Any]], None]) -> None:
 @hookspec
 def register_sources(register: Callable[[type[Any]], None]) -> None:
     """Register source classes: call ``register(SourceClass)`` once per source type."""
+
+
+@hookspec(firstresult=True)
+def render_notification(context: Any) -> Any:
+    """Render one message: return an ``escalator.render.Rendered`` for ``context``, or None to pass."""
+
+
+@hookspec
+def track_incident(incident_id: int, entry: Any) -> None:
+    """Observe a committed incident transition (``entry``: an ``escalator.store.TimelineEntry``)."""
+
+
+@hookspec
+def track_delivery(notification: Any, result: Any) -> None:
+    """Observe a recorded delivery attempt (``result``: an ``escalator.channels.DeliveryResult``)."""
+
+
+@hookspec
+def startup(daemon: Any) -> None:
+    """Called once the daemon is up (store, config, channels, sources), before READY."""
+
+
+@hookspec
+def shutdown(daemon: Any) -> None:
+    """Called once when the daemon stops, after input stopped and sends drained."""

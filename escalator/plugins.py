@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -13,6 +15,14 @@ from escalator import hookspecs
 BUILTIN_PLUGINS = (
     "escalator_plugins.console",
     "escalator_plugins.spool",
+    "escalator_plugins.rendering",
+    "escalator_plugins.email",
+    "escalator_plugins.dingtalk",
+    "escalator_plugins.wecom",
+    "escalator_plugins.feishu",
+    "escalator_plugins.apprise_channel",
+    "escalator_plugins.sms_http",
+    "escalator_plugins.smstools",
 )
 """Built-in plugin modules, registered exactly like third-party ones."""
 
@@ -41,12 +51,37 @@ def _adder(kind: str, table: dict[str, type[Any]]) -> Any:
     return register
 
 
-def get_plugin_manager(*, entry_points: bool = True, extra: tuple[Any, ...] = ()) -> pluggy.PluginManager:
-    """A plugin manager with the built-ins, ``extra`` plugin objects, and (unless
-    ``entry_points=False``) the ``escalator`` entry-point group loaded.
+LOCAL_PREFIX = "escalator_local_plugins."
+"""Module-name prefix of plugins loaded from a config's ``plugins_dir``."""
 
-    Raises :class:`PluginError` when a plugin implements a hook that does not exist
-    (``check_pending``), so a misspelled hook fails loudly at start-up.
+
+def load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
+    """Register every ``*.py`` file in ``folder`` (sorted by name) as a plugin.
+
+    Raises :class:`PluginError` naming the file when one cannot be imported.
+    """
+    if not folder.is_dir():
+        raise PluginError(f"plugins_dir {folder} is not a folder")
+    for path in sorted(folder.glob("*.py")):
+        name = LOCAL_PREFIX + path.stem
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise PluginError(f"cannot load plugin {path}")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            raise PluginError(f"plugin {path} failed to import: {type(e).__name__}: {e}") from e
+        pm.register(module, name=name)
+
+
+def get_plugin_manager(*, entry_points: bool = True, extra: tuple[Any, ...] = (),
+                       plugins_dir: Path | None = None) -> pluggy.PluginManager:
+    """A plugin manager with the built-ins, ``extra`` plugin objects, the ``*.py`` files of
+    ``plugins_dir``, and (unless ``entry_points=False``) the ``escalator`` entry-point group.
+
+    Raises :class:`PluginError` when a plugin cannot be loaded or implements a hook that does
+    not exist (``check_pending``), so a misspelled hook fails loudly at start-up.
     """
     pm = pluggy.PluginManager("escalator")
     pm.add_hookspecs(hookspecs)
@@ -54,6 +89,8 @@ def get_plugin_manager(*, entry_points: bool = True, extra: tuple[Any, ...] = ()
         pm.register(importlib.import_module(name), name=name)
     for plugin in extra:
         pm.register(plugin)
+    if plugins_dir is not None:
+        load_plugins_dir(pm, plugins_dir)
     if entry_points:
         pm.load_setuptools_entrypoints("escalator")
     try:
@@ -81,6 +118,8 @@ def describe(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
         dist = dists.get(id(plugin))
         if name in BUILTIN_PLUGINS:
             origin = "built-in"
+        elif name.startswith(LOCAL_PREFIX):
+            origin = f"plugins_dir ({getattr(plugin, '__file__', '?')})"
         elif dist is not None:
             origin = f"entry point ({dist.project_name} {dist.version})"
         else:

@@ -1,14 +1,23 @@
 """Rendering a notification into a message for one recipient (Simplified Chinese or English).
 
-Privacy (PIPL Arts. 28, 31: all personal information of a child under 14 is sensitive): a
-message never carries a pupil's id; a ``group`` audience (chat-group robots) gets no free-text
-summary either — only the category, class/place, the count and the incident number — because
-a summary written by a teacher may contain a name.
+The render stage calls the ``render_notification`` hook with a :class:`RenderContext`; the
+built-in plugin ``escalator_plugins.rendering`` answers with Jinja2 templates (per language,
+overridable per channel in config), and a third-party plugin may answer first.
+
+Privacy (PIPL Arts. 28, 31: all personal information of a child under 14 is sensitive): the
+template variables (:func:`template_vars`) never carry a pupil's id or name; for a ``group``
+audience (chat-group robots) they carry no free-text summary either — only the category,
+class/place, the count and the incident number — because a summary written by a teacher may
+contain a name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from escalator.config.models import Config
 from escalator.store.base import Incident, Notification
@@ -36,23 +45,6 @@ KIND = {
     "en": {"incident": "incident", "suspected_case": "suspected case", "absence": "sickness absence",
            "heartbeat": "report"},
 }
-TEXT = {
-    "zh": {
-        "drill": "【演练】", "incident": "事件", "where": "地点", "class": "班级", "time": "发生时间",
-        "count": "相关事件数", "ask_ack": "请立即核实处置，并确认", "ask_inform": "抄送知悉，无需确认",
-        "ack_cli": "确认命令：escalator ack {id}", "ack_link": "确认链接：{url}",
-        "unresolved": "注意：升级步骤中有对象未能找到接收人（{targets}），请值班人员代为处置。",
-        "level": "第{n}级", "step": "环节",
-    },
-    "en": {
-        "drill": "[DRILL] ", "incident": "Incident", "where": "Place", "class": "Class",
-        "time": "Occurred", "count": "Related events", "ask_ack": "Please check and act, then acknowledge",
-        "ask_inform": "For your information; no acknowledgement needed",
-        "ack_cli": "To acknowledge: escalator ack {id}", "ack_link": "Acknowledge: {url}",
-        "unresolved": "Note: a step target could not be resolved ({targets}); duty officer, please act.",
-        "level": "level {n}", "step": "Step",
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -64,44 +56,82 @@ class Rendered:
     ack_hint: str | None
 
 
-def render(inc: Incident, n: Notification, config: Config, *, audience: str = "person",
-           occurred_local: str | None = None, step: tuple[int, str | None] | None = None) -> Rendered:
-    """Render notification ``n`` of incident ``inc`` for a ``person`` or ``group`` audience.
+@dataclass(frozen=True)
+class RenderContext:
+    """What the render stage knows about one message.
 
-    ``occurred_local``: the event time already formatted in the school's zone; ``step``: the
-    0-based step index and its name, shown as the level being told. Language from
-    ``config.school.language`` (``zh`` default, ``en``).
+    ``audience``: ``person`` or ``group`` (the channel's); ``occurred_local``: the event time in
+    the school's zone, formatted; ``step``: (0-based step index, step name) or None;
+    ``templates``: per-channel overrides ``{"title": …, "body": …}`` (Jinja2 source).
     """
-    lang = config.school.language
-    t = TEXT[lang]
-    category = CATEGORY[lang].get(inc.category, inc.category)
-    prefix = t["drill"] if inc.drill else ""
-    title = f"{prefix}【{SEVERITY[lang][inc.severity]}】{category}{KIND[lang][inc.kind]} #{inc.id}"
-    if lang == "en":
-        title = f"{prefix}[{SEVERITY[lang][inc.severity]}] {category} {KIND[lang][inc.kind]} #{inc.id}"
-    lines = [f"{t['incident']} #{inc.id}: " + (inc.summary if audience == "person" else category)]
-    if inc.class_id:
-        lines.append(f"{t['class']}: {inc.class_id}")
-    if inc.place:
-        lines.append(f"{t['where']}: {inc.place}")
-    if occurred_local:
-        lines.append(f"{t['time']}: {occurred_local}")
-    if step is not None:
-        label = t["level"].format(n=step[0] + 1) + (f" {step[1]}" if step[1] else "")
-        lines.append(f"{t['step']}: {label}")
-    if inc.event_count > 1:
-        lines.append(f"{t['count']}: {inc.event_count}")
-    if n.purpose == "target_unresolved":
-        lines.append(t["unresolved"].format(targets=n.note or "?"))
-    ack_hint = None
-    if n.needs_ack:
-        base = config.daemon.public_base_url
-        ack_hint = (t["ack_link"].format(url=f"{base.rstrip('/')}/ack/{n.ack_token}") if base
-                    else t["ack_cli"].format(id=inc.id))
-        lines.append(f"{t['ask_ack']}。" if lang == "zh" else f"{t['ask_ack']}.")
-        lines.append(ack_hint)
-    else:
-        lines.append(t["ask_inform"])
-    if lang == "zh":
-        lines = [line.replace(": ", "：", 1) for line in lines]
-    return Rendered(title, "\n".join(lines), ack_hint)
+
+    incident: Incident
+    notification: Notification
+    config: Config
+    audience: str = "person"
+    occurred_local: str | None = None
+    step: tuple[int, str | None] | None = None
+    templates: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def language(self) -> str:
+        return self.config.school.language
+
+
+def ack_url(ctx: RenderContext) -> str | None:
+    """The acknowledge link (``{public_base_url}/ack/{token}``), or None without a base URL."""
+    base = ctx.config.daemon.public_base_url
+    return f"{base.rstrip('/')}/ack/{ctx.notification.ack_token}" if base else None
+
+
+def template_vars(ctx: RenderContext) -> dict[str, Any]:
+    """The variables a template sees. No pupil id or name; no summary for a group audience."""
+    inc, n, lang = ctx.incident, ctx.notification, ctx.language
+    return {
+        "id": inc.id,
+        "drill": inc.drill,
+        "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "category": CATEGORY[lang].get(inc.category, inc.category),
+        "kind": KIND[lang].get(inc.kind, inc.kind),
+        "summary": inc.summary if ctx.audience == "person" else None,
+        "class_id": inc.class_id,
+        "grade": inc.grade,
+        "place": inc.place,
+        "occurred": ctx.occurred_local,
+        "step": {"number": ctx.step[0] + 1, "name": ctx.step[1]} if ctx.step else None,
+        "event_count": inc.event_count,
+        "unresolved_targets": n.note if n.purpose == "target_unresolved" else None,
+        "needs_ack": n.needs_ack,
+        "ack_url": ack_url(ctx) if n.needs_ack else None,
+        "recipient_name": n.recipient_name,
+        "audience": ctx.audience,
+    }
+
+
+_env = SandboxedEnvironment(
+    loader=jinja2.PackageLoader("escalator_plugins", "templates"),
+    autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+)
+
+
+def render_templates(ctx: RenderContext) -> Rendered:
+    """Render with the channel's override templates, else the packaged ones for the language.
+
+    Raises ``jinja2.TemplateError`` for a broken override (``check-config`` compiles them).
+    """
+    values = template_vars(ctx)
+    out = {}
+    for part in ("title", "body"):
+        source = ctx.templates.get(part)
+        tpl = _env.from_string(source) if source else _env.get_template(f"{ctx.language}/{part}.j2")
+        out[part] = tpl.render(values).strip()
+    hint = None
+    if ctx.notification.needs_ack:
+        url = values["ack_url"]
+        hint = url or f"escalator ack {ctx.incident.id}"
+    return Rendered(out["title"].splitlines()[0] if out["title"] else "", out["body"], hint)
+
+
+def compile_template(source: str) -> None:
+    """Raise ``jinja2.TemplateSyntaxError`` if ``source`` is not a valid template."""
+    _env.from_string(source)

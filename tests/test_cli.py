@@ -111,7 +111,8 @@ def test_plugins_lists_builtins_and_their_hooks():
     assert r.returncode == 0
     assert "escalator_plugins.console" in r.stdout and "built-in" in r.stdout
     assert "register_channels" in r.stdout and "register_sources" in r.stdout
-    assert "channel types: console" in r.stdout
+    types = next(line for line in r.stdout.splitlines() if line.startswith("channel types:"))
+    assert "console" in types.split(":", 1)[1].replace(",", " ").split()
 
 
 def _read_until(proc: subprocess.Popen, needle: str, deadline: float) -> str:

@@ -1,0 +1,15 @@
+"""Default rendering: Jinja2 templates in ``escalator_plugins/templates/{zh,en}/``.
+
+Registered ``trylast`` so that any other plugin implementing ``render_notification`` answers
+first (the hook is ``firstresult``).
+"""
+
+from __future__ import annotations
+
+from escalator.hookspecs import hookimpl
+from escalator.render import RenderContext, Rendered, render_templates
+
+
+@hookimpl(trylast=True)
+def render_notification(context: RenderContext) -> Rendered:
+    return render_templates(context)
