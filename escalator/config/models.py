@@ -1,8 +1,8 @@
 """Pydantic models of the administrator's YAML config (one file).
 
 Top level: ``school``, ``roles``, ``people``, ``units``, ``channels``, ``policies``, ``routes``,
-``duty_roster``, ``sources``, ``daemon``. Durations are seconds (int) or strings such as ``"90s"``,
-``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a step's target, a route's
+``duty_roster``, ``sources``, ``daemon``, ``api``. Durations are seconds (int) or strings such as
+``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a step's target, a route's
 policy, …) are checked by :mod:`escalator.config.checks`, not here.
 """
 
@@ -12,7 +12,7 @@ import re
 from datetime import date, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -155,6 +155,8 @@ class ChannelConfig(_Model):
 
     type: Id
     options: dict[str, Any] = Field(default_factory=dict)
+    templates: dict[Literal["title", "body"], str] = Field(default_factory=dict)
+    """Jinja2 overrides of the packaged message templates for this channel."""
 
 
 class StepMode(StrEnum):
@@ -242,6 +244,46 @@ class DaemonSection(_Model):
     public_base_url: str | None = None
 
 
+class TokenSpec(_Model):
+    """An API bearer token: its secret from ``token_env`` (an environment variable) or
+    ``token_file`` (a file, relative to the config file); ``admin`` tokens may do everything,
+    others only submit events, Alertmanager alerts and heartbeats."""
+
+    token_env: str | None = None
+    token_file: str | None = None
+    admin: bool = False
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenSpec:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token_env, token_file")
+        return self
+
+
+class PagerDutySpec(_Model):
+    """A PagerDuty Events v2 integration: its routing key from ``routing_key_env`` or
+    ``routing_key_file``."""
+
+    routing_key_env: str | None = None
+    routing_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> PagerDutySpec:
+        if (self.routing_key_env is None) == (self.routing_key_file is None):
+            raise ValueError("give exactly one of routing_key_env, routing_key_file")
+        return self
+
+
+class ApiSection(_Model):
+    """The HTTP API (``docs/api.md``): ``tokens`` (name → :class:`TokenSpec`; the name is
+    recorded as the source/actor), ``pagerduty`` (name → :class:`PagerDutySpec`) and
+    ``max_body_bytes`` (largest request body; default 1 MiB)."""
+
+    tokens: dict[Id, TokenSpec] = Field(default_factory=dict)
+    pagerduty: dict[Id, PagerDutySpec] = Field(default_factory=dict)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+
+
 class Config(_Model):
     """The whole config file. Build it with :func:`escalator.config.load_config`."""
 
@@ -255,6 +297,9 @@ class Config(_Model):
     duty_roster: list[DutyShift] = Field(default_factory=list)
     sources: dict[Id, SourceConfig] = Field(default_factory=dict)
     daemon: DaemonSection = Field(default_factory=DaemonSection)
+    plugins_dir: str | None = None
+    """A folder of ``*.py`` plugin files to load (relative to the config file's folder)."""
+    api: ApiSection = Field(default_factory=ApiSection)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
