@@ -75,10 +75,24 @@ ShortStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 
 
 class Subject(BaseModel):
-    """A pupil or staff member, by pseudonymous id only. A name is never required."""
+    """A pupil or staff member, by pseudonymous ``id`` (a school number, or a ``P-…`` id derived
+    by a register source). A name is never required.
+
+    Personal data (PIPL Arts. 28, 31: everything about a child under 14 is sensitive): the
+    optional ``name`` (≤ 50 characters), ``guardian_phone`` (a parent's phone, ≤ 30 characters:
+    digits, spaces, ``+``, ``-``, brackets), ``sex`` (≤ 10 characters) and ``age`` (0–150 years)
+    are kept only in the stored event (the ledger), for the school doctor's follow-up and
+    reports. Renderers must never show them — nor ``id`` — to group audiences; the built-in
+    renderer shows subject data to nobody.
+    """
 
     model_config = ConfigDict(extra="forbid")
     id: ShortStr
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)] | None = None
+    guardian_phone: Annotated[str, StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=30, pattern=r"^\+?[0-9][0-9 ()\-]*$")] | None = None
+    sex: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10)] | None = None
+    age: int | None = Field(default=None, ge=0, le=150)
 
 
 class Event(BaseModel):

@@ -1,10 +1,16 @@
 """The spool-folder source (DESIGN.md "Spool folder") against real temp folders and a real
 SQLite store: accepted files, bad files with sidecars, ignored names, content-hash dedup,
-symlinks and size limits, lists of events, name collisions."""
+symlinks and size limits, lists of events, name collisions; the settle rule on a fake clock;
+YAML; and the live source on real inotify (chunked writers, rename-in, 1,000 files at once).
+
+Most tests drive :meth:`SpoolSource.scan_once` on the harness's fake clock: a file found by a
+rescan is taken at the first look at least ``settle`` seconds after a look that saw it
+unchanged, so ``Wired.scan()`` looks, advances the clock by ``settle`` and looks again."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -12,8 +18,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import structlog
 from escalator_plugins.spool import SpoolSource
 
+from escalator.clock import SystemClock
 from escalator.config import load_config
 from escalator.events import Kind
 from escalator.settings import load_settings
@@ -41,6 +49,7 @@ class Wired:
         self.h = harness
         self.spool = spool
         self.answers: dict[str, list] = {}
+        self.ingest_calls = 0
 
         async def ingest(events, source):
             return [harness.engine.ingest(e, source=source) for e in events]
@@ -48,11 +57,20 @@ class Wired:
         async def ingest_file(events, sha256, name, source):
             results = harness.engine.ingest_file(events, sha256=sha256, name=name, source=source)
             self.answers.setdefault(name, []).append(results)
+            self.ingest_calls += 1
             return results
 
-        ctx = SourceContext(settings=load_settings(spool_dir=spool), config=harness.config,
+        settings = load_settings(spool_dir=spool, state_dir=spool.parent / "state")
+        ctx = SourceContext(settings=settings, config=harness.config,
                             clock=harness.clock, ingest=ingest, ingest_file=ingest_file)
         self.source = SpoolSource("spool", options, ctx)
+
+    async def scan(self) -> int:
+        """Two rescans ``settle`` seconds apart on the fake clock: every complete file is taken.
+        Returns how many files were taken."""
+        n = await self.source.scan_once()
+        self.h.clock.advance(self.source.settle)
+        return n + await self.source.scan_once()
 
     incoming = property(lambda self: self.spool / "incoming")
     failed = property(lambda self: self.spool / "failed")
@@ -71,6 +89,16 @@ class Wired:
 
     def sidecar(self, name: str) -> dict:
         return json.loads((self.failed / f"{name}.error.json").read_text(encoding="utf-8"))
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "") -> None:
+    """Wait (bounded polling on the event loop) until ``predicate()`` is true."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
 
 
 def names(folder: Path) -> list[str]:
@@ -114,7 +142,7 @@ async def test_every_sample_event_file_is_accepted(any_config_harness, spool):
     for src in GOOD:
         shutil.copyfile(src, w.incoming / src.name)
 
-    assert await w.source.scan_once() == len(GOOD)
+    assert await w.scan() == len(GOOD)
 
     assert names(w.incoming) == []
     assert names(w.failed) == []
@@ -166,7 +194,7 @@ def fields(sidecar: dict) -> set[str]:
 
 async def test_wrong_types_names_severity_and_occurred_at(wired, harness):
     wired.drop("wrong_types.json", (CASES / "bad" / "wrong_types.json").read_bytes())
-    await wired.source.scan_once()
+    await wired.scan()
     side = wired.sidecar("wrong_types.json")
     assert side["file"] == "wrong_types.json"
     assert {"severity", "occurred_at"} <= fields(side)
@@ -175,7 +203,7 @@ async def test_wrong_types_names_severity_and_occurred_at(wired, harness):
 
 async def test_unknown_kind_names_kind_and_the_allowed_kinds(wired, harness):
     wired.drop("unknown_kind.json", (CASES / "bad" / "unknown_kind.json").read_bytes())
-    await wired.source.scan_once()
+    await wired.scan()
     side = wired.sidecar("unknown_kind.json")
     [err] = [e for e in side["errors"] if e["field"] == "kind"]
     assert "earthquake_drill" in err["message"]
@@ -186,7 +214,7 @@ async def test_unknown_kind_names_kind_and_the_allowed_kinds(wired, harness):
 
 async def test_huge_summary_is_rejected_with_a_size_error(wired, harness):
     wired.drop("huge_summary.json", (CASES / "bad" / "huge_summary.json").read_bytes())
-    await wired.source.scan_once()
+    await wired.scan()
     side = wired.sidecar("huge_summary.json")
     [err] = [e for e in side["errors"] if e["field"] == "summary"]
     assert "too long" in err["message"] and "500" in err["message"]
@@ -197,7 +225,7 @@ async def test_huge_summary_is_rejected_with_a_size_error(wired, harness):
 @pytest.mark.parametrize("name", ["truncated.json", "not_json.txt"])
 async def test_not_json_names_the_line(wired, harness, name):
     wired.drop(name, (CASES / "bad" / name).read_bytes())
-    await wired.source.scan_once()
+    await wired.scan()
     side = wired.sidecar(name)
     assert side["reason"].startswith("not valid JSON")
     assert re.search(r"line \d+ column \d+", side["reason"])
@@ -211,7 +239,7 @@ async def test_all_bad_files_fail_and_scanning_goes_on(wired, harness):
     wired.drop("fever_single.json", (CASES / "events" / "fever_single.json").read_bytes())
     wired.drop("zz_fire.json", (CASES / "events" / "fire_alarm.json").read_bytes())
 
-    assert await wired.source.scan_once() == len(BAD) + 2
+    assert await wired.scan() == len(BAD) + 2
 
     assert names(wired.incoming) == []
     assert names(wired.processed) == ["fever_single.json", "zz_fire.json"]
@@ -235,7 +263,7 @@ async def test_all_bad_files_fail_and_scanning_goes_on(wired, harness):
 async def test_pathological_json_fails_the_file_not_the_source(wired, harness, content):
     wired.drop("a_poison.json", content)
     wired.drop("b_good.json", case("events/fever_single.json"))
-    await wired.source.scan_once()  # must not raise
+    await wired.scan()  # must not raise
     assert names(wired.incoming) == []
     assert wired.sidecar("a_poison.json")["reason"].startswith("not valid JSON")
     assert names(wired.processed) == ["b_good.json"]
@@ -253,7 +281,7 @@ async def test_an_unreadable_file_fails_and_scanning_goes_on(wired, harness):
     p = wired.drop("a_locked.json", case("events/fire_alarm.json"))
     p.chmod(0)
     wired.drop("b_good.json", case("events/fever_single.json"))
-    await wired.source.scan_once()
+    await wired.scan()
     assert "a_locked.json" in names(wired.failed)
     assert names(wired.processed) == ["b_good.json"]
     assert count(harness, "events") == 1
@@ -262,27 +290,23 @@ async def test_an_unreadable_file_fails_and_scanning_goes_on(wired, harness):
 # --- 3. files present at start ------------------------------------------------------------
 
 
-async def test_files_present_before_start_are_taken_by_the_first_scan(harness, spool):
+async def test_files_present_before_start_are_taken_once_settled(harness, spool):
     incoming = spool / "incoming"
     incoming.mkdir(parents=True)
     shutil.copyfile(CASES / "events" / "fire_alarm.json", incoming / "fire_alarm.json")
     shutil.copyfile(CASES / "events" / "bullying.json", incoming / "bullying.json")
 
-    w = Wired(harness, spool, poll_interval=3600)
-    scanned = asyncio.Event()
-    scan = w.source.scan_once
-
-    async def first_scan_then_signal():
-        n = await scan()
-        scanned.set()
-        return n
-
-    w.source.scan_once = first_scan_then_signal
+    w = Wired(harness, spool, poll_interval=3600)  # the older name of rescan_interval
     task = asyncio.create_task(w.source.run())
     try:
-        await asyncio.wait_for(scanned.wait(), 5)
+        await asyncio.wait_for(w.source.ready.wait(), 5)
+        # the first scan saw both; a writer may still be writing them, so they settle first
+        assert sorted(w.source.pending) == ["bullying.json", "fire_alarm.json"]
+        assert names(w.incoming) == ["bullying.json", "fire_alarm.json"]
+        harness.clock.advance(w.source.settle)
+        w.source.request_rescan()
+        await until(lambda: names(w.processed) == ["bullying.json", "fire_alarm.json"])
         assert names(w.incoming) == []
-        assert names(w.processed) == ["bullying.json", "fire_alarm.json"]
         assert count(harness, "events") == 2
         assert not task.done()  # still watching
     finally:
@@ -300,13 +324,13 @@ async def test_dotfiles_tmp_and_part_files_are_left_alone(wired, harness):
         wired.drop(name, case("events/fire_alarm.json"))
     wired.drop("real.json", case("events/bullying.json"))
 
-    assert await wired.source.scan_once() == 1
+    assert await wired.scan() == 1
 
     assert names(wired.incoming) == sorted(ignored)
     assert names(wired.processed) == ["real.json"]
     assert names(wired.failed) == []
     assert count(harness, "events") == 1
-    await wired.source.scan_once()  # and on every later scan
+    await wired.scan()  # and on every later scan
     assert names(wired.incoming) == sorted(ignored)
     assert count(harness, "events") == 1
 
@@ -317,13 +341,13 @@ async def test_dotfiles_tmp_and_part_files_are_left_alone(wired, harness):
 async def test_redropping_identical_content_adds_nothing(wired, harness):
     data = (CASES / "events" / "fever_single.json").read_bytes()
     wired.drop("fever_single.json", data)
-    await wired.source.scan_once()
+    await wired.scan()
     assert count(harness, "events") == 1
     incidents = count(harness, "incidents")
 
     wired.drop("fever_single.json", data)          # same name, same bytes
     wired.drop("copy_of_fever.json", data)          # other name, same bytes
-    await wired.source.scan_once()
+    await wired.scan()
 
     assert names(wired.incoming) == []
     assert names(wired.failed) == []
@@ -337,7 +361,7 @@ async def test_redropping_identical_content_adds_nothing(wired, harness):
 
     # a one-byte change is new content
     wired.drop("fever_single.json", data + b"\n")
-    await wired.source.scan_once()
+    await wired.scan()
     assert count(harness, "events") == 2
 
 
@@ -352,7 +376,7 @@ async def test_a_symlink_is_failed_without_being_followed(wired, harness, tmp_pa
     (wired.incoming / "link.json").symlink_to(outside)
     (wired.incoming / "dangling.json").symlink_to(tmp_path / "nowhere.json")
 
-    await wired.source.scan_once()
+    await wired.scan()
 
     assert names(wired.incoming) == []
     for name in ("link.json", "dangling.json"):
@@ -375,7 +399,7 @@ async def test_a_file_over_max_bytes_fails_with_a_size_reason(harness, spool):
     w.drop("big.json", big)
     w.drop("small.json", small)
 
-    await w.source.scan_once()
+    await w.scan()
 
     reason = w.sidecar("big.json")["reason"]
     assert "too large" in reason and str(len(big)) in reason and "100" in reason
@@ -385,7 +409,7 @@ async def test_a_file_over_max_bytes_fails_with_a_size_reason(harness, spool):
 
 async def test_a_directory_in_incoming_is_failed(wired, harness):
     (wired.incoming / "subdir").mkdir()
-    await wired.source.scan_once()
+    await wired.scan()
     assert (wired.failed / "subdir").is_dir()
     assert "not a regular file" in wired.sidecar("subdir")["reason"]
 
@@ -397,7 +421,7 @@ async def test_a_list_of_events_gives_all_of_them(wired, harness):
     batch = [case("events/fever_single.json"), case("events/fire_alarm.json"),
              case("events/bullying.json")]
     wired.drop("batch.json", batch)
-    await wired.source.scan_once()
+    await wired.scan()
 
     assert names(wired.processed) == ["batch.json"]
     [results] = wired.answers["batch.json"]
@@ -414,7 +438,7 @@ async def test_a_list_with_bad_items_rejects_the_whole_file(wired, harness):
     bad_kind = dict(SMALL, kind="earthquake_drill")
     wired.drop("batch.json", [case("events/fever_single.json"), bad_severity,
                               case("events/bullying.json"), bad_kind])
-    await wired.source.scan_once()
+    await wired.scan()
 
     assert names(wired.processed) == []
     side = wired.sidecar("batch.json")
@@ -431,9 +455,9 @@ async def test_same_name_dropped_twice_keeps_both_in_processed(wired, harness):
     first = json.dumps(dict(SMALL, summary="第一份")).encode()
     second = json.dumps(dict(SMALL, summary="第二份")).encode()
     wired.drop("report.json", first)
-    await wired.source.scan_once()
+    await wired.scan()
     wired.drop("report.json", second)
-    await wired.source.scan_once()
+    await wired.scan()
 
     assert names(wired.processed) == ["report.1.json", "report.json"]
     assert (wired.processed / "report.json").read_bytes() == first
@@ -443,9 +467,9 @@ async def test_same_name_dropped_twice_keeps_both_in_processed(wired, harness):
 
 async def test_same_name_failed_twice_keeps_both_and_their_sidecars(wired):
     wired.drop("x.json", b"{first")
-    await wired.source.scan_once()
+    await wired.scan()
     wired.drop("x.json", b"[second")
-    await wired.source.scan_once()
+    await wired.scan()
 
     assert names(wired.failed) == ["x.1.json", "x.1.json.error.json", "x.json",
                                    "x.json.error.json"]
@@ -458,9 +482,9 @@ async def test_a_sidecar_never_overwrites_an_earlier_failed_file(wired):
     # an operator moved a sidecar back into incoming/; later a bad file whose sidecar would
     # carry that very name arrives
     wired.drop("a.json.error.json", b'{"file": "a.json"')
-    await wired.source.scan_once()
+    await wired.scan()
     wired.drop("a.json", b"not json")
-    await wired.source.scan_once()
+    await wired.scan()
 
     assert (wired.failed / "a.json.error.json").read_bytes() == b'{"file": "a.json"'
     failed = names(wired.failed)
@@ -468,3 +492,353 @@ async def test_a_sidecar_never_overwrites_an_earlier_failed_file(wired):
                and n != "a.json.error.json"]
     assert (wired.failed / moved).read_bytes() == b"not json"
     assert wired.sidecar(moved)["file"] == "a.json"
+
+
+async def test_an_undecodable_file_name_fails_with_a_valid_sidecar(wired):
+    name = os.fsdecode(b"bad\xff.json")          # not UTF-8: a surrogate in the str name
+    (wired.incoming / name).write_bytes(b"{not json")
+    await wired.scan()
+    side = json.loads((wired.failed / (name + ".error.json")).read_bytes())
+    assert side["file"] == name and side["reason"].startswith("not valid JSON")
+
+
+# --- 9. the settle rule on the fake clock -------------------------------------------------
+
+
+def write_in_place(path: Path, data: bytes, mode: str = "wb") -> None:
+    with open(path, mode) as f:
+        f.write(data)
+
+
+async def test_a_file_written_in_place_waits_until_unchanged_for_settle(wired, harness):
+    event = json.dumps(case("events/fire_alarm.json"), ensure_ascii=False).encode()
+    half = len(event) // 2
+    p = wired.incoming / "fire.json"
+    write_in_place(p, event[:half])
+    assert await wired.source.scan_once() == 0          # first look
+    harness.clock.advance(wired.source.settle - 0.001)
+    assert await wired.source.scan_once() == 0          # unchanged, but not for long enough
+    write_in_place(p, event[half:], "ab")              # the writer comes back and appends
+    harness.clock.advance(1.0)
+    assert await wired.source.scan_once() == 0          # changed: the interval starts again
+    harness.clock.advance(wired.source.settle - 0.5)
+    assert await wired.source.scan_once() == 0
+    assert names(wired.failed) == [] and names(wired.processed) == []
+    harness.clock.advance(0.5)
+    assert await wired.source.scan_once() == 1
+    assert names(wired.processed) == ["fire.json"]
+    assert (wired.processed / "fire.json").read_bytes() == event
+    assert count(harness, "events") == 1
+
+
+async def test_an_mtime_or_inode_change_alone_restarts_the_interval(wired, harness):
+    event = json.dumps(SMALL).encode()
+    p = wired.incoming / "a.json"
+    write_in_place(p, event)
+    await wired.source.scan_once()
+    harness.clock.advance(wired.source.settle)
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # same size, new mtime
+    assert await wired.source.scan_once() == 0
+    harness.clock.advance(wired.source.settle)
+    # replaced by another file of the same size and mtime: a new inode
+    st = p.stat()
+    other = wired.spool / "tmp" / "a.json"
+    write_in_place(other, event)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, p)
+    assert await wired.source.scan_once() == 0
+    harness.clock.advance(wired.source.settle)
+    assert await wired.source.scan_once() == 1
+    assert count(harness, "events") == 1
+
+
+async def test_moved_to_is_taken_at_once_and_close_write_restarts_the_interval(wired, harness):
+    from escalator_plugins.spool import IN_CLOSE_WRITE, IN_MOVED_TO
+
+    wired.drop("renamed.json", dict(SMALL, summary="renamed"))
+    write_in_place(wired.incoming / "written.json", json.dumps(dict(SMALL, summary="w")).encode())
+    await wired.source.scan_once()                      # both seen, neither settled
+    wired.source.handle_inotify_event(IN_MOVED_TO, "renamed.json")
+    assert await wired.source.scan_once() == 1          # no settle wait for a rename-in
+    assert names(wired.processed) == ["renamed.json"]
+
+    harness.clock.advance(wired.source.settle - 0.1)
+    wired.source.handle_inotify_event(IN_CLOSE_WRITE, "written.json")  # written again
+    harness.clock.advance(0.1)
+    assert await wired.source.scan_once() == 0          # the interval restarted at the close
+    harness.clock.advance(wired.source.settle)
+    assert await wired.source.scan_once() == 1
+    assert count(harness, "events") == 2
+
+
+async def test_inotify_events_for_ignored_names_are_ignored(wired, harness):
+    from escalator_plugins.spool import IN_MOVED_TO
+
+    wired.drop("x.json.part", SMALL)
+    wired.source.handle_inotify_event(IN_MOVED_TO, "x.json.part")
+    assert await wired.source.scan_once() == 0
+    assert names(wired.incoming) == ["x.json.part"]
+
+
+async def test_settle_zero_takes_at_first_sight(harness, spool):
+    w = Wired(harness, spool, settle=0)
+    write_in_place(w.incoming / "a.json", json.dumps(SMALL).encode())
+    assert await w.source.scan_once() == 1
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"settle": -1}, "settle"), ({"rescan_interval": 0}, "rescan_interval"),
+    ({"settle": "soon"}, "settle"), ({"setle": 2}, "unknown option"),
+    ({"encoding": "klingon"}, "unknown encoding"), ({"max_bytes": 0}, "max_bytes"),
+])
+def test_bad_options_are_refused_naming_the_option(harness, spool, options, message):
+    with pytest.raises(ValueError, match=message):
+        Wired(harness, spool, **options)
+
+
+def test_durations_accept_strings(harness, spool):
+    w = Wired(harness, spool, settle="3s", rescan_interval="2m")
+    assert (w.source.settle, w.source.rescan_interval) == (3.0, 120.0)
+
+
+# --- 10. YAML -----------------------------------------------------------------------------
+
+
+async def test_yaml_files_give_one_event_or_a_list(wired, harness):
+    wired.drop("one.yaml", "kind: incident\ncategory: fire\nsummary: 食堂烟感报警\n"
+                           "occurred_at: 2026-11-30T07:48:00+08:00\n")
+    wired.drop("two.yml", "- {kind: incident, category: other, summary: 甲}\n"
+                          "- kind: incident\n  category: building\n  summary: 乙\n")
+    await wired.scan()
+    assert names(wired.processed) == ["one.yaml", "two.yml"]
+    assert count(harness, "events") == 3
+    [one] = rows(harness, "SELECT body FROM events WHERE category = 'fire'")
+    # a YAML timestamp is read like the same JSON string: the offset is kept
+    assert json.loads(one["body"])["occurred_at"] == "2026-11-29T23:48:00Z"
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("kind: incident\nsummary: [unclosed\n", "not valid YAML"),
+    ("kind: incident\nkind: absence\n", "duplicate key"),
+    ("a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+     "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+     "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n", "too large"),
+])
+async def test_bad_yaml_fails_with_a_reason(wired, harness, content, reason):
+    wired.drop("bad.yaml", content)
+    await wired.scan()
+    side = wired.sidecar("bad.yaml")
+    assert reason in side["reason"]
+    if "unclosed" in content:
+        assert re.search(r"line \d+ column \d+", side["reason"])
+    assert count(harness, "events") == 0
+
+
+async def test_yaml_with_bad_fields_names_them(wired):
+    wired.drop("bad.yml", "kind: earthquake_drill\ncategory: fire\nsummary: x\nseverity: 5\n")
+    await wired.scan()
+    assert fields(wired.sidecar("bad.yml")) >= {"kind", "severity"}
+
+
+# --- 11. links and folders that lead outside the spool ------------------------------------
+
+
+async def test_a_hard_link_is_refused(wired, harness, tmp_path):
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text(json.dumps(SMALL), encoding="utf-8")
+    os.link(outside, wired.incoming / "linked.json")
+    await wired.scan()
+    assert "hard link" in wired.sidecar("linked.json")["reason"]
+    assert count(harness, "events") == 0
+    assert outside.read_text(encoding="utf-8") == json.dumps(SMALL)
+
+
+async def test_a_processed_folder_swapped_for_a_symlink_is_not_followed(wired, harness, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(wired.spool / "processed")
+    (wired.spool / "processed").symlink_to(elsewhere)
+    wired.drop("a.json", SMALL)
+    await wired.scan()  # must not raise
+    assert names(elsewhere) == []
+    assert names(wired.incoming) == ["a.json"]     # committed, left for a later move
+    assert count(harness, "events") == 1
+    # the operator repairs the folder: the file is moved, and its events are not stored twice
+    (wired.spool / "processed").unlink()
+    harness.clock.advance(60)
+    await wired.scan()
+    assert names(wired.incoming) == []
+    assert names(wired.processed) == ["a.json"]
+    assert count(harness, "events") == 1
+
+
+def test_a_spool_subfolder_that_is_a_symlink_is_refused_at_start(harness, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (tmp_path / "real_incoming").mkdir()
+    (spool / "incoming").symlink_to(tmp_path / "real_incoming")
+    with pytest.raises(ValueError, match="symlink"):
+        Wired(harness, spool)
+
+
+# --- 12. the live source: real inotify, real clock ----------------------------------------
+
+
+def processed_files(spool: Path) -> list[str]:
+    """Every file under processed/<date>/ (the date is the real local date here)."""
+    return sorted(p.name for p in (spool / "processed").glob("*/*"))
+
+
+class Live:
+    """A running SpoolSource on the system clock (real inotify), wired to a real SQLite file."""
+
+    def __init__(self, tmp_path: Path, **options) -> None:
+        self.h = Harness(load_config(ROOT / "tests/fixtures/engine.yaml"),
+                         tmp_path / "live.sqlite3", clock=SystemClock())
+        self.w = Wired(self.h, tmp_path / "spool", **options)
+        self.source = self.w.source
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Live:
+        self.task = asyncio.create_task(self.source.run())
+        await asyncio.wait_for(self.source.ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.task is not None
+        assert not self.task.done(), "the source stopped"
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.h.close()
+
+    async def after_next_pass(self) -> None:
+        """Wait until a pass that started after now has finished."""
+        target = self.source.passes + 2  # the one under way (if any) and a whole one after
+
+        def done() -> bool:
+            self.source._wake.set()  # keep it from idling until then
+            return self.source.passes >= target
+
+        await until(done, what="a pass")
+
+
+def chunks_of(event: dict, n: int) -> list[bytes]:
+    data = json.dumps(event, ensure_ascii=False).encode()
+    step = len(data) // n + 1
+    parts = [data[i:i + step] for i in range(0, len(data), step)]
+    assert len(parts) == n
+    return parts
+
+
+LONG = dict(case("events/fever_single.json"), details="晨检记录：" + "体温复测38.6℃，" * 40)
+PAUSE = 0.05  # the writer's pause between chunks, well under the settle interval
+
+
+async def test_one_descriptor_writing_five_chunks_with_pauses_gives_one_whole_event(tmp_path):
+    parts = chunks_of(LONG, 5)
+    async with Live(tmp_path, settle=0.5, rescan_interval=0.02) as live:
+        path = live.w.incoming / "chunked.json"
+        with open(path, "wb", buffering=0) as f:
+            for part in parts:
+                f.write(part)
+                size = f.tell()
+                # a rescan has seen the file half-written, and did not take it
+                await until(lambda s=size: live.source.pending.get("chunked.json", (0,))[0] == s,
+                            what="a look at the partial file")
+                assert processed_files(live.w.spool) == [] and names(live.w.failed) == []
+                await asyncio.sleep(PAUSE)
+        await until(lambda: processed_files(live.w.spool) == ["chunked.json"], what="the file")
+        assert names(live.w.failed) == []
+        assert live.w.ingest_calls == 1
+        [results] = live.w.answers["chunked.json"]
+        assert [r.status for r in results] == ["created"]
+        assert count(live.h, "events") == 1
+        [body] = rows(live.h, "SELECT body FROM events")
+        assert json.loads(body["body"])["details"] == LONG["details"]
+
+
+async def test_open_append_close_five_times_gives_one_whole_event(tmp_path):
+    parts = chunks_of(LONG, 5)
+    async with Live(tmp_path, settle=0.5, rescan_interval=30) as live:
+        path = live.w.incoming / "samba.json"
+        written = 0
+        for part in parts:
+            with open(path, "ab") as f:     # as Samba does: open, append, close
+                f.write(part)
+            written += len(part)
+            # the IN_CLOSE_WRITE was seen: the file is waiting to settle, not taken
+            await until(lambda w=written: live.source.pending.get("samba.json", (0,))[0] == w,
+                        what="the close to be noticed")
+            assert processed_files(live.w.spool) == [] and names(live.w.failed) == []
+            await asyncio.sleep(PAUSE)
+        await until(lambda: processed_files(live.w.spool) == ["samba.json"], what="the file")
+        assert names(live.w.failed) == []
+        assert live.w.ingest_calls == 1
+        assert count(live.h, "events") == 1
+
+
+async def test_a_file_renamed_in_is_taken_without_waiting_to_settle(tmp_path):
+    async with Live(tmp_path, settle=60, rescan_interval=60) as live:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        live.w.drop("renamed.json", case("events/fire_alarm.json"))
+        await until(lambda: processed_files(live.w.spool) == ["renamed.json"], timeout=10)
+        assert loop.time() - start < 10 < live.source.settle
+        assert count(live.h, "events") == 1
+
+
+async def test_a_thousand_files_at_once_and_a_forced_rescan_are_each_taken_once(tmp_path):
+    n = 1000
+    async with Live(tmp_path, settle=0.2, rescan_interval=30) as live:
+        tmp = live.w.spool / "tmp"
+        for i in range(n):  # all renamed in before the source runs again: a burst
+            (tmp / f"e{i:04}.json").write_text(json.dumps(dict(SMALL, summary=f"第{i}份")),
+                                               encoding="utf-8")
+            os.replace(tmp / f"e{i:04}.json", live.w.incoming / f"e{i:04}.json")
+        live.source.request_rescan()
+        await until(lambda: len(processed_files(live.w.spool)) == n, timeout=180,
+                    what=f"{n} processed files")
+        live.source.request_rescan()
+        await live.after_next_pass()   # late inotify events and the rescan find nothing more
+        assert names(live.w.incoming) == [] and names(live.w.failed) == []
+        assert processed_files(live.w.spool) == [f"e{i:04}.json" for i in range(n)]
+        assert live.w.ingest_calls == n
+        assert all(len(a) == 1 and a[0] is not None for a in live.w.answers.values())
+        assert count(live.h, "events") == n
+        assert count(live.h, "spool_files") == n
+
+
+async def test_without_inotify_the_rescan_takes_files(tmp_path):
+    async with Live(tmp_path, settle=0.1, rescan_interval=0.05, inotify=False) as live:
+        write_in_place(live.w.incoming / "nfs.json", json.dumps(SMALL).encode())
+        await until(lambda: processed_files(live.w.spool) == ["nfs.json"])
+        assert count(live.h, "events") == 1
+
+
+async def test_when_inotify_cannot_be_set_up_it_says_so_and_rescans(tmp_path, monkeypatch):
+    import asyncinotify
+
+    def broken(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(asyncinotify, "Inotify", broken)
+    with structlog.testing.capture_logs() as logs:
+        async with Live(tmp_path, settle=0.1, rescan_interval=0.05) as live:
+            live.w.drop("a.json", SMALL)
+            await until(lambda: processed_files(live.w.spool) == ["a.json"])
+    [warning] = [e for e in logs if e["event"] == "spool_inotify_unavailable"]
+    assert "Too many open files" in warning["reason"]
+
+
+async def test_a_queue_overflow_forces_a_rescan(tmp_path):
+    from escalator_plugins.spool import IN_Q_OVERFLOW
+
+    # no inotify and no rescan for an hour: only the overflow can make the source look
+    async with Live(tmp_path, settle=0, rescan_interval=3600, inotify=False) as live:
+        live.w.drop("missed.json", SMALL)
+        await live.after_next_pass()
+        assert names(live.w.incoming) == ["missed.json"]
+        live.source.handle_inotify_event(IN_Q_OVERFLOW, None)
+        await until(lambda: processed_files(live.w.spool) == ["missed.json"])
