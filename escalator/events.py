@@ -17,6 +17,8 @@ SUMMARY_MAX = 500
 """Longest accepted ``summary`` (characters). Longer summaries are rejected, never truncated."""
 DETAILS_MAX = 4000
 """Longest accepted ``details`` (characters)."""
+OCCURRED_MIN_YEAR, OCCURRED_MAX_YEAR = 2000, 2100
+"""``occurred_at`` must fall in these years (a zero time such as Go's ``0001-01-01`` is refused)."""
 
 
 class Kind(StrEnum):
@@ -132,6 +134,13 @@ class Event(BaseModel):
     @classmethod
     def _grade_as_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible_time(cls, v: datetime | None) -> datetime | None:
+        if v is not None and not (OCCURRED_MIN_YEAR <= v.year <= OCCURRED_MAX_YEAR):
+            raise ValueError(f"year {v.year} is out of range ({OCCURRED_MIN_YEAR}–{OCCURRED_MAX_YEAR})")
+        return v
 
     def normalised(self, received_at: datetime, tz: tzinfo) -> Event:
         """Return a copy with ``occurred_at`` aware and in UTC, and ``grade`` filled from ``class_id``.

@@ -244,3 +244,11 @@ async def test_row_keys_skip_rows_seen_before_and_ledger_only_rows_open_nothing(
     with harness.store.transaction() as tx:
         assert tx.c.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
     assert harness.engine.ingest_file([new], sha256="b" * 64, name="again.csv", source="reg") is None
+
+
+def test_a_zero_time_is_rejected_naming_occurred_at():
+    from escalator.intake import IntakeError, parse_event
+
+    with pytest.raises(IntakeError) as e:
+        parse_event(dict(OTHER, occurred_at="0001-01-01T00:00:00+08:00"))
+    assert e.value.errors[0]["field"] == "occurred_at"
