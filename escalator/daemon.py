@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from typing import Any
 
 import pluggy
@@ -18,19 +19,26 @@ import structlog
 from escalator.clock import Clock, SystemClock
 from escalator.config import Config, ConfigError, Problem, load_config
 from escalator.config.load import resolve_secrets
+from escalator.config.models import Policy, Step
 from escalator.delivery import Delivery
 from escalator.engine import Engine, IngestResult, Submission
 from escalator.events import Event
 from escalator.plugins import Registry, collect, get_plugin_manager
+from escalator.sdnotify import Notifier
 from escalator.settings import Settings
 from escalator.sources import SourceContext
 from escalator.store import SQLiteStore
+from escalator.store.observed import ObservedStore
 
 log = structlog.get_logger("escalator.daemon")
 
 MAX_IDLE = 1.0
 """Longest sleep of the engine loop (seconds)."""
 SOURCE_BACKOFF_MAX = 60.0
+DRAIN_SECONDS = 20.0
+"""On SIGTERM, how long sends in flight may take to finish (the unit's TimeoutStopSec is 30 s)."""
+STATUS_INTERVAL = 5.0
+"""Seconds between STATUS= updates to systemd."""
 
 
 def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
@@ -68,24 +76,39 @@ def build_channels(config: Config, registry: Registry) -> dict[str, Any]:
 
 class Daemon:
     """A running escalator. ``clock`` defaults to the wall clock; ``plugin_manager`` to the
-    built-ins plus entry points."""
+    built-ins, the config's ``plugins_dir`` and entry points; ``notifier`` to systemd's
+    ``NOTIFY_SOCKET`` (a no-op outside systemd)."""
 
     def __init__(self, config: Config, settings: Settings, *, clock: Clock | None = None,
-                 plugin_manager: pluggy.PluginManager | None = None) -> None:
+                 plugin_manager: pluggy.PluginManager | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.pm = plugin_manager or get_plugin_manager()
+        plugins_dir = config.base_dir / config.plugins_dir if config.plugins_dir else None
+        self.pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir)
         self.registry = collect(self.pm)
         self.config = config
         channels = build_channels(config, self.registry)
         if config.daemon.public_base_url is None and settings.public_base_url:
             config.daemon.public_base_url = settings.public_base_url
-        self.store = SQLiteStore(settings.database)
+        self.store = ObservedStore(SQLiteStore(settings.database), lambda incident_id, entry:
+                                   self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
         self.engine = Engine(self.store, config, self.clock)
-        self.delivery = Delivery(self.store, config, channels, self.clock)
+        self.delivery = Delivery(self.store, config, channels, self.clock,
+                                 render=lambda ctx: self.pm.hook.render_notification(context=ctx))
+        self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(
+            notification=n, result=result)
+        self.notifier = notifier or Notifier()
+        self.last_loop_at = self.clock.now()
+        self.last_error: str | None = None
+        self.http_port: int | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._inputs: list[asyncio.Task[None]] = []
+        self._ctx = SourceContext(settings=settings, config=config, clock=self.clock,
+                                  ingest=self.ingest, ingest_file=self.ingest_file)
+        self._watchdog_at = 0.0
+        self._status_at = 0.0
 
     # intake for sources
     async def ingest(self, events: list[Event | Submission], source: str) -> list[IngestResult]:
@@ -100,32 +123,53 @@ class Daemon:
         return results
 
     def stop(self) -> None:
-        """Ask the daemon to stop (SIGTERM, SIGINT)."""
+        """Ask the daemon to stop (SIGTERM, SIGINT): input stops, sends in flight finish."""
         self._stop.set()
         self._wake.set()
 
     def reload(self) -> bool:
-        """Re-read the config file (SIGHUP). On any error the running config stays and the
-        error is logged. Returns whether the new config is in use."""
+        """Re-read the config file (SIGHUP). On any error the running config stays, the error is
+        logged and the administrators are told. Returns whether the new config is in use.
+        Incidents already walking keep their policy snapshot."""
         path = self.config.source
+        self.notifier.reloading()
         try:
             config = load_config(path)
             channels = build_channels(config, self.registry)
         except ConfigError as e:
-            log.error("config_reload_failed", path=str(path),
-                      problems=[str(p) for p in e.problems if p.level == "error"])
+            errors = [str(p) for p in e.problems if p.level == "error"]
+            self.last_error = f"config reload failed ({len(errors)} errors); running config kept"
+            log.error("config_reload_failed", path=str(path), problems=errors)
+            self._tell_administrators(len(errors))
+            self.notifier.ready(self._status_text())
             return False
         config.daemon.public_base_url = config.daemon.public_base_url or self.settings.public_base_url
         self.config = config
+        self._ctx.config = config
         self.engine.reload(config)
         self.delivery.reload(config, channels)
         log.info("config_reloaded", path=str(path))
+        self.notifier.ready(self._status_text())
         return True
 
+    def _tell_administrators(self, errors: int) -> None:
+        """Open (or count on) one incident "config reload failed", walked by a one-step policy
+        to the running config's ``administrators`` (or routed normally without any)."""
+        event = Event(kind="incident", category="other", severity="high", source="escalator",
+                      summary=f"配置文件重新加载失败（{errors} 处错误），仍在使用原配置；"
+                              f"请运行 escalator check-config 查看 / config reload failed",
+                      dedup_key="escalator/config-reload-failed")
+        admins = self.config.administrators
+        policy = ("administrators", Policy(name="系统管理员", steps=[Step(targets=admins, timeout=3600)])
+                  ) if admins else None
+        try:
+            self.engine.ingest(event, source="escalator", policy=policy)
+            self._wake.set()
+        except Exception:
+            log.exception("administrators_not_told")
+
     def _sources(self) -> list[tuple[str, Any]]:
-        ctx = SourceContext(settings=self.settings, config=self.config, clock=self.clock,
-                            ingest=self.ingest, ingest_file=self.ingest_file)
-        return [(sid, self.registry.sources[sc.type](sid, resolve_secrets(sc.options, self.config.base_dir), ctx))
+        return [(sid, self.registry.sources[sc.type](sid, resolve_secrets(sc.options, self.config.base_dir), self._ctx))
                 for sid, sc in self.config.sources.items()]
 
     async def _supervise(self, sid: str, source: Any) -> None:
@@ -136,14 +180,16 @@ class Daemon:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as e:
+                self.last_error = f"source {sid} crashed: {type(e).__name__}"
                 log.exception("source_crashed", source=sid, restart_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SOURCE_BACKOFF_MAX)
 
     async def run(self) -> None:
-        """Run until :meth:`stop`. Releases sends a crash left in flight, starts the sources,
-        and runs the engine loop."""
+        """Run until :meth:`stop`: release sends a crash left in flight, start the sources and
+        the HTTP API, report READY, run the engine loop; on stop, stop taking input, let sends
+        in flight finish (at most :data:`DRAIN_SECONDS`), close the store."""
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
@@ -154,20 +200,56 @@ class Daemon:
         released = self.delivery.release_claims()
         if released:
             log.warning("sends_released_after_restart", count=released)
-        self._tasks = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
-                       for sid, s in self._sources()]
+        self._inputs = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
+                        for sid, s in self._sources()]
+        if self.settings.http_listen not in ("", "off"):
+            from escalator.api import ApiServer
+            self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),
+                                                    name="http"))
+        await self._until_listening()
+        self.pm.hook.startup(daemon=self)
+        engine_loop = asyncio.create_task(self._loop(), name="engine")
         log.info("escalator_started", database=str(self.settings.database),
-                 sources=[t.get_name() for t in self._tasks], channels=sorted(self.delivery.channels))
+                 inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
+        self.notifier.ready(self._status_text())
         try:
-            while not self._stop.is_set():
-                await self.step()
-                await self._sleep()
+            await self._stop.wait()
         finally:
-            for t in self._tasks:
+            self.notifier.stopping()
+            log.info("escalator_stopping")
+            for t in self._inputs:  # stop taking input first
                 t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._inputs, return_exceptions=True)
+            try:  # then let the loop finish the sends in flight
+                await asyncio.wait_for(engine_loop, DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("drain_deadline_passed", seconds=DRAIN_SECONDS)
+            try:
+                self.pm.hook.shutdown(daemon=self)
+            except Exception:
+                log.exception("shutdown_hook_failed")
             self.store.close()
+            self.notifier.close()
             log.info("escalator_stopped")
+
+    async def _until_listening(self, timeout: float = 15.0) -> None:
+        """Before READY: wait until the HTTP API accepts connections (or its task ended)."""
+        http = next((t for t in self._inputs if t.get_name() == "http"), None)
+        deadline = time.monotonic() + timeout
+        while (http is not None and self.http_port is None and not http.done()
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.01)
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.step()
+            except Exception as e:  # a store error must not kill the loop silently
+                self.last_error = f"engine: {type(e).__name__}: {e}"
+                log.exception("engine_step_failed")
+                await asyncio.sleep(1.0)
+            self._ping()
+            await self._sleep()
 
     async def step(self) -> None:
         """One pass of the engine loop: fire due steps, then send due notifications."""
@@ -175,6 +257,26 @@ class Daemon:
             pass
         while await self.delivery.run_once() and not self._stop.is_set():
             pass
+        self.last_loop_at = self.clock.now()
+
+    def _ping(self) -> None:
+        """WATCHDOG=1 from the engine loop itself (so a hung loop is restarted by systemd), and
+        STATUS= every few seconds."""
+        now = time.monotonic()
+        interval = (self.notifier.watchdog_seconds or 0) / 3
+        if interval and now - self._watchdog_at >= interval:
+            self.notifier.watchdog()
+            self._watchdog_at = now
+        if self.notifier.enabled and now - self._status_at >= STATUS_INTERVAL:
+            self.notifier.status(self._status_text())
+            self._status_at = now
+
+    def _status_text(self) -> str:
+        with self.store.transaction() as tx:
+            counts = tx.count_incidents()
+        text = (f"open incidents: {counts.get('triggered', 0)} triggered, "
+                f"{counts.get('acknowledged', 0)} acknowledged")
+        return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
     async def _sleep(self) -> None:
         due = self.engine.next_due()
@@ -183,6 +285,7 @@ class Daemon:
             timeout = max(0.0, min(MAX_IDLE, (due - self.clock.now()).total_seconds()))
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         except TimeoutError:
             pass

@@ -45,6 +45,8 @@ class Delivery:
     """Sends due notifications. ``channels``: channel id → channel instance."""
 
     metrics: Any = None  # an escalator.metrics.Metrics when the API serves /metrics
+    observer: Callable[[Notification, DeliveryResult], None] | None = None
+    """Called after each attempt is recorded (the daemon connects ``track_delivery`` here)."""
 
     def __init__(self, store: Store, config: Config, channels: dict[str, Any], clock: Clock,
                  render: Callable[[RenderContext], Rendered] = render_templates) -> None:
@@ -97,6 +99,11 @@ class Delivery:
             except Exception as e:  # a channel bug or timeout is retryable, never fatal
                 result = DeliveryResult(DeliveryStatus.failed_retryable, f"{type(e).__name__}: {e}")
         self._record(n, inc, result, started, f"{r.title}\n{r.body}")
+        if self.observer is not None:
+            try:
+                self.observer(n, result)
+            except Exception:
+                log.exception("track_delivery_failed", notification_id=n.id)
 
     def _templates(self, channel_id: str) -> dict[str, str]:
         ch = self.config.channels.get(channel_id)

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from escalator.clock import Clock
-from escalator.config.models import Config
+from escalator.config.models import Config, Policy
 from escalator.events import Action, Event, Kind
 from escalator.routing import NO_POLICY, route
 from escalator.store.base import Incident, StepRun, Store, Tx
@@ -91,6 +91,8 @@ class Engine:
     """Owns every incident state change. ``store``: a :class:`~escalator.store.base.Store`;
     ``config``: the running config (swap with :meth:`reload`); ``clock``: time source (UTC)."""
 
+    metrics: Any = None  # an escalator.metrics.Metrics when the API serves /metrics
+
     def __init__(self, store: Store, config: Config, clock: Clock) -> None:
         self.store = store
         self.config = config
@@ -102,11 +104,15 @@ class Engine:
 
     # ----------------------------------------------------------------- intake
 
-    def ingest(self, event: Event | Submission, *, source: str | None = None) -> IngestResult:
+    def ingest(self, event: Event | Submission, *, source: str | None = None,
+               policy: tuple[str, Policy] | None = None) -> IngestResult:
         """Store ``event``, route and dedup it, and fire a new incident's first step — all in one
-        durable transaction. Returns the :class:`IngestResult`."""
+        durable transaction. Returns the :class:`IngestResult`.
+
+        ``policy``: ``(id, Policy)`` to use instead of routing (the daemon's own notices to the
+        administrators)."""
         with self.store.transaction() as tx:
-            return self._ingest(tx, event, source, self.clock.now())
+            return self._ingest(tx, event, source, self.clock.now(), policy)
 
     def ingest_many(self, events: list[Event | Submission], *, source: str | None = None
                     ) -> list[IngestResult]:
@@ -129,7 +135,7 @@ class Engine:
             return results
 
     def _ingest(self, tx: Tx, item: Event | Submission, source: str | None,
-                now: datetime) -> IngestResult:
+                now: datetime, policy: tuple[str, Policy] | None = None) -> IngestResult:
         sub = item if isinstance(item, Submission) else Submission(item)
         tz = self.config.school.tz
         ev = sub.event.normalised(now, tz)
@@ -148,10 +154,12 @@ class Engine:
                 tx.update_incident(incident_id, event_count=open_incident.event_count + 1, updated_at=now)
                 tx.add_timeline(incident_id, now, "deduplicated", src,
                                 {"event_id": event_id, "count": open_incident.event_count + 1})
-            elif ev.kind == Kind.heartbeat or (policy_id := route(ev, self.config)) == NO_POLICY:
+            elif policy is None and (ev.kind == Kind.heartbeat
+                                     or (policy_id := route(ev, self.config)) == NO_POLICY):
                 status = "logged"
             else:
-                incident_id, status = self._open(tx, ev, key, policy_id, event_id, src, now), "created"
+                chosen = policy or (policy_id, self.config.policies[policy_id])
+                incident_id, status = self._open(tx, ev, key, chosen, event_id, src, now), "created"
         elif open_incident is None:
             status = "ignored"
         else:
@@ -169,11 +177,13 @@ class Engine:
         )
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)
+        if self.metrics is not None:
+            self.metrics.event(src, status)
         return IngestResult(event_id, incident_id, status, key)
 
-    def _open(self, tx: Tx, ev: Event, key: str, policy_id: str, event_id: str, src: str,
-              now: datetime) -> int:
-        policy = self.config.policies[policy_id]
+    def _open(self, tx: Tx, ev: Event, key: str, chosen: tuple[str, Policy], event_id: str,
+              src: str, now: datetime) -> int:
+        policy_id, policy = chosen
         incident_id = tx.insert_incident(
             dedup_key=key, state="triggered", kind=ev.kind.value, category=ev.category.value,
             severity=ev.severity.value, summary=ev.summary, class_id=ev.class_id, grade=ev.grade,
@@ -199,6 +209,8 @@ class Engine:
             for incident_id in due:
                 inc = tx.get_incident(incident_id)
                 if inc is not None and inc.state == "triggered":
+                    if self.metrics is not None:
+                        self.metrics.step_fired(inc.next_step_at, now)
                     self._advance(tx, inc, now)
                 elif inc is not None:
                     tx.update_incident(incident_id, next_step_at=None)
@@ -206,7 +218,7 @@ class Engine:
 
     def next_due(self) -> datetime | None:
         """The earliest timer (step or delivery) in the store, or None."""
-        with self.store.transaction() as tx:
+        with self.store.transaction() as tx:  # read only: nothing to observe
             return tx.next_due()
 
     def _advance(self, tx: Tx, inc: Incident, now: datetime) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,11 @@ def load_plugins_dir(pm: pluggy.PluginManager, folder: Path) -> None:
         if spec is None or spec.loader is None:
             raise PluginError(f"cannot load plugin {path}")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
         except Exception as e:
+            del sys.modules[name]
             raise PluginError(f"plugin {path} failed to import: {type(e).__name__}: {e}") from e
         pm.register(module, name=name)
 

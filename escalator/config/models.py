@@ -299,6 +299,8 @@ class Config(_Model):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     plugins_dir: str | None = None
     """A folder of ``*.py`` plugin files to load (relative to the config file's folder)."""
+    administrators: list[str] = Field(default_factory=list)
+    """Targets told about the daemon's own problems (a config reload that failed)."""
     api: ApiSection = Field(default_factory=ApiSection)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
