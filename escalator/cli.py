@@ -60,7 +60,11 @@ def _settings(args: argparse.Namespace, config: Config):
     if getattr(args, "demo", False) or args.command == "demo":
         base = Path(getattr(args, "dir", None) or DEMO_DIR).resolve()
         overrides = {"state_dir": base / "state", "spool_dir": base / "spool"}
-    return load_settings(config.daemon.model_dump(), config.base_dir, **overrides)
+    settings = load_settings(config.daemon.model_dump(), config.base_dir, **overrides)
+    if args.command == "demo" and not settings.public_base_url and settings.http_listen:
+        # acknowledge links in the demo's messages point at its own API
+        settings = settings.model_copy(update={"public_base_url": f"http://{settings.http_listen}"})
+    return settings
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -112,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"  spool:  {spool}/incoming/  (drop an event file here)\n"
               f"  try:    cp ../shared/cases/events/fever_single.json {spool}/incoming/\n"
               f"  then:   escalator incidents --demo ; escalator ack ID --demo\n"
+              f"  API:    http://{settings.http_listen}/docs  (acknowledge links in messages work)\n"
               f"  stop:   Ctrl-C\n", file=sys.stderr, flush=True)
     daemon = Daemon(config, settings)
     asyncio.run(daemon.run())
