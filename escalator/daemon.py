@@ -42,13 +42,26 @@ STATUS_INTERVAL = 5.0
 
 
 def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
-    """Channel and source types in ``config`` that no installed plugin provides."""
+    """Channel and source types in ``config`` that no installed plugin provides, and channel
+    options the channel's ``options_model`` rejects (secrets from ``*_env``/``*_file`` are not
+    read here: a stand-in value is checked in their place)."""
     out = []
     for cid, ch in config.channels.items():
         if ch.type not in registry.channels:
             out.append(Problem(f"channels.{cid}.type", None,
                                f"unknown channel type {ch.type!r} (installed: "
                                f"{', '.join(sorted(registry.channels))})"))
+            continue
+        model = getattr(registry.channels[ch.type], "options_model", None)
+        if model is None:
+            continue
+        stand_in = {(k[:-4] if k.endswith("_env") else k[:-5] if k.endswith("_file") else k):
+                    ("stand-in-secret" if k.endswith(("_env", "_file")) else v)
+                    for k, v in ch.options.items()}
+        try:
+            model.parse(stand_in)
+        except ValueError as e:
+            out.append(Problem(f"channels.{cid}.options", None, str(e)))
     for sid, src in config.sources.items():
         if src.type not in registry.sources:
             out.append(Problem(f"sources.{sid}.type", None,

@@ -152,3 +152,14 @@ def test_daemon_takes_a_spool_file_tells_the_teacher_and_stops_on_sigterm(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_check_config_validates_channel_options_without_reading_secrets(tmp_path):
+    text = (FIXTURES / "engine.yaml").read_text(encoding="utf-8").replace(
+        "backup: {type: console}",
+        "backup: {type: email, options: {host: 127.0.0.1, from_addr: a@b.example, passwrd_env: X}}")
+    p = tmp_path / "c.yaml"
+    p.write_text(text, encoding="utf-8")
+    r = run("check-config", "--config", str(p))
+    assert r.returncode == 1
+    assert "channels.backup.options" in r.stderr and "passwrd" in r.stderr
