@@ -34,6 +34,8 @@ log = structlog.get_logger("escalator.daemon")
 
 MAX_IDLE = 1.0
 """Longest sleep of the engine loop (seconds)."""
+SOURCE_BACKOFF_MIN = 1.0
+"""First restart delay (seconds) of a crashed source; doubled each crash up to the max."""
 SOURCE_BACKOFF_MAX = 60.0
 DRAIN_SECONDS = 20.0
 """On SIGTERM, how long sends in flight may take to finish (the unit's TimeoutStopSec is 30 s)."""
@@ -186,7 +188,7 @@ class Daemon:
                 for sid, sc in self.config.sources.items()]
 
     async def _supervise(self, sid: str, source: Any) -> None:
-        delay = 1.0
+        delay = SOURCE_BACKOFF_MIN
         while not self._stop.is_set():
             try:
                 await source.run()

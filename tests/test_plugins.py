@@ -95,3 +95,61 @@ async def test_a_render_plugin_answers_before_the_builtin_templates(harness, eng
     await harness.send({"kind": "incident", "category": "accident", "summary": "摔伤",
                         "class_id": "5-1"})
     assert [(m.title, m.body) for m in harness.channel.sent] == [("#1", "意外伤害 5-1")]
+
+
+async def test_a_crashed_source_is_restarted_with_backoff_and_the_others_go_on(tmp_path, monkeypatch):
+    import asyncio
+
+    import escalator.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "SOURCE_BACKOFF_MIN", 0.01)
+    runs: list[str] = []
+    steady_ran = asyncio.Event()
+    recovered = asyncio.Event()
+
+    class Flaky:
+        type_name = "flaky"
+
+        def __init__(self, source_id, options, context):
+            self.ctx = context
+
+        async def run(self):
+            runs.append("flaky")
+            if len(runs) < 3:
+                raise RuntimeError("boom")
+            await self.ctx.ingest([Event(kind="incident", category="other", summary="恢复")], "flaky")
+            recovered.set()
+            await asyncio.Event().wait()
+
+    class Steady:
+        type_name = "steady"
+
+        def __init__(self, source_id, options, context):
+            pass
+
+        async def run(self):
+            steady_ran.set()
+            await asyncio.Event().wait()
+
+    class Sources:
+        @hookimpl
+        def register_sources(self, register):
+            register(Flaky)
+            register(Steady)
+
+    text = (FIXTURES / "engine.yaml").read_text(encoding="utf-8")
+    text += "sources:\n  a: {type: flaky}\n  b: {type: steady}\n"
+    cfg = tmp_path / "escalator.yaml"
+    cfg.write_text(text, encoding="utf-8")
+    pm = get_plugin_manager(entry_points=False, extra=(Sources(),))
+    daemon = Daemon(load_config(cfg), Settings(state_dir=tmp_path / "s", http_listen="off"),
+                    clock=FakeClock(), plugin_manager=pm)
+    task = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(10):
+        await recovered.wait()
+        await steady_ran.wait()
+    assert runs == ["flaky", "flaky", "flaky"]
+    assert "source a crashed" in (daemon.last_error or "")
+    daemon.stop()
+    async with asyncio.timeout(10):
+        await task
