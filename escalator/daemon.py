@@ -257,6 +257,7 @@ class Daemon:
 
     async def _loop(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # a wake-up during the step below is kept for the sleep
             try:
                 await self.step()
             except Exception as e:  # a store error must not kill the loop silently
@@ -298,7 +299,6 @@ class Daemon:
         timeout = MAX_IDLE
         if due is not None:
             timeout = max(0.0, min(MAX_IDLE, (due - self.clock.now()).total_seconds()))
-        self._wake.clear()
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()

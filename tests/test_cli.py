@@ -135,7 +135,8 @@ def test_daemon_takes_a_spool_file_tells_the_teacher_and_stops_on_sigterm(tmp_pa
     spool = tmp_path / "spool"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
     env.update(ESCALATOR_CONFIG=str(FIXTURES / "engine.yaml"), ESCALATOR_STATE_DIR=str(tmp_path / "state"),
-               ESCALATOR_SPOOL_DIR=str(spool), ESCALATOR_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+               ESCALATOR_SPOOL_DIR=str(spool), ESCALATOR_LOG_FORMAT="json", PYTHONUNBUFFERED="1",
+               ESCALATOR_HTTP_LISTEN="127.0.0.1:0")
     cfg = (FIXTURES / "engine.yaml").read_text(encoding="utf-8") + "sources:\n  spool: {type: spool}\n"
     (tmp_path / "c.yaml").write_text(cfg, encoding="utf-8")
     env["ESCALATOR_CONFIG"] = str(tmp_path / "c.yaml")
