@@ -1,23 +1,40 @@
-"""The delivery worker: claims due notification rows, re-checks state, renders, sends, records.
+"""The delivery worker: a pipeline of small stages over the durable outbox (docs/delivery.md).
 
-Only this module retries. A channel answers delivered / failed-retryable / failed-permanent;
-a retryable failure is retried with exponential backoff and jitter (the due time is a row),
-until :data:`RETRY_DEADLINE` seconds after the first attempt; then, or on a permanent failure,
-the recipient's next contact method is tried (failover). Every attempt is a ``deliveries`` row
-(the ledger). A crash between claim and record leaves the row ``sending``; start-up releases it,
-so a message is sent at least once and at most once more than needed.
+For each claimed notification row, in order (after Alertmanager's ``notify`` pipeline):
+
+1. **re-check** (:func:`recheck`) — the row is still ``sending`` and its incident still wants it;
+2. **dedup** (:func:`find_twin`) — the same message (incident, step run, channel, address,
+   purpose) was already delivered: the row becomes ``delivered`` with a ledger row
+   ``deduplicated``, nothing is sent;
+3. **throttle** (:class:`Throttle`) — per channel (the channel class's ``rate_limits``) and per
+   address (:data:`ADDRESS_LIMITS`); over a limit the row waits (its ``due_at`` moves), without
+   counting an attempt or using up the retry deadline;
+4. **render** (``Delivery.render``) and **send** (:func:`send`);
+5. **retry** (:func:`plan_next`) — the only place that retries: exponential backoff with jitter,
+   due times stored as rows, until :data:`RETRY_DEADLINE`; then, or on a permanent failure,
+   failover to the recipient's next contact method (:func:`failover`);
+6. **record** (:func:`record`) — every attempt a ``deliveries`` row (the ledger), the row's new
+   state and the timeline, in one transaction.
+
+A crash between claim and record leaves the row ``sending``; start-up releases it, so a message
+is sent at least once and at most once more than needed. All times are aware UTC.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from collections.abc import Callable
+import re
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
+from escalator.channel_kit import RateLimit
 from escalator.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.clock import Clock
 from escalator.config.models import Config
@@ -31,8 +48,23 @@ SEND_TIMEOUT = 30.0
 RETRY_BASE = 5.0
 """First retry delay (seconds); doubled each attempt, capped at :data:`RETRY_MAX_DELAY`."""
 RETRY_MAX_DELAY = 300.0
+"""Longest retry delay (seconds), before jitter."""
 RETRY_DEADLINE = 900.0
-"""Seconds after the first attempt after which a contact method is given up (failover)."""
+"""Seconds of retrying after the first attempt after which a contact method is given up
+(failover). Time a row spends held back by a rate limit does not count."""
+ADDRESS_LIMITS: tuple[RateLimit, ...] = (
+    RateLimit(10, 60.0, "escalator: at most 10 messages a minute to one address of one channel"),
+)
+"""Per-recipient limit: messages to one (channel id, address) in a sliding window."""
+HELD_BACK = "held back"
+"""How a channel's ``failed_retryable`` detail starts when the channel held the message back
+locally for its own rate limit (``channel_kit`` channels: ``"held back: … (room again in N s)"``);
+such an answer delays the row like the throttle stage, without counting an attempt."""
+_ROOM_AGAIN = re.compile(r"room again in ([0-9]+(?:\.[0-9]+)?) s")
+MIN_HOLD = 1.0
+"""Shortest wait (seconds) after a channel's own hold, when its detail names none or 0 s."""
+DETAIL_MAX = 500
+"""Longest detail kept in the ledger and ``last_error`` (characters)."""
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> float:
@@ -41,8 +73,260 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
     return base * (0.8 + 0.4 * (rng or random).random())
 
 
+def later(now: datetime, seconds: float) -> datetime:
+    """``now`` plus ``seconds`` rounded up to the next millisecond (never ``now`` itself), so a
+    row held until then is not claimed again before the window has room."""
+    return now + timedelta(milliseconds=max(1, math.ceil(seconds * 1000)))
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: re-check
+# --------------------------------------------------------------------------------------------
+
+
+def recheck(tx: Tx, n: Notification, now: datetime) -> Incident | None:
+    """The row's incident if the row should still go out; else ``None`` (cancelling the row
+    when its incident was resolved, or acknowledged and the row needs an acknowledgement)."""
+    current = tx.get_notification(n.id)
+    inc = tx.get_incident(n.incident_id)
+    if current is None or inc is None or current.status != "sending":
+        return None  # cancelled by an acknowledgement after the claim
+    if inc.state == "resolved" or (inc.state == "acknowledged" and n.needs_ack):
+        tx.update_notification(n.id, status="cancelled", updated_at=now)
+        return None
+    return inc
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: dedup against the ledger
+# --------------------------------------------------------------------------------------------
+
+
+def find_twin(tx: Tx, n: Notification) -> Notification | None:
+    """An earlier row of the same step run already delivered with the same message: same
+    channel, address and purpose (e.g. two people of one step sharing a group robot)."""
+    if n.step_run_id is None:
+        return None
+    for other in tx.notifications_of(n.incident_id):
+        if (other.id != n.id and other.status == "delivered" and other.step_run_id == n.step_run_id
+                and other.channel == n.channel and other.address == n.address
+                and other.purpose == n.purpose):
+            return other
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# stage 3: throttle
+# --------------------------------------------------------------------------------------------
+
+
+class Window:
+    """Send times (UTC epoch seconds) to one key, checked against sliding-window limits."""
+
+    def __init__(self) -> None:
+        self.sent: deque[float] = deque()
+
+    def wait(self, limits: Sequence[RateLimit], t: float) -> float:
+        """Seconds from ``t`` until every limit has room (0: room now)."""
+        horizon = max((lim.per_seconds for lim in limits), default=0.0)
+        while self.sent and self.sent[0] <= t - horizon:
+            self.sent.popleft()
+        wait = 0.0
+        for lim in limits:
+            recent = [s for s in self.sent if s > t - lim.per_seconds]
+            if len(recent) >= lim.count:
+                wait = max(wait, recent[-lim.count] + lim.per_seconds - t)
+        return wait
+
+
+class Throttle:
+    """In-memory rate limits per channel id (the channel class's ``rate_limits``, or
+    ``overrides[channel_id]``) and per (channel id, address) (:data:`ADDRESS_LIMITS`).
+
+    State is lost on restart; a channel's own limiter (``channel_kit.shared_limiter``) still
+    protects the service then. Times come from the injected clock.
+    """
+
+    def __init__(self, clock: Clock, address_limits: Sequence[RateLimit] = ADDRESS_LIMITS,
+                 overrides: Mapping[str, Sequence[RateLimit]] | None = None) -> None:
+        self.clock = clock
+        self.address_limits = tuple(address_limits)
+        self.overrides = dict(overrides or {})
+        self._windows: dict[tuple[str, ...], Window] = {}
+
+    def channel_limits(self, channel_id: str, channel: Any) -> tuple[RateLimit, ...]:
+        """The limits for ``channel_id``: an override if set, else the channel's declared ones."""
+        if channel_id in self.overrides:
+            return tuple(self.overrides[channel_id])
+        return tuple(getattr(channel, "rate_limits", ()) or ())
+
+    def acquire(self, channel_id: str, channel: Any, address: str) -> float:
+        """Take a slot in both windows and return 0, or return the seconds until both have
+        room (taking nothing)."""
+        t = self.clock.now().timestamp()
+        keyed = [(("channel", channel_id), self.channel_limits(channel_id, channel)),
+                 (("address", channel_id, address), self.address_limits)]
+        wait = max(self._window(key).wait(limits, t) for key, limits in keyed)
+        if wait > 0:
+            return wait
+        for key, _ in keyed:
+            self._window(key).sent.append(t)
+        return 0.0
+
+    def _window(self, key: tuple[str, ...]) -> Window:
+        return self._windows.setdefault(key, Window())
+
+
+def channel_hold(result: DeliveryResult) -> float | None:
+    """Seconds a channel asked to wait when it held the message back for its own rate limit
+    (a ``failed_retryable`` answer whose detail starts with :data:`HELD_BACK`), else ``None``."""
+    if result.status != DeliveryStatus.failed_retryable or not result.detail.startswith(HELD_BACK):
+        return None
+    m = _ROOM_AGAIN.search(result.detail)
+    return min(max(float(m.group(1)) if m else 0.0, MIN_HOLD), RETRY_MAX_DELAY)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 4: send
+# --------------------------------------------------------------------------------------------
+
+
+async def send(channel: Any, message: Message, timeout: float = SEND_TIMEOUT) -> DeliveryResult:
+    """The channel's answer; a missing channel is permanent, an exception or a timeout
+    (``timeout`` seconds) retryable — a channel bug never stops the worker."""
+    if channel is None:
+        return DeliveryResult(DeliveryStatus.failed_permanent, f"no channel {message.channel_id!r}")
+    try:
+        return await asyncio.wait_for(channel.send(message), timeout)
+    except Exception as e:
+        return DeliveryResult(DeliveryStatus.failed_retryable, f"{type(e).__name__}: {e}")
+
+
+# --------------------------------------------------------------------------------------------
+# stage 5: retry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What becomes of a row after an answer: its new ``status`` (``delivered``, ``pending``
+    or ``failed``), counters, the next ``due_at`` (UTC) when pending, and whether to fail over."""
+
+    status: str
+    attempts: int
+    first_attempt_at: datetime | None
+    due_at: datetime | None = None
+    failover: bool = False
+    held: bool = False
+
+
+def plan_hold(n: Notification, now: datetime, seconds: float) -> Plan:
+    """Wait ``seconds`` for a rate limit: pending again, no attempt counted, and the retry
+    deadline's start (``first_attempt_at``) moved forward by the wait so none of it is used."""
+    due = later(now, seconds)
+    first = n.first_attempt_at + (due - now) if n.first_attempt_at else None
+    return Plan("pending", n.attempts, first, due_at=due, held=True)
+
+
+def plan_next(n: Notification, result: DeliveryResult, started: datetime, now: datetime,
+              rng: random.Random | None = None) -> Plan:
+    """The retry decision: delivered; held back by the channel (:func:`plan_hold`); retry after
+    :func:`backoff` while within :data:`RETRY_DEADLINE` seconds of the first attempt; else failed
+    with failover."""
+    if (hold := channel_hold(result)) is not None:
+        return plan_hold(n, now, hold)
+    first = n.first_attempt_at or started
+    attempts = n.attempts + 1
+    if result.status == DeliveryStatus.delivered:
+        return Plan("delivered", attempts, first)
+    if (result.status == DeliveryStatus.failed_retryable
+            and (now - first).total_seconds() < RETRY_DEADLINE):
+        return Plan("pending", attempts, first, due_at=later(now, backoff(attempts, rng)))
+    return Plan("failed", attempts, first, failover=True)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 6: record
+# --------------------------------------------------------------------------------------------
+
+
+def record(tx: Tx, config: Config, n: Notification, inc: Incident, result: DeliveryResult,
+           plan: Plan, body: str, now: datetime) -> None:
+    """Write the attempt to the ledger, then the row's new state, the timeline and any failover."""
+    detail = result.detail[:DETAIL_MAX]
+    tx.add_delivery(notification_id=n.id, at=now, outcome=result.status.value, detail=detail,
+                    body=body)
+    bound = log.bind(incident_id=inc.id, notification_id=n.id, channel=n.channel,
+                     recipient=n.recipient_id)
+    current = tx.get_notification(n.id)
+    if current is None or current.status != "sending":  # cancelled while sending
+        tx.update_notification(n.id, attempts=plan.attempts, first_attempt_at=plan.first_attempt_at)
+        return
+    if plan.status == "delivered":
+        tx.update_notification(n.id, status="delivered", attempts=plan.attempts,
+                               first_attempt_at=plan.first_attempt_at, updated_at=now)
+        tx.add_timeline(inc.id, now, "notified", None,
+                        {"recipient": n.recipient_id, "name": n.recipient_name,
+                         "channel": n.channel, "notification_id": n.id})
+        bound.info("notification_delivered")
+    elif plan.status == "pending":
+        tx.update_notification(n.id, status="pending", attempts=plan.attempts, due_at=plan.due_at,
+                               first_attempt_at=plan.first_attempt_at, last_error=detail,
+                               updated_at=now)
+        bound.warning("notification_held" if plan.held else "notification_retry",
+                      attempts=plan.attempts, due_at=plan.due_at.isoformat(), detail=result.detail)
+    else:
+        tx.update_notification(n.id, status="failed", attempts=plan.attempts,
+                               first_attempt_at=plan.first_attempt_at, last_error=detail,
+                               updated_at=now)
+        bound.warning("notification_failed", detail=result.detail)
+        failover(tx, config, n, inc, now, result.detail)
+
+
+def record_duplicate(tx: Tx, n: Notification, inc: Incident, twin: Notification,
+                     now: datetime) -> None:
+    """Mark ``n`` delivered by ``twin``'s message: a ledger row ``deduplicated``, no send."""
+    tx.add_delivery(notification_id=n.id, at=now, outcome="deduplicated",
+                    detail=f"same message as notification {twin.id}", body="")
+    tx.update_notification(n.id, status="delivered", updated_at=now)
+    tx.add_timeline(inc.id, now, "notified", None,
+                    {"recipient": n.recipient_id, "name": n.recipient_name, "channel": n.channel,
+                     "notification_id": n.id, "deduplicated_with": twin.id})
+    log.info("notification_deduplicated", incident_id=inc.id, notification_id=n.id,
+             channel=n.channel, same_as=twin.id)
+
+
+def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: datetime,
+             why: str) -> None:
+    """Queue the recipient's next contact method now, or log ``delivery_failed`` after the last."""
+    owner = (config.person(n.recipient_id) if n.recipient_kind == "person"
+             else config.unit(n.recipient_id))
+    contacts = owner.contacts if owner else []
+    nxt = n.contact_index + 1
+    if nxt < len(contacts):
+        c = contacts[nxt]
+        tx.insert_notification(
+            incident_id=n.incident_id, step_run_id=n.step_run_id, recipient_kind=n.recipient_kind,
+            recipient_id=n.recipient_id, recipient_name=n.recipient_name, channel=c.channel,
+            address=c.to, contact_index=nxt, status="pending", due_at=now, attempts=0,
+            created_at=now, updated_at=now, ack_token=n.ack_token + f".{nxt}",
+            needs_ack=n.needs_ack, purpose=n.purpose, note=n.note,
+        )
+        tx.add_timeline(inc.id, now, "failover", None,
+                        {"recipient": n.recipient_id, "from": n.channel, "to": c.channel,
+                         "reason": why[:200]})
+    else:
+        tx.add_timeline(inc.id, now, "delivery_failed", None,
+                        {"recipient": n.recipient_id, "channel": n.channel, "reason": why[:200]})
+
+
+# --------------------------------------------------------------------------------------------
+# the worker
+# --------------------------------------------------------------------------------------------
+
+
 class Delivery:
-    """Sends due notifications. ``channels``: channel id → channel instance."""
+    """Sends due notifications through the stages above. ``channels``: channel id → instance."""
 
     metrics: Any = None  # an escalator.metrics.Metrics when the API serves /metrics
     observer: Callable[[Notification, DeliveryResult], None] | None = None
@@ -55,8 +339,12 @@ class Delivery:
         self.config = config
         self.channels = channels
         self.clock = clock
+        self.throttle = Throttle(clock)
+        self.rng: random.Random | None = None
+        """Jitter source for :func:`backoff` (``None``: the ``random`` module); tests pin it."""
 
     def reload(self, config: Config, channels: dict[str, Any]) -> None:
+        """Use a new config and channels; throttle windows (keyed by channel id) carry over."""
         self.config, self.channels = config, channels
 
     def release_claims(self) -> int:
@@ -65,7 +353,7 @@ class Delivery:
             return tx.release_claims()
 
     async def run_once(self, limit: int = 50) -> int:
-        """Claim and send every due notification (up to ``limit``). Returns how many were claimed."""
+        """Claim and process every due notification (up to ``limit``). Returns how many were claimed."""
         with self.store.transaction() as tx:
             claimed = tx.claim_notifications(self.clock.now(), limit)
         for n in claimed:
@@ -73,41 +361,52 @@ class Delivery:
         return len(claimed)
 
     async def _deliver(self, n: Notification) -> None:
+        """Run one claimed row through re-check → dedup → throttle → render → send → retry → record."""
+        now = self.clock.now()
         with self.store.transaction() as tx:
-            current = tx.get_notification(n.id)
-            inc = tx.get_incident(n.incident_id)
-            if current is None or inc is None or current.status != "sending":
-                return  # cancelled by an acknowledgement after the claim
-            if inc.state == "resolved" or (inc.state == "acknowledged" and n.needs_ack):
-                tx.update_notification(n.id, status="cancelled", updated_at=self.clock.now())
+            inc = recheck(tx, n, now)
+            if inc is None:
+                return
+            if (twin := find_twin(tx, n)) is not None:
+                record_duplicate(tx, n, inc, twin, now)
+                return
+            channel = self.channels.get(n.channel)
+            if wait := self.throttle.acquire(n.channel, channel, n.address):
+                plan = plan_hold(n, now, wait)
+                tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                       first_attempt_at=plan.first_attempt_at, updated_at=now)
+                log.info("notification_throttled", notification_id=n.id, channel=n.channel,
+                         due_at=plan.due_at.isoformat())
                 return
             occurred = self._occurred_local(tx, inc)
             run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
-        step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
-        channel = self.channels.get(n.channel)
-        audience = getattr(channel, "audience", "person")
-        r = self.render(RenderContext(inc, n, self.config, audience=audience, occurred_local=occurred,
-                                      step=step, templates=self._templates(n.channel)))
-        message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
-                          r.ack_hint, inc.drill)
+        message, body = self._render(n, inc, channel, occurred, run)
         started = self.clock.now()
-        if channel is None:
-            result = DeliveryResult(DeliveryStatus.failed_permanent, f"no channel {n.channel!r}")
-        else:
-            try:
-                result = await asyncio.wait_for(channel.send(message), SEND_TIMEOUT)
-            except Exception as e:  # a channel bug or timeout is retryable, never fatal
-                result = DeliveryResult(DeliveryStatus.failed_retryable, f"{type(e).__name__}: {e}")
-        self._record(n, inc, result, started, f"{r.title}\n{r.body}")
+        result = await send(channel, message)
+        now = self.clock.now()
+        plan = plan_next(n, result, started, now, self.rng)
+        if self.metrics is not None:
+            self.metrics.notification(n.channel, result.status.value)
+        with self.store.transaction() as tx:
+            record(tx, self.config, n, inc, result, plan, body, now)
         if self.observer is not None:
             try:
                 self.observer(n, result)
             except Exception:
                 log.exception("track_delivery_failed", notification_id=n.id)
 
-    def _templates(self, channel_id: str) -> dict[str, str]:
-        ch = self.config.channels.get(channel_id)
-        return dict(ch.templates) if ch is not None else {}
+    def _render(self, n: Notification, inc: Incident, channel: Any, occurred: str | None,
+                run: Any) -> tuple[Message, str]:
+        """The message for ``n`` and the text kept in the ledger."""
+        step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
+        ch = self.config.channels.get(n.channel)
+        r = self.render(RenderContext(inc, n, self.config,
+                                      audience=getattr(channel, "audience", "person"),
+                                      occurred_local=occurred, step=step,
+                                      templates=dict(ch.templates) if ch is not None else {}))
+        message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
+                          r.ack_hint, inc.drill)
+        return message, f"{r.title}\n{r.body}"
 
     def _occurred_local(self, tx: Tx, inc: Incident) -> str | None:
         ev = tx.get_event(inc.first_event_id) if inc.first_event_id else None
@@ -116,60 +415,3 @@ class Delivery:
             return None
         return datetime.fromisoformat(when).astimezone(self.config.school.tz).strftime("%Y-%m-%d %H:%M")
 
-    def _record(self, n: Notification, inc: Incident, result: DeliveryResult, started: datetime,
-                body: str) -> None:
-        now = self.clock.now()
-        first = n.first_attempt_at or started
-        attempts = n.attempts + 1
-        bound = log.bind(incident_id=inc.id, notification_id=n.id, channel=n.channel,
-                         recipient=n.recipient_id)
-        if self.metrics is not None:
-            self.metrics.notification(n.channel, result.status.value)
-        with self.store.transaction() as tx:
-            tx.add_delivery(notification_id=n.id, at=now, outcome=result.status.value,
-                            detail=result.detail[:500], body=body)
-            if tx.get_notification(n.id).status != "sending":  # cancelled while sending
-                tx.update_notification(n.id, attempts=attempts, first_attempt_at=first)
-                return
-            if result.status == DeliveryStatus.delivered:
-                tx.update_notification(n.id, status="delivered", attempts=attempts,
-                                       first_attempt_at=first, updated_at=now)
-                tx.add_timeline(inc.id, now, "notified", None,
-                                {"recipient": n.recipient_id, "name": n.recipient_name,
-                                 "channel": n.channel, "notification_id": n.id})
-                bound.info("notification_delivered")
-                return
-            retry = (result.status == DeliveryStatus.failed_retryable
-                     and (now - first).total_seconds() < RETRY_DEADLINE)
-            if retry:
-                due = now + timedelta(seconds=backoff(attempts))
-                tx.update_notification(n.id, status="pending", attempts=attempts, due_at=due,
-                                       first_attempt_at=first, last_error=result.detail[:500],
-                                       updated_at=now)
-                bound.warning("notification_retry", attempts=attempts, detail=result.detail)
-                return
-            tx.update_notification(n.id, status="failed", attempts=attempts, first_attempt_at=first,
-                                   last_error=result.detail[:500], updated_at=now)
-            bound.warning("notification_failed", detail=result.detail)
-            self._failover(tx, n, inc, now, result.detail)
-
-    def _failover(self, tx: Tx, n: Notification, inc: Incident, now: datetime, why: str) -> None:
-        owner = (self.config.person(n.recipient_id) if n.recipient_kind == "person"
-                 else self.config.unit(n.recipient_id))
-        contacts = owner.contacts if owner else []
-        nxt = n.contact_index + 1
-        if nxt < len(contacts):
-            c = contacts[nxt]
-            tx.insert_notification(
-                incident_id=n.incident_id, step_run_id=n.step_run_id, recipient_kind=n.recipient_kind,
-                recipient_id=n.recipient_id, recipient_name=n.recipient_name, channel=c.channel,
-                address=c.to, contact_index=nxt, status="pending", due_at=now, attempts=0,
-                created_at=now, updated_at=now, ack_token=n.ack_token + f".{nxt}",
-                needs_ack=n.needs_ack, purpose=n.purpose, note=n.note,
-            )
-            tx.add_timeline(inc.id, now, "failover", None,
-                            {"recipient": n.recipient_id, "from": n.channel, "to": c.channel,
-                             "reason": why[:200]})
-        else:
-            tx.add_timeline(inc.id, now, "delivery_failed", None,
-                            {"recipient": n.recipient_id, "channel": n.channel, "reason": why[:200]})

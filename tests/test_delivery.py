@@ -1,0 +1,294 @@
+"""The delivery pipeline on a fake clock and a real SQLite file: dedup against the ledger,
+throttle (per channel and per address), retry with backoff, failover, re-check, ledger rows."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import ClassVar
+
+import pytest
+
+from escalator.channel_kit import RateLimit
+from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.config import load_config
+from escalator.delivery import ADDRESS_LIMITS, RETRY_DEADLINE, plan_hold
+from escalator.events import Event
+from escalator.store.base import Notification
+from escalator.testing import Harness, RecordingChannel
+
+CONFIG = """
+school:
+  name: 测试小学
+roles:
+  crew: {name: 班组}
+  crowd: {name: 多人}
+people:
+  - {id: p1, name: 甲, roles: [crew], contacts: [{channel: robot, to: "-"}]}
+  - {id: p2, name: 乙, roles: [crew], contacts: [{channel: robot, to: "-"}]}
+  - {id: p3, name: 丙, roles: [crew], contacts: [{channel: robot, to: "13800000003"}]}
+  - {id: c1, name: 子, roles: [crowd], contacts: [{channel: limited, to: "1"}]}
+  - {id: c2, name: 丑, roles: [crowd], contacts: [{channel: limited, to: "2"}]}
+  - {id: c3, name: 寅, roles: [crowd], contacts: [{channel: limited, to: "3"}]}
+  - {id: solo, name: 王老师, contacts: [{channel: sms, to: "13800000001"}, {channel: mail, to: "w@example.edu"}]}
+  - {id: duo1, name: 李老师, contacts: [{channel: sms, to: "13800000011"}]}
+  - {id: duo2, name: 赵老师, contacts: [{channel: sms, to: "13800000012"}]}
+channels:
+  robot: {type: console}
+  limited: {type: console}
+  sms: {type: console}
+  mail: {type: console}
+duty_roster:
+  - {person: solo}
+policies:
+  shared:
+    steps:
+      - {targets: [role:crew], mode: inform}
+  crowd:
+    steps:
+      - {targets: [role:crowd], mode: inform}
+  solo:
+    steps:
+      - {targets: [person:solo], mode: inform}
+  pair:
+    steps:
+      - {targets: [person:duo1, person:duo2], timeout: 3600, mode: escalate}
+  report:
+    steps:
+      - {targets: [person:duo1, person:duo2], timeout: 3600, mode: report}
+      - {targets: [person:solo], mode: inform}
+routes:
+  - match: {labels: {flow: shared}}
+    policy: shared
+  - match: {labels: {flow: crowd}}
+    policy: crowd
+  - match: {labels: {flow: pair}}
+    policy: pair
+  - match: {labels: {flow: report}}
+    policy: report
+  - default: true
+    policy: solo
+"""
+
+
+RETRY_MAX_STEP = 400.0
+"""Seconds longer than the longest backoff (300 s + 20 %)."""
+
+
+def event(flow: str, n: int = 0) -> Event:
+    return Event.model_validate({"kind": "incident", "category": "accident", "summary": f"{flow} {n}",
+                                 "dedup_key": f"{flow}/{n}", "labels": {"flow": flow}})
+
+
+class LimitedChannel(RecordingChannel):
+    """A recording channel declaring a rate limit of 2 messages a minute, as channel_kit ones do."""
+
+    rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(2, 60.0, "test: 2 a minute"),)
+
+
+class HoldingChannel(RecordingChannel):
+    """Holds every message back for its own rate limit ``holds`` times, then delivers."""
+
+    def __init__(self, holds: int) -> None:
+        super().__init__("sms")
+        self.holds = holds
+
+    async def send(self, message: Message) -> DeliveryResult:
+        self.sent.append(message)
+        if self.holds:
+            self.holds -= 1
+            return DeliveryResult(DeliveryStatus.failed_retryable,
+                                  "held back: test allows 1 message a minute (room again in 60 s)")
+        return DeliveryResult(DeliveryStatus.delivered, "ok")
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "delivery.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def h(config, tmp_path):
+    """A harness whose channel ids each have their own recording channel (``h.ch[id]``)."""
+    harness = Harness(config, tmp_path / "escalator.sqlite3")
+    harness.ch = {"robot": RecordingChannel("robot"), "limited": LimitedChannel("limited"),
+                  "sms": RecordingChannel("sms"), "mail": RecordingChannel("mail")}
+    harness.delivery.channels = harness.ch
+    harness.delivery.rng = random.Random(7)
+    yield harness
+    harness.close()
+
+
+def rows(h: Harness, incident_id: int | None = None) -> list[Notification]:
+    with h.store.transaction() as tx:
+        if incident_id is not None:
+            return tx.notifications_of(incident_id)
+        return [n for i in range(1, 100) for n in tx.notifications_of(i)]
+
+
+def ledger(h: Harness, notification_id: int) -> list[str]:
+    with h.store.transaction() as tx:
+        return [r[0] for r in tx.c.execute(
+            "SELECT outcome FROM deliveries WHERE notification_id = ? ORDER BY id", (notification_id,))]
+
+
+def ingest(h: Harness, ev: Event) -> int:
+    return h.engine.ingest(ev, source="test").incident_id
+
+
+async def test_recipients_sharing_a_group_address_get_one_message_and_the_ledger_says_deduplicated(h):
+    inc = ingest(h, event("shared"))
+    await h.settle()
+    sent = h.ch["robot"].sent
+    # 甲 and 乙 share the group robot without a mention: one message; 丙 is @-mentioned: another
+    assert sorted(m.address for m in sent) == ["-", "13800000003"]
+    by_person = {n.recipient_id: n for n in rows(h, inc)}
+    assert {n.status for n in by_person.values()} == {"delivered"}
+    outcomes = sorted(ledger(h, by_person[p].id)[0] for p in ("p1", "p2"))
+    assert outcomes == ["deduplicated", "delivered"]
+    assert ledger(h, by_person["p3"].id) == ["delivered"]
+    dup = next(by_person[p] for p in ("p1", "p2") if ledger(h, by_person[p].id) == ["deduplicated"])
+    assert dup.attempts == 0
+    assert h.timeline(inc).count("notified") == 3  # everyone was reached
+
+
+async def test_the_same_address_in_another_incident_is_not_deduplicated(h):
+    await h.send(event("shared", 1))
+    await h.send(event("shared", 2))
+    assert len(h.ch["robot"].sent) == 4  # dedup is per step run, not across incidents
+
+
+async def test_channel_rate_limit_delays_without_counting_an_attempt(h):
+    t0 = h.clock.now()
+    inc = ingest(h, event("crowd"))
+    await h.settle()
+    assert len(h.ch["limited"].sent) == 2  # the channel declares 2 a minute
+    held = [n for n in rows(h, inc) if n.status == "pending"]
+    assert len(held) == 1
+    assert held[0].attempts == 0 and held[0].first_attempt_at is None
+    assert held[0].due_at == t0 + timedelta(seconds=60)
+    assert ledger(h, held[0].id) == []  # nothing was attempted
+    await h.advance(59)
+    assert len(h.ch["limited"].sent) == 2
+    await h.advance(1)
+    assert len(h.ch["limited"].sent) == 3
+    assert {n.status for n in rows(h, inc)} == {"delivered"}
+    assert "failover" not in h.timeline(inc)
+
+
+async def test_address_rate_limit_delays_and_keeps_the_order_per_recipient(h):
+    limit = ADDRESS_LIMITS[0]
+    incidents = [ingest(h, event("solo", i)) for i in range(limit.count + 3)]
+    await h.settle()
+    sent = h.ch["sms"].sent
+    assert len(sent) == limit.count
+    waiting = [n for i in incidents for n in rows(h, i) if n.status == "pending"]
+    assert len(waiting) == 3 and all(n.attempts == 0 for n in waiting)
+    await h.advance(limit.per_seconds)
+    assert [m.incident_id for m in sent] == incidents  # all delivered, in order
+    assert h.ch["mail"].sent == []  # a rate limit never fails over
+    assert all(n.attempts == 1 for i in incidents for n in rows(h, i))
+
+
+async def test_retryable_is_retried_with_backoff_then_delivered(h):
+    sms = h.ch["sms"]
+    sms.outcomes.extend([DeliveryStatus.failed_retryable, DeliveryStatus.failed_retryable])
+    t0 = h.clock.now()
+    inc = ingest(h, event("solo"))
+    await h.settle()
+    (n,) = rows(h, inc)
+    assert (n.status, n.attempts, n.first_attempt_at) == ("pending", 1, t0)
+    first_delay = (n.due_at - t0).total_seconds()
+    assert 4.0 <= first_delay <= 6.0  # 5 s ± 20 %
+    h.clock.set(n.due_at - timedelta(milliseconds=1))
+    await h.settle()
+    assert len(sms.sent) == 1  # not before its due time
+    await h.advance(0.001)
+    (n,) = rows(h, inc)
+    assert (n.status, n.attempts) == ("pending", 2)
+    second_delay = (n.due_at - h.clock.now()).total_seconds()
+    assert 8.0 <= second_delay <= 12.0  # doubled
+    await h.advance(second_delay)
+    (n,) = rows(h, inc)
+    assert (n.status, n.attempts) == ("delivered", 3)
+    assert ledger(h, n.id) == ["failed_retryable", "failed_retryable", "delivered"]
+    assert h.ch["mail"].sent == []
+
+
+async def test_retryable_past_the_deadline_fails_over_to_the_next_contact_method(h):
+    h.ch["sms"].outcomes.extend([DeliveryStatus.failed_retryable] * 100)
+    inc = ingest(h, event("solo"))
+    await h.settle()
+    await h.advance(RETRY_DEADLINE - 1)
+    assert h.ch["mail"].sent == []  # still within the deadline
+    await h.advance(RETRY_MAX_STEP)
+    assert [m.address for m in h.ch["mail"].sent] == ["w@example.edu"]
+    sms_row, mail_row = rows(h, inc)
+    assert sms_row.status == "failed" and mail_row.status == "delivered"
+    assert ledger(h, sms_row.id) == ["failed_retryable"] * sms_row.attempts  # every attempt
+    assert sms_row.attempts == len(h.ch["sms"].sent) > 3
+    tl = h.timeline(inc)
+    assert tl.index("failover") < tl.index("notified")
+
+
+async def test_permanent_fails_over_at_once(h):
+    h.ch["sms"].outcomes.append(DeliveryStatus.failed_permanent)
+    inc = ingest(h, event("solo"))
+    await h.settle()
+    assert len(h.ch["sms"].sent) == 1 and len(h.ch["mail"].sent) == 1
+    sms_row, mail_row = rows(h, inc)
+    assert (sms_row.status, sms_row.attempts) == ("failed", 1)
+    assert mail_row.status == "delivered" and mail_row.contact_index == 1
+    assert ledger(h, sms_row.id) == ["failed_permanent"]
+    assert ledger(h, mail_row.id) == ["delivered"]
+
+
+async def test_channel_hold_back_delays_without_using_the_retry_deadline(h):
+    holds = int(RETRY_DEADLINE // 60) + 5  # held back for longer than the whole deadline
+    h.delivery.channels = dict(h.ch, sms=HoldingChannel(holds))
+    inc = ingest(h, event("solo"))
+    await h.settle()
+    (n,) = rows(h, inc)
+    assert (n.status, n.attempts, n.first_attempt_at) == ("pending", 0, None)
+    assert (n.due_at - h.clock.now()).total_seconds() == 60.0  # as the channel said
+    await h.advance(60 * (holds + 1))
+    (n,) = rows(h, inc)
+    assert (n.status, n.attempts) == ("delivered", 1)
+    assert h.ch["mail"].sent == []  # no failover
+    assert ledger(h, n.id) == ["failed_retryable"] * holds + ["delivered"]  # every call a row
+
+
+def test_a_hold_moves_the_deadline_start_by_the_wait(h):
+    t0 = h.clock.now()
+    n = Notification(1, 1, 1, "person", "solo", "王老师", "sms", "1", 0, "sending", t0, 2, t0,
+                     "tok", True, first_attempt_at=t0 - timedelta(seconds=100))
+    plan = plan_hold(n, t0, 30.0)
+    assert plan.attempts == 2 and plan.due_at == t0 + timedelta(seconds=30)
+    assert plan.first_attempt_at == t0 - timedelta(seconds=70)
+
+
+@pytest.mark.parametrize("flow", ["pair", "report"])
+async def test_an_acknowledgement_after_the_claim_stops_the_sends_not_yet_made(h, flow):
+    # "pair": the ack acknowledges the incident; "report": it only confirms the step, the
+    # incident stays triggered and the row's own cancellation is what stops the send
+    sms = h.ch["sms"]
+    inc = ingest(h, event(flow))
+    original = sms.send
+
+    async def send_then_ack(message: Message) -> DeliveryResult:
+        result = await original(message)
+        if len(sms.sent) == 1:  # the other row is already claimed, not yet sent
+            h.engine.acknowledge(inc, actor="duo1", via="test")
+        return result
+
+    sms.send = send_then_ack
+    assert await h.delivery.run_once() == 2  # both rows claimed in one batch
+    assert [m.address for m in sms.sent] == ["13800000011"]
+    first, second = rows(h, inc)[:2]  # the ack cancelled both; the first was already on its way
+    assert (first.status, second.status) == ("cancelled", "cancelled")
+    assert ledger(h, first.id) == ["delivered"] and ledger(h, second.id) == []
+    await h.advance(3600)
+    assert "13800000012" not in [m.address for m in sms.sent]
+    assert h.incident(inc).state == ("acknowledged" if flow == "pair" else "triggered")
