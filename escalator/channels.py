@@ -8,6 +8,7 @@ retries: it says whether a failure is retryable, and the delivery stage decides.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
@@ -33,7 +34,10 @@ class Message:
 
     ``address``: the contact method's ``to``; ``title`` and ``body``: rendered text (already
     PII-minimised for the channel's audience); ``ack_hint``: how to acknowledge, or None for
-    ``inform`` steps; ``drill``: an exercise (应急演练).
+    ``inform`` steps; ``drill``: an exercise (应急演练); ``values``: the render stage's template
+    variables (:func:`escalator.render.template_vars`, minimised for the channel's audience) for
+    channels that send a provider's pre-approved template (Aliyun, Tencent Cloud SMS), or None
+    when the delivery stage does not pass them.
     """
 
     notification_id: int
@@ -45,6 +49,7 @@ class Message:
     body: str
     ack_hint: str | None
     drill: bool = False
+    values: Mapping[str, Any] | None = None
 
 
 class Channel(Protocol):

@@ -38,7 +38,7 @@ from escalator.channel_kit import RateLimit
 from escalator.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.clock import Clock
 from escalator.config.models import Config
-from escalator.render import RenderContext, Rendered, render_templates
+from escalator.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.store.base import Incident, Notification, Store, Tx
 
 log = structlog.get_logger("escalator.delivery")
@@ -400,12 +400,12 @@ class Delivery:
         """The message for ``n`` and the text kept in the ledger."""
         step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
         ch = self.config.channels.get(n.channel)
-        r = self.render(RenderContext(inc, n, self.config,
-                                      audience=getattr(channel, "audience", "person"),
-                                      occurred_local=occurred, step=step,
-                                      templates=dict(ch.templates) if ch is not None else {}))
+        ctx = RenderContext(inc, n, self.config, audience=getattr(channel, "audience", "person"),
+                            occurred_local=occurred, step=step,
+                            templates=dict(ch.templates) if ch is not None else {})
+        r = self.render(ctx)
         message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
-                          r.ack_hint, inc.drill)
+                          r.ack_hint, inc.drill, values=template_vars(ctx))
         return message, f"{r.title}\n{r.body}"
 
     def _occurred_local(self, tx: Tx, inc: Incident) -> str | None:

@@ -24,6 +24,8 @@ BUILTIN_PLUGINS = (
     "escalator_plugins.apprise_channel",
     "escalator_plugins.sms_http",
     "escalator_plugins.smstools",
+    "escalator_plugins.aliyun_sms",
+    "escalator_plugins.tencent_sms",
 )
 """Built-in plugin modules, registered exactly like third-party ones."""
 

@@ -21,8 +21,8 @@ Success: HTTP 2xx and, when ``success_json_path`` is set, the JSON value at that
 false in lower case). Failure mapping: timeout, connection error, HTTP 5xx, 408, 425, 429,
 or a value listed in ``retry_values`` → retryable; other HTTP 4xx, 3xx, or a 2xx whose
 value is neither the success value nor a retry value → permanent (with the value in the
-detail). The Aliyun and Tencent Cloud SMS APIs (signed requests, templates) are planned as
-optional extras, not built in.
+detail). The Aliyun and Tencent Cloud SMS APIs (signed requests, templates) have their own
+channels: `aliyun_sms` and `tencent_sms` (optional extras `escalator[aliyun]`, `[tencent]`).
 """
 
 from __future__ import annotations

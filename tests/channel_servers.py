@@ -43,11 +43,14 @@ class Recorded:
 @dataclass
 class Answer:
     """What the HTTP server answers: ``status``, a JSON-able ``body`` (or raw bytes), and a
-    ``delay`` in seconds before answering (to make a client time out)."""
+    ``delay`` in seconds before answering (to make a client time out), and the
+    ``content_type`` (Tencent Cloud's SDK reads an error only from exactly
+    ``application/json``, as its API answers)."""
 
     status: int = 200
     body: Any = field(default_factory=dict)
     delay: float = 0.0
+    content_type: str = "application/json; charset=utf-8"
 
 
 class HTTPRecorder:
@@ -79,7 +82,7 @@ class HTTPRecorder:
                         else json.dumps(answer.body, ensure_ascii=False).encode("utf-8"))
                 try:
                     self.send_response(answer.status)
-                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Type", answer.content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
