@@ -90,6 +90,18 @@ Signature = tuple[int, int, int]
 """What must stay unchanged for a file to count as complete: (size, mtime_ns, inode)."""
 
 
+def display_name(name: str) -> str:
+    """A file name fit for the store and logs: names that are not UTF-8 (e.g. GBK bytes from a
+    Windows share) are read as GB18030, else shown with ``\\x`` escapes."""
+    raw = os.fsencode(name)
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def ignored(name: str) -> bool:
     """Whether a file name is skipped (dotfiles, ``*.tmp``, ``*.part``)."""
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
@@ -525,7 +537,7 @@ class SpoolSource:
             log.exception("spool_parse_crashed", file=name)
             return self._fail(in_fd, name, Rejected(f"cannot parse the file: {type(e).__name__}: {e}"))
         try:
-            results = await self.ctx.ingest_file(events, sha, name, self.source_id)
+            results = await self.ctx.ingest_file(events, sha, display_name(name), self.source_id)
         except (sqlite3.Error, OSError) as e:  # the store, not the file: try again later
             log.error("spool_file_deferred", file=name, reason=f"{type(e).__name__}: {e}",
                       retry_in=RETRY_AFTER)
@@ -558,8 +570,13 @@ class SpoolSource:
         self._looks.setdefault(name, _Look((-1, -1, -1), now))
 
     def _read(self, in_fd: int, name: str, expect: Signature | None) -> bytes:
-        if not stat.S_ISREG(os.stat(name, dir_fd=in_fd, follow_symlinks=False).st_mode):
-            raise Rejected("not a regular file (symlinks are refused)")
+        mode = os.stat(name, dir_fd=in_fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode):
+            raise Rejected("a symbolic link: links are refused, never followed")
+        if stat.S_ISDIR(mode):
+            raise Rejected("a folder, not a file: put event files directly into incoming/")
+        if not stat.S_ISREG(mode):
+            raise Rejected("not a regular file (a device, FIFO or socket)")
         # No symlink may be swapped in between the check and the open; a FIFO must not block.
         flags = (os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
                  | getattr(os, "O_NOCTTY", 0))
@@ -622,7 +639,7 @@ class SpoolSource:
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
-            raise Rejected(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+            raise Rejected(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
         except RecursionError:
             raise Rejected("not valid JSON: nested too deeply") from None
         except ValueError as e:  # e.g. an integer over the interpreter's digit limit
@@ -638,7 +655,7 @@ class SpoolSource:
         except YAMLError as e:
             mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
             raise Rejected(f"not valid YAML: {problem}{where}") from None
         except RecursionError:
             raise Rejected("not valid YAML: nested too deeply") from None
@@ -696,7 +713,7 @@ class SpoolSource:
                 n += 1
             os.replace(name, dest, src_dir_fd=in_fd, dst_dir_fd=dst)
             if sidecar is not None:
-                body = {"file": name, "reason": sidecar.reason, "errors": sidecar.errors,
+                body = {"file": display_name(name), "reason": sidecar.reason, "errors": sidecar.errors,
                         "at": self.ctx.clock.now().isoformat()}
                 tmp = f".{dest}{SIDECAR_SUFFIX}.tmp"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW

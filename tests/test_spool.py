@@ -228,7 +228,7 @@ async def test_not_json_names_the_line(wired, harness, name):
     await wired.scan()
     side = wired.sidecar(name)
     assert side["reason"].startswith("not valid JSON")
-    assert re.search(r"line \d+ column \d+", side["reason"])
+    assert re.search(r"line \d+, column \d+", side["reason"])
     assert count(harness, "events") == 0
 
 
@@ -382,7 +382,7 @@ async def test_a_symlink_is_failed_without_being_followed(wired, harness, tmp_pa
     for name in ("link.json", "dangling.json"):
         moved = wired.failed / name
         assert moved.is_symlink()
-        assert "symlink" in wired.sidecar(name)["reason"]
+        assert "symbolic link" in wired.sidecar(name)["reason"]
     assert os.readlink(wired.failed / "link.json") == str(outside)
     assert outside.read_bytes() == before
     assert names(outside.parent) == ["event.json"]
@@ -411,7 +411,7 @@ async def test_a_directory_in_incoming_is_failed(wired, harness):
     (wired.incoming / "subdir").mkdir()
     await wired.scan()
     assert (wired.failed / "subdir").is_dir()
-    assert "not a regular file" in wired.sidecar("subdir")["reason"]
+    assert "a folder" in wired.sidecar("subdir")["reason"]
 
 
 # --- 7. lists of events -------------------------------------------------------------------
@@ -499,7 +499,16 @@ async def test_an_undecodable_file_name_fails_with_a_valid_sidecar(wired):
     (wired.incoming / name).write_bytes(b"{not json")
     await wired.scan()
     side = json.loads((wired.failed / (name + ".error.json")).read_bytes())
-    assert side["file"] == name and side["reason"].startswith("not valid JSON")
+    assert side["file"] == "bad\\xff.json" and side["reason"].startswith("not valid JSON")
+
+
+async def test_a_valid_file_with_a_gbk_name_is_accepted(wired, harness):
+    name = os.fsdecode("发热报告".encode("gbk") + b".json")  # saved by a Chinese Windows tool
+    (wired.incoming / name).write_text(json.dumps(case("events/fever_single.json")), "utf-8")
+    await wired.scan()
+    assert not list(wired.failed.iterdir())
+    with harness.store.transaction() as tx:
+        assert [r[0] for r in tx.c.execute("SELECT name FROM spool_files")] == ["发热报告.json"]
 
 
 # --- 9. the settle rule on the fake clock -------------------------------------------------
@@ -631,7 +640,7 @@ async def test_bad_yaml_fails_with_a_reason(wired, harness, content, reason):
     side = wired.sidecar("bad.yaml")
     assert reason in side["reason"]
     if "unclosed" in content:
-        assert re.search(r"line \d+ column \d+", side["reason"])
+        assert re.search(r"line \d+, column \d+", side["reason"])
     assert count(harness, "events") == 0
 
 
