@@ -378,9 +378,9 @@ class Delivery:
                 log.info("notification_throttled", notification_id=n.id, channel=n.channel,
                          due_at=plan.due_at.isoformat())
                 return
-            occurred = self._occurred_local(tx, inc)
+            first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
             run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
-        message, body = self._render(n, inc, channel, occurred, run)
+        message, body = self._render(n, inc, channel, first["body"] if first else {}, run)
         started = self.clock.now()
         result = await send(channel, message)
         now = self.clock.now()
@@ -395,22 +395,21 @@ class Delivery:
             except Exception:
                 log.exception("track_delivery_failed", notification_id=n.id)
 
-    def _render(self, n: Notification, inc: Incident, channel: Any, occurred: str | None,
+    def _render(self, n: Notification, inc: Incident, channel: Any, event: dict[str, Any],
                 run: Any) -> tuple[Message, str]:
-        """The message for ``n`` and the text kept in the ledger."""
+        """The message for ``n`` and the text kept in the ledger. ``event``: the incident's
+        first event body."""
         step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
         ch = self.config.channels.get(n.channel)
         ctx = RenderContext(inc, n, self.config, audience=getattr(channel, "audience", "person"),
-                            occurred_local=occurred, step=step,
-                            templates=dict(ch.templates) if ch is not None else {})
+                            occurred_local=self._local(event.get("occurred_at")), step=step,
+                            templates=dict(ch.templates) if ch is not None else {}, event=event)
         r = self.render(ctx)
         message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
                           r.ack_hint, inc.drill, values=template_vars(ctx))
         return message, f"{r.title}\n{r.body}"
 
-    def _occurred_local(self, tx: Tx, inc: Incident) -> str | None:
-        ev = tx.get_event(inc.first_event_id) if inc.first_event_id else None
-        when = ev["body"].get("occurred_at") if ev else None
+    def _local(self, when: str | None) -> str | None:
         if not when:
             return None
         return datetime.fromisoformat(when).astimezone(self.config.school.tz).strftime("%Y-%m-%d %H:%M")

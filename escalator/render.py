@@ -62,7 +62,8 @@ class RenderContext:
 
     ``audience``: ``person`` or ``group`` (the channel's); ``occurred_local``: the event time in
     the school's zone, formatted; ``step``: (0-based step index, step name) or None;
-    ``templates``: per-channel overrides ``{"title": …, "body": …}`` (Jinja2 source).
+    ``templates``: per-channel overrides ``{"title": …, "body": …}`` (Jinja2 source);
+    ``event``: the first event's body.
     """
 
     incident: Incident
@@ -72,6 +73,8 @@ class RenderContext:
     occurred_local: str | None = None
     step: tuple[int, str | None] | None = None
     templates: dict[str, str] = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
+    """The incident's first event body (JSON form), for symptoms, count, details, reporter."""
 
     @property
     def language(self) -> str:
@@ -84,10 +87,59 @@ def ack_url(ctx: RenderContext) -> str | None:
     return f"{base.rstrip('/')}/ack/{ctx.notification.ack_token}" if base else None
 
 
+ROLE = {
+    "zh": {"class_teacher": "班主任", "grade_leader": "年级组长", "duty_officer": "值班人员",
+           "guardian": "监护人"},
+    "en": {"class_teacher": "class teacher", "grade_leader": "grade leader",
+           "duty_officer": "duty officer", "guardian": "guardian"},
+}
+SYMPTOM = {
+    "zh": {"fever": "发热", "cough": "咳嗽", "headache": "头痛", "sore_throat": "咽痛",
+           "parotid_swelling": "腮腺肿大", "abdominal_pain": "腹痛", "diarrhoea": "腹泻",
+           "vomiting": "呕吐", "rash": "皮疹", "dizziness": "头晕", "fatigue": "乏力",
+           "conjunctival_congestion": "结膜充血", "jaundice": "黄疸"},
+    "en": {},
+}
+DETAILS_SHOWN = 200
+"""Characters of an event's ``details`` shown to a person (never to a group)."""
+
+
+def target_label(target: str, config: Config, lang: str) -> str:
+    """A step target as a person reads it: 班主任, a role's or unit's or person's name."""
+    kind, _, name = target.rpartition(":")
+    if name in ROLE[lang]:
+        return ROLE[lang][name]
+    if kind in ("", "role") and name in config.roles and config.roles[name].name:
+        return config.roles[name].name
+    if kind in ("", "unit") and (unit := config.unit(name)) is not None:
+        return unit.name
+    if kind == "person" and (person := config.person(name)) is not None:
+        return person.name
+    return target
+
+
 def template_vars(ctx: RenderContext) -> dict[str, Any]:
-    """The variables a template sees. No pupil id or name; no summary for a group audience."""
-    inc, n, lang = ctx.incident, ctx.notification, ctx.language
+    """The variables a template sees. No pupil id or name; no summary or details for a group
+    audience."""
+    inc, n, lang, ev, config = ctx.incident, ctx.notification, ctx.language, ctx.event, ctx.config
+    person = ctx.audience == "person"
+    sep = "、" if lang == "zh" else ", "
+    count = ev.get("affected_count") or ev.get("labels", {}).get("affected_count")
+    reporter = ev.get("reported_by")
+    if reporter and (who := config.person(reporter)) is not None:
+        reporter = who.name
+    details = ev.get("details") if person else None
+    if details and len(details) > DETAILS_SHOWN:
+        details = details[:DETAILS_SHOWN] + "…"
+    unresolved = None
+    if n.purpose == "target_unresolved" and n.note:
+        unresolved = sep.join(target_label(t.strip(), config, lang) for t in n.note.split(","))
     return {
+        "school": config.school.name,
+        "symptoms": sep.join(SYMPTOM[lang].get(s, s.replace("_", " ")) for s in ev.get("symptoms", [])),
+        "affected_count": count,
+        "details": details,
+        "reported_by": reporter if person else None,
         "id": inc.id,
         "drill": inc.drill,
         "severity": SEVERITY[lang].get(inc.severity, inc.severity),
@@ -100,7 +152,7 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "occurred": ctx.occurred_local,
         "step": {"number": ctx.step[0] + 1, "name": ctx.step[1]} if ctx.step else None,
         "event_count": inc.event_count,
-        "unresolved_targets": n.note if n.purpose == "target_unresolved" else None,
+        "unresolved_targets": unresolved,
         "needs_ack": n.needs_ack,
         "ack_url": ack_url(ctx) if n.needs_ack else None,
         "recipient_name": n.recipient_name,

@@ -164,3 +164,11 @@ def test_check_config_validates_channel_options_without_reading_secrets(tmp_path
     r = run("check-config", "--config", str(p))
     assert r.returncode == 1
     assert "channels.backup.options" in r.stderr and "passwrd" in r.stderr
+
+
+def test_commands_on_a_missing_database_say_so_instead_of_creating_one(tmp_path, state):
+    r = run("incidents", env=state)
+    assert r.returncode == 2 and "no escalator database" in r.stderr
+    demo = run("send", str(CASES / "events/bullying.json"), "--demo", cwd=tmp_path)
+    assert demo.returncode == 2 and "escalator demo" in demo.stderr
+    assert not (tmp_path / "escalator-demo").exists()

@@ -1,0 +1,35 @@
+"""Message text: what a person is told, what a group channel is never told."""
+
+from __future__ import annotations
+
+from escalator.render import RenderContext, render_templates
+
+from .conftest import case
+
+
+async def test_a_person_message_says_where_what_how_many_and_who_reported(harness):
+    await harness.send(case("events/food_safety.json"))
+    by_name = {m.recipient_name: m for m in harness.channel.sent}
+    # grade 4 has no grade leader in this school: the duty officer is told, in plain words
+    notice = by_name["值班员"].body
+    assert "“班主任”未能找到接收人" in notice and "class_teacher" not in notice
+    body = by_name["张校长"].body
+    for line in ("测试小学 事件 #1：午餐后1小时内6名学生出现呕吐、腹痛", "年级：4", "地点：学生食堂",
+                 "发生时间：2026-11-30 13:05", "症状：呕吐、腹痛", "涉及人数：6",
+                 "情况：涉及四年级1班4人", "报告人：clinic-zhao", "环节：第2级",
+                 "确认命令：escalator ack 1"):
+        assert line in body, line
+
+
+async def test_a_group_message_carries_no_summary_details_or_reporter(harness):
+    await harness.send(case("events/fever_single.json"))
+    with harness.store.transaction() as tx:
+        inc = tx.get_incident(1)
+        n = tx.notifications_of(1)[0]
+        event = tx.get_event(inc.first_event_id)["body"]
+    group = render_templates(RenderContext(inc, n, harness.config, audience="group", event=event))
+    person = render_templates(RenderContext(inc, n, harness.config, audience="person", event=event))
+    assert "38.6" in person.body and "晨检发现" in person.body and "t-wang-li" in person.body
+    for private in ("38.6", "晨检发现", "t-wang-li", "S-2023-0142", "缺勤"):
+        assert private not in group.body and private not in group.title
+    assert "班级：3-2" in group.body and "症状：发热、咳嗽" in group.body
