@@ -33,3 +33,15 @@ async def test_a_group_message_carries_no_summary_details_or_reporter(harness):
     for private in ("38.6", "晨检发现", "t-wang-li", "S-2023-0142", "缺勤"):
         assert private not in group.body and private not in group.title
     assert "班级：3-2" in group.body and "症状：发热、咳嗽" in group.body
+
+
+async def test_a_channel_template_override_replaces_the_packaged_one(engine_config, tmp_path):
+    from escalator.testing import Harness
+
+    config = engine_config.model_copy(deep=True)
+    config.channels["main"].templates = {"title": "#{{ id }} {{ category }}",
+                                         "body": "{{ class_id }} {{ symptoms }}"}
+    h = Harness(config, tmp_path / "db.sqlite3")
+    await h.send(case("events/fever_single.json"))
+    assert [(m.title, m.body) for m in h.channel.sent] == [("#1 传染病", "3-2 发热、咳嗽")]
+    h.close()
