@@ -22,7 +22,10 @@ class IntakeError(ValueError):
 def _field(loc: tuple[Any, ...], prefix: str) -> str:
     out = prefix
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int) or not str(part).strip() or not str(part).isprintable():
+            out += f"[{part!r}]"  # a blank or control-character key is shown quoted: ['\r']
+        else:
+            out += f".{part}" if out else str(part)
     return out or "(event)"
 
 

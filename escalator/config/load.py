@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from escalator.config.models import Config
 
@@ -106,11 +107,13 @@ def check_config(path: Path | str) -> tuple[Config | None, list[Problem]]:
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
     except OSError as e:
         return None, [Problem("", None, f"cannot read config file: {e.strerror or e}")]
     except UnicodeDecodeError as e:
-        return None, [Problem("", None, f"config file is not UTF-8: {e}")]
+        bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # utf-8-sig counts after the BOM
+        return None, [Problem("", data.count(b"\n", 0, bom + e.start) + 1, f"config file is not UTF-8: {e}")]
     try:
         root = _yaml().load(text)
     except MarkedYAMLError as e:
@@ -120,6 +123,12 @@ def check_config(path: Path | str) -> tuple[Config | None, list[Problem]]:
         if "duplicate key" in msg:
             msg = f"duplicate id or key: {msg}"
         return None, [Problem("", line, f"YAML syntax error: {msg}")]
+    except ReaderError as e:  # a control character: not a MarkedYAMLError
+        line = text.count("\n", 0, e.position) + 1 if isinstance(e.position, int) else None
+        return None, [Problem("", line, f"YAML syntax error: character #x{e.character:04x} "
+                                        "is not allowed (a control character?)")]
+    except RecursionError:
+        return None, [Problem("", 1, "YAML syntax error: nested too deeply")]
     if not isinstance(root, CommentedMap):
         return None, [Problem("", 1, "the config file must be a YAML mapping (school:, people:, …)")]
     locator = Locator(root)
