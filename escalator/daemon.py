@@ -16,6 +16,7 @@ from typing import Any
 import pluggy
 import structlog
 
+from escalator.calendar import startup_warnings
 from escalator.clock import Clock, SystemClock
 from escalator.config import Config, ConfigError, Problem, load_config
 from escalator.config.load import resolve_secrets
@@ -124,6 +125,8 @@ class Daemon:
                                   ingest=self.ingest, ingest_file=self.ingest_file)
         self._watchdog_at = 0.0
         self._status_at = 0.0
+        for warning in startup_warnings(config, self.clock.now().astimezone(config.school.tz).date()):
+            log.warning("school_calendar_incomplete", detail=warning)  # docs/school-rules.md
 
     # intake for sources
     async def ingest(self, events: list[Event | Submission], source: str) -> list[IngestResult]:
@@ -268,7 +271,9 @@ class Daemon:
             await self._sleep()
 
     async def step(self) -> None:
-        """One pass of the engine loop: fire due steps, then send due notifications."""
+        """One pass of the engine loop: open incidents for overdue heartbeat monitors (daily
+        zero report), fire due steps, then send due notifications."""
+        self.engine.check_heartbeats()
         while self.engine.tick() and not self._stop.is_set():
             pass
         while await self.delivery.run_once() and not self._stop.is_set():

@@ -16,6 +16,10 @@ reconcile-on-tick design). Step modes, per DESIGN.md "Escalation policy":
 
 A target that resolves to nobody is logged ``target_unresolved``, the duty officer is told, and
 when a step reaches nobody at all the walk goes on as if it had timed out.
+
+Heartbeat monitors (the daily zero report): a ``heartbeat`` event is recorded for its monitor
+and resolves that day's "missing" incident; :meth:`Engine.check_heartbeats` opens the missing
+ones (:mod:`escalator.heartbeats`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from escalator import heartbeats
 from escalator.clock import Clock
 from escalator.config.models import Config, Policy
 from escalator.events import Action, Event, Kind
@@ -175,6 +180,9 @@ class Engine:
             action=ev.action.value, dedup_key=key, incident_id=incident_id, outcome=status,
             body=ev.model_dump(mode="json", exclude_none=True), row_key=sub.row_key,
         )
+        if (ev.kind == Kind.heartbeat and ev.action == Action.trigger and policy is None
+                and not sub.ledger_only):  # a monitor's report arrived (escalator/heartbeats.py)
+            heartbeats.arrived(self, tx, ev, src, event_id, now)
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)
         if self.metrics is not None:
@@ -199,6 +207,16 @@ class Engine:
         return incident_id
 
     # ----------------------------------------------------------------- timers
+
+    def check_heartbeats(self) -> int:
+        """Open an incident for every heartbeat monitor (e.g. the daily zero report) whose
+        report is overdue on a day it was expected — a reconcile over the store on the injected
+        clock, run by the engine loop (see :mod:`escalator.heartbeats`). Returns how many."""
+        if not self.config.heartbeats:
+            return 0
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            return heartbeats.check(self, tx, now)
 
     def tick(self, limit: int = 500) -> int:
         """Fire every step whose timer is due (at most ``limit`` incidents). Returns how many

@@ -50,8 +50,11 @@ class Harness:
     START = datetime(2026, 11, 29, 23, 48, tzinfo=UTC)  # 2026-11-30 07:48 in Asia/Shanghai
 
     def __init__(self, config: Config, db: Path | str, clock: FakeClock | None = None,
-                 channel: RecordingChannel | None = None) -> None:
+                 channel: RecordingChannel | None = None, heartbeats: bool = False) -> None:
         self.config = config
+        self.heartbeats = heartbeats
+        """Whether :meth:`settle` checks heartbeat monitors, as the daemon's loop does (off by
+        default so tests of other things are not joined by a missed zero report)."""
         self.clock = clock or FakeClock(self.START)
         self.store = SQLiteStore(db)
         self.engine = Engine(self.store, config, self.clock)
@@ -69,6 +72,8 @@ class Harness:
     async def settle(self) -> None:
         """Fire every due step and send every due notification at the current fake time."""
         while True:
+            if self.heartbeats:
+                self.engine.check_heartbeats()
             fired = self.engine.tick()
             sent = await self.delivery.run_once()
             if not fired and not sent:

@@ -8,6 +8,7 @@ tuple (``("policies", "fire", "steps", 0, "targets", 1)``) and ``level`` is ``"e
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from escalator.config.models import (
@@ -242,6 +243,23 @@ def check_shadowed_routes(config: Config) -> Iterator[Finding]:
             catch_all = i
 
 
+def check_heartbeat_policies(config: Config) -> Iterator[Finding]:
+    """Rule 14: every heartbeat monitor names a defined policy."""
+    for name, monitor in config.heartbeats.items():
+        if monitor.policy not in config.policies:
+            yield _error(("heartbeats", name, "policy"), f"unknown policy {monitor.policy!r}")
+
+
+def check_calendar_years(config: Config) -> Iterator[Finding]:
+    """Rule 15 (warning): when a heartbeat monitor expects reports on school days only, the
+    holiday calendar knows this year (and every year a term touches), or the administrator
+    entered overrides for it; else school days in that year are taken as Monday–Friday."""
+    from escalator.calendar import startup_warnings
+
+    for message in startup_warnings(config, datetime.now(config.school.tz).date()):
+        yield _warning(("school", "calendar"), message)
+
+
 CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_step_targets,
     check_person_roles,
@@ -256,6 +274,8 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_default_route,
     check_people_reachable,
     check_shadowed_routes,
+    check_heartbeat_policies,
+    check_calendar_years,
 ]
 """Every rule, in the order its findings are listed."""
 

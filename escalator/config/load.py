@@ -129,6 +129,9 @@ def check_config(path: Path | str) -> tuple[Config | None, list[Problem]]:
                                         "is not allowed (a control character?)")]
     except RecursionError:
         return None, [Problem("", 1, "YAML syntax error: nested too deeply")]
+    except Exception as e:  # the YAML library failing on odd input is still a bad file, not a crash
+        return None, [Problem("", 1, f"YAML could not be read ({type(e).__name__}: {e}); "
+                                     "check the file's structure")]
     if not isinstance(root, CommentedMap):
         return None, [Problem("", 1, "the config file must be a YAML mapping (school:, people:, …)")]
     locator = Locator(root)

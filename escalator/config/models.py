@@ -1,9 +1,9 @@
 """Pydantic models of the administrator's YAML config (one file).
 
 Top level: ``school``, ``roles``, ``people``, ``units``, ``channels``, ``policies``, ``routes``,
-``duty_roster``, ``sources``, ``daemon``, ``api``. Durations are seconds (int) or strings such as
-``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a step's target, a route's
-policy, …) are checked by :mod:`escalator.config.checks`, not here.
+``duty_roster``, ``heartbeats``, ``sources``, ``daemon``, ``api``. Durations are seconds (int) or
+strings such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a
+step's target, a route's policy, …) are checked by :mod:`escalator.config.checks`, not here.
 """
 
 from __future__ import annotations
@@ -61,6 +61,43 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Term(_Model):
+    """A school term (学期): ``start`` and ``end`` dates, both included."""
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Term:
+        if self.end < self.start:
+            raise ValueError("a term's end is before its start")
+        return self
+
+
+class SchoolHours(_Model):
+    """The school-local hours of a school day: ``start`` (included) to ``end`` (excluded)."""
+
+    start: time = time(7, 30)
+    end: time = time(17, 30)
+
+
+class DayOverride(StrEnum):
+    """What an administrator says a date is, over the calendar library."""
+
+    holiday = "holiday"
+    school_day = "school_day"
+
+
+class SchoolCalendarConfig(_Model):
+    """``school.calendar`` (docs/school-rules.md): ``terms`` (none = every workday is a school
+    day), per-date ``overrides`` (e.g. the State Council's holiday schedule for a year the
+    calendar library does not know yet) and ``school_hours``."""
+
+    terms: list[Term] = Field(default_factory=list)
+    overrides: dict[date, DayOverride] = Field(default_factory=dict)
+    school_hours: SchoolHours = Field(default_factory=SchoolHours)
+
+
 class School(_Model):
     """The school: ``classes`` are ``"grade-class"`` ids such as ``"3-2"``; ``grades`` like ``"3"``."""
 
@@ -69,6 +106,7 @@ class School(_Model):
     language: str = Field(default="zh", pattern=r"^(zh|en)$")
     grades: list[str] = Field(default_factory=list)
     classes: list[Annotated[str, Field(pattern=r"^\d{1,2}-\d{1,2}$")]] = Field(default_factory=list)
+    calendar: SchoolCalendarConfig = Field(default_factory=SchoolCalendarConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -227,6 +265,25 @@ class DutyShift(_Model):
     end: time = time(0, 0)
 
 
+class Heartbeat(_Model):
+    """A heartbeat monitor (docs/school-rules.md), e.g. the daily zero report (零报告): a
+    ``kind: heartbeat`` event for it is expected every (school) day by ``expect_by``
+    (school-local) + ``grace``; when none came, an incident walks ``policy``.
+
+    An event feeds the monitor named by its ``labels.monitor``, else by its ``source``; a
+    monitor also takes events whose monitor label or source is in ``sources``.
+    """
+
+    name: str | None = None
+    expect_by: time
+    grace: Duration = 0.0
+    school_days_only: bool = True
+    policy: Id
+    sources: list[str] = Field(default_factory=list)
+    category: Category = Category.other
+    severity: Severity = Severity.high
+
+
 class SourceConfig(_Model):
     """A source to run: plugin ``type`` and ``options`` (e.g. the spool source's ``path``)."""
 
@@ -295,6 +352,7 @@ class Config(_Model):
     policies: dict[Id, Policy] = Field(default_factory=dict)
     routes: list[Route] = Field(min_length=1)
     duty_roster: list[DutyShift] = Field(default_factory=list)
+    heartbeats: dict[Id, Heartbeat] = Field(default_factory=dict)
     sources: dict[Id, SourceConfig] = Field(default_factory=dict)
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     plugins_dir: str | None = None

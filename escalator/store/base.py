@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 INCIDENT_STATES = ("triggered", "acknowledged", "resolved")
@@ -105,6 +105,19 @@ class TimelineEntry:
     detail: dict[str, Any]
 
 
+@dataclass
+class HeartbeatDay:
+    """A heartbeat monitor on one school-local date (``local_date``, ISO text): when its first
+    heartbeat arrived (``received_at``, ``event_id``) and the incident opened because none had
+    by the deadline (``missed_incident_id``)."""
+
+    monitor: str
+    local_date: str
+    received_at: datetime | None = None
+    event_id: str | None = None
+    missed_incident_id: int | None = None
+
+
 class Tx(Protocol):
     """Operations inside one transaction."""
 
@@ -153,6 +166,16 @@ class Tx(Protocol):
     # spool files taken (content hash → committed with the file's events)
     def spool_file_seen(self, sha256: str) -> bool: ...
     def add_spool_file(self, *, sha256: str, name: str, taken_at: datetime, events: int) -> None: ...
+
+    # heartbeat monitors (escalator/heartbeats.py)
+    def heartbeat_watched_since(self, monitor: str, today: date) -> date:
+        """The date ``monitor`` is watched since; records ``today`` the first time."""
+        ...
+    def heartbeat_day(self, monitor: str, day: date) -> HeartbeatDay | None: ...
+    def record_heartbeat(self, monitor: str, day: date, at: datetime, event_id: str) -> None:
+        """Record a heartbeat of ``monitor`` for ``day`` (the first one is kept)."""
+        ...
+    def mark_heartbeat_missed(self, monitor: str, day: date, incident_id: int) -> None: ...
 
 
 class Store(Protocol):

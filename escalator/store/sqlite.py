@@ -13,11 +13,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from escalator.store.base import Incident, Notification, StepRun, TimelineEntry
+from escalator.store.base import HeartbeatDay, Incident, Notification, StepRun, TimelineEntry
 
 _FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -140,6 +140,22 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE events ADD COLUMN row_key TEXT;
     CREATE UNIQUE INDEX events_row_key ON events(row_key) WHERE row_key IS NOT NULL;
+    """,
+    # 3: heartbeat monitors (docs/school-rules.md): one row per monitor and school-local date
+    #    once a heartbeat arrived or was found missing, and the date each monitor is watched since
+    """
+    CREATE TABLE heartbeat_days (
+        monitor TEXT NOT NULL,
+        local_date TEXT NOT NULL,
+        received_at TEXT,
+        event_id TEXT,
+        missed_incident_id INTEGER,
+        PRIMARY KEY (monitor, local_date)
+    );
+    CREATE TABLE heartbeat_monitors (
+        monitor TEXT PRIMARY KEY,
+        since TEXT NOT NULL
+    );
     """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
@@ -346,6 +362,38 @@ class SQLiteTx:
 
     def add_spool_file(self, **values: Any) -> None:
         self._insert("spool_files", values)
+
+    # heartbeat monitors
+    def heartbeat_watched_since(self, monitor: str, today: date) -> date:
+        self.c.execute("INSERT OR IGNORE INTO heartbeat_monitors (monitor, since) VALUES (?, ?)",
+                       (monitor, today.isoformat()))
+        row = self.c.execute("SELECT since FROM heartbeat_monitors WHERE monitor = ?",
+                             (monitor,)).fetchone()
+        return date.fromisoformat(row[0])
+
+    def heartbeat_day(self, monitor: str, day: date) -> HeartbeatDay | None:
+        row = self.c.execute(
+            "SELECT * FROM heartbeat_days WHERE monitor = ? AND local_date = ?",
+            (monitor, day.isoformat()),
+        ).fetchone()
+        return None if row is None else _row_to(HeartbeatDay, row)
+
+    def record_heartbeat(self, monitor: str, day: date, at: datetime, event_id: str) -> None:
+        self.c.execute(
+            "INSERT INTO heartbeat_days (monitor, local_date, received_at, event_id)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (monitor, local_date) DO UPDATE SET"
+            " received_at = excluded.received_at, event_id = excluded.event_id"
+            " WHERE heartbeat_days.received_at IS NULL",
+            (monitor, day.isoformat(), to_db(at), event_id),
+        )
+
+    def mark_heartbeat_missed(self, monitor: str, day: date, incident_id: int) -> None:
+        self.c.execute(
+            "INSERT INTO heartbeat_days (monitor, local_date, missed_incident_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (monitor, local_date) DO UPDATE SET"
+            " missed_incident_id = excluded.missed_incident_id",
+            (monitor, day.isoformat(), incident_id),
+        )
 
 
 def _event_dict(row: sqlite3.Row) -> dict[str, Any]:
