@@ -276,10 +276,17 @@ async def test_a_file_that_vanished_is_skipped(wired, harness):
     assert count(harness, "events") == 0
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-async def test_an_unreadable_file_fails_and_scanning_goes_on(wired, harness):
+async def test_an_unreadable_file_fails_and_scanning_goes_on(wired, harness, monkeypatch):
     p = wired.drop("a_locked.json", case("events/fire_alarm.json"))
     p.chmod(0)
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):  # root reads mode-0 files: refuse like for a user
+        if os.fsdecode(path) == "a_locked.json":
+            raise PermissionError(13, "Permission denied", "a_locked.json")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
     wired.drop("b_good.json", case("events/fever_single.json"))
     await wired.scan()
     assert "a_locked.json" in names(wired.failed)
