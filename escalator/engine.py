@@ -56,13 +56,14 @@ class IngestResult:
     ``resolved`` (an ``action`` applied to the open incident with the key), ``ignored`` (an
     action for a key with no open incident), ``ledger`` (recorded only, see
     :class:`Submission`), ``duplicate_row`` (a row key seen before; nothing stored,
-    ``event_id`` empty).
+    ``event_id`` empty). ``source``: the source recorded for the event.
     """
 
     event_id: str
     incident_id: int | None
     status: str
     dedup_key: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,16 @@ class Engine:
         ``policy``: ``(id, Policy)`` to use instead of routing (the daemon's own notices to the
         administrators)."""
         with self.store.transaction() as tx:
-            return self._ingest(tx, event, source, self.clock.now(), policy)
+            result = self._ingest(tx, event, source, self.clock.now(), policy)
+        return self._counted([result])[0]
 
     def ingest_many(self, events: list[Event | Submission], *, source: str | None = None
                     ) -> list[IngestResult]:
         """:meth:`ingest` for several events in one transaction (all or nothing)."""
         now = self.clock.now()
         with self.store.transaction() as tx:
-            return [self._ingest(tx, e, source, now) for e in events]
+            results = [self._ingest(tx, e, source, now) for e in events]
+        return self._counted(results)
 
     def ingest_file(
         self, events: list[Event | Submission], *, sha256: str, name: str, source: str
@@ -137,7 +140,14 @@ class Engine:
                 return None
             results = [self._ingest(tx, e, source, now) for e in events]
             tx.add_spool_file(sha256=sha256, name=name, taken_at=now, events=len(events))
-            return results
+        return self._counted(results)
+
+    def _counted(self, results: list[IngestResult]) -> list[IngestResult]:
+        """Count committed events in the metrics (after the commit, never for a rollback)."""
+        if self.metrics is not None:
+            for r in results:
+                self.metrics.event(r.source, r.status)
+        return results
 
     def _ingest(self, tx: Tx, item: Event | Submission, source: str | None,
                 now: datetime, policy: tuple[str, Policy] | None = None) -> IngestResult:
@@ -146,7 +156,7 @@ class Engine:
         ev = sub.event.normalised(now, tz)
         key = ev.derived_dedup_key(tz)
         if sub.row_key is not None and tx.row_key_seen(sub.row_key):
-            return IngestResult("", None, "duplicate_row", key)
+            return IngestResult("", None, "duplicate_row", key, source or sub.event.source or "unknown")
         event_id = uuid.uuid4().hex
         src = source or ev.source or "unknown"
         incident_id: int | None = None
@@ -185,9 +195,7 @@ class Engine:
             heartbeats.arrived(self, tx, ev, src, event_id, now)
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)
-        if self.metrics is not None:
-            self.metrics.event(src, status)
-        return IngestResult(event_id, incident_id, status, key)
+        return IngestResult(event_id, incident_id, status, key, src)
 
     def _open(self, tx: Tx, ev: Event, key: str, chosen: tuple[str, Policy], event_id: str,
               src: str, now: datetime) -> int:
