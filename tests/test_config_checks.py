@@ -94,6 +94,10 @@ CASES = {
         ("warning", "routes[3]", 23, "route can never be reached: routes[1]"),
     ],
     # Rule 14: a YAML syntax error.
+    # Rule 16: a channel template override that does not compile.
+    "broken_template": [
+        ("error", "channels.console.templates.title", 12, "template error"),
+    ],
     "yaml_syntax_error": [
         ("error", "", 6, "YAML syntax error: mapping values are not allowed here"),
     ],

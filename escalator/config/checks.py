@@ -250,6 +250,20 @@ def check_heartbeat_policies(config: Config) -> Iterator[Finding]:
             yield _error(("heartbeats", name, "policy"), f"unknown policy {monitor.policy!r}")
 
 
+def check_channel_templates(config: Config) -> Iterator[Finding]:
+    """Rule 16: every channel template override compiles (a broken one would fail each send)."""
+    import jinja2
+
+    from escalator.render import compile_template
+
+    for cid, channel in config.channels.items():
+        for part, source in channel.templates.items():
+            try:
+                compile_template(source)
+            except jinja2.TemplateSyntaxError as e:
+                yield _error(("channels", cid, "templates", part), f"template error: {e.message}")
+
+
 def check_calendar_years(config: Config) -> Iterator[Finding]:
     """Rule 15 (warning): when a heartbeat monitor expects reports on school days only, the
     holiday calendar knows this year (and every year a term touches), or the administrator
@@ -275,6 +289,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_people_reachable,
     check_shadowed_routes,
     check_heartbeat_policies,
+    check_channel_templates,
     check_calendar_years,
 ]
 """Every rule, in the order its findings are listed."""
