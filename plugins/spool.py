@@ -695,8 +695,11 @@ class SpoolSource:
               sidecar: Rejected | None = None) -> str:
         """Move ``name`` out of ``incoming/`` into ``root/parts…`` under a free name
         (``name.1.ext``, … on collision); with ``sidecar``, the name plus ``.error.json`` must be
-        free too, and the sidecar is written there (atomically), so it never overwrites an
-        earlier file. Returns the destination path."""
+        free too, and the sidecar is written there (atomically) *before* the file moves, so a
+        file is never in ``failed/`` without it, even after a kill -9 between the two renames
+        (tests/test_crash_lane.py); the sidecar such a kill leaves behind without its file
+        names this file and is reused. It never overwrites an earlier file. Returns the
+        destination path."""
         dst = self._subdir(*parts)
         try:
             def taken(candidate: str) -> bool:
@@ -706,12 +709,21 @@ class SpoolSource:
                 except FileNotFoundError:
                     return False
 
+            def orphan(candidate: str) -> bool:  # a sidecar of this file, left by a kill
+                try:
+                    fd = os.open(candidate + SIDECAR_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, dir_fd=dst)
+                    with os.fdopen(fd, "rb") as f:
+                        return json.loads(f.read(1 << 20))["file"] == display_name(name)
+                except (OSError, ValueError, KeyError, TypeError):
+                    return False
+
             p = PurePath(name)
             dest, n = name, 1
-            while taken(dest) or (sidecar is not None and taken(dest + SIDECAR_SUFFIX)):
+            while taken(dest) or (sidecar is not None and taken(dest + SIDECAR_SUFFIX)
+                                  and not orphan(dest)):
                 dest = f"{p.stem}.{n}{p.suffix}"
                 n += 1
-            os.replace(name, dest, src_dir_fd=in_fd, dst_dir_fd=dst)
             if sidecar is not None:
                 body = {"file": display_name(name), "reason": sidecar.reason, "errors": sidecar.errors,
                         "at": self.ctx.clock.now().isoformat()}
@@ -726,6 +738,13 @@ class SpoolSource:
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, dest + SIDECAR_SUFFIX, src_dir_fd=dst, dst_dir_fd=dst)
+            try:
+                os.replace(name, dest, src_dir_fd=in_fd, dst_dir_fd=dst)
+            except OSError:  # e.g. the file vanished: no sidecar without its file
+                if sidecar is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(dest + SIDECAR_SUFFIX, dir_fd=dst)
+                raise
             os.fsync(dst)
         finally:
             os.close(dst)
