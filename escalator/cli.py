@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import io
 import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -198,9 +199,14 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             inc = tx.get_incident(args.id)
             if inc is None:
                 raise NotFound(f"no incident {args.id}")
-            print(f"#{inc.id} [{inc.state}] {inc.category}/{inc.severity} {inc.summary}")
+            drill = "【演练 DRILL】" if inc.drill else ""
+            print(f"#{inc.id} [{inc.state}] {drill}{inc.category}/{inc.severity} {inc.summary}")
             print(f"policy {inc.policy_id}, step {inc.step_index + 1}/{len(inc.policy['steps'])}, "
                   f"events {inc.event_count}, next step {_local(inc.next_step_at, config)}")
+            if inc.deadline_at is not None:  # docs/school-rules.md "Legal deadlines"
+                from escalator.deadlines import describe
+
+                print(describe(inc, config.school.tz))
             rows = [[_local(t.at, config), t.type, t.actor or "",
                      json.dumps(t.detail, ensure_ascii=False)] for t in tx.timeline(inc.id)]
             _print_table(rows, ["time", "what", "who", "detail"])
@@ -209,8 +215,25 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         incidents = tx.list_incidents(states, args.limit)
     rows = [[f"#{i.id}", i.state, i.category, i.severity,
              f"{i.step_index + 1}/{len(i.policy['steps'])}", str(i.event_count),
-             _local(i.created_at, config), i.summary[:40]] for i in incidents]
+             _local(i.created_at, config), ("【演练】" if i.drill else "") + i.summary[:40]]
+            for i in incidents]
     _print_table(rows, ["id", "state", "category", "severity", "step", "events", "opened", "summary"])
+    return EXIT_OK
+
+
+def cmd_drill_report(args: argparse.Namespace) -> int:
+    from escalator import drills
+
+    engine = _open_engine(args)
+    lang = engine.config.school.language
+    try:
+        report = drills.drill_report(engine.store, args.id)
+    except drills.NotADrill as e:
+        print(f"escalator: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print("\n".join(drills.format_header(report, engine.config, lang)))
+    _print_table(drills.report_rows(report, engine.config, lang), drills.TEXT[lang]["headers"])
+    print("\n".join(drills.format_silent(report, lang)))
     return EXIT_OK
 
 
@@ -235,6 +258,74 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     _print_table(rows, ["plugin", "from", "hooks"])
     print(f"\nchannel types: {', '.join(sorted(reg.channels))}")
     print(f"source types:  {', '.join(sorted(reg.sources))}")
+    return EXIT_OK
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
+
+
+def cmd_ledger_export(args: argparse.Namespace) -> int:
+    from escalator import ledger
+
+    if args.to < args.from_:
+        raise UsageError("--to is before --from")
+    engine = _open_engine(args)
+    tables = ledger.ledger_tables(engine.store, engine.config, args.from_, args.to,
+                                  engine.clock.now())
+    if args.format == "xlsx":
+        out = Path(args.output or f"ledger-{args.from_}-{args.to}.xlsx")
+        ledger.write_xlsx(tables, out)
+        print(f"{out}: " + ", ".join(f"{t.title} {len(t.rows)}" for t in tables), file=sys.stderr)
+        return EXIT_OK
+    table = next(t for t in tables if t.key == args.table)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8-sig", newline="") as f:
+            ledger.write_csv(table, f)
+    else:
+        sys.stdout.flush()
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
+        ledger.write_csv(table, out)
+        out.flush()
+        out.detach()
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from escalator import ledger
+
+    engine = _open_engine(args)
+    try:
+        report = ledger.monthly_report(engine.store, engine.config, args.month, engine.clock.now())
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.format == "json":
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    print(ledger.report_title(report, engine.config) + "\n")
+    for headers, rows in ledger.report_tables(report, engine.config):
+        _print_table(rows, headers)
+        print()
+    return EXIT_OK
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from escalator import retention
+
+    engine = _open_engine(args)
+    counts = retention.purge(engine.store, engine.config, engine.clock.now(), dry_run=args.dry_run)
+    days = engine.config.retention.personal_data_days
+    what = "would purge" if args.dry_run else "purged"
+    print(f"{what} personal data older than {days} days: events {counts.events}, "
+          f"incidents {counts.incidents}, timeline {counts.timeline}, "
+          f"notifications {counts.notifications}, deliveries {counts.deliveries}, "
+          f"case facts {counts.case_facts}, cluster members {counts.cluster_members}")
+    if counts.held_open:
+        print(f"kept: {counts.held_open} incident(s) opened before the cutoff are still open "
+              f"(their data is purged {days} days after they are resolved)")
     return EXIT_OK
 
 
@@ -282,6 +373,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include resolved incidents")
     p.add_argument("--limit", type=int, default=50)
     add("plugins", "list plugins, where they came from and their hooks", cmd_plugins, config=False)
+    p = add("ledger", "the work ledger (工作台账): `ledger export`", None, config=False)
+    ledger_sub = p.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+    p = ledger_sub.add_parser(
+        "export", help="export incidents, notifications, deliveries, acknowledgements and zero "
+        "reports for school-local dates FROM..TO (both included)", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_ledger_export)
+    p.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
+    p.add_argument("--demo", action="store_true",
+                   help="use the demo's config and its state in ./escalator-demo")
+    p.add_argument("--from", dest="from_", required=True, type=_day, metavar="YYYY-MM-DD")
+    p.add_argument("--to", required=True, type=_day, metavar="YYYY-MM-DD")
+    p.add_argument("--format", choices=("csv", "xlsx"), default="csv",
+                   help="csv: one table, UTF-8 with BOM; xlsx: every table, one sheet each")
+    p.add_argument("--table", default="incidents",
+                   choices=("incidents", "notifications", "deliveries", "acknowledgements",
+                            "heartbeats"), help="the table a CSV holds (default: incidents)")
+    p.add_argument("--output", metavar="FILE",
+                   help="file to write (csv default: stdout; xlsx default: ledger-FROM-TO.xlsx)")
+    p = add("report", "monthly figures per category and severity: counts, time to acknowledge "
+            "(median, p90), deadlines missed, zero reports missed, drills", cmd_report)
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="school-local month")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p = add("purge", "purge personal data older than retention.personal_data_days "
+            "(the daemon does it daily)", cmd_purge)
+    p.add_argument("--dry-run", action="store_true", help="count only; change nothing")
+    p = add("drill-report", "a drill's report (应急演练): time to acknowledge per level, who never "
+            "answered (exit 1 if ID is not a drill)", cmd_drill_report)
+    p.add_argument("id", type=int, metavar="ID")
     return parser
 
 

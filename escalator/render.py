@@ -9,6 +9,12 @@ template variables (:func:`template_vars`) never carry a pupil's id or name; for
 audience (chat-group robots) they carry no free-text summary either — only the category,
 class/place, the count and the incident number — because a summary written by a teacher may
 contain a name.
+
+Guardians (``notification.recipient_kind == "guardian"``) are an audience of their own
+(:func:`guardian_vars`): they see only their own child's facts — class, kind, time, symptoms —
+what to do and the school's contact, never the summary, details, reporter, counts or anything
+that could name or count other pupils, and they get their own templates
+(``{zh,en}/guardian_{title,body}.j2``; channel overrides do not apply to them).
 """
 
 from __future__ import annotations
@@ -118,9 +124,51 @@ def target_label(target: str, config: Config, lang: str) -> str:
     return target
 
 
+GUARDIAN_ACTION = {
+    "zh": {"suspected_case": "请尽快来校接孩子，并带孩子到医院就诊，就诊后请将诊断结果告知班主任。",
+           "absence": "请关注孩子的健康状况，就诊后请将诊断结果告知班主任，痊愈后凭复课证明返校。",
+           "": "请尽快与学校联系。"},
+    "en": {"suspected_case": "Please come to the school to collect your child as soon as "
+                             "possible and take them to a doctor; tell the class teacher the "
+                             "diagnosis.",
+           "absence": "Please watch your child's health, tell the class teacher the diagnosis "
+                      "after seeing a doctor, and bring a recovery note when they return.",
+           "": "Please contact the school as soon as possible."},
+}
+
+
+def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
+    """The variables of a guardian's message: the same names as :func:`template_vars` (so a
+    cloud SMS mapping still works) but only the child's own facts. No summary, details,
+    reporter, affected count, event count, step or acknowledge link; plus ``action`` (what to
+    do: ``guardians.message``, else per event kind) and ``contact`` (``guardians.contact``)."""
+    inc, lang, ev, config = ctx.incident, ctx.language, ctx.event, ctx.config
+    sep = "、" if lang == "zh" else ", "
+    g = config.guardians
+    actions = GUARDIAN_ACTION[lang]
+    return {
+        "school": config.school.name,
+        "symptoms": sep.join(SYMPTOM[lang].get(s, s.replace("_", " ")) for s in ev.get("symptoms", [])),
+        "affected_count": None, "details": None, "reported_by": None, "summary": None,
+        "id": inc.id, "drill": inc.drill,
+        "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "category": CATEGORY[lang].get(inc.category, inc.category),
+        "kind": KIND[lang].get(inc.kind, inc.kind),
+        "event_kind": inc.kind,
+        "class_id": inc.class_id, "grade": inc.grade, "place": None,
+        "occurred": ctx.occurred_local, "step": None, "event_count": 1,
+        "unresolved_targets": None, "needs_ack": False, "ack_url": None,
+        "recipient_name": ctx.notification.recipient_name, "audience": "guardian",
+        "action": (g.message if g and g.message else actions.get(inc.kind, actions[""])),
+        "contact": g.contact if g else None,
+    }
+
+
 def template_vars(ctx: RenderContext) -> dict[str, Any]:
     """The variables a template sees. No pupil id or name; no summary or details for a group
-    audience."""
+    audience; a guardian's own set (:func:`guardian_vars`)."""
+    if ctx.notification.recipient_kind == "guardian":
+        return guardian_vars(ctx)
     inc, n, lang, ev, config = ctx.incident, ctx.notification, ctx.language, ctx.event, ctx.config
     person = ctx.audience == "person"
     sep = "、" if lang == "zh" else ", "
@@ -172,10 +220,12 @@ def render_templates(ctx: RenderContext) -> Rendered:
     Raises ``jinja2.TemplateError`` for a broken override (``check-config`` compiles them).
     """
     values = template_vars(ctx)
+    guardian = ctx.notification.recipient_kind == "guardian"
     out = {}
     for part in ("title", "body"):
-        source = ctx.templates.get(part)
-        tpl = _env.from_string(source) if source else _env.get_template(f"{ctx.language}/{part}.j2")
+        source = None if guardian else ctx.templates.get(part)
+        name = f"{ctx.language}/guardian_{part}.j2" if guardian else f"{ctx.language}/{part}.j2"
+        tpl = _env.from_string(source) if source else _env.get_template(name)
         out[part] = tpl.render(values).strip()
     hint = None
     if ctx.notification.needs_ack:

@@ -63,14 +63,28 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
     rows = []
     with store.transaction() as tx:
         runs = {}
+        inc = tx.get_incident(result.incident_id)
         for n in tx.notifications_of(result.incident_id):
-            run = runs.get(n.step_run_id) or tx.get_step_run(n.step_run_id)
-            runs[n.step_run_id] = run
-            step = f"{run.step_index + 1}" + (f" (round {run.round + 1})" if run.round else "")
+            if n.step_run_id is None:  # told by escalator itself: a legal deadline
+                step, mode = "deadline", n.note or n.purpose
+            else:
+                run = runs.get(n.step_run_id) or tx.get_step_run(n.step_run_id)
+                runs[n.step_run_id] = run
+                step = f"{run.step_index + 1}" + (f" (round {run.round + 1})" if run.round else "")
+                mode = run.mode
             who = n.recipient_name + (" [target unresolved]" if n.purpose == "target_unresolved" else "")
             rows.append(TimelineRow(
                 _offset((n.created_at - start).total_seconds()),
                 n.created_at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"),
-                step, run.mode, who, n.channel, n.address))
+                step, mode, who, n.channel, n.address))
+        if inc is not None and inc.deadline_at is not None:  # docs/school-rules.md "Legal deadlines"
+            at = inc.deadline_at
+            rows.append(TimelineRow(
+                _offset((at - start).total_seconds()),
+                at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"), "deadline",
+                inc.deadline_rule or "", f"[legal deadline: {', '.join(inc.deadline_notify or [])} "
+                f"{'told' if inc.deadline_met_at and inc.deadline_met_at <= at else 'NOT told'}]",
+                "", ""))
+            rows.sort(key=lambda r: r.local_time)
     store.close()
     return rows

@@ -9,8 +9,8 @@ Target syntax (config ``steps[].targets[]``):
 
 Relative roles (DESIGN.md "Targets"): ``class_teacher`` of the event's ``class_id`` (without one:
 the ``grade_leader`` of its ``grade``); ``grade_leader`` of the event's grade; ``duty_officer``
-from the 值班 roster at the moment the step fires; ``guardian`` of the event's subject (school
-rules issue; resolves to nobody until the guardian roster exists).
+from the 值班 roster at the moment the step fires; ``guardian`` of the incident's single subject,
+from the guardian roster (:mod:`escalator.guardians`; nobody without a single subject).
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ class Target:
 
 @dataclass(frozen=True)
 class Recipient:
-    """Who gets a notification: ``kind`` ``person``|``unit``, its id, display name, contacts."""
+    """Who gets a notification: ``kind`` ``person``|``unit``|``guardian``, its id, display name,
+    contacts. A guardian's id is ``guardian-N`` (:func:`escalator.guardians.recipient_id`)."""
 
-    kind: Literal["person", "unit"]
+    kind: Literal["person", "unit", "guardian"]
     id: str
     name: str
     contacts: tuple[ContactMethod, ...]
@@ -102,8 +103,10 @@ def resolve(
     class_id: str | None,
     grade: str | None,
     at: datetime,
+    subject: str | None = None,
 ) -> list[Recipient]:
-    """Recipients of ``target`` for an event about ``class_id``/``grade`` at ``at`` (aware).
+    """Recipients of ``target`` for an event about ``class_id``/``grade`` at ``at`` (aware);
+    ``subject``: the incident's single subject id (for ``guardian``), or None.
 
     Returns an empty list when the target resolves to nobody (the caller logs
     ``target_unresolved``). Order follows the config file; no duplicates.
@@ -138,7 +141,11 @@ def resolve(
         local = at.astimezone(config.school.tz)
         ids = [s.person for s in config.duty_roster if on_duty(s, local)]
         out = [_person(config, pid) for pid in dict.fromkeys(ids)]
-    # "guardian": resolved from the guardian roster (school-rules issue); nobody until then.
+    elif target.name == "guardian":
+        from escalator.guardians import guardians_of
+
+        out = [Recipient("guardian", rid, g.label, g.contacts)
+               for rid, g in guardians_of(config, subject)]
     seen: set[str] = set()
     result = []
     for r in out:

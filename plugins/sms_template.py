@@ -24,10 +24,13 @@ from escalator.channels import Message
 VALUE_NAMES = frozenset({
     "id", "severity", "category", "kind", "summary", "class_id", "grade", "place", "occurred",
     "step.number", "step.name", "event_count", "ack_url", "recipient_name", "title",
+    "school", "symptoms", "action", "contact",
 })
 """Escalator values a template variable may take: the keys of ``template_vars`` (``step`` as
 ``step.number`` / ``step.name``) and the rendered ``title``. ``summary`` is free text written by
-a teacher and may name a pupil: map it only if the template and the recipients warrant it."""
+a teacher and may name a pupil: map it only if the template and the recipients warrant it.
+``action`` and ``contact`` exist only in guardians' messages (``escalator.render.guardian_vars``,
+where ``summary`` and ``step`` are empty): give guardians a channel with its own template."""
 
 
 def check_value_names(names: list[str]) -> list[str]:

@@ -101,6 +101,21 @@ CASES = {
     "yaml_syntax_error": [
         ("error", "", 6, "YAML syntax error: mapping values are not allowed here"),
     ],
+    # Rule 18: clusters name an unknown policy / deadline rule; a deadline rule an unknown unit.
+    "unknown_cluster_policy": [
+        ("error", "clusters.policy", 11, "unknown policy 'clusters'"),
+        ("error", "clusters.deadline", 12, "unknown deadline rule 'cluster_24h'"),
+        ("error", "deadlines.rules.notifiable_disease.notify[0]", 15, "'district_cdc'"),
+    ],
+    # Rule 19: chains whose timeouts add up past a legal deadline (warning).
+    "chain_slower_than_deadline": [
+        ("warning", "policies.cluster", 22,
+         "chain tells district_cdc, education_bureau only after 30h of step timeouts, past the "
+         "1d deadline of rule 'school_cluster'"),
+        ("warning", "policies.case", 28,
+         "chain never tells district_cdc, education_bureau, required within 2h by deadline rule "
+         "'public_health_emergency'"),
+    ],
     # Validation by the pydantic models: a misspelled field.
     "unknown_field": [
         ("error", "policies.main.steps[0].timout", 17, "unknown field (misspelled?)"),

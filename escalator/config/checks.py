@@ -274,6 +274,123 @@ def check_calendar_years(config: Config) -> Iterator[Finding]:
         yield _warning(("school", "calendar"), message)
 
 
+def check_guardian_roster(config: Config) -> Iterator[Finding]:
+    """Rule 17: when a step targets ``guardian``, ``guardians.roster`` is configured, exists and
+    parses (every row complete, every channel configured and not a chat group). Errors name
+    rows and columns, never a cell's value (the roster is personal data)."""
+    from escalator.guardians import RosterError, load_roster, roster_path
+
+    uses = [loc for loc, text in _step_targets(config) if text.rpartition(":")[2] == "guardian"]
+    if not uses and config.guardians is None:
+        return
+    if config.guardians is None:
+        yield _error(uses[0], "target 'guardian' needs a guardian roster: add "
+                     "guardians: {roster: path/to/guardians.csv}")
+        return
+    try:
+        load_roster(config)
+    except RosterError as e:
+        path = roster_path(config)
+        if e.errors:
+            for err in e.errors[:20]:
+                yield _error(("guardians", "roster"),
+                             f"{path}: row {err['row']} (line {err['line']}), column "
+                             f"{err['column']}: {err['message']}")
+        else:
+            yield _error(("guardians", "roster"), e.reason if str(path) in e.reason
+                         else f"{path}: {e.reason}")
+
+
+def check_cluster_references(config: Config) -> Iterator[Finding]:
+    """Rule 18: ``clusters.policy`` is a defined policy; the deadline rules that ``clusters``
+    names exist; every deadline rule's ``notify`` target names a known role, person or unit."""
+    from escalator.deadlines import settings
+
+    rules = settings(config).rules
+    if config.clusters is not None:
+        if config.clusters.policy not in config.policies:
+            yield _error(("clusters", "policy"), f"unknown policy {config.clusters.policy!r}")
+        for loc, rid in ((("clusters", "deadline"), config.clusters.deadline),
+                         (("clusters", "notifiable", "deadline"), config.clusters.notifiable.deadline)):
+            if rid not in rules:
+                yield _error(loc, f"unknown deadline rule {rid!r} (not in deadlines.rules)")
+    if config.clusters is None and config.deadlines is None:
+        return
+    for rid, rule in rules.items():
+        for j, text in enumerate(rule.notify):
+            try:
+                parse_target(text, config)
+            except UnknownTarget as e:
+                loc = ("deadlines", "rules", rid, "notify", j)
+                yield _error(loc if config.deadlines is not None else ("deadlines",), str(e))
+
+
+def _overlaps(a: Any, b: Any) -> bool:
+    """Whether two route matches (:class:`~escalator.config.models.Match`) can both hold."""
+    for name in ("kind", "category", "severity"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not None and y is not None and not set(x) & set(y):
+            return False
+    return all(b.labels.get(k, v) == v for k, v in a.labels.items())
+
+
+def _reached_after(config: Config, steps: list[Any], notify: list[str]) -> float | None:
+    """Seconds of step timeouts before a walk (nobody acting) has told every ``notify`` target
+    (inform steps go straight on); None when it never tells them all."""
+    def key(text: str) -> tuple[str, str] | None:
+        try:
+            t = parse_target(text, config)
+        except UnknownTarget:
+            return None
+        return (t.kind, t.name)
+
+    wanted = {key(t) for t in notify} - {None}
+    told: set[tuple[str, str] | None] = set()
+    elapsed = 0.0
+    for step in steps:
+        told |= {key(t) for t in step.targets}
+        if wanted <= told:
+            return elapsed
+        elapsed += 0.0 if step.mode == StepMode.inform else step.timeout
+    return None
+
+
+def check_deadline_chains(config: Config) -> Iterator[Finding]:
+    """Rule 19 (warning): a chain that walks an incident with a legal deadline (the cluster
+    policy; the policies of routes a rule's ``match`` overlaps) reaches the rule's ``notify``
+    level within the deadline when nobody acts. Otherwise the engine tells that level itself
+    at the deadline less the lead time (``deadline_escalation``); "at once" rules are skipped."""
+    from escalator.deadlines import settings
+
+    rules = settings(config).rules
+    for rid, rule in rules.items():
+        if rule.within <= 0:
+            continue
+        policies: list[str] = []
+        if config.clusters is not None and config.clusters.deadline == rid:
+            policies.append(config.clusters.policy)
+        if rule.match is not None and config.deadlines is not None:
+            policies += [r.policy for r in config.routes
+                         if not r.default and _overlaps(r.match, rule.match)]
+        for pid in dict.fromkeys(policies):
+            policy = config.policies.get(pid)
+            if policy is None:
+                continue
+            after = _reached_after(config, policy.steps, rule.notify)
+            targets = ", ".join(rule.notify)
+            if after is None:
+                yield _warning(("policies", pid),
+                               f"chain never tells {targets}, required within "
+                               f"{_seconds(rule.within)} by deadline rule {rid!r} (the engine "
+                               "will tell them itself at the deadline less the lead time)")
+            elif after > rule.within:
+                yield _warning(("policies", pid),
+                               f"chain tells {targets} only after {_seconds(after)} of step "
+                               f"timeouts, past the {_seconds(rule.within)} deadline of rule "
+                               f"{rid!r} (the engine will tell them itself at the deadline less "
+                               "the lead time)")
+
+
 CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_step_targets,
     check_person_roles,
@@ -291,6 +408,9 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_heartbeat_policies,
     check_channel_templates,
     check_calendar_years,
+    check_guardian_roster,
+    check_cluster_references,
+    check_deadline_chains,
 ]
 """Every rule, in the order its findings are listed."""
 

@@ -25,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from escalator.events import Category, Kind, Severity
+from escalator.config import school_defaults
+from escalator.events import Category, Kind, Severity, Symptom
 
 TIMEOUT_MIN = 5
 """Shortest step timeout (seconds)."""
@@ -284,6 +285,104 @@ class Heartbeat(_Model):
     severity: Severity = Severity.high
 
 
+class GuardiansConfig(_Model):
+    """``guardians`` (docs/school-rules.md "Guardians"): the guardian roster for the relative
+    role ``guardian``. ``roster``: a CSV file (UTF-8 or GBK; relative to the config file) mapping
+    a pupil id (school number or the registers' pseudonymous ``P-…`` id) to guardians' contacts;
+    ``encoding``: declare it instead of detecting; ``channel``: the channel of rows whose channel
+    cell is empty; ``message``: what guardians are asked to do (default: per event kind);
+    ``contact``: the school contact shown to guardians; ``drills``: whether drill events reach
+    guardians (default: no)."""
+
+    roster: str = Field(min_length=1)
+    encoding: str | None = None
+    channel: Id | None = None
+    message: str | None = Field(default=None, max_length=200)
+    contact: str | None = Field(default=None, max_length=100)
+    drills: bool = False
+
+
+class Threshold(_Model):
+    """A cluster threshold: at least ``count`` distinct pupils within ``days`` consecutive
+    school-local days (``days: 1`` = one day)."""
+
+    count: int = Field(ge=1, le=1000)
+    days: int = Field(ge=1, le=60)
+
+
+class Syndrome(_Model):
+    """A syndrome group (症候群): its display ``name`` and the WS/T 772 ``symptoms`` it covers."""
+
+    name: str | None = None
+    symptoms: list[Symptom] = Field(min_length=1)
+
+
+def _default_thresholds() -> list[Threshold]:
+    return [Threshold(**t) for t in school_defaults.CLUSTER_THRESHOLDS]
+
+
+class Disease(_Model):
+    """A disease with its own cluster ``thresholds``, matched on an event's ``diagnosis`` (any
+    of ``diagnoses`` appearing in it, case-insensitive); ``source``: where the rule comes from."""
+
+    name: str | None = None
+    diagnoses: list[str] = Field(min_length=1)
+    thresholds: list[Threshold] = Field(min_length=1)
+    source: str | None = None
+
+
+class Notifiable(_Model):
+    """Notifiable diseases (法定传染病): a case whose ``diagnosis`` contains one of
+    ``diagnoses`` (case-insensitive) gets the ``deadline`` rule (default: at once, CDC)."""
+
+    diagnoses: list[str] = Field(
+        default_factory=lambda: list(school_defaults.NOTIFIABLE_DISEASES))
+    deadline: Id = "notifiable_disease"
+
+
+class ClustersConfig(_Model):
+    """``clusters`` (docs/school-rules.md "Symptom clusters"): cases (suspected_case or
+    sickness absence with a subject and a class or dormitory) of one syndrome group or disease
+    reaching a threshold open a cluster incident that walks ``policy`` with the ``deadline``
+    rule (default ``school_cluster``: CDC and education bureau within 24 h). Defaults and their
+    sources: :mod:`escalator.config.school_defaults`."""
+
+    policy: Id = "cluster"
+    deadline: Id = "school_cluster"
+    severity: Severity = Severity.high
+    thresholds: list[Threshold] = Field(default_factory=_default_thresholds, min_length=1)
+    syndromes: dict[Id, Syndrome] = Field(
+        default_factory=lambda: {k: Syndrome(**v) for k, v in school_defaults.SYNDROMES.items()})
+    diseases: dict[Id, Disease] = Field(
+        default_factory=lambda: {k: Disease(**v) for k, v in school_defaults.DISEASES.items()})
+    notifiable: Notifiable = Field(default_factory=Notifiable)
+
+
+class DeadlineRule(_Model):
+    """A legal reporting deadline: by ``within`` after the first event (0 = at once) the
+    ``notify`` targets (step-target syntax) must have been told; ``lead`` (default: the
+    section's) before it, the engine tells them itself. ``match``: the incidents it applies to
+    (by their first event); without one, only the rules that name it (``clusters``) apply it."""
+
+    name: str | None = None
+    within: Duration = Field(ge=0)
+    notify: list[str] = Field(min_length=1)
+    lead: Duration | None = Field(default=None, ge=0)
+    match: Match | None = None
+    source: str | None = None
+
+
+class DeadlinesConfig(_Model):
+    """``deadlines`` (docs/school-rules.md "Legal deadlines"): ``lead`` (default 30 min) and the
+    ``rules`` (default: notifiable_disease at once, school_cluster 24 h, public_health_emergency
+    2 h; see :mod:`escalator.config.school_defaults`)."""
+
+    lead: Duration = Field(default=school_defaults.DEADLINE_LEAD, ge=0)
+    rules: dict[Id, DeadlineRule] = Field(
+        default_factory=lambda: {k: DeadlineRule(**v)
+                                 for k, v in school_defaults.DEADLINE_RULES.items()})
+
+
 class SourceConfig(_Model):
     """A source to run: plugin ``type`` and ``options`` (e.g. the spool source's ``path``)."""
 
@@ -341,6 +440,18 @@ class ApiSection(_Model):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
 
 
+class RetentionSection(_Model):
+    """``retention`` (docs/school-rules.md "Retention", docs/privacy.md): how long personal data
+    is kept. ``personal_data_days``: days after an incident is resolved (or an event without an
+    incident was received) before its pupil data — subject id, name, guardian phone, free-text
+    details, the reporter, guardians' names and addresses, and the text of messages sent — is
+    purged; counts, times, categories and deadlines stay. Default 180 days: PIPL Art. 19 (保存期限
+    应当为实现处理目的所必要的最短时间) asks for the shortest period the purpose needs; set it to the
+    school's own record-keeping rule."""
+
+    personal_data_days: int = Field(default=180, ge=30, le=36500)
+
+
 class Config(_Model):
     """The whole config file. Build it with :func:`escalator.config.load_config`."""
 
@@ -360,6 +471,14 @@ class Config(_Model):
     administrators: list[str] = Field(default_factory=list)
     """Targets told about the daemon's own problems (a config reload that failed)."""
     api: ApiSection = Field(default_factory=ApiSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
+    """How long personal data is kept (:mod:`escalator.retention`)."""
+    guardians: GuardiansConfig | None = None
+    """The guardian roster (relative role ``guardian``); None: ``guardian`` reaches nobody."""
+    clusters: ClustersConfig | None = None
+    """Symptom clusters and notifiable diagnoses (docs/school-rules.md); None: off."""
+    deadlines: DeadlinesConfig | None = None
+    """Legal reporting deadlines; None: only those of ``clusters`` (with the default rules)."""
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

@@ -1,0 +1,290 @@
+"""Legal reporting deadlines (escalator/deadlines.py): a notifiable diagnosis reaches the CDC at
+once; a school cluster must reach the CDC and the education bureau within 24 h of its first
+case (2006 rule); a public-health emergency within 2 h (《突发公共卫生事件应急条例》第十九、二十条).
+At the deadline less the lead time the engine tells a level not yet told (timeline
+``deadline_escalation``); the timer is a row and survives a restart. Fake clock, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from escalator.clock import FakeClock
+from escalator.config import load_config
+from escalator.config.models import Config, Policy, Step
+from escalator.daemon import Daemon
+from escalator.events import Event
+from escalator.settings import Settings
+from escalator.simulate import simulate
+from escalator.store import SQLiteStore
+from escalator.testing import Harness
+
+from .conftest import case
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "clusters.yaml"
+SH = ZoneInfo("Asia/Shanghai")
+DAY1 = ["events/fever_cluster_day1_1.json", "events/fever_cluster_day1_2.json",
+        "events/fever_cluster_day1_3.json"]
+FIRST_CASE = datetime(2026, 11, 30, 7, 48, tzinfo=SH)  # fever_cluster_day1_1.json
+REQUIRED = ["区疾控", "区教育局"]
+
+
+def at(day: str, hhmm: str) -> datetime:
+    return datetime.fromisoformat(f"{day}T{hhmm}").replace(tzinfo=SH)
+
+
+@pytest.fixture
+def config() -> Config:
+    return load_config(FIXTURE)
+
+
+@pytest.fixture
+def slow(config) -> Config:
+    """The cluster chain with 12 h levels: it would reach the CDC 24 h after it opened."""
+    config.policies["cluster"] = Policy(steps=[
+        Step(targets=["school_doctor"], timeout=12 * 3600, mode="report"),
+        Step(targets=["leadership"], timeout=12 * 3600, mode="report"),
+        Step(targets=["district_cdc", "education_bureau"], timeout=3600, mode="report"),
+    ])
+    return config
+
+
+def harness(config: Config, db: Path, when: datetime) -> Harness:
+    return Harness(config, db, clock=FakeClock(when))
+
+
+def cluster_of(h: Harness) -> Any:
+    with h.store.transaction() as tx:
+        [inc] = [i for i in tx.list_incidents(("triggered", "acknowledged", "resolved"), 100)
+                 if i.dedup_key.startswith("cluster/")]
+    return inc
+
+
+def told_on(h: Harness, incident_id: int) -> list[tuple[str, str]]:
+    with h.store.transaction() as tx:
+        return [(n.recipient_name, n.purpose) for n in tx.notifications_of(incident_id)]
+
+
+def detail(h: Harness, incident_id: int, type_: str) -> dict[str, Any]:
+    with h.store.transaction() as tx:
+        [entry] = [t for t in tx.timeline(incident_id) if t.type == type_]
+    return entry.detail
+
+
+def diagnosed(sid: str = "S-2023-0150", diagnosis: str = "流行性腮腺炎") -> dict[str, Any]:
+    return {"kind": "suspected_case", "category": "infectious_disease", "class_id": "3-2",
+            "summary": "三年级2班 1名学生经医院诊断", "subject": {"id": sid},
+            "symptoms": ["parotid_swelling", "fever"], "diagnosis": diagnosis,
+            "occurred_at": at("2026-11-30", "08:00").isoformat()}
+
+
+async def test_a_notifiable_diagnosis_reaches_the_cdc_at_once(config, tmp_path):
+    h = harness(config, tmp_path / "db.sqlite3", at("2026-11-30", "10:00"))
+    r = await h.send(diagnosed())
+    assert r.status == "created"
+    # the case chain starts at the class teacher as before, and the CDC is told at once
+    assert h.told() == ["王老师", "区疾控"]
+    assert told_on(h, r.incident_id)[1] == ("区疾控", "deadline")
+    tl = h.timeline(r.incident_id)
+    assert tl.index("notifiable_disease") < tl.index("deadline_escalation")
+    assert detail(h, r.incident_id, "notifiable_disease")["diagnosis"] == "流行性腮腺炎"
+    inc = h.incident(r.incident_id)
+    assert inc.deadline_rule == "notifiable_disease"
+    assert inc.deadline_at == inc.deadline_met_at == at("2026-11-30", "10:00")
+    assert inc.deadline_check_at is None
+    await h.advance(3600)  # nothing told twice
+    assert h.told().count("区疾控") == 1
+
+
+async def test_a_diagnosis_that_is_not_notifiable_sets_no_deadline(config, tmp_path):
+    h = harness(config, tmp_path / "db.sqlite3", at("2026-11-30", "10:00"))
+    r = await h.send(diagnosed(diagnosis="普通感冒"))
+    assert h.told() == ["王老师"] and h.incident(r.incident_id).deadline_at is None
+
+
+async def test_a_slow_chain_is_overtaken_at_the_deadline_less_the_lead(slow, tmp_path):
+    h = harness(slow, tmp_path / "db.sqlite3", at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await h.send(case(name))
+    cluster = cluster_of(h)
+    deadline = FIRST_CASE + timedelta(hours=24)
+    assert cluster.deadline_at == deadline
+    assert cluster.deadline_check_at == deadline - timedelta(hours=1)  # lead: 1h (fixture)
+    await h.advance(13 * 3600)  # 23:20: the doctor's level timed out, the leadership told
+    assert h.engine.next_due() == deadline - timedelta(hours=1)  # the deadline timer is next
+    h.clock.set(deadline - timedelta(hours=1, seconds=1))
+    await h.settle()
+    assert [n for n, _ in told_on(h, cluster.id)] == ["赵校医", "张校长"]
+    assert "deadline_escalation" not in h.timeline(cluster.id)
+    await h.advance(1)  # 2026-12-01 06:48 local
+    assert told_on(h, cluster.id)[2:] == [("区疾控", "deadline"), ("区教育局", "deadline")]
+    assert {m.recipient_name for m in h.channel.sent[-2:]} == set(REQUIRED)
+    esc = detail(h, cluster.id, "deadline_escalation")
+    assert esc["targets"] == ["district_cdc", "education_bureau"]
+    assert esc["rule"] == "school_cluster" and esc["recipients"] == REQUIRED
+    cluster = h.incident(cluster.id)
+    assert cluster.deadline_met_at == deadline - timedelta(hours=1) <= cluster.deadline_at
+    assert cluster.step_index == 1  # the walk itself goes on unchanged
+    await h.advance(3 * 3600)
+    assert h.timeline(cluster.id).count("deadline_escalation") == 1
+
+
+async def test_an_acknowledged_escalate_chain_still_meets_the_deadline(slow, tmp_path):
+    slow.policies["cluster"] = Policy(steps=[
+        Step(targets=["school_doctor"], timeout=3600, mode="escalate")])
+    h = harness(slow, tmp_path / "db.sqlite3", at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await h.send(case(name))
+    cluster = cluster_of(h)
+    h.engine.acknowledge(cluster.id, actor="doc", via="test")
+    await h.advance(24 * 3600)
+    assert [n for n, p in told_on(h, cluster.id) if p == "deadline"] == REQUIRED
+    assert [m.recipient_name for m in h.channel.sent if m.incident_id == cluster.id][-2:] == REQUIRED
+
+
+async def test_a_resolved_incident_is_not_escalated(slow, tmp_path):
+    h = harness(slow, tmp_path / "db.sqlite3", at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await h.send(case(name))
+    cluster = cluster_of(h)
+    h.engine.resolve(cluster.id, actor="doc", via="test")
+    await h.advance(30 * 3600)
+    assert "deadline_escalation" not in h.timeline(cluster.id)
+    assert h.incident(cluster.id).deadline_met_at is None
+
+
+async def test_the_deadline_timer_survives_a_restart(slow, tmp_path):
+    db = tmp_path / "db.sqlite3"
+    before = harness(slow, db, at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await before.send(case(name))
+    cluster_id = cluster_of(before).id
+    before.close()  # the daemon stops; it is down when the deadline check comes
+    after = harness(slow, db, at("2026-12-01", "07:00"))
+    assert after.incident(cluster_id).deadline_check_at == FIRST_CASE + timedelta(hours=23)
+    assert "deadline_escalation" not in after.timeline(cluster_id)
+    await after.settle()
+    assert "deadline_escalation" in after.timeline(cluster_id)
+    assert {m.recipient_name for m in after.channel.sent} >= set(REQUIRED)
+    inc = after.incident(cluster_id)
+    assert inc.deadline_met_at == at("2026-12-01", "07:00") <= inc.deadline_at  # still in time
+    after.close()
+
+
+async def test_a_restart_after_the_deadline_shows_it_missed(slow, tmp_path):
+    db = tmp_path / "db.sqlite3"
+    before = harness(slow, db, at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await before.send(case(name))
+    before.close()
+    after = harness(slow, db, at("2026-12-01", "09:00"))
+    await after.settle()
+    inc = cluster_of(after)
+    assert inc.deadline_met_at == at("2026-12-01", "09:00") > inc.deadline_at
+    with after.store.transaction() as tx:
+        from escalator.deadlines import status
+        assert status(tx.get_incident(inc.id), at("2026-12-01", "09:00")) == "missed"
+    after.close()
+
+
+async def test_a_public_health_emergency_has_two_hours(config, tmp_path):
+    h = harness(config, tmp_path / "db.sqlite3", at("2026-11-30", "10:00"))
+    r = await h.send({"kind": "incident", "category": "food_safety", "severity": "critical",
+                      "summary": "食堂午餐后多名学生呕吐", "affected_count": 12,
+                      "occurred_at": at("2026-11-30", "09:50").isoformat()})
+    inc = h.incident(r.incident_id)
+    assert inc.deadline_rule == "public_health_emergency"
+    assert inc.deadline_at == at("2026-11-30", "11:50")
+    await h.advance(49 * 60)  # 10:49: before 11:50 less the 1h lead
+    assert "deadline_escalation" not in h.timeline(r.incident_id)
+    await h.advance(60)
+    assert "deadline_escalation" in h.timeline(r.incident_id)
+    assert [n for n, p in told_on(h, r.incident_id) if p == "deadline"] == REQUIRED
+
+
+async def test_without_a_deadlines_section_match_rules_are_off(engine_config, tmp_path):
+    h = Harness(engine_config, tmp_path / "db.sqlite3")
+    r = await h.send({"kind": "incident", "category": "infectious_disease", "severity": "critical",
+                      "summary": "x"})
+    assert h.incident(r.incident_id).deadline_at is None
+    h.close()
+
+
+def test_the_migration_adds_the_deadline_columns(tmp_path):
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    assert store.schema_version >= 4
+    cols = {r[1] for r in store._conn.execute("PRAGMA table_info(incidents)")}
+    assert {"deadline_at", "deadline_met_at", "deadline_check_at"} <= cols
+    tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+    assert {"case_facts", "cluster_members"} <= tables
+    store.close()
+
+
+def test_simulate_shows_the_deadline(config):
+    ev = Event.model_validate(diagnosed())
+    rows = simulate(config, ev, horizon_seconds=3600)
+    deadline_rows = [r for r in rows if r.step == "deadline"]
+    assert [r.recipient for r in deadline_rows] == ["区疾控",
+                                                    "[legal deadline: district_cdc told]"]
+    assert deadline_rows[0].mode == "notifiable_disease"
+
+
+def test_cli_incidents_shows_the_deadline(tmp_path):
+    event = tmp_path / "case.json"
+    event.write_text(json.dumps(diagnosed()), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env.update({"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(FIXTURE)})
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "escalator.cli", *args], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    assert run("send", str(event)).returncode == 0
+    show = run("incidents", "1")
+    assert show.returncode == 0, show.stderr
+    assert "deadline " in show.stdout and "(notifiable_disease: district_cdc), met: told" in show.stdout
+    assert "deadline_escalation" in show.stdout
+
+
+async def test_api_incident_shows_the_deadline(config, tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("ESCALATOR_"):
+            monkeypatch.delenv(key)
+    admin = "admin-token-for-deadline-tests"
+    settings = Settings(state_dir=tmp_path / "state", http_listen="127.0.0.1:0",
+                        api_token=SecretStr(admin))
+    clock = FakeClock(at("2026-11-30", "10:20"))
+    daemon = Daemon(config, settings, clock=clock)
+    task = asyncio.create_task(daemon.run())
+    for _ in range(2000):
+        if getattr(daemon, "http_port", None) or task.done():
+            break
+        await asyncio.sleep(0.005)
+    assert not task.done(), task.exception()
+    headers = {"Authorization": f"Bearer {admin}"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.http_port}",
+                                     timeout=30) as client:
+            for name in DAY1:
+                r = await client.post("/api/v1/events", json=case(name), headers=headers)
+                assert r.status_code == 202, r.text
+            listing = (await client.get("/api/v1/incidents", headers=headers)).json()
+            [cluster] = [i for i in listing if i["dedup_key"].startswith("cluster/")]
+            got = (await client.get(f"/api/v1/incidents/{cluster['id']}", headers=headers)).json()
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
+    assert datetime.fromisoformat(got["deadline_at"]) == FIRST_CASE + timedelta(hours=24)
+    assert got["deadline_rule"] == "school_cluster"
+    assert "cluster_opened" in [t["type"] for t in got["timeline"]]
