@@ -23,6 +23,7 @@ import hmac
 import html
 import json
 import socket
+import sqlite3
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,8 @@ from escalator.settings import Settings
 
 log = structlog.get_logger("escalator.api")
 
+STORE_RETRY_AFTER = 30
+"""``Retry-After`` (seconds) of the 503 answered when the store cannot write."""
 STALE_LOOP_SECONDS = 30.0
 """``/healthz`` answers 503 when the engine loop has not run for this long (clock seconds)."""
 ADMIN_TOKEN_NAME = "admin"
@@ -391,6 +394,11 @@ class IncidentOut(BaseModel):
     acknowledged_by: str | None
     resolved_at: datetime | None
     resolved_by: str | None
+    deadline_at: datetime | None = None
+    """The legal reporting deadline (docs/school-rules.md "Legal deadlines"), or null."""
+    deadline_met_at: datetime | None = None
+    """When the level the deadline requires was first told (met if ≤ ``deadline_at``)."""
+    deadline_rule: str | None = None
 
 
 class TimelineOut(BaseModel):
@@ -517,6 +525,8 @@ def _incident_out(inc: Any) -> dict[str, Any]:
         "created_at": inc.created_at, "updated_at": inc.updated_at,
         "acknowledged_at": inc.acknowledged_at, "acknowledged_by": inc.acknowledged_by,
         "resolved_at": inc.resolved_at, "resolved_by": inc.resolved_by,
+        "deadline_at": inc.deadline_at, "deadline_met_at": inc.deadline_met_at,
+        "deadline_rule": inc.deadline_rule,
     }
 
 
@@ -620,6 +630,17 @@ def create_app(daemon: Any) -> FastAPI:
             field = ".".join(str(p) for p in err.get("loc", ()))
             errors.append({"field": field or "(request)", "message": str(err.get("msg", "invalid"))})
         return JSONResponse(_error_body("invalid request", errors), status_code=422)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _store_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        # the store cannot write (disk or database full, I/O error, read-only, locked too
+        # long): the transaction rolled back, so nothing of the request was stored; a client
+        # retries later (docs/reliability.md)
+        cause = f"{exc} ({getattr(exc, 'sqlite_errorname', None) or type(exc).__name__})"
+        log.error("store_unavailable", path=request.url.path, reason=cause)
+        msg = f"store unavailable: {cause}; nothing was stored, try again later"
+        return JSONResponse(_error_body(msg, [{"field": "(store)", "message": cause}]),
+                            status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER)})
 
     async def ingest(raw_events: list[tuple[str, Event]], source: str) -> list[IngestResult]:
         _check_times(raw_events, daemon.config, daemon.clock.now())

@@ -17,6 +17,7 @@ A channel never retries (``escalator.channels``): these helpers only classify.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ import re
 import ssl
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -429,16 +431,43 @@ def classify_robot_answer(response: httpx.Response, *, service: str, code_keys: 
 
 async def http_request(method: str, url: str, *, timeout: float, json_body: Any = None,
                        **kwargs: Any) -> httpx.Response:
-    """One HTTP request with its own client: ``timeout`` seconds for each of connect, read,
-    write and pool; redirects are not followed. ``json_body`` is sent as UTF-8 JSON (not
-    ASCII-escaped, so a Chinese character is 3 bytes, as the services count) with
-    ``Content-Type: application/json; charset=utf-8``. Raises httpx's exceptions unchanged."""
+    """One HTTP request on the running loop's shared client (:func:`shared_client`):
+    ``timeout`` seconds for each of connect, read, write and pool; redirects are not followed.
+    ``json_body`` is sent as UTF-8 JSON (not ASCII-escaped, so a Chinese character is 3 bytes,
+    as the services count) with ``Content-Type: application/json; charset=utf-8``. Raises
+    httpx's exceptions unchanged."""
     if json_body is not None:
         headers = {"Content-Type": "application/json; charset=utf-8", **kwargs.pop("headers", {})}
         kwargs.update(content=json.dumps(json_body, ensure_ascii=False).encode("utf-8"),
                       headers=headers)
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-        return await client.request(method, url, **kwargs)
+    return await shared_client().request(method, url, timeout=timeout, **kwargs)
+
+
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary())
+
+
+def shared_client() -> httpx.AsyncClient:
+    """The running loop's HTTP client, made on first use: connections are kept alive and
+    reused, and the proxy settings and TLS context are read once — a client per message cost
+    ~2 ms of CPU and a new connection each time (bench/README.md). Redirects are not followed."""
+    loop = asyncio.get_running_loop()
+    client = _CLIENTS.get(loop)
+    if client is None or client.is_closed:
+        client = _CLIENTS[loop] = httpx.AsyncClient(follow_redirects=False, verify=tls_context())
+    return client
+
+
+_TLS: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """httpx's default verifying TLS context (certifi's CAs, or ``SSL_CERT_FILE``/``_DIR``),
+    made once and shared: loading the CA bundle costs ~35 ms of CPU, too much for each message."""
+    global _TLS
+    if _TLS is None:
+        _TLS = httpx.create_ssl_context()
+    return _TLS
 
 
 def short(text: str, limit: int = 120) -> str:

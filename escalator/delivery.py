@@ -6,6 +6,8 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
 2. **dedup** (:func:`find_twin`) — the same message (incident, step run, channel, address,
    purpose) was already delivered: the row becomes ``delivered`` with a ledger row
    ``deduplicated``, nothing is sent;
+2b. **order** (:func:`plan_queue`) — an earlier row to the same channel and address is still
+   pending: this one waits behind it, so one recipient gets messages in creation order;
 3. **throttle** (:class:`Throttle`) — per channel (the channel class's ``rate_limits``) and per
    address (:data:`ADDRESS_LIMITS`); over a limit the row waits (its ``due_at`` moves), without
    counting an attempt or using up the retry deadline;
@@ -17,7 +19,7 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
    state and the timeline, in one transaction.
 
 A crash between claim and record leaves the row ``sending``; start-up releases it, so a message
-is sent at least once and at most once more than needed. All times are aware UTC.
+is sent at least once, and at most twice (a crash after the send, before its record). All times are aware UTC.
 """
 
 from __future__ import annotations
@@ -228,6 +230,16 @@ def plan_hold(n: Notification, now: datetime, seconds: float) -> Plan:
     return Plan("pending", n.attempts, first, due_at=due, held=True)
 
 
+def plan_queue(n: Notification, now: datetime, head: Notification) -> Plan:
+    """Wait behind ``head``, an earlier row to the same channel and address that is still
+    pending, so messages to one recipient go out in creation order: pending until the head's
+    due time (claimed after it, by id), no attempt counted. The retry deadline runs from the
+    first such wait, so when an address is down every message waiting for it fails over by the
+    deadline, not one deadline after another."""
+    due = head.due_at if head.due_at > now else later(now, 0)
+    return Plan("pending", n.attempts, n.first_attempt_at or now, due_at=due, held=True)
+
+
 def plan_next(n: Notification, result: DeliveryResult, started: datetime, now: datetime,
               rng: random.Random | None = None) -> Plan:
     """The retry decision: delivered; held back by the channel (:func:`plan_hold`); retry after
@@ -299,9 +311,14 @@ def record_duplicate(tx: Tx, n: Notification, inc: Incident, twin: Notification,
 def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: datetime,
              why: str) -> None:
     """Queue the recipient's next contact method now, or log ``delivery_failed`` after the last."""
-    owner = (config.person(n.recipient_id) if n.recipient_kind == "person"
-             else config.unit(n.recipient_id))
-    contacts = owner.contacts if owner else []
+    if n.recipient_kind == "guardian":  # from the guardian roster (escalator/guardians.py)
+        from escalator.guardians import contacts_of
+
+        contacts: Any = contacts_of(tx, config, inc.id, n.recipient_id)
+    else:
+        owner = (config.person(n.recipient_id) if n.recipient_kind == "person"
+                 else config.unit(n.recipient_id))
+        contacts = owner.contacts if owner else []
     nxt = n.contact_index + 1
     if nxt < len(contacts):
         c = contacts[nxt]
@@ -342,6 +359,8 @@ class Delivery:
         self.throttle = Throttle(clock)
         self.rng: random.Random | None = None
         """Jitter source for :func:`backoff` (``None``: the ``random`` module); tests pin it."""
+        self._unrecorded: dict[int, tuple[Any, ...]] = {}
+        """Attempts made whose ledger row could not be written yet (row id → record args)."""
 
     def reload(self, config: Config, channels: dict[str, Any]) -> None:
         """Use a new config and channels; throttle windows (keyed by channel id) carry over."""
@@ -353,15 +372,74 @@ class Delivery:
             return tx.release_claims()
 
     async def run_once(self, limit: int = 50) -> int:
-        """Claim and process every due notification (up to ``limit``). Returns how many were claimed."""
+        """Claim and process every due notification (up to ``limit``). Returns how many were claimed.
+
+        When the store cannot write (full disk, I/O error) the error is raised, after
+        returning the claimed rows not yet sent to ``pending``; an attempt already made is
+        kept in memory (its row stays ``sending``, so it is not sent again) and recorded first
+        on the next call (:meth:`record_late`)."""
+        self.record_late()
         with self.store.transaction() as tx:
             claimed = tx.claim_notifications(self.clock.now(), limit)
-        for n in claimed:
-            await self._deliver(n)
+        batch: dict[int, tuple[Any, ...]] = {}  # attempts made, recorded together at the end
+        for i, n in enumerate(claimed):
+            try:
+                await self._deliver(n, batch)
+            except BaseException:
+                self._unrecorded.update(batch)
+                self._unclaim([m.id for m in claimed[i:] if m.id not in self._unrecorded])
+                raise
+        self._record(batch)
         return len(claimed)
 
-    async def _deliver(self, n: Notification) -> None:
-        """Run one claimed row through re-check → dedup → throttle → render → send → retry → record."""
+    def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
+        """Record attempts (row id → :func:`record` args) in one transaction — one fsync for a
+        batch of sends; when the store cannot write, keep them for :meth:`record_late` (their
+        rows stay ``sending``, so they are not sent again) and raise."""
+        if not batch:
+            return
+        try:
+            with self.store.transaction() as tx:
+                for args in batch.values():
+                    record(tx, self.config, *args)
+        except Exception:
+            self._unrecorded.update(batch)
+            raise
+        for n, _, result, *_ in batch.values():
+            self._observe(n, result)
+
+    def record_late(self) -> None:
+        """Record the attempts whose record failed (oldest first); raises if the store still
+        cannot write."""
+        for nid, args in list(self._unrecorded.items()):
+            with self.store.transaction() as tx:
+                record(tx, self.config, *args)
+            del self._unrecorded[nid]
+            log.warning("notification_recorded_late", notification_id=nid)
+            self._observe(args[0], args[2])
+
+    def _unclaim(self, ids: list[int]) -> None:
+        """Best effort: rows claimed but not sent go back to ``pending`` (else a restart does)."""
+        if not ids:
+            return
+        try:
+            with self.store.transaction() as tx:
+                for nid in ids:
+                    current = tx.get_notification(nid)
+                    if current is not None and current.status == "sending":
+                        tx.update_notification(nid, status="pending")
+        except Exception:
+            log.exception("notifications_not_unclaimed", notification_ids=ids)
+
+    async def _deliver(self, n: Notification, batch: dict[int, tuple[Any, ...]] | None = None
+                       ) -> None:
+        """Run one claimed row through re-check → dedup → throttle → render → send → retry → record.
+        With ``batch`` the attempt is added to it, for the caller to record (:meth:`_record`)."""
+        if batch and any(m.step_run_id == n.step_run_id or (
+                (m.channel, m.address) == (n.channel, n.address) and plan.status != "delivered")
+                for m, _, _, plan, *_ in batch.values()):
+            self._record(batch)  # a twin (dedup) or an earlier message still to go out to this
+            batch.clear()        # address (order) must be on record before this row is looked at
         now = self.clock.now()
         with self.store.transaction() as tx:
             inc = recheck(tx, n, now)
@@ -369,6 +447,13 @@ class Delivery:
                 return
             if (twin := find_twin(tx, n)) is not None:
                 record_duplicate(tx, n, inc, twin, now)
+                return
+            if (head := tx.waiting_ahead(n.channel, n.address, n.id)) is not None:
+                plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
+                tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                       first_attempt_at=plan.first_attempt_at, updated_at=now)
+                log.info("notification_queued", notification_id=n.id, channel=n.channel,
+                         behind=head.id, due_at=plan.due_at.isoformat())
                 return
             channel = self.channels.get(n.channel)
             if wait := self.throttle.acquire(n.channel, channel, n.address):
@@ -387,8 +472,12 @@ class Delivery:
         plan = plan_next(n, result, started, now, self.rng)
         if self.metrics is not None:
             self.metrics.notification(n.channel, result.status.value)
-        with self.store.transaction() as tx:
-            record(tx, self.config, n, inc, result, plan, body, now)
+        if batch is not None:
+            batch[n.id] = (n, inc, result, plan, body, now)
+        else:
+            self._record({n.id: (n, inc, result, plan, body, now)})
+
+    def _observe(self, n: Notification, result: DeliveryResult) -> None:
         if self.observer is not None:
             try:
                 self.observer(n, result)

@@ -20,6 +20,11 @@ when a step reaches nobody at all the walk goes on as if it had timed out.
 Heartbeat monitors (the daily zero report): a ``heartbeat`` event is recorded for its monitor
 and resolves that day's "missing" incident; :meth:`Engine.check_heartbeats` opens the missing
 ones (:mod:`escalator.heartbeats`).
+
+School rules (docs/school-rules.md): each triggering event is counted for symptom clusters and
+checked for a notifiable diagnosis (:mod:`escalator.clusters`) in its own transaction; legal
+deadlines (:mod:`escalator.deadlines`) are a second timer per incident (``deadline_check_at``)
+that :meth:`Engine.tick` fires, and :meth:`Engine._notify` notes when a deadline is met.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from escalator import heartbeats
+from escalator import clusters, deadlines, drills, guardians, heartbeats
 from escalator.clock import Clock
 from escalator.config.models import Config, Policy
 from escalator.events import Action, Event, Kind
@@ -129,6 +134,16 @@ class Engine:
             results = [self._ingest(tx, e, source, now) for e in events]
         return self._counted(results)
 
+    def ingest_batches(self, batches: list[tuple[list[Event | Submission], str | None]]
+                       ) -> list[list[IngestResult]]:
+        """:meth:`ingest_many` for several callers' ``(events, source)`` in one transaction
+        (group commit: one fsync for all; all or nothing). Returns each caller's results."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            out = [[self._ingest(tx, e, source, now) for e in events] for events, source in batches]
+        self._counted([r for results in out for r in results])
+        return out
+
     def ingest_file(
         self, events: list[Event | Submission], *, sha256: str, name: str, source: str
     ) -> list[IngestResult] | None:
@@ -193,6 +208,11 @@ class Engine:
         if (ev.kind == Kind.heartbeat and ev.action == Action.trigger and policy is None
                 and not sub.ledger_only):  # a monitor's report arrived (escalator/heartbeats.py)
             heartbeats.arrived(self, tx, ev, src, event_id, now)
+        if ev.action == Action.trigger and not sub.ledger_only:  # docs/school-rules.md
+            if status == "created" and incident_id is not None:  # a legal deadline by its match
+                deadlines.opened(self, tx, ev, incident_id, now)
+            if policy is None:  # notifiable diagnosis, symptom clusters (escalator/clusters.py)
+                clusters.arrived(self, tx, ev, src, event_id, incident_id, now)
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)
         return IngestResult(event_id, incident_id, status, key, src)
@@ -208,10 +228,11 @@ class Engine:
             event_count=1, created_at=now, updated_at=now, first_event_id=event_id,
         )
         tx.add_timeline(incident_id, now, "triggered", src,
-                        {"event_id": event_id, "policy": policy_id, "dedup_key": key})
+                        {"event_id": event_id, "policy": policy_id, "dedup_key": key,
+                         **({"drill": True} if ev.drill else {})})
         inc = tx.get_incident(incident_id)
         assert inc is not None
-        self._advance(tx, inc, now)
+        self._advance(tx, inc, now, opening=ev.model_dump(mode="json", exclude_none=True))
         return incident_id
 
     # ----------------------------------------------------------------- timers
@@ -234,6 +255,11 @@ class Engine:
             due = tx.due_incidents(now, limit)
             for incident_id in due:
                 inc = tx.get_incident(incident_id)
+                if inc is not None and inc.deadline_check_at and inc.deadline_check_at <= now:
+                    deadlines.due(self, tx, inc, now)  # a legal deadline's timer
+                    inc = tx.get_incident(incident_id)
+                    if inc is not None and (inc.next_step_at is None or inc.next_step_at > now):
+                        continue
                 if inc is not None and inc.state == "triggered":
                     if self.metrics is not None:
                         self.metrics.step_fired(inc.next_step_at, now)
@@ -247,8 +273,10 @@ class Engine:
         with self.store.transaction() as tx:  # read only: nothing to observe
             return tx.next_due()
 
-    def _advance(self, tx: Tx, inc: Incident, now: datetime) -> None:
-        """Close the current step (timed out) and fire the next ones until one must wait."""
+    def _advance(self, tx: Tx, inc: Incident, now: datetime,
+                 opening: dict[str, Any] | None = None) -> None:
+        """Close the current step (timed out) and fire the next ones until one must wait.
+        ``opening``: the body of the event opening the incident (not stored yet)."""
         steps: list[dict[str, Any]] = inc.policy["steps"]
         current = tx.latest_step_run(inc.id) if inc.step_index >= 0 else None
         if current is not None and current.status == "open":
@@ -267,16 +295,22 @@ class Engine:
                                        next_step_at=None, updated_at=now)
                     tx.add_timeline(inc.id, now, "escalation_exhausted", None, {"round": rnd})
                     return
-            if self._fire_step(tx, inc, index, rnd, now):
+            if self._fire_step(tx, inc, index, rnd, now, opening):
                 timeout = float(steps[index]["timeout"])
                 tx.update_incident(inc.id, step_index=index, round=rnd, updated_at=now,
                                    next_step_at=now + timedelta(seconds=timeout))
                 return
             index += 1
 
-    def _fire_step(self, tx: Tx, inc: Incident, index: int, rnd: int, now: datetime) -> bool:
+    def _fire_step(self, tx: Tx, inc: Incident, index: int, rnd: int, now: datetime,
+                   opening: dict[str, Any] | None = None) -> bool:
         """Fire step ``index``: resolve targets and write notification rows. Returns True when
-        the walk must wait for this step (escalate/report with someone told)."""
+        the walk must wait for this step (escalate/report with someone told).
+
+        Guardians (:mod:`escalator.guardians`) are told without an acknowledge link. In a drill,
+        recipients the config keeps out of drills are skipped (:func:`escalator.drills.
+        drill_excluded`, timeline ``drill_unit_skipped`` / ``drill_guardian_skipped``): the walk
+        goes on as for an unresolved target, but the duty officer is not told."""
         step = inc.policy["steps"][index]
         mode = step["mode"]
         run_id = tx.insert_step_run(incident_id=inc.id, step_index=index, round=rnd, mode=mode,
@@ -286,15 +320,26 @@ class Engine:
                          "targets": step["targets"]})
         recipients: dict[tuple[str, str], Recipient] = {}
         unresolved: list[str] = []
+        subject = (guardians.incident_subject(tx, inc.id, opening)
+                   if any(t.rpartition(":")[2] == "guardian" for t in step["targets"]) else None)
         for text in step["targets"]:
-            found = self._resolve_target(text, inc, now)
+            found = self._resolve_target(text, inc, now, subject)
+            if inc.drill and (skipped := [r for r in found if drills.drill_excluded(r, self.config)]):
+                for r in skipped:
+                    tx.add_timeline(inc.id, now, f"drill_{r.kind}_skipped", None,
+                                    {"step": index, "target": text, "recipient": r.id,
+                                     **({"name": r.name} if r.kind == "unit" else {})})
+                found = [r for r in found if r not in skipped]
+                if not found:
+                    continue
             if not found:
                 unresolved.append(text)
                 tx.add_timeline(inc.id, now, "target_unresolved", None, {"step": index, "target": text})
                 log.warning("target_unresolved", incident_id=inc.id, step=index, target=text)
             for r in found:
                 recipients.setdefault((r.kind, r.id), r)
-        told = sum(self._notify(tx, inc, run_id, r, mode != "inform", now) for r in recipients.values())
+        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.kind != "guardian", now)
+                   for r in recipients.values())
         if unresolved:
             self._tell_duty_officer(tx, inc, run_id, recipients, unresolved, now)
         if mode == "inform" or told == 0:
@@ -302,12 +347,14 @@ class Engine:
             return False
         return True
 
-    def _resolve_target(self, text: str, inc: Incident, now: datetime) -> list[Recipient]:
+    def _resolve_target(self, text: str, inc: Incident, now: datetime,
+                        subject: str | None = None) -> list[Recipient]:
         try:
             target = parse_target(text, self.config)
         except UnknownTarget:
             return []
-        return resolve(target, self.config, class_id=inc.class_id, grade=inc.grade, at=now)
+        return resolve(target, self.config, class_id=inc.class_id, grade=inc.grade, at=now,
+                       subject=subject)
 
     def _notify(self, tx: Tx, inc: Incident, run_id: int, r: Recipient, needs_ack: bool,
                 now: datetime, purpose: str = "step", note: str | None = None) -> bool:
@@ -321,6 +368,8 @@ class Engine:
             status="pending", due_at=now, attempts=0, created_at=now, updated_at=now,
             ack_token=secrets.token_urlsafe(18), needs_ack=needs_ack, purpose=purpose, note=note,
         )
+        if inc.deadline_at is not None and inc.deadline_met_at is None:
+            deadlines.told(self, tx, inc, now)  # the required level told: deadline met
         return True
 
     def _tell_duty_officer(self, tx: Tx, inc: Incident, run_id: int,

@@ -746,6 +746,7 @@ class SpoolSource:
                         os.unlink(dest + SIDECAR_SUFFIX, dir_fd=dst)
                 raise
             os.fsync(dst)
+            os.fsync(in_fd)  # the name's removal from incoming/ survives a power cut too
         finally:
             os.close(dst)
         return str(self.root.joinpath(*parts, dest))

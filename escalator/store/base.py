@@ -46,6 +46,15 @@ class Incident:
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     first_event_id: str | None = None
+    deadline_at: datetime | None = None
+    """The legal reporting deadline (docs/school-rules.md "Legal deadlines"), or None."""
+    deadline_met_at: datetime | None = None
+    """When every target of the deadline rule was first told (messages written), or None."""
+    deadline_check_at: datetime | None = None
+    """The deadline timer: ``deadline_at`` less the lead time, while not met."""
+    deadline_rule: str | None = None
+    deadline_notify: list[str] | None = None
+    """The rule's ``notify`` targets, snapshotted when the deadline was set."""
 
 
 @dataclass
@@ -118,6 +127,21 @@ class HeartbeatDay:
     missed_incident_id: int | None = None
 
 
+@dataclass
+class CaseFact:
+    """One case counted for symptom clusters (:mod:`escalator.clusters`): the event, its
+    ``scope`` (``class:3-2``, ``dorm:<name>``; ``drill/`` in front for drills), its
+    ``syndrome`` group or disease id, the pupil (``subject_id``), the school-local date of
+    ``occurred_at`` (aware UTC)."""
+
+    event_id: str
+    scope: str
+    syndrome: str
+    subject_id: str
+    local_date: date
+    occurred_at: datetime
+
+
 class Tx(Protocol):
     """Operations inside one transaction."""
 
@@ -135,7 +159,9 @@ class Tx(Protocol):
     def get_incident(self, incident_id: int) -> Incident | None: ...
     def update_incident(self, incident_id: int, **fields: Any) -> None: ...
     def list_incidents(self, states: tuple[str, ...], limit: int) -> list[Incident]: ...
-    def due_incidents(self, now: datetime, limit: int) -> list[int]: ...
+    def due_incidents(self, now: datetime, limit: int) -> list[int]:
+        """Incidents with a due timer: ``next_step_at`` or ``deadline_check_at`` ≤ ``now``."""
+        ...
     def count_incidents(self) -> dict[str, int]: ...
 
     # steps
@@ -154,6 +180,10 @@ class Tx(Protocol):
     def claim_notifications(self, now: datetime, limit: int) -> list[Notification]: ...
     def update_notification(self, notification_id: int, **fields: Any) -> None: ...
     def release_claims(self) -> int: ...
+    def waiting_ahead(self, channel: str, address: str, before_id: int) -> Notification | None:
+        """The earliest-created ``pending`` row to ``channel``/``address`` created before row
+        ``before_id`` (a message that must go first), or ``None``."""
+        ...
     def add_delivery(self, *, notification_id: int, at: datetime, outcome: str, detail: str,
                      body: str) -> None: ...
 
@@ -176,6 +206,22 @@ class Tx(Protocol):
         """Record a heartbeat of ``monitor`` for ``day`` (the first one is kept)."""
         ...
     def mark_heartbeat_missed(self, monitor: str, day: date, incident_id: int) -> None: ...
+
+    # symptom clusters and deadlines (escalator/clusters.py, escalator/deadlines.py)
+    def add_case_fact(self, fact: CaseFact) -> None: ...
+    def case_facts(self, scope: str, syndrome: str, first: date, last: date) -> list[CaseFact]:
+        """Facts of ``scope`` and ``syndrome`` with a local date in ``first..last``."""
+        ...
+    def open_cluster(self, scope: str, syndrome: str) -> int | None:
+        """The open (not resolved) cluster incident of ``scope`` and ``syndrome``, or None."""
+        ...
+    def add_cluster_member(self, incident_id: int, fact: CaseFact, at: datetime) -> bool:
+        """List ``fact``'s pupil in the cluster; False when already listed."""
+        ...
+    def cluster_members(self, incident_id: int) -> list[CaseFact]: ...
+    def mark_deadline_met(self, incident_id: int, at: datetime) -> bool:
+        """Set ``deadline_met_at`` (and stop the deadline timer) unless already set."""
+        ...
 
 
 class Store(Protocol):

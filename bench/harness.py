@@ -1,0 +1,369 @@
+"""Shared pieces of the benchmarks: a bench config, an escalator daemon and a Prometheus
+Alertmanager as subprocesses on 127.0.0.1, a webhook receiver process that records when each
+message arrived, a small raw HTTP/1.1 load generator, and process CPU / RSS readings.
+
+Times that cross processes are ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every
+process of the machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-admin-token-0123456789"
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+ID = re.compile(rb"bench-(\d+)-")
+"""How a message names its event: ``bench-<n>-`` (in the summary, or an alert's label)."""
+
+BENCH_CONFIG = """\
+# escalator benchmark config: one person reached by a generic HTTP (webhook-style) channel.
+school:
+  name: 基准测试小学
+  timezone: Asia/Shanghai
+roles:
+  first:
+    name: 第一级
+  second:
+    name: 第二级
+people:
+  - id: p-first
+    name: 一号
+    roles: [first]
+    contacts: [{{channel: hook, to: "13955550001"}}]
+  - id: p-second
+    name: 二号
+    roles: [second]
+    contacts: [{{channel: hook, to: "13955550002"}}]
+duty_roster:
+  - {{person: p-first, start: "00:00", end: "23:59"}}
+channels:
+  hook:
+    type: sms_http
+    options:
+      url: "http://127.0.0.1:{receiver_port}/send"
+      max_segments: 10
+policies:
+  default:
+    name: 基准
+    steps:
+      - name: 第一级
+        targets: [first]
+        timeout: {timeout}
+        mode: escalate
+      - name: 第二级
+        targets: [second]
+        timeout: 1h
+        mode: escalate
+routes:
+  - default: true
+    policy: default
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of ``pid`` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def wait_http(port: int, path: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Until ``GET path`` on ``port`` answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------ processes
+
+
+def write_config(tmp: Path, receiver_port: int, timeout: str = "1h") -> Path:
+    path = tmp / "bench.yaml"
+    path.write_text(BENCH_CONFIG.format(receiver_port=receiver_port, timeout=timeout))
+    return path
+
+
+def start_escalator(tmp: Path, config: Path, port: int, database: Path | None = None
+                    ) -> subprocess.Popen:
+    """``escalator run`` (``run_daemon.py``: no per-address send limit) with ``config`` on
+    127.0.0.1:``port``; JSON logs to /dev/null."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env.update(ESCALATOR_CONFIG=str(config), ESCALATOR_STATE_DIR=str(tmp / "state"),
+               ESCALATOR_SPOOL_DIR=str(tmp / "spool"), ESCALATOR_LOG_FORMAT="json",
+               ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN=TOKEN)
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "run_daemon.py"), "run"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+AM_CONFIG = """\
+route:
+  receiver: hook
+  group_by: ['...']
+  group_wait: 0s
+  group_interval: 5m
+  repeat_interval: 24h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: "http://127.0.0.1:{receiver_port}/alertmanager"
+        send_resolved: false
+"""
+
+
+def start_alertmanager(tmp: Path, port: int, receiver_port: int) -> subprocess.Popen:
+    """Prometheus Alertmanager on 127.0.0.1:``port``, clustering off, its own storage path,
+    ``group_wait: 0s`` and ``group_by: ['...']`` (every alert notifies on its own)."""
+    am = tmp / "alertmanager"
+    am.mkdir(exist_ok=True)
+    (am / "alertmanager.yml").write_text(AM_CONFIG.format(receiver_port=receiver_port))
+    return subprocess.Popen(
+        [ALERTMANAGER, f"--config.file={am / 'alertmanager.yml'}", f"--storage.path={am}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+         "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ------------------------------------------------------------------ receiver
+
+
+def start_receiver(port: int, out: Path) -> subprocess.Popen:
+    """The webhook receiver (this file run as a script) on ``port``; on SIGTERM it writes
+    ``[[id, monotonic arrival], …]`` (first arrival of each id) as JSON to ``out``."""
+    proc = subprocess.Popen([sys.executable, __file__, "receiver", str(port), str(out)])
+    wait_http(port, "/ready", proc=proc)
+    return proc
+
+
+def receiver_count(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1]:
+            data += s.recv(256)
+    return int(data.split(b"\r\n\r\n", 1)[1])
+
+
+def wait_delivered(port: int, expected: int, timeout: float) -> None:
+    """Until the receiver has seen ``expected`` ids, or ``timeout`` seconds of no progress."""
+    last, since = -1, time.monotonic()
+    while True:
+        n = receiver_count(port)
+        if n >= expected:
+            return
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > timeout:
+            return
+        time.sleep(0.02)
+
+
+def receiver_results(proc: subprocess.Popen, out: Path) -> dict[int, float]:
+    stop(proc)
+    return {int(k): t for k, t in json.loads(out.read_text())}
+
+
+async def _receive(port: int, out: Path) -> None:
+    seen: dict[int, float] = {}
+    waiters: dict[int, list[asyncio.Future[float]]] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                now = time.monotonic()
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                if head.startswith((b"GET /count", b"GET /wait/")):
+                    if head.startswith(b"GET /count"):
+                        text = str(len(seen)).encode()
+                    else:  # GET /wait/N: when event N's first message arrived (long poll)
+                        i = int(head[10:head.index(b" ", 10)])
+                        if i not in seen:
+                            future = asyncio.get_running_loop().create_future()
+                            waiters.setdefault(i, []).append(future)
+                            try:
+                                await asyncio.wait_for(future, 30)
+                            except TimeoutError:
+                                pass
+                        text = repr(seen.get(i, -1.0)).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text))
+                    await writer.drain()
+                    continue
+                for m in ID.findall(body):
+                    i = int(m)
+                    if i not in seen:
+                        seen[i] = now
+                        for future in waiters.pop(i, []):
+                            if not future.done():
+                                future.set_result(now)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 11\r\n\r\n{\"ok\":true}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    async with server:
+        await stopped.wait()
+    out.write_text(json.dumps(list(seen.items())))
+
+
+# ------------------------------------------------------------------ load generator
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection sending pre-encoded requests (cheap on the client)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def post(path: str, doc: object, token: str | None = None) -> bytes:
+    body = json.dumps(doc).encode()
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"{auth}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def escalator_request(i: int) -> bytes:
+    return post("/api/v1/events", {"kind": "incident", "category": "accident",
+                                   "summary": f"bench-{i}-", "dedup_key": f"bench/{i}"}, TOKEN)
+
+
+def alertmanager_request(i: int) -> bytes:
+    return post("/api/v2/alerts", [{"labels": {"alertname": "bench", "id": f"bench-{i}-"},
+                                    "annotations": {"summary": f"bench-{i}-"}}])
+
+
+async def load(port: int, requests: list[bytes], concurrency: int, ok: int
+               ) -> tuple[float, dict[int, float]]:
+    """Send ``requests`` (index = event number) with ``concurrency`` connections, each one
+    request at a time. Returns (wall seconds, {event number: monotonic time sent})."""
+    sent: dict[int, float] = {}
+    todo = iter(range(len(requests)))
+
+    async def worker() -> None:
+        conn = Conn(port)
+        try:
+            for i in todo:
+                sent[i] = time.monotonic()
+                status, body = await conn.request(requests[i])
+                if status != ok:
+                    raise RuntimeError(f"{status} {body[:300]!r}")
+        finally:
+            conn.close()
+
+    start = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.monotonic() - start, sent
+
+
+async def end_to_end(port: int, receiver_port: int, requests: list[bytes], first: int,
+                     concurrency: int, ok: int) -> dict[int, float]:
+    """``concurrency`` workers, each with one event in flight end to end: send event ``i``
+    (from ``first`` on), then wait (long poll on the receiver) until its first message arrived.
+    Returns {event number: seconds from writing the request to the message's arrival};
+    events never notified within 30 s are left out."""
+    latency: dict[int, float] = {}
+    todo = iter(range(first, first + len(requests)))
+
+    async def worker() -> None:
+        conn, wait = Conn(port), Conn(receiver_port)
+        try:
+            for i in todo:
+                sent = time.monotonic()
+                status, body = await conn.request(requests[i - first])
+                if status != ok:
+                    raise RuntimeError(f"{status} {body[:300]!r}")
+                _, arrived = await wait.request(
+                    f"GET /wait/{i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                if float(arrived) >= 0:
+                    latency[i] = float(arrived) - sent
+        finally:
+            conn.close()
+            wait.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latency
+
+
+def pct(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``values``."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["receiver"]:
+    asyncio.run(_receive(int(sys.argv[2]), Path(sys.argv[3])))
