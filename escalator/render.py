@@ -161,12 +161,15 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "recipient_name": ctx.notification.recipient_name, "audience": "guardian",
         "action": (g.message if g and g.message else actions.get(inc.kind, actions[""])),
         "contact": g.contact if g else None,
+        "deadline": None, "deadline_escalation": False,
     }
 
 
 def template_vars(ctx: RenderContext) -> dict[str, Any]:
     """The variables a template sees. No pupil id or name; no summary or details for a group
-    audience; a guardian's own set (:func:`guardian_vars`)."""
+    audience; a guardian's own set (:func:`guardian_vars`). ``deadline``: the legal reporting
+    deadline, school-local, or None; ``deadline_escalation``: this message was sent because that
+    deadline is near and this level had not been told (``notifications.purpose`` ``deadline``)."""
     if ctx.notification.recipient_kind == "guardian":
         return guardian_vars(ctx)
     inc, n, lang, ev, config = ctx.incident, ctx.notification, ctx.language, ctx.event, ctx.config
@@ -205,7 +208,16 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "ack_url": ack_url(ctx) if n.needs_ack else None,
         "recipient_name": n.recipient_name,
         "audience": ctx.audience,
+        "deadline": _deadline_local(ctx),
+        "deadline_escalation": n.purpose == "deadline",
     }
+
+
+def _deadline_local(ctx: RenderContext) -> str | None:
+    """The incident's legal reporting deadline (escalator/deadlines.py), school-local
+    ``YYYY-MM-DD HH:MM``, or None."""
+    at = ctx.incident.deadline_at
+    return at.astimezone(ctx.config.school.tz).strftime("%Y-%m-%d %H:%M") if at else None
 
 
 _env = SandboxedEnvironment(

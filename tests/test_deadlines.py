@@ -130,6 +130,11 @@ async def test_a_slow_chain_is_overtaken_at_the_deadline_less_the_lead(slow, tmp
     await h.advance(1)  # 2026-12-01 06:48 local
     assert told_on(h, cluster.id)[2:] == [("区疾控", "deadline"), ("区教育局", "deadline")]
     assert {m.recipient_name for m in h.channel.sent[-2:]} == set(REQUIRED)
+    for m in h.channel.sent[-2:]:  # the message says why it comes now, and by when
+        assert "【报告时限】" in m.body and "法定报告时限：2026-12-01 07:48" in m.body
+    assert all("【报告时限】" not in m.body for m in h.channel.sent[:-2])
+    first = next(m for m in h.channel.sent if m.incident_id == cluster.id)  # the school doctor
+    assert "法定报告时限：2026-12-01 07:48" in first.body
     esc = detail(h, cluster.id, "deadline_escalation")
     assert esc["targets"] == ["district_cdc", "education_bureau"]
     assert esc["rule"] == "school_cluster" and esc["recipients"] == REQUIRED
