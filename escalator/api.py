@@ -37,7 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
-from escalator import __version__
+from escalator import __version__, clusters
 from escalator.compat import (
     AmOut,
     AmResult,
@@ -428,11 +428,23 @@ class NotificationOut(BaseModel):
     last_error: str | None
 
 
+class ClusterMemberOut(BaseModel):
+    """One case of a cluster: its event, that case's own incident, school-local date, time (UTC).
+    No pupil id."""
+
+    event_id: str
+    incident_id: int | None
+    date: str
+    occurred_at: datetime
+
+
 class IncidentDetail(IncidentOut):
     """An incident with its timeline and notifications, oldest first."""
 
     timeline: list[TimelineOut]
     notifications: list[NotificationOut]
+    members: list[ClusterMemberOut] = []
+    """A cluster incident's member cases (docs/school-rules.md "Symptom clusters"); else empty."""
 
 
 class HeartbeatOut(BaseModel):
@@ -716,6 +728,7 @@ def create_app(daemon: Any) -> FastAPI:
             out["notifications"] = [
                 {k: getattr(n, k) for k in NotificationOut.model_fields}
                 for n in tx.notifications_of(incident_id)]
+            out["members"] = clusters.member_rows(tx, incident_id)
         return out
 
     def _action_route(verb: str) -> None:

@@ -207,6 +207,12 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 from escalator.deadlines import describe
 
                 print(describe(inc, config.school.tz))
+            from escalator.clusters import member_rows
+
+            if members := member_rows(tx, inc.id):  # a cluster: its cases, first case first
+                print(f"cluster members {len(members)}: " + ", ".join(
+                    f"#{m['incident_id'] or '-'} ({m['date']}, event {str(m['event_id'])[:8]})"
+                    for m in members))
             rows = [[_local(t.at, config), t.type, t.actor or "",
                      json.dumps(t.detail, ensure_ascii=False)] for t in tx.timeline(inc.id)]
             _print_table(rows, ["time", "what", "who", "detail"])

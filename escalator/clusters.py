@@ -239,3 +239,16 @@ def _join(engine: Engine, tx: Tx, cluster: int, fact: CaseFact, now: datetime) -
                     {**_members_detail([fact])[0], "subject": fact.subject_id,
                      "count": len(members)})
     log.info("cluster_member_joined", incident_id=cluster, count=len(members))
+
+
+def member_rows(tx: Tx, incident_id: int) -> list[dict[str, object]]:
+    """The member cases of a cluster incident, first case first (empty for any other incident):
+    ``event_id``, ``incident_id`` (the case's own incident, or None), ``date`` (school-local),
+    ``occurred_at`` (UTC). No pupil id: the API and CLI show this list to administrators, and the
+    pupil stays in the stored event."""
+    out: list[dict[str, object]] = []
+    for m in tx.cluster_members(incident_id):
+        ev = tx.get_event(m.event_id) or {}
+        out.append({"event_id": m.event_id, "incident_id": ev.get("incident_id"),
+                    "date": m.local_date.isoformat(), "occurred_at": m.occurred_at})
+    return out

@@ -262,6 +262,24 @@ def test_cli_incidents_shows_the_deadline(tmp_path):
     assert "deadline_escalation" in show.stdout
 
 
+def test_cli_incidents_lists_a_clusters_members(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env.update({"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(FIXTURE)})
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "escalator.cli", *args], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    for i, name in enumerate(DAY1):
+        (tmp_path / f"{i}.json").write_text(json.dumps(case(name)), encoding="utf-8")
+        assert run("send", str(tmp_path / f"{i}.json")).returncode == 0
+    show = run("incidents", "4")  # cases 1–3 opened incidents 1–3; the third opened the cluster
+    assert show.returncode == 0, show.stderr
+    assert "cluster members 3: #1 (2026-11-30, event " in show.stdout
+    assert "#2 (2026-11-30" in show.stdout and "#3 (2026-11-30" in show.stdout
+    assert "S-2023" not in show.stdout.split("time")[0]  # the header lines name no pupil
+
+
 async def test_api_incident_shows_the_deadline(config, tmp_path, monkeypatch):
     for key in list(os.environ):
         if key.startswith("ESCALATOR_"):
@@ -293,3 +311,9 @@ async def test_api_incident_shows_the_deadline(config, tmp_path, monkeypatch):
     assert datetime.fromisoformat(got["deadline_at"]) == FIRST_CASE + timedelta(hours=24)
     assert got["deadline_rule"] == "school_cluster"
     assert "cluster_opened" in [t["type"] for t in got["timeline"]]
+    members = got["members"]  # the cluster lists its cases, first case first, no pupil id
+    assert [m["date"] for m in members] == ["2026-11-30"] * 3
+    assert datetime.fromisoformat(members[0]["occurred_at"]) == FIRST_CASE
+    assert len({m["incident_id"] for m in members}) == 3 and cluster["id"] not in {
+        m["incident_id"] for m in members}
+    assert "S-2023" not in json.dumps(members)
