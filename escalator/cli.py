@@ -182,6 +182,15 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
     r = engine.resolve(args.id, actor=_actor(), via="cli")
     print(f"incident #{r.incident_id}: {r.outcome}")
+    with engine.store.transaction() as tx:
+        inc = tx.get_incident(r.incident_id)
+    if (r.outcome == "resolved" and inc is not None and inc.deadline_at is not None
+            and inc.deadline_met_at is None):
+        due = inc.deadline_at.astimezone(engine.config.school.tz).strftime("%Y-%m-%d %H:%M")
+        print(f"注意 / note: the legal report ({inc.deadline_rule}: "
+              f"{', '.join(inc.deadline_notify or [])}, due {due}) was never made and no "
+              "deadline escalation will follow — report it yourself if the case stands "
+              "(timeline: resolved_before_report).", file=sys.stderr)
     return EXIT_OK
 
 
@@ -268,10 +277,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _day(text: str) -> date:
+    """A ``YYYY-MM-DD`` argument in the years events may carry (2000–2100)."""
+    from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR
+
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
+    if not OCCURRED_MIN_YEAR <= day.year <= OCCURRED_MAX_YEAR:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the year must be {OCCURRED_MIN_YEAR}–{OCCURRED_MAX_YEAR}")
+    return day
 
 
 def cmd_ledger_export(args: argparse.Namespace) -> int:
@@ -441,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `escalator incidents | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as e:  # e.g. --output in a folder that does not exist
+        print(f"escalator: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -11,33 +11,42 @@ groups, per-disease rules and the notifiable list are config data (``clusters:``
 :func:`arrived` runs inside the transaction that stores each triggering event (``Engine._ingest``),
 after the event's own incident was opened or joined (that case incident is unchanged):
 
-1. **Notifiable diagnosis.** A ``diagnosis`` containing a name of
-   ``clusters.notifiable.diagnoses`` gives the event's incident the deadline rule
-   ``clusters.notifiable.deadline`` (default: district CDC at once; :mod:`escalator.deadlines`).
+1. **Notifiable diagnosis.** A ``diagnosis`` naming a disease of
+   ``clusters.notifiable.diagnoses`` (Chinese names as substrings, English names and
+   abbreviations on word boundaries, case-insensitive: :func:`mentions`) gives the event's
+   incident the deadline rule ``clusters.notifiable.deadline`` (default: district CDC at once;
+   :mod:`escalator.deadlines`).
 2. **Which events are cases.** ``kind`` ``suspected_case`` or ``absence``, with a ``subject.id``
    and a ``class_id`` and/or ``dormitory``, and either category ``infectious_disease`` or (an
    absence) symptoms. Drill events count only with drill events.
-3. **Group.** A diagnosis matching a disease of ``clusters.diseases`` (e.g. hand-foot-mouth
-   disease) puts the case under that disease and its thresholds; otherwise the first syndrome
-   group (in config order) listing one of its symptoms, with ``clusters.thresholds``. No group:
-   not counted.
-4. **Facts.** One ``case_facts`` row per scope (``class:<id>``, ``dorm:<name>``): subject,
-   group, school-local date of ``occurred_at``, event id. Counting is a query over these rows.
-5. **Join or open.** For each scope: an open cluster of that scope and group lists the pupil
-   (once; ``cluster_member_joined``). Otherwise, when some threshold holds — ≥ ``count``
+3. **Groups.** A case belongs to EVERY group it touches: each disease of ``clusters.diseases``
+   its diagnosis names (e.g. hand-foot-mouth disease, with the disease's thresholds), and each
+   syndrome group listing one of its symptoms (with ``clusters.thresholds``) — a pupil with
+   fever and cough counts under "respiratory" and under "fever". No group: not counted.
+4. **Facts.** One ``case_facts`` row per scope (``class:<id>``, ``dorm:<name>``) and group:
+   subject, group, school-local date of ``occurred_at``, event id. Counting is a query over
+   these rows; one pupil counts once per group.
+5. **Join or open.** For each scope: when an open cluster of that scope shares a group with the
+   case (the oldest, if several), the case joins it (the pupil is listed once;
+   ``cluster_member_joined``), and no cluster opens. Otherwise the first group (diseases first,
+   then syndrome groups in config order) for which some threshold holds — ≥ ``count``
    distinct pupils in some window of ``days`` consecutive local days containing the case's day
-   — a cluster incident opens (at most one per event): dedup key
+   — opens a cluster incident (at most one per event): dedup key
    ``cluster/<group>/<scope>/<first local day>``, kind ``incident``, category
    ``infectious_disease``, ``clusters.severity``, walking ``clusters.policy``, listing the
    window's pupils (``cluster_opened``: ``members`` with event ids and dates, and the pupil ids
    under ``subjects``), with the ``clusters.deadline`` rule counted from the first member's
-   ``occurred_at``. Its summary names the class or dormitory, the count and the
-   symptoms, never a pupil. A resolved cluster lists no one new; a case that meets a threshold
-   again then opens a new cluster.
+   ``occurred_at``. The cluster's groups (``cluster_groups``; ``groups`` in ``cluster_opened``)
+   are the union of the groups of its founding members' cases, the opening group first: three
+   pupils with fever and cough open a "respiratory" cluster that a later case of fever alone
+   joins. Its summary names the class or dormitory, the count and the symptoms (or the
+   disease of the opening group), never a pupil. A resolved cluster lists no one new; a case
+   that meets a threshold again then opens a new cluster.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -58,23 +67,35 @@ ACTOR = "escalator"
 CHINESE_NUMBERS = "一二三四五六七八九十"
 
 
+def mentions(text: str, name: str) -> bool:
+    """Whether ``text`` (a diagnosis) names ``name``, case-insensitively: as a substring for a
+    name with non-ASCII characters (Chinese: 手足口病 in 手足口病（临床诊断）), on word boundaries
+    for an ASCII name (HFMD in "HFMD (clinical)" or 疑似HFMD, but not flu in influenza, SARS in
+    SARS-CoV-2 only together with the longer name, typhoid not in paratyphoid)."""
+    needle, text = name.strip().casefold(), text.casefold()
+    if not needle:
+        return False
+    if not needle.isascii():
+        return needle in text
+    return re.search(rf"(?<![0-9a-z]){re.escape(needle)}(?![0-9a-z])", text) is not None
+
+
 def notifiable(cfg: ClustersConfig, diagnosis: str | None) -> str | None:
-    """The notifiable disease named in ``diagnosis`` (the configured name), or None."""
-    text = (diagnosis or "").casefold()
-    return next((d for d in cfg.notifiable.diagnoses if d.strip() and d.casefold() in text), None)
+    """The notifiable disease named in ``diagnosis`` (the configured name; the longest one when
+    several match: 副伤寒 over 伤寒, German measles over measles), or None."""
+    text = diagnosis or ""
+    found = [d for d in cfg.notifiable.diagnoses if mentions(text, d)]
+    return max(found, key=lambda d: len(d.strip())) if found else None
 
 
-def group_of(cfg: ClustersConfig, ev: Event) -> tuple[str, list[Threshold]] | None:
-    """The case's group id and its thresholds (a disease by diagnosis first, else a syndrome)."""
-    text = (ev.diagnosis or "").casefold()
-    if text:
-        for did, disease in cfg.diseases.items():
-            if any(d.strip() and d.casefold() in text for d in disease.diagnoses):
-                return did, disease.thresholds
-    for gid, syndrome in cfg.syndromes.items():
-        if any(s in syndrome.symptoms for s in ev.symptoms):
-            return gid, cfg.thresholds
-    return None
+def groups_of(cfg: ClustersConfig, ev: Event) -> list[tuple[str, list[Threshold]]]:
+    """Every group of the case with its thresholds: the diseases its diagnosis names (config
+    order), then every syndrome group listing one of its symptoms (config order)."""
+    text = ev.diagnosis or ""
+    out = [(did, disease.thresholds) for did, disease in cfg.diseases.items()
+           if text and any(mentions(text, d) for d in disease.diagnoses)]
+    return out + [(gid, cfg.thresholds) for gid, syndrome in cfg.syndromes.items()
+                  if any(s in syndrome.symptoms for s in ev.symptoms)]
 
 
 def is_case(ev: Event) -> bool:
@@ -119,29 +140,33 @@ def arrived(engine: Engine, tx: Tx, ev: Event, src: str, event_id: str,
         tx.add_timeline(incident_id, now, "notifiable_disease", src,
                         {"diagnosis": disease, "event_id": event_id})
         deadlines.apply(engine, tx, incident_id, cfg.notifiable.deadline, now, now)
-    if not is_case(ev) or (group := group_of(cfg, ev)) is None:
+    if not is_case(ev) or not (groups := groups_of(cfg, ev)):
         return
     assert ev.occurred_at is not None and ev.subject is not None
-    gid, thresholds = group
-    tz = engine.config.school.tz
-    day = ev.occurred_at.astimezone(tz).date()
-    span = max(t.days for t in thresholds)
+    gids = [gid for gid, _ in groups]
+    day = ev.occurred_at.astimezone(engine.config.school.tz).date()
     opened = False
     for scope in scopes(ev):
-        fact = CaseFact(event_id, scope, gid, ev.subject.id, day, ev.occurred_at)
-        tx.add_case_fact(fact)
-        cluster = tx.open_cluster(scope, gid)
+        facts = {gid: CaseFact(event_id, scope, gid, ev.subject.id, day, ev.occurred_at)
+                 for gid in gids}
+        for fact in facts.values():
+            tx.add_case_fact(fact)
+        cluster = tx.open_cluster(scope, gids)
         if cluster is not None:
-            _join(engine, tx, cluster, fact, now)
+            shared = set(tx.cluster_groups(cluster))
+            _join(engine, tx, cluster, facts[next(g for g in gids if g in shared)], now)
             continue
         if opened:
             continue
-        facts = tx.case_facts(scope, gid, day - timedelta(days=span - 1),
-                              day + timedelta(days=span - 1))
-        members = threshold_met(facts, thresholds, day)
-        if members is not None:
-            _open(engine, tx, ev, gid, scope, members, now)
-            opened = True
+        for gid, thresholds in groups:
+            span = max(t.days for t in thresholds)
+            found = tx.case_facts(scope, gid, day - timedelta(days=span - 1),
+                                  day + timedelta(days=span - 1))
+            members = threshold_met(found, thresholds, day)
+            if members is not None:
+                _open(engine, tx, ev, gid, scope, members, now)
+                opened = True
+                break
 
 
 def _label(scope: str, lang: str) -> str:
@@ -217,8 +242,11 @@ def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list
         return None
     for m in members:
         tx.add_cluster_member(result.incident_id, m, now)
+    found = set(tx.fact_groups(scope, [m.event_id for m in members]))
+    groups = [gid] + [g for g in (*cfg.diseases, *cfg.syndromes) if g in found and g != gid]
+    tx.add_cluster_groups(result.incident_id, scope, groups)
     tx.add_timeline(result.incident_id, now, "cluster_opened", ACTOR,
-                    {"group": gid, "scope": scope, "count": len(members),
+                    {"group": gid, "groups": groups, "scope": scope, "count": len(members),
                      "members": _members_detail(members),
                      "subjects": [m.subject_id for m in members]})
     deadlines.apply(engine, tx, result.incident_id, cfg.deadline, first.occurred_at, now)
@@ -233,11 +261,12 @@ def _join(engine: Engine, tx: Tx, cluster: int, fact: CaseFact, now: datetime) -
     members = tx.cluster_members(cluster)
     inc = tx.get_incident(cluster)
     assert inc is not None
-    tx.update_incident(cluster, summary=summary(engine, tx, fact.syndrome, fact.scope, members),
+    gid = tx.cluster_groups(cluster)[0]  # the group that opened it
+    tx.update_incident(cluster, summary=summary(engine, tx, gid, fact.scope, members),
                        event_count=inc.event_count + 1, updated_at=now)
     tx.add_timeline(cluster, now, "cluster_member_joined", ACTOR,
-                    {**_members_detail([fact])[0], "subject": fact.subject_id,
-                     "count": len(members)})
+                    {**_members_detail([fact])[0], "group": fact.syndrome,
+                     "subject": fact.subject_id, "count": len(members)})
     log.info("cluster_member_joined", incident_id=cluster, count=len(members))
 
 

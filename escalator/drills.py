@@ -46,7 +46,8 @@ class NotADrill(ValueError):
 class Level:
     """One firing of a step in the drill: ``step`` (0-based), ``round``, ``name``, ``mode``,
     ``fired_at``; the first answer (``answered_at``, ``answered_by``, ``answer``: the timeline
-    type) or None; ``seconds`` between them."""
+    type) or None; ``seconds`` between them; ``asked``: whether anyone at this level was asked to
+    acknowledge (False for ``inform`` and for a level whose targets were all left out)."""
 
     step: int
     round: int
@@ -56,6 +57,7 @@ class Level:
     answered_at: datetime | None = None
     answered_by: str | None = None
     answer: str | None = None
+    asked: bool = False
 
     @property
     def seconds(self) -> float | None:
@@ -103,12 +105,15 @@ def drill_report(store: Store, incident_id: int) -> DrillReport:
         notes = tx.notifications_of(incident_id)
         runs = {n.step_run_id: tx.get_step_run(n.step_run_id) for n in notes if n.step_run_id}
     report = DrillReport(inc.id, inc.summary, inc.category, inc.kind, inc.state, inc.created_at)
+    asked = {(r.step_index, r.round) for n in notes if n.needs_ack and n.step_run_id
+             and (r := runs.get(n.step_run_id)) is not None}
     answered: set[str] = set()
     for t in timeline:
         d = t.detail
         if t.type == "step_fired":
-            report.levels.append(Level(d["step"], d.get("round", 0), d.get("name"),
-                                       d.get("mode", ""), t.at))
+            step, rnd = d["step"], d.get("round", 0)
+            report.levels.append(Level(step, rnd, d.get("name"), d.get("mode", ""), t.at,
+                                       asked=(step, rnd) in asked))
             continue
         if t.type not in ANSWERS:
             continue
@@ -143,7 +148,11 @@ def _level_answered(levels: list[Level], type_: str, detail: dict[str, Any]) -> 
             if level.step == detail["step"] and ("round" not in detail
                                                  or level.round == detail["round"]):
                 return level
-    return levels[-1] if levels and type_ == "acknowledged" else None
+    if type_ != "acknowledged":
+        return None
+    # the incident's acknowledgement answers the step it waits on: the last one fired that
+    # asks for one (an ``inform`` step fires and the walk goes straight on)
+    return next((lv for lv in reversed(levels) if lv.asked), None)
 
 
 TEXT = {
@@ -152,7 +161,7 @@ TEXT = {
         "state": "状态：{state}　开始：{start}",
         "headers": ["环节", "名称", "方式", "通知时间", "首次确认", "确认人", "用时（秒）"],
         "level": "第{n}级", "round": "（第{r}轮）",
-        "none": "未确认",
+        "none": "未确认", "inform": "抄送，无需确认", "nobody": "无人需确认",
         "silent": "未应答（{n}）：", "silent_none": "未应答：无",
         "silent_line": "  {name}（{who}，第{level}级，消息状态：{status}）",
         "states": {"triggered": "处置中", "acknowledged": "已确认", "resolved": "已结束"},
@@ -162,7 +171,7 @@ TEXT = {
         "state": "State: {state}  started: {start}",
         "headers": ["level", "name", "mode", "fired", "first answer", "by", "seconds"],
         "level": "{n}", "round": " (round {r})",
-        "none": "no answer",
+        "none": "no answer", "inform": "inform: none asked", "nobody": "nobody asked",
         "silent": "Never answered ({n}):", "silent_none": "Never answered: nobody",
         "silent_line": "  {name} ({who}, level {level}, last message: {status})",
         "states": {"triggered": "triggered", "acknowledged": "acknowledged",
@@ -184,7 +193,9 @@ def report_rows(report: DrillReport, config: Config, lang: str) -> list[list[str
                                                       if lv.round else "")
         secs = lv.seconds
         rows.append([label, lv.name or "", lv.mode, local(lv.fired_at),
-                     local(lv.answered_at) if lv.answered_at else t["none"],
+                     local(lv.answered_at) if lv.answered_at
+                     else t["inform"] if lv.mode == "inform"
+                     else t["none"] if lv.asked else t["nobody"],
                      lv.answered_by or "", f"{secs:g}" if secs is not None else "-"])
     return rows
 

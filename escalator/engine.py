@@ -475,3 +475,10 @@ class Engine:
                            next_step_at=None, updated_at=now)
         tx.add_timeline(inc.id, now, "resolved", actor, {"via": via, "cancelled": cancelled})
         log.info("incident_resolved", incident_id=inc.id, actor=actor, via=via)
+        if inc.deadline_at is not None and inc.deadline_met_at is None:
+            # resolved before the level the legal deadline requires was told: no deadline
+            # escalation will follow; the ledger shows the deadline missed or unmet
+            tx.add_timeline(inc.id, now, "resolved_before_report", actor,
+                            {"rule": inc.deadline_rule, "deadline": inc.deadline_at.isoformat(),
+                             "notify": inc.deadline_notify})
+            log.warning("resolved_before_report", incident_id=inc.id, rule=inc.deadline_rule)

@@ -163,14 +163,19 @@ class Event(BaseModel):
         - Otherwise: ``{kind}/{category}/{class_id|dormitory|place|grade|-}/{sha256(source,
           summary)[:16]}`` — the same report from the same source about the same place.
 
+        - A drill (``drill: true``) has ``drill/`` in front of either, so a drill and a real
+          report never share an incident (a real case must never be walked as a drill, nor a
+          drill count on a real incident).
+
         Call on a :meth:`normalised` event.
         """
+        prefix = "drill/" if self.drill else ""
         if self.dedup_key:
-            return self.dedup_key
+            return prefix + self.dedup_key
         if self.subject is not None:
             assert self.occurred_at is not None
             day = self.occurred_at.astimezone(tz).date().isoformat()
-            return f"{self.kind.value}/{self.category.value}/subject:{self.subject.id}/{day}"
+            return f"{prefix}{self.kind.value}/{self.category.value}/subject:{self.subject.id}/{day}"
         where = self.class_id or self.dormitory or self.place or (f"grade:{self.grade}" if self.grade else "-")
         digest = hashlib.sha256(f"{self.source or ''}\x00{self.summary}".encode()).hexdigest()[:16]
-        return f"{self.kind.value}/{self.category.value}/{where}/{digest}"
+        return f"{prefix}{self.kind.value}/{self.category.value}/{where}/{digest}"

@@ -34,7 +34,7 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from escalator.config.models import Config
-from escalator.events import Category, Severity
+from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR, Category, Severity
 from escalator.render import CATEGORY, KIND, SEVERITY
 from escalator.store.base import Store
 from escalator.store.sqlite import from_db, to_db
@@ -389,6 +389,8 @@ def month_bounds(month: str) -> tuple[date, date]:
     """First and last date of ``YYYY-MM``; ``ValueError`` when it is not one."""
     if not re.fullmatch(r"\d{4}-\d{2}", month):
         raise ValueError(f"not a month: {month!r} (use YYYY-MM)")
+    if not OCCURRED_MIN_YEAR <= int(month[:4]) <= OCCURRED_MAX_YEAR:
+        raise ValueError(f"{month}: the year must be {OCCURRED_MIN_YEAR}–{OCCURRED_MAX_YEAR}")
     first = date.fromisoformat(month + "-01")
     nxt = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
     return first, nxt - timedelta(days=1)

@@ -58,7 +58,7 @@ def pupil(sid: str, when: datetime, *, class_id: str | None = "3-2",
 def clusters(h: Harness) -> list[Any]:
     with h.store.transaction() as tx:
         return [i for i in tx.list_incidents(("triggered", "acknowledged", "resolved"), 100)
-                if i.dedup_key.startswith("cluster/")]
+                if i.dedup_key.removeprefix("drill/").startswith("cluster/")]
 
 
 def members(h: Harness, incident_id: int) -> list[str]:
@@ -204,6 +204,118 @@ async def test_a_resolved_cluster_lists_no_one_new(h):
     assert len(members(h, new.id)) == 4
 
 
+def groups(h: Harness, incident_id: int) -> list[str]:
+    with h.store.transaction() as tx:
+        return tx.cluster_groups(incident_id)
+
+
+async def test_a_case_counts_in_every_group_it_touches(h):
+    # [fever, cough] ×2 + [fever]: respiratory has two pupils, fever three — under the old
+    # first-group rule the first two counted only as respiratory and no cluster opened
+    for sid, symptoms in [("A", ("fever", "cough")), ("B", ("fever", "cough")), ("C", ("fever",))]:
+        await h.send(pupil(sid, at("2026-11-30", "08:00"), symptoms=symptoms))
+    [cluster] = clusters(h)
+    assert cluster.dedup_key == "cluster/fever/class:3-2/2026-11-30"
+    assert members(h, cluster.id) == ["A", "B", "C"]
+    assert groups(h, cluster.id) == ["fever", "respiratory"]  # the opening group first
+    assert cluster.summary == "三年级2班 3名学生出现发热、咳嗽等相似症状（聚集性疫情）"
+    # a later cough joins through "respiratory", one of the founding cases' groups
+    await h.send(pupil("D", at("2026-11-30", "09:00"), symptoms=("cough",)))
+    assert [c.id for c in clusters(h)] == [cluster.id]
+    assert members(h, cluster.id) == ["A", "B", "C", "D"]
+    assert h.incident(cluster.id).summary.startswith("三年级2班 4名学生")
+
+
+async def test_cough_with_other_symptoms_still_counts_as_respiratory(h):
+    # [cough], [cough, sore_throat], [cough, vomiting]: the third is gastrointestinal as well
+    for sid, symptoms in [("A", ("cough",)), ("B", ("cough", "sore_throat")),
+                          ("C", ("cough", "vomiting"))]:
+        await h.send(pupil(sid, at("2026-11-30", "08:00"), class_id="5-1", symptoms=symptoms))
+    [cluster] = clusters(h)
+    assert cluster.dedup_key == "cluster/respiratory/class:5-1/2026-11-30"
+    assert groups(h, cluster.id) == ["respiratory", "gastrointestinal"]
+    with h.store.transaction() as tx:
+        [opened] = [t for t in tx.timeline(cluster.id) if t.type == "cluster_opened"]
+    assert opened.detail["groups"] == ["respiratory", "gastrointestinal"]
+
+
+async def test_a_fourth_cough_joins_a_cluster_of_fever_and_cough(h):
+    for sid in ("A", "B", "C"):
+        await h.send(pupil(sid, at("2026-11-30", "08:00")))  # fever + cough
+    [cluster] = clusters(h)
+    assert groups(h, cluster.id) == ["respiratory", "fever"]
+    await h.send(pupil("D", at("2026-11-30", "09:00"), symptoms=("cough",)))
+    await h.send(pupil("E", at("2026-11-30", "09:10"), symptoms=("fever",)))  # joins via fever
+    assert [c.id for c in clusters(h)] == [cluster.id]
+    assert members(h, cluster.id) == ["A", "B", "C", "D", "E"]
+    with h.store.transaction() as tx:
+        joined = [t.detail["group"] for t in tx.timeline(cluster.id)
+                  if t.type == "cluster_member_joined"]
+    assert joined == ["respiratory", "fever"]
+
+
+async def test_unrelated_groups_in_one_class_make_two_clusters(h):
+    for sid in ("A", "B", "C"):
+        await h.send(pupil(sid, at("2026-11-30", "08:00"), symptoms=("vomiting",)))
+    for sid in ("D", "E", "F"):
+        await h.send(pupil(sid, at("2026-11-30", "08:00"), symptoms=("rash",)))
+    found = {c.dedup_key: c for c in clusters(h)}
+    assert set(found) == {"cluster/gastrointestinal/class:3-2/2026-11-30",
+                          "cluster/rash/class:3-2/2026-11-30"}
+    assert members(h, found["cluster/gastrointestinal/class:3-2/2026-11-30"].id) == ["A", "B", "C"]
+    assert members(h, found["cluster/rash/class:3-2/2026-11-30"].id) == ["D", "E", "F"]
+
+
+async def test_a_case_sharing_groups_with_two_clusters_joins_the_oldest_once(h):
+    for sid in ("A", "B", "C"):
+        await h.send(pupil(sid, at("2026-11-30", "08:00"), symptoms=("vomiting",)))
+    for sid in ("D", "E", "F"):
+        await h.send(pupil(sid, at("2026-11-30", "08:00"), symptoms=("rash",)))
+    older, newer = sorted(clusters(h), key=lambda c: c.id)
+    await h.send(pupil("G", at("2026-11-30", "09:00"), symptoms=("rash", "vomiting")))
+    await h.send(pupil("G", at("2026-11-30", "09:30"), symptoms=("rash", "vomiting")))
+    assert members(h, older.id)[-1] == "G" and len(members(h, older.id)) == 4
+    assert "G" not in members(h, newer.id)
+    assert h.timeline(older.id).count("cluster_member_joined") == 1
+    assert len(clusters(h)) == 2
+
+
+async def test_one_pupil_counts_once_per_group(h):
+    # A twice (fever+cough, then fever), B fever: two pupils in "fever" — no cluster
+    await h.send(pupil("A", at("2026-11-30", "08:00")))
+    await h.send(pupil("A", at("2026-11-30", "09:00"), symptoms=("fever",)))
+    await h.send(pupil("B", at("2026-11-30", "09:00"), symptoms=("fever",)))
+    assert clusters(h) == []
+    with h.store.transaction() as tx:
+        rows = tx.c.execute("SELECT syndrome, count(*) FROM case_facts GROUP BY syndrome"
+                            " ORDER BY syndrome").fetchall()
+    assert [tuple(r) for r in rows] == [("fever", 3), ("respiratory", 1)]
+
+
+async def test_a_hand_foot_mouth_case_counts_under_the_disease_and_its_symptoms(h):
+    # the disease first: two HFMD cases open the HFMD cluster, whose groups take in the
+    # founding cases' syndromes
+    await h.send(pupil("A", at("2026-11-30", "08:00"), symptoms=("rash", "fever"),
+                       diagnosis="hfmd"))
+    await h.send(pupil("B", at("2026-11-30", "08:10"), symptoms=("rash",), diagnosis="手足口病"))
+    [cluster] = clusters(h)
+    assert cluster.dedup_key == "cluster/hfmd/class:3-2/2026-11-30"
+    assert groups(h, cluster.id) == ["hfmd", "rash", "fever"]
+    await h.send(pupil("C", at("2026-11-30", "08:20"), symptoms=("rash",)))
+    assert members(h, cluster.id) == ["A", "B", "C"] and len(clusters(h)) == 1
+    assert h.incident(cluster.id).summary == "三年级2班 3名学生诊断为手足口病（聚集性疫情）"
+
+
+async def test_drills_count_in_every_group_but_only_with_drills(h):
+    for sid, symptoms in [("A", ("fever", "cough")), ("B", ("fever", "cough"))]:
+        await h.send(pupil(sid, at("2026-11-30", "08:00"), symptoms=symptoms))
+    await h.send(pupil("C", at("2026-11-30", "08:00"), symptoms=("fever",), drill=True))
+    assert clusters(h) == []
+    await h.send(pupil("D", at("2026-11-30", "08:00"), symptoms=("fever",)))
+    [cluster] = clusters(h)
+    assert not cluster.drill and members(h, cluster.id) == ["A", "B", "D"]
+
+
 async def test_other_groups_and_places_do_not_mix(h):
     await h.send(pupil("A", at("2026-11-30", "08:00")))
     await h.send(pupil("B", at("2026-11-30", "08:10"), symptoms=("diarrhoea", "vomiting")))
@@ -240,7 +352,8 @@ async def test_drills_cluster_only_with_drills(h):
     assert clusters(h) == []
     await h.send(pupil("D", at("2026-11-30", "08:00"), drill=True))
     [cluster] = clusters(h)
-    assert cluster.drill and cluster.dedup_key == "cluster/respiratory/drill/class:3-2/2026-11-30"
+    assert cluster.drill
+    assert cluster.dedup_key.endswith("cluster/respiratory/drill/class:3-2/2026-11-30")
     # the units do not take drills (no `drills: true`): the deadline never tells them for real
     await h.advance(30 * 3600)
     assert "区疾控" not in told_on(h, cluster.id) and "区教育局" not in told_on(h, cluster.id)

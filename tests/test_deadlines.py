@@ -167,6 +167,20 @@ async def test_a_resolved_incident_is_not_escalated(slow, tmp_path):
     await h.advance(30 * 3600)
     assert "deadline_escalation" not in h.timeline(cluster.id)
     assert h.incident(cluster.id).deadline_met_at is None
+    # the timeline says the legal report was never made when it was resolved
+    got = detail(h, cluster.id, "resolved_before_report")
+    assert got["rule"] == "school_cluster" and got["notify"] == ["district_cdc", "education_bureau"]
+    assert datetime.fromisoformat(got["deadline"]) == FIRST_CASE + timedelta(hours=24)
+
+
+async def test_resolving_after_the_report_was_made_says_nothing_more(config, tmp_path):
+    h = harness(config, tmp_path / "db.sqlite3", at("2026-11-30", "10:20"))
+    await h.send(diagnosed())  # notifiable: the CDC is told at once, the deadline met
+    with h.store.transaction() as tx:
+        [inc] = tx.list_incidents(("triggered",), 10)
+    assert inc.deadline_met_at is not None
+    h.engine.resolve(inc.id, actor="doc", via="test")
+    assert "resolved_before_report" not in h.timeline(inc.id)
 
 
 async def test_the_deadline_timer_survives_a_restart(slow, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from escalator.config import load_config
+from escalator.config.models import Policy, Step
 from escalator.drills import NotADrill, drill_report
 from escalator.engine import NotFound
 from escalator.testing import Harness
@@ -120,6 +121,38 @@ async def test_drill_report_figures_and_who_never_answered(drill_harness):
         report.levels[0].answered_at - report.levels[0].fired_at
     assert [(s.recipient_id, s.name, s.level, s.status) for s in report.never_answered] == [
         ("district_cdc", "区疾控", 2, "delivered")]
+    # level 3 (the police only) was left out of the drill: nobody there was asked
+    assert [lv.asked for lv in report.levels] == [True, True, False, True]
+    rows = drill_report_rows(h, incident_id)
+    assert rows[2][4] == "无人需确认" and rows[1][4] == "未确认"
+
+
+def drill_report_rows(h: Harness, incident_id: int) -> list[list[str]]:
+    from escalator.drills import report_rows
+
+    return report_rows(drill_report(h.store, incident_id), h.engine.config, "zh")
+
+
+async def test_an_acknowledgement_is_credited_to_the_level_that_asked_not_an_inform_step(tmp_path):
+    config = load_config(write_config(tmp_path))
+    config.policies["drill_chain"] = Policy(repeat=1, steps=[
+        Step(name="班主任", targets=["class_teacher"], timeout=60, mode="escalate"),
+        Step(name="抄送领导", targets=["leadership"], mode="inform")])
+    h = Harness(config, tmp_path / "db.sqlite3")
+    try:
+        r = await h.send(EVENT)
+        await h.advance(60)   # level 1 timed out: inform, then round 2 of level 1
+        await h.advance(60)   # round 2 timed out: inform again; the walk is exhausted
+        await h.advance(10)
+        assert h.engine.acknowledge(r.incident_id, actor="admin", via="cli").outcome == "acknowledged"
+        report = drill_report(h.store, r.incident_id)
+        got = [(lv.step, lv.round, lv.mode, lv.seconds) for lv in report.levels]
+        assert got == [(0, 0, "escalate", None), (1, 0, "inform", None),
+                       (0, 1, "escalate", 70.0), (1, 1, "inform", None)]
+        rows = drill_report_rows(h, r.incident_id)
+        assert [row[4] for row in rows][1::2] == ["抄送，无需确认"] * 2
+    finally:
+        h.close()
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -176,3 +209,19 @@ async def test_the_api_shows_the_drill(drill_harness):
 
     incident_id = await walk_drill(drill_harness)
     assert _incident_out(drill_harness.incident(incident_id))["drill"] is True
+
+
+async def test_a_drill_and_a_real_report_of_the_same_pupil_never_share_an_incident(drill_harness):
+    h = drill_harness
+    pupil = {"kind": "suspected_case", "category": "infectious_disease", "class_id": "3-2",
+             "summary": "3-2 学生发热", "subject": {"id": "S-2023-0142"}, "symptoms": ["fever"],
+             "occurred_at": "2026-11-30T07:30:00+08:00"}
+    drill = await h.send({**pupil, "drill": True})
+    real = await h.send(pupil)
+    again = await h.send({**pupil, "drill": True})
+    assert real.status == "created" and real.incident_id != drill.incident_id
+    assert again.status == "deduplicated" and again.incident_id == drill.incident_id
+    assert drill.dedup_key == "drill/" + real.dedup_key
+    assert not h.incident(real.incident_id).drill and h.incident(drill.incident_id).drill
+    real_msgs = [m for m in h.channel.sent if m.incident_id == real.incident_id]
+    assert real_msgs and all("【演练】" not in m.title + m.body for m in real_msgs)

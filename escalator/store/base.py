@@ -130,8 +130,8 @@ class HeartbeatDay:
 @dataclass
 class CaseFact:
     """One case counted for symptom clusters (:mod:`escalator.clusters`): the event, its
-    ``scope`` (``class:3-2``, ``dorm:<name>``; ``drill/`` in front for drills), its
-    ``syndrome`` group or disease id, the pupil (``subject_id``), the school-local date of
+    ``scope`` (``class:3-2``, ``dorm:<name>``; ``drill/`` in front for drills), one
+    ``syndrome`` group or disease id it counts under (a case has a fact per group it touches), the pupil (``subject_id``), the school-local date of
     ``occurred_at`` (aware UTC)."""
 
     event_id: str
@@ -212,8 +212,18 @@ class Tx(Protocol):
     def case_facts(self, scope: str, syndrome: str, first: date, last: date) -> list[CaseFact]:
         """Facts of ``scope`` and ``syndrome`` with a local date in ``first..last``."""
         ...
-    def open_cluster(self, scope: str, syndrome: str) -> int | None:
-        """The open (not resolved) cluster incident of ``scope`` and ``syndrome``, or None."""
+    def fact_groups(self, scope: str, event_ids: list[str]) -> list[str]:
+        """The groups (syndromes, diseases) the facts of these events in ``scope`` count under."""
+        ...
+    def open_cluster(self, scope: str, groups: list[str]) -> int | None:
+        """The oldest open (not resolved) cluster incident of ``scope`` having one of
+        ``groups`` among its groups, or None."""
+        ...
+    def add_cluster_groups(self, incident_id: int, scope: str, groups: list[str]) -> None:
+        """Record a cluster's groups, the group that opened it first."""
+        ...
+    def cluster_groups(self, incident_id: int) -> list[str]:
+        """A cluster's groups, the group that opened it first (empty for any other incident)."""
         ...
     def add_cluster_member(self, incident_id: int, fact: CaseFact, at: datetime) -> bool:
         """List ``fact``'s pupil in the cluster; False when already listed."""

@@ -176,8 +176,11 @@ MIGRATIONS: list[str] = [
     # 4: symptom clusters and legal deadlines (docs/school-rules.md). Per incident: its reporting
     #    deadline (UTC), when the required level was first told, the timer that checks it (a row
     #    like every timer), the rule and its snapshotted targets. case_facts: one row per case
-    #    event and scope (class:/dorm:), with its syndrome group (or disease) and school-local
-    #    date — the clusters' counting is a query over these; cluster_members: who a cluster lists.
+    #    event, scope (class:/dorm:) and group (a case counts in every syndrome group and disease
+    #    it touches), with the school-local date — the clusters' counting is a query over these;
+    #    cluster_members: who a cluster lists (with the group it counted under); cluster_groups:
+    #    a cluster's groups (the union of its founding cases' groups; position 0 is the group
+    #    whose threshold opened it) — a case of a shared group joins the cluster.
     """
     ALTER TABLE incidents ADD COLUMN deadline_at TEXT;
     ALTER TABLE incidents ADD COLUMN deadline_met_at TEXT;
@@ -193,7 +196,7 @@ MIGRATIONS: list[str] = [
         subject_id TEXT NOT NULL,
         local_date TEXT NOT NULL,
         occurred_at TEXT NOT NULL,
-        PRIMARY KEY (event_id, scope)
+        PRIMARY KEY (event_id, scope, syndrome)
     );
     CREATE INDEX case_facts_window ON case_facts(scope, syndrome, local_date);
     CREATE TABLE cluster_members (
@@ -208,6 +211,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (incident_id, subject_id)
     );
     CREATE INDEX cluster_members_scope ON cluster_members(scope, syndrome);
+    CREATE TABLE cluster_groups (
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        scope TEXT NOT NULL,
+        syndrome TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (incident_id, syndrome)
+    );
+    CREATE INDEX cluster_groups_scope ON cluster_groups(scope, syndrome);
     """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
@@ -495,13 +506,37 @@ class SQLiteTx:
                          date.fromisoformat(r["local_date"]), from_db(r["occurred_at"]))  # type: ignore[arg-type]
                 for r in rows]
 
-    def open_cluster(self, scope: str, syndrome: str) -> int | None:
+    def fact_groups(self, scope: str, event_ids: list[str]) -> list[str]:
+        marks = ", ".join("?" * len(event_ids))
+        rows = self.c.execute(
+            f"SELECT DISTINCT syndrome FROM case_facts WHERE scope = ? AND event_id IN ({marks})",
+            (scope, *event_ids),
+        )
+        return [r[0] for r in rows]
+
+    def open_cluster(self, scope: str, groups: list[str]) -> int | None:
+        if not groups:
+            return None
+        marks = ", ".join("?" * len(groups))
         row = self.c.execute(
-            "SELECT m.incident_id FROM cluster_members m JOIN incidents i ON i.id = m.incident_id"
-            " WHERE m.scope = ? AND m.syndrome = ? AND i.state != 'resolved'"
-            " ORDER BY m.incident_id DESC LIMIT 1", (scope, syndrome),
+            "SELECT g.incident_id FROM cluster_groups g JOIN incidents i ON i.id = g.incident_id"
+            f" WHERE g.scope = ? AND g.syndrome IN ({marks}) AND i.state != 'resolved'"
+            " ORDER BY g.incident_id LIMIT 1", (scope, *groups),
         ).fetchone()
         return None if row is None else int(row[0])
+
+    def add_cluster_groups(self, incident_id: int, scope: str, groups: list[str]) -> None:
+        self.c.executemany(
+            "INSERT OR IGNORE INTO cluster_groups (incident_id, scope, syndrome, position)"
+            " VALUES (?, ?, ?, ?)", [(incident_id, scope, g, i) for i, g in enumerate(groups)],
+        )
+
+    def cluster_groups(self, incident_id: int) -> list[str]:
+        rows = self.c.execute(
+            "SELECT syndrome FROM cluster_groups WHERE incident_id = ? ORDER BY position",
+            (incident_id,),
+        )
+        return [r[0] for r in rows]
 
     def add_cluster_member(self, incident_id: int, fact: CaseFact, at: datetime) -> bool:
         return self.c.execute(
