@@ -32,7 +32,8 @@ after the event's own incident was opened or joined (that case incident is uncha
    then syndrome groups in config order) for which some threshold holds — ≥ ``count``
    distinct pupils in some window of ``days`` consecutive local days containing the case's day
    — opens a cluster incident (at most one per event): dedup key
-   ``cluster/<group>/<scope>/<first local day>``, kind ``incident``, category
+   ``cluster/<group>/<scope>/<first local day>`` (a drill's: ``drill/cluster/<group>/…``),
+   kind ``incident``, category
    ``infectious_disease``, ``clusters.severity``, walking ``clusters.policy``, listing the
    window's pupils (``cluster_opened``: ``members`` with event ids and dates, and the pupil ids
    under ``subjects``), with the ``clusters.deadline`` rule counted from the first member's
@@ -190,9 +191,19 @@ def summary(engine: Engine, tx: Tx, gid: str, scope: str, members: list[CaseFact
     lang = engine.config.school.language
     where, n = _label(scope, lang), len(members)
     if gid in cfg.diseases:
-        name = cfg.diseases[gid].name or gid
-        return (f"{where} {n}名学生诊断为{name}（聚集性疫情）" if lang == "zh"
-                else f"{where}: {n} pupils diagnosed with {name} (school cluster)")
+        disease = cfg.diseases[gid]
+        name = disease.name or gid
+        diagnosed = sum(
+            any(mentions((tx.get_event(m.event_id) or {}).get("body", {}).get("diagnosis") or "", d)
+                for d in disease.diagnoses) for m in members)
+        if diagnosed == n:
+            return (f"{where} {n}名学生诊断为{name}（聚集性疫情）" if lang == "zh"
+                    else f"{where}: {n} pupils diagnosed with {name} (school cluster)")
+        # later cases with the founders' symptoms but no diagnosis (yet) join it too
+        return (f"{where} {n}名学生：{diagnosed}名诊断为{name}，其余有相似症状（聚集性疫情）"
+                if lang == "zh" else
+                f"{where}: {n} pupils, {diagnosed} diagnosed with {name}, the others with "
+                "similar symptoms (school cluster)")
     seen: list[str] = []
     for m in members:
         body = (tx.get_event(m.event_id) or {}).get("body", {})
@@ -234,7 +245,9 @@ def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list
         class_id=name if kind == "class" else None, grade=ev.grade if kind == "class" else None,
         dormitory=name if kind == "dorm" else None, symptoms=symptoms,
         affected_count=len(members), occurred_at=first.occurred_at, source=ACTOR,
-        dedup_key=f"cluster/{gid}/{scope}/{first_day.isoformat()}", drill=ev.drill,
+        # a drill's key gets ``drill/`` in front (Event.derived_dedup_key): not twice
+        dedup_key=f"cluster/{gid}/{scope.removeprefix('drill/')}/{first_day.isoformat()}",
+        drill=ev.drill,
         labels={"cluster": gid, "scope": scope},
     )
     result = engine._ingest(tx, event, ACTOR, now, (cfg.policy, policy))

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from escalator.clock import FakeClock
+from escalator.clusters import notifiable
 from escalator.config import load_config
-from escalator.config.models import Config
+from escalator.config.models import ClustersConfig, Config
 from escalator.testing import Harness
 
 from .conftest import case
@@ -166,6 +167,12 @@ async def test_hand_foot_mouth_disease_two_in_one_class_within_seven_days(h):
     assert cluster.dedup_key == "cluster/hfmd/class:3-2/2026-12-01"
     assert cluster.summary == "三年级2班 2名学生诊断为手足口病（聚集性疫情）"
     assert members(h, cluster.id) == ["A", "C"]
+    # a rash case without a diagnosis joins (it shares the founders' rash group); the summary
+    # no longer claims every pupil was diagnosed
+    await h.send(pupil("D", at("2026-12-07", "10:00"), symptoms=("rash",)))
+    assert members(h, cluster.id) == ["A", "C", "D"]
+    assert h.incident(cluster.id).summary == \
+        "三年级2班 3名学生：2名诊断为手足口病，其余有相似症状（聚集性疫情）"
 
 
 async def test_hfmd_eight_days_apart_is_no_cluster(h):
@@ -303,7 +310,6 @@ async def test_a_hand_foot_mouth_case_counts_under_the_disease_and_its_symptoms(
     assert groups(h, cluster.id) == ["hfmd", "rash", "fever"]
     await h.send(pupil("C", at("2026-11-30", "08:20"), symptoms=("rash",)))
     assert members(h, cluster.id) == ["A", "B", "C"] and len(clusters(h)) == 1
-    assert h.incident(cluster.id).summary == "三年级2班 3名学生诊断为手足口病（聚集性疫情）"
 
 
 async def test_drills_count_in_every_group_but_only_with_drills(h):
@@ -314,6 +320,28 @@ async def test_drills_count_in_every_group_but_only_with_drills(h):
     await h.send(pupil("D", at("2026-11-30", "08:00"), symptoms=("fever",)))
     [cluster] = clusters(h)
     assert not cluster.drill and members(h, cluster.id) == ["A", "B", "D"]
+
+
+@pytest.mark.parametrize(("diagnosis", "found"), [
+    ("hfmd", "hfmd"), ("HFMD（临床诊断）", "hfmd"), ("手足口病", "手足口病"),
+    ("Hand-foot-and-mouth disease", "hand-foot-and-mouth disease"),
+    ("COVID-19 positive", "COVID-19"), ("SARS-CoV-2", "SARS-CoV-2"), ("新型冠状病毒感染", "新型冠状病毒感染"),
+    ("measles", "measles"), ("German measles", "German measles"), ("paratyphoid fever", "paratyphoid"),
+    ("副伤寒", "副伤寒"), ("pulmonary TB", "TB"), ("Influenza A", "influenza"),
+    ("人感染H7N9禽流感", "人感染H7N9禽流感"), ("cholera", "cholera"),
+    ("common cold", None), ("stomach flu", None), ("parainfluenza", None), ("hfmdx", None),
+    ("ATB", None), ("typhoidal", None), ("", None), (None, None),
+])
+def test_notifiable_names_in_both_languages(diagnosis, found):
+    cfg = ClustersConfig()
+    assert notifiable(cfg, diagnosis) == found
+
+
+def test_every_disease_name_is_notifiable():
+    cfg = ClustersConfig()
+    for disease in cfg.diseases.values():
+        for name in disease.diagnoses:
+            assert notifiable(cfg, name) is not None, name
 
 
 async def test_other_groups_and_places_do_not_mix(h):
@@ -353,7 +381,7 @@ async def test_drills_cluster_only_with_drills(h):
     await h.send(pupil("D", at("2026-11-30", "08:00"), drill=True))
     [cluster] = clusters(h)
     assert cluster.drill
-    assert cluster.dedup_key.endswith("cluster/respiratory/drill/class:3-2/2026-11-30")
+    assert cluster.dedup_key == "drill/cluster/respiratory/class:3-2/2026-11-30"
     # the units do not take drills (no `drills: true`): the deadline never tells them for real
     await h.advance(30 * 3600)
     assert "区疾控" not in told_on(h, cluster.id) and "区教育局" not in told_on(h, cluster.id)

@@ -103,9 +103,9 @@ CASES = {
     ],
     # Rule 18: clusters name an unknown policy / deadline rule; a deadline rule an unknown unit.
     "unknown_cluster_policy": [
-        ("error", "clusters.policy", 11, "unknown policy 'clusters'"),
-        ("error", "clusters.deadline", 12, "unknown deadline rule 'cluster_24h'"),
-        ("error", "deadlines.rules.notifiable_disease.notify[0]", 15, "'district_cdc'"),
+        ("error", "clusters.policy", 14, "unknown policy 'clusters'"),
+        ("error", "clusters.deadline", 15, "unknown deadline rule 'cluster_24h'"),
+        ("error", "deadlines.rules.notifiable_disease.notify[0]", 18, "'health_office'"),
     ],
     # Rule 19: chains whose timeouts add up past a legal deadline (warning).
     "chain_slower_than_deadline": [
@@ -116,6 +116,29 @@ CASES = {
          "chain never tells district_cdc, education_bureau, required within 2h by deadline rule "
          "'public_health_emergency'"),
     ],
+    # Rule 19: a chain that tells only some of the required units names just the missing ones.
+    "chain_misses_a_unit": [
+        ("warning", "policies.cluster", 19,
+         "chain never tells education_bureau, required within 1d by deadline rule "
+         "'school_cluster'"),
+    ],
+    # Rule 19: a lead time not shorter than the deadline (the section's; a rule's own).
+    "deadline_lead_too_long": [
+        ("warning", "deadlines.lead", 14,
+         "lead 1d is not shorter than the 1d deadline of rule 'school_cluster'"),
+        ("warning", "deadlines.rules.food_poisoning.lead", 17,
+         "lead 3h is not shorter than the 2h deadline of rule 'food_poisoning'"),
+    ],
+    # Rule 19: a chain that reaches the units within the deadline but after the deadline less
+    # the lead: the deadline escalation fires first.
+    "chain_after_deadline_less_lead": [
+        ("warning", "policies.cluster", 21,
+         "chain tells district_cdc, education_bureau after 1410m of step timeouts, later than "
+         "the 1d deadline of rule 'school_cluster' less its 1h lead: the engine's deadline "
+         "escalation will tell them first, at 23h"),
+    ],
+    # Configured deadline rules merge over the defaults: a custom rule alone is fine.
+    "custom_deadline_rule_merges": [],
     # Validation by the pydantic models: a misspelled field.
     "unknown_field": [
         ("error", "policies.main.steps[0].timout", 17, "unknown field (misspelled?)"),
@@ -175,3 +198,32 @@ def test_several_problems_are_all_reported() -> None:
     assert "policies.main.steps[0].targets[1] (line 20): unknown role 'cdc'" in text
     assert "routes[0].policy (line 24): unknown policy 'fir'" in text
     assert "person has no contact method" not in text  # warnings are not listed as errors
+
+
+def test_configured_deadline_rules_merge_over_the_defaults() -> None:
+    config = load_config(FIXTURES / "custom_deadline_rule_merges.yaml")
+    assert config.deadlines is not None
+    rules = config.deadlines.rules
+    assert list(rules) == ["notifiable_disease", "school_cluster", "public_health_emergency",
+                           "food_poisoning"]
+    assert rules["school_cluster"].within == 86400 and rules["food_poisoning"].within == 7200
+    # a rule named like a default replaces it; the others stay
+    replaced = load_config(FIXTURES / "deadline_lead_too_long.yaml").deadlines
+    assert replaced is not None
+    assert replaced.rules["public_health_emergency"].notify == ["district_cdc"]
+    assert replaced.rules["public_health_emergency"].match is None
+    assert replaced.rules["school_cluster"].notify == ["district_cdc", "education_bureau"]
+
+
+def test_a_missing_unit_of_a_default_rule_is_reported_on_the_section() -> None:
+    from escalator.config.models import default_deadline_rule
+
+    config = load_config(FIXTURES / "custom_deadline_rule_merges.yaml")
+    config.units = [u for u in config.units if u.id != "education_bureau"]
+    found = [f for f in run_checks(config) if f[2] == "error" and f[0][0] == "deadlines"]
+    assert [(loc, message) for loc, message, _ in found] == [
+        (("deadlines",), "default deadline rule 'school_cluster': unknown role 'education_bureau'"),
+        (("deadlines",),
+         "default deadline rule 'public_health_emergency': unknown role 'education_bureau'"),
+    ]
+    assert default_deadline_rule("school_cluster") == config.deadlines.rules["school_cluster"]

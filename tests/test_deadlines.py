@@ -113,6 +113,25 @@ async def test_a_diagnosis_that_is_not_notifiable_sets_no_deadline(config, tmp_p
     assert h.told() == ["王老师"] and h.incident(r.incident_id).deadline_at is None
 
 
+@pytest.mark.parametrize("diagnosis", ["hfmd", "HFMD (clinical)", "疑似HFMD",
+                                       "hand, foot and mouth disease", "COVID-19", "Measles"])
+async def test_an_english_notifiable_diagnosis_reaches_the_cdc_at_once(config, tmp_path,
+                                                                        diagnosis):
+    h = harness(config, tmp_path / "db.sqlite3", at("2026-11-30", "10:00"))
+    r = await h.send(diagnosed(diagnosis=diagnosis))
+    assert h.told() == ["王老师", "区疾控"]
+    assert h.incident(r.incident_id).deadline_rule == "notifiable_disease"
+
+
+@pytest.mark.parametrize("diagnosis", ["common cold", "flu-like",
+                                       "stomach flu", "parainfluenza", "atb-resistant otitis",
+                                       "hfmdx"])
+async def test_english_words_inside_other_words_are_not_notifiable(config, tmp_path, diagnosis):
+    h = harness(config, tmp_path / "db.sqlite3", at("2026-11-30", "10:00"))
+    r = await h.send(diagnosed(diagnosis=diagnosis))
+    assert h.told() == ["王老师"] and h.incident(r.incident_id).deadline_at is None
+
+
 async def test_a_slow_chain_is_overtaken_at_the_deadline_less_the_lead(slow, tmp_path):
     h = harness(slow, tmp_path / "db.sqlite3", at("2026-11-30", "10:20"))
     for name in DAY1:

@@ -450,8 +450,13 @@ async def test_a_re_exported_register_adds_only_its_new_row(spool, demo_harness)
     spool.drop("absence_2026-11-30_export2.csv", GBK.read_bytes() + extra)
     await spool.scan()
     assert statuses(spool, "absence_2026-11-30_export2.csv") == ["duplicate_row"] * 4 + ["created"]
-    assert count(demo_harness, "events") == 5
-    assert count(demo_harness, "incidents") == incidents + 1
+    # the new row, and the school cluster it completes: a third pupil of 3-2 in the fever group
+    # (headache) that day, with S-2023-0142 (fever, cough) and S-2023-0145 (fever)
+    assert count(demo_harness, "events") == 6
+    assert count(demo_harness, "incidents") == incidents + 2
+    assert [r["dedup_key"] for r in rows(demo_harness, "SELECT dedup_key FROM incidents WHERE "
+                                         "dedup_key LIKE 'cluster/%'")] == [
+        "cluster/fever/class:3-2/2026-11-30"]
     [new] = rows(demo_harness, "SELECT body FROM events WHERE row_key = ?",
                  "absence/2026-11-30/S-2023-0150")
     assert json.loads(new["body"])["symptoms"] == ["sore_throat", "headache"]
@@ -474,6 +479,10 @@ async def test_check_register_through_the_spool_keeps_names_out_of_messages(spoo
     for inc in rows(h, "SELECT summary FROM incidents"):
         assert not any(n in inc["summary"] for n in NAMES)
     bodies = [json.loads(r["body"]) for r in rows(h, "SELECT body FROM events ORDER BY rowid")]
+    # three 3-2 pupils with fever: the school cluster, whose event names nobody
+    [cluster] = [b for b in bodies if b["source"] == "escalator"]
+    assert "subject" not in cluster and cluster["affected_count"] == 3
+    bodies = [b for b in bodies if b["source"] != "escalator"]
     assert [b["subject"]["name"] for b in bodies] == NAMES       # kept, in the subject only
     for b in bodies:
         rest = json.dumps({k: v for k, v in b.items() if k != "subject"}, ensure_ascii=False)
@@ -482,7 +491,7 @@ async def test_check_register_through_the_spool_keeps_names_out_of_messages(spoo
     spool.drop(CHECK.name, CHECK.read_bytes())
     spool.drop("copy.csv", CHECK.read_bytes())
     await spool.scan()
-    assert count(h, "events") == 5
+    assert count(h, "events") == 6  # five rows and the cluster
 
 
 async def test_a_bad_register_goes_to_failed_naming_its_rows(spool, demo_harness):
@@ -521,4 +530,4 @@ async def test_a_corrupt_pseudonym_key_leaves_the_file_for_later(spool, demo_har
     demo_harness.clock.advance(60)
     await spool.scan()
     assert names(spool.processed) == [CHECK.name]
-    assert count(demo_harness, "events") == 5
+    assert count(demo_harness, "events") == 6  # five rows and the 3-2 fever cluster

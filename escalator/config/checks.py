@@ -317,12 +317,25 @@ def check_cluster_references(config: Config) -> Iterator[Finding]:
     if config.clusters is None and config.deadlines is None:
         return
     for rid, rule in rules.items():
+        configured = _configured_rule(config, rid)
         for j, text in enumerate(rule.notify):
             try:
                 parse_target(text, config)
             except UnknownTarget as e:
-                loc = ("deadlines", "rules", rid, "notify", j)
-                yield _error(loc if config.deadlines is not None else ("deadlines",), str(e))
+                if configured:
+                    yield _error(("deadlines", "rules", rid, "notify", j), str(e))
+                else:
+                    yield _error(("deadlines",), f"default deadline rule {rid!r}: {e}")
+
+
+def _configured_rule(config: Config, rid: str) -> bool:
+    """Whether deadline rule ``rid`` is in the config file (not a default kept by the merge;
+    a rule written out exactly as its default counts as the default)."""
+    from escalator.config.models import default_deadline_rule
+
+    if config.deadlines is None:
+        return False
+    return config.deadlines.rules.get(rid) != default_deadline_rule(rid)
 
 
 def _overlaps(a: Any, b: Any) -> bool:
@@ -334,9 +347,10 @@ def _overlaps(a: Any, b: Any) -> bool:
     return all(b.labels.get(k, v) == v for k, v in a.labels.items())
 
 
-def _reached_after(config: Config, steps: list[Any], notify: list[str]) -> float | None:
+def _reached_after(config: Config, steps: list[Any], notify: list[str]
+                   ) -> tuple[float | None, list[str]]:
     """Seconds of step timeouts before a walk (nobody acting) has told every ``notify`` target
-    (inform steps go straight on); None when it never tells them all."""
+    (inform steps go straight on), or None and the targets it never tells."""
     def key(text: str) -> tuple[str, str] | None:
         try:
             t = parse_target(text, config)
@@ -350,22 +364,35 @@ def _reached_after(config: Config, steps: list[Any], notify: list[str]) -> float
     for step in steps:
         told |= {key(t) for t in step.targets}
         if wanted <= told:
-            return elapsed
+            return elapsed, []
         elapsed += 0.0 if step.mode == StepMode.inform else step.timeout
-    return None
+    return None, [t for t in notify if key(t) is not None and key(t) not in told]
 
 
 def check_deadline_chains(config: Config) -> Iterator[Finding]:
-    """Rule 19 (warning): a chain that walks an incident with a legal deadline (the cluster
-    policy; the policies of routes a rule's ``match`` overlaps) reaches the rule's ``notify``
-    level within the deadline when nobody acts. Otherwise the engine tells that level itself
-    at the deadline less the lead time (``deadline_escalation``); "at once" rules are skipped."""
-    from escalator.deadlines import settings
+    """Rule 19 (warnings): for each deadline rule with ``within`` > 0 ("at once" rules are
+    skipped):
+
+    - its lead time (the rule's ``lead``, else ``deadlines.lead``) is shorter than ``within``
+      (else the engine tells the required level as soon as the incident opens);
+    - a chain that walks an incident with that deadline (the cluster policy; the policies of
+      routes the rule's ``match`` overlaps) reaches the rule's ``notify`` level, when nobody
+      acts, before the deadline less the lead time. Otherwise the engine tells the level
+      itself at that moment (``deadline_escalation``): the chain never tells some of them, tells
+      them only past the deadline, or tells them after the deadline escalation has fired."""
+    from escalator.deadlines import lead, settings
 
     rules = settings(config).rules
     for rid, rule in rules.items():
         if rule.within <= 0:
             continue
+        ahead = lead(config, rule)
+        if ahead >= rule.within:
+            loc = (("deadlines", "rules", rid, "lead") if rule.lead is not None
+                   else ("deadlines", "lead"))
+            yield _warning(loc, f"lead {_seconds(ahead)} is not shorter than the "
+                                f"{_seconds(rule.within)} deadline of rule {rid!r}: the engine "
+                                "tells its level itself as soon as the incident opens")
         policies: list[str] = []
         if config.clusters is not None and config.clusters.deadline == rid:
             policies.append(config.clusters.policy)
@@ -376,11 +403,11 @@ def check_deadline_chains(config: Config) -> Iterator[Finding]:
             policy = config.policies.get(pid)
             if policy is None:
                 continue
-            after = _reached_after(config, policy.steps, rule.notify)
+            after, never = _reached_after(config, policy.steps, rule.notify)
             targets = ", ".join(rule.notify)
             if after is None:
                 yield _warning(("policies", pid),
-                               f"chain never tells {targets}, required within "
+                               f"chain never tells {', '.join(never)}, required within "
                                f"{_seconds(rule.within)} by deadline rule {rid!r} (the engine "
                                "will tell them itself at the deadline less the lead time)")
             elif after > rule.within:
@@ -389,6 +416,13 @@ def check_deadline_chains(config: Config) -> Iterator[Finding]:
                                f"timeouts, past the {_seconds(rule.within)} deadline of rule "
                                f"{rid!r} (the engine will tell them itself at the deadline less "
                                "the lead time)")
+            elif rule.within - ahead < after and ahead < rule.within:  # else: the lead warning
+                yield _warning(("policies", pid),
+                               f"chain tells {targets} after {_seconds(after)} of step timeouts, "
+                               f"later than the {_seconds(rule.within)} deadline of rule {rid!r} "
+                               f"less its {_seconds(ahead)} lead: the engine's deadline "
+                               f"escalation will tell them first, at "
+                               f"{_seconds(rule.within - ahead)} (the deadline is still met)")
 
 
 CHECKS: list[Callable[[Config], Iterator[Finding]]] = [

@@ -8,6 +8,7 @@ step's target, a route's policy, …) are checked by :mod:`escalator.config.chec
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import date, time
 from enum import StrEnum
@@ -372,15 +373,30 @@ class DeadlineRule(_Model):
     source: str | None = None
 
 
+def default_deadline_rule(rule_id: str) -> DeadlineRule | None:
+    """The default rule ``rule_id`` of :mod:`escalator.config.school_defaults`, or None."""
+    raw = school_defaults.DEADLINE_RULES.get(rule_id)
+    return None if raw is None else DeadlineRule(**copy.deepcopy(raw))
+
+
 class DeadlinesConfig(_Model):
     """``deadlines`` (docs/school-rules.md "Legal deadlines"): ``lead`` (default 30 min) and the
     ``rules`` (default: notifiable_disease at once, school_cluster 24 h, public_health_emergency
-    2 h; see :mod:`escalator.config.school_defaults`)."""
+    2 h; see :mod:`escalator.config.school_defaults`). Configured rules MERGE over the defaults:
+    a rule with a default's name replaces it, the other defaults stay (first, in their order;
+    new rules follow in file order)."""
 
     lead: Duration = Field(default=school_defaults.DEADLINE_LEAD, ge=0)
     rules: dict[Id, DeadlineRule] = Field(
-        default_factory=lambda: {k: DeadlineRule(**v)
+        default_factory=lambda: {k: DeadlineRule(**copy.deepcopy(v))
                                  for k, v in school_defaults.DEADLINE_RULES.items()})
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # None or a wrong type: the field's own error
+        return {**copy.deepcopy(school_defaults.DEADLINE_RULES), **value}
 
 
 class SourceConfig(_Model):

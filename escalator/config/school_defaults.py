@@ -21,8 +21,9 @@ pupils in one school-local day, or ≥ 5 within three consecutive days. Source: 
 黄疸等）或者共同用餐、饮水史时"."""
 
 SYNDROMES: dict[str, dict[str, Any]] = {
-    # Ordered: a case belongs to the FIRST group that lists one of its symptoms, so a pupil with
-    # fever and cough is "respiratory", one with fever and rash is "rash", fever alone "fever".
+    # A case counts in EVERY group that lists one of its symptoms (a pupil with fever and cough
+    # in "respiratory" and in "fever"). The order only decides which group opens a cluster when
+    # several reach a threshold with the same case (the more specific first).
     "rash": {"name": "发热伴出疹", "symptoms": ["rash"]},
     "parotitis": {"name": "腮腺肿大", "symptoms": ["parotid_swelling"]},
     "conjunctivitis": {"name": "结膜充血（红眼）", "symptoms": ["conjunctival_congestion"]},
@@ -34,20 +35,28 @@ SYNDROMES: dict[str, dict[str, Any]] = {
 """Syndrome groups (症候群) over the WS/T 772 symptom codes (:class:`escalator.events.Symptom`):
 "similar symptoms" of the 2006 rule, whose own examples are 发热、皮疹、腹泻、呕吐、黄疸. The groups
 follow the syndromes used in school symptom surveillance (WS/T 772 学校传染病症状监测预警技术规范:
-发热、呼吸道、腹泻/胃肠道、皮疹 …); general symptoms (fever, headache, dizziness, fatigue) count
-as "fever" only when no more specific group applies."""
+发热、呼吸道、腹泻/胃肠道、皮疹 …); general symptoms (fever, headache, dizziness, fatigue) are
+the "fever" group. A case counts in every group it touches (escalator/clusters.py)."""
+
+HFMD_NAMES: list[str] = [
+    "手足口病", "hfmd", "hand-foot-mouth disease", "hand-foot-and-mouth disease",
+    "hand, foot and mouth disease", "hand foot and mouth disease",
+]
+"""The names of hand-foot-mouth disease in a ``diagnosis``: the HFMD cluster rule and the
+notifiable list both use them."""
 
 DISEASES: dict[str, dict[str, Any]] = {
     "hfmd": {
         "name": "手足口病",
-        "diagnoses": ["手足口病", "hfmd", "hand-foot-mouth disease", "hand, foot and mouth disease"],
+        "diagnoses": list(HFMD_NAMES),
         "thresholds": [{"count": 2, "days": 7}],
         "source": "《手足口病聚集性和暴发疫情处置工作规范（2012版）》（卫生部办公厅）：一周内同一班级"
                   "（或宿舍）发生2例及以上手足口病病例为聚集性疫情",
     },
 }
 """Per-disease cluster thresholds, matched on an event's ``diagnosis`` (a listed name appearing
-in it, case-insensitive); such a case counts under the disease, not under a syndrome group."""
+in it, case-insensitive; an ASCII name on word boundaries); such a case counts under the
+disease, and under every syndrome group of its symptoms as well."""
 
 NOTIFIABLE_DISEASES: list[str] = [
     # 甲类 (class A)
@@ -61,10 +70,29 @@ NOTIFIABLE_DISEASES: list[str] = [
     # 丙类 (class C)
     "流行性感冒", "流感", "流行性腮腺炎", "风疹", "急性出血性结膜炎", "麻风病", "斑疹伤寒",
     "黑热病", "包虫病", "丝虫病", "感染性腹泻病", "手足口病",
+    # The same in English, with the usual abbreviations (matched on word boundaries: "flu" is
+    # not listed, it would take "flu-like" and "stomach flu"; nor "AIDS")
+    "plague", "cholera",
+    "SARS", "HIV", "viral hepatitis", "hepatitis A", "hepatitis B", "hepatitis C", "hepatitis D",
+    "hepatitis E", "poliomyelitis", "polio", "avian influenza", "bird flu", "H5N1", "H7N9",
+    "measles", "haemorrhagic fever with renal syndrome", "hemorrhagic fever with renal syndrome",
+    "HFRS", "rabies", "Japanese encephalitis", "dengue", "anthrax", "dysentery", "shigellosis",
+    "tuberculosis", "TB", "typhoid", "paratyphoid", "meningococcal meningitis",
+    "meningococcal disease", "epidemic meningitis",
+    "pertussis", "whooping cough", "diphtheria", "neonatal tetanus", "scarlet fever",
+    "brucellosis", "gonorrhoea", "gonorrhea", "syphilis", "leptospirosis", "schistosomiasis",
+    "malaria", "COVID-19", "COVID", "SARS-CoV-2", "mpox", "monkeypox",
+    "influenza", "mumps", "rubella", "German measles", "acute haemorrhagic conjunctivitis",
+    "acute hemorrhagic conjunctivitis", "leprosy", "typhus", "kala-azar",
+    "visceral leishmaniasis", "echinococcosis", "hydatid disease", "filariasis",
+    "infectious diarrhoea", "infectious diarrhea", *HFMD_NAMES[1:],
 ]
 """法定传染病: the diseases listed under 《中华人民共和国传染病防治法》 第三条 (甲类、乙类、丙类) with
 the additions announced by the health administration since (人感染H7N9禽流感 2013, 手足口病 2008,
-新型冠状病毒感染 2020, 猴痘 2023). Matched as substrings of ``diagnosis`` (case-insensitive).
+新型冠状病毒感染 2020, 猴痘 2023), in Chinese and in English (with the usual abbreviations: HFMD,
+COVID-19, TB …). Matched in ``diagnosis``, case-insensitively: a Chinese name as a substring, an
+ASCII name on word boundaries (typhoid not inside "paratyphoid", TB not inside a longer code); the
+longest name found is the one recorded.
 The list changes by announcement (国家卫生健康委公告): keep ``clusters.notifiable.diagnoses``
 current."""
 
