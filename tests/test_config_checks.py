@@ -98,6 +98,13 @@ CASES = {
     "broken_template": [
         ("error", "channels.console.templates.title", 12, "template error"),
     ],
+    # Rule 20: a channel secret whose variable / file cannot be read here (warning).
+    "unreadable_secret": [
+        ("warning", "channels.console.options.token_env", 12,
+         "environment variable ESCALATOR_TEST_VARIABLE_NEVER_SET is not set: the daemon will "
+         "refuse to start without it"),
+        ("warning", "channels.console.options.secret_file", 13, "no-such-secret.txt"),
+    ],
     "yaml_syntax_error": [
         ("error", "", 6, "YAML syntax error: mapping values are not allowed here"),
     ],

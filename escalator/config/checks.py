@@ -264,6 +264,26 @@ def check_channel_templates(config: Config) -> Iterator[Finding]:
                 yield _error(("channels", cid, "templates", part), f"template error: {e.message}")
 
 
+def check_secrets_resolvable(config: Config) -> Iterator[Finding]:
+    """Rule 20 (warning): every channel's and source's ``*_env`` / ``*_file`` secret can be read
+    here (:func:`escalator.config.load.resolve_secrets`); the daemon refuses to start without
+    it. A warning, not an error: ``check-config`` may run where the service's environment file
+    is not loaded. Never shows a value."""
+    from escalator.config.load import resolve_secrets
+
+    sections = (("channels", config.channels), ("sources", config.sources))
+    for section, items in sections:
+        for item_id, item in items.items():
+            for key, value in item.options.items():
+                if not key.endswith(("_env", "_file")):
+                    continue
+                try:
+                    resolve_secrets({key: value}, config.base_dir)
+                except ValueError as e:
+                    yield _warning((section, item_id, "options", key),
+                                   f"{e}: the daemon will refuse to start without it")
+
+
 def check_calendar_years(config: Config) -> Iterator[Finding]:
     """Rule 15 (warning): when a heartbeat monitor expects reports on school days only, the
     holiday calendar knows this year (and every year a term touches), or the administrator
@@ -445,6 +465,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_guardian_roster,
     check_cluster_references,
     check_deadline_chains,
+    check_secrets_resolvable,
 ]
 """Every rule, in the order its findings are listed."""
 
