@@ -74,18 +74,86 @@ class ChannelOptions(BaseModel):
         except ValidationError as e:
             raise ValueError(describe_validation_error(cls, e)) from None
 
+    @classmethod
+    def stand_in(cls, name: str) -> Any:
+        """The value checked in place of option ``name`` when the config gives it as
+        ``name_env`` / ``name_file`` (the secret is read only when the daemon starts).
+
+        Default :data:`STAND_IN`; override to return a value the option's own checks accept
+        (Apprise: a URL Apprise understands). A stand-in's content errors are ignored anyway
+        (see :meth:`check_unresolved`); this only keeps such checks quiet."""
+        return STAND_IN
+
+    @classmethod
+    def check_unresolved(cls, options: Mapping[str, Any] | None) -> None:
+        """Check ``options`` as written in the config, before ``*_env`` / ``*_file`` secrets
+        are read (``check-config``, and the daemon before it reads them).
+
+        Each secret-sourced option gets :meth:`stand_in`; only errors that the real value
+        cannot change are reported: unknown and missing options, the other options' errors,
+        and an option that cannot be a string at all (e.g. ``headers_env`` for a mapping).
+        Errors about a stand-in's content are left to :meth:`parse` with the real value, when
+        the daemon starts. Raises ``ValueError`` like :meth:`parse`."""
+        options = dict(options or {})
+        sources = secret_sources(options)
+        option_of = {key: name for name, key in sources.items()}
+        given: dict[str, list[str]] = {}
+        for key in options:
+            given.setdefault(option_of.get(key, key), []).append(key)
+        twice = [f"option {name}: given more than once ({', '.join(keys)})"
+                 for name, keys in given.items() if len(keys) > 1]
+        if twice:
+            raise ValueError("; ".join(twice))
+        data = {option_of.get(key, key): cls.stand_in(option_of[key]) if key in option_of else value
+                for key, value in options.items()}
+        try:
+            cls.model_validate(data)
+        except ValidationError as e:
+            errors = [x for x in e.errors(include_input=False, include_url=False)
+                      if not (x["loc"] and x["loc"][0] in sources
+                              and x["type"] != "extra_forbidden" and not x["type"].endswith("_type"))]
+            if errors:
+                raise ValueError(_describe(cls, errors, sources)) from None
+
+
+SECRET_SUFFIXES = ("_env", "_file")
+"""``KEY_env: VARIABLE`` / ``KEY_file: path`` give option ``KEY`` from the environment or a file
+(read by :func:`escalator.config.load.resolve_secrets` when the daemon starts)."""
+
+STAND_IN = "stand-in-secret"
+"""Default value checked in place of a secret that is not read yet (:meth:`ChannelOptions.stand_in`)."""
+
+
+def secret_sources(options: Mapping[str, Any]) -> dict[str, str]:
+    """``{option: config key}`` for every option of ``options`` given as ``KEY_env`` /
+    ``KEY_file`` (a string value, as :func:`~escalator.config.load.resolve_secrets` reads)."""
+    return {key[: -len(suffix)]: key for key, value in options.items() for suffix in SECRET_SUFFIXES
+            if key.endswith(suffix) and len(key) > len(suffix) and isinstance(value, str)}
+
+
+def name_sources(text: str, sources: Mapping[str, str]) -> str:
+    """``text`` with each ``option KEY`` of a secret-sourced option written
+    ``option KEY (from KEY_env)``, so an error names the key the config file has."""
+    for name, key in sources.items():
+        text = re.sub(rf"\boption {re.escape(name)}\b(?! \(from )", f"option {name} (from {key})", text)
+    return text
+
 
 def describe_validation_error(model: type[BaseModel], err: ValidationError) -> str:
     """One line per problem of ``err``, without input values (pydantic's own text echoes them).
 
     Unknown options are grouped into one line that lists the known ones.
     """
+    return _describe(model, err.errors(include_input=False, include_url=False), {})
+
+
+def _describe(model: type[BaseModel], errors: Iterable[Any], sources: Mapping[str, str]) -> str:
     unknown: list[str] = []
     problems: list[str] = []
-    for e in err.errors(include_input=False, include_url=False):
+    for e in errors:
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            unknown.append(loc)
+            unknown.append(sources.get(loc, loc))
         elif e["type"] == "missing":
             problems.append(f"option {loc}: required")
         else:
@@ -95,7 +163,7 @@ def describe_validation_error(model: type[BaseModel], err: ValidationError) -> s
         known = sorted(f.alias or name for name, f in model.model_fields.items())
         problems.insert(0, f"unknown option{'s' if len(unknown) > 1 else ''} "
                            f"{', '.join(repr(u) for u in unknown)} (known: {', '.join(known)})")
-    return "; ".join(problems)
+    return name_sources("; ".join(problems), sources)
 
 
 def check_http_url(value: str) -> str:

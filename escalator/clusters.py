@@ -26,12 +26,13 @@ after the event's own incident was opened or joined (that case incident is uncha
 4. **Facts.** One ``case_facts`` row per scope (``class:<id>``, ``dorm:<name>``) and group:
    subject, group, school-local date of ``occurred_at``, event id. Counting is a query over
    these rows; one pupil counts once per group.
-5. **Join or open.** For each scope: when an open cluster of that scope shares a group with the
-   case (the oldest, if several), the case joins it (the pupil is listed once;
-   ``cluster_member_joined``), and no cluster opens. Otherwise the first group (diseases first,
-   then syndrome groups in config order) for which some threshold holds — ≥ ``count``
-   distinct pupils in some window of ``days`` consecutive local days containing the case's day
-   — opens a cluster incident (at most one per event): dedup key
+5. **Join or open.** For each scope: the case joins every open cluster of that scope sharing a
+   group with it (the pupil is listed once; ``cluster_member_joined``); the groups of those
+   clusters are covered. Of the case's other groups, the first (diseases first, then syndrome
+   groups in config order) for which some threshold holds — ≥ ``count``
+   distinct pupils in some window of ``days`` consecutive local days containing the case's day,
+   not counting cases a cluster of the scope and group already lists (reported) — opens a
+   cluster incident (at most one per event): dedup key
    ``cluster/<group>/<scope>/<first local day>`` (a drill's: ``drill/cluster/<group>/…``),
    kind ``incident``, category
    ``infectious_disease``, ``clusters.severity``, walking ``clusters.policy``, listing the
@@ -41,8 +42,8 @@ after the event's own incident was opened or joined (that case incident is uncha
    are the union of the groups of its founding members' cases, the opening group first: three
    pupils with fever and cough open a "respiratory" cluster that a later case of fever alone
    joins. Its summary names the class or dormitory, the count and the symptoms (or the
-   disease of the opening group), never a pupil. A resolved cluster lists no one new; a case
-   that meets a threshold again then opens a new cluster.
+   disease of the opening group), never a pupil; its ``event_count`` is its member count. A
+   resolved cluster lists no one new; new cases that meet a threshold again open a new one.
 """
 
 from __future__ import annotations
@@ -152,14 +153,16 @@ def arrived(engine: Engine, tx: Tx, ev: Event, src: str, event_id: str,
                  for gid in gids}
         for fact in facts.values():
             tx.add_case_fact(fact)
-        cluster = tx.open_cluster(scope, gids)
-        if cluster is not None:
-            shared = set(tx.cluster_groups(cluster))
+        covered: set[str] = set()  # the groups of the open clusters this case joined
+        while (cluster := tx.open_cluster(scope, [g for g in gids if g not in covered])):
+            shared = tx.cluster_groups(cluster)
             _join(engine, tx, cluster, facts[next(g for g in gids if g in shared)], now)
-            continue
+            covered.update(shared)
         if opened:
             continue
         for gid, thresholds in groups:
+            if gid in covered:
+                continue
             span = max(t.days for t in thresholds)
             found = tx.case_facts(scope, gid, day - timedelta(days=span - 1),
                                   day + timedelta(days=span - 1))
@@ -244,7 +247,7 @@ def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list
         summary=summary(engine, tx, gid, scope, members),
         class_id=name if kind == "class" else None, grade=ev.grade if kind == "class" else None,
         dormitory=name if kind == "dorm" else None, symptoms=symptoms,
-        affected_count=len(members), occurred_at=first.occurred_at, source=ACTOR,
+        occurred_at=first.occurred_at, source=ACTOR,
         # a drill's key gets ``drill/`` in front (Event.derived_dedup_key): not twice
         dedup_key=f"cluster/{gid}/{scope.removeprefix('drill/')}/{first_day.isoformat()}",
         drill=ev.drill,
@@ -258,6 +261,8 @@ def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list
     found = set(tx.fact_groups(scope, [m.event_id for m in members]))
     groups = [gid] + [g for g in (*cfg.diseases, *cfg.syndromes) if g in found and g != gid]
     tx.add_cluster_groups(result.incident_id, scope, groups)
+    # a cluster's event count is its member count (the messages' 相关事件数), kept current
+    tx.update_incident(result.incident_id, event_count=len(members))
     tx.add_timeline(result.incident_id, now, "cluster_opened", ACTOR,
                     {"group": gid, "groups": groups, "scope": scope, "count": len(members),
                      "members": _members_detail(members),
@@ -276,7 +281,7 @@ def _join(engine: Engine, tx: Tx, cluster: int, fact: CaseFact, now: datetime) -
     assert inc is not None
     gid = tx.cluster_groups(cluster)[0]  # the group that opened it
     tx.update_incident(cluster, summary=summary(engine, tx, gid, fact.scope, members),
-                       event_count=inc.event_count + 1, updated_at=now)
+                       event_count=len(members), updated_at=now)
     tx.add_timeline(cluster, now, "cluster_member_joined", ACTOR,
                     {**_members_detail([fact])[0], "group": fact.syndrome,
                      "subject": fact.subject_id, "count": len(members)})

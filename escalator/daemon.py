@@ -17,6 +17,7 @@ import pluggy
 import structlog
 
 from escalator.calendar import startup_warnings
+from escalator.channel_kit import STAND_IN, name_sources, secret_sources
 from escalator.clock import Clock, SystemClock
 from escalator.config import Config, ConfigError, Problem, load_config
 from escalator.config.load import resolve_secrets
@@ -50,8 +51,10 @@ STATUS_INTERVAL = 5.0
 
 def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
     """Channel and source types in ``config`` that no installed plugin provides, and channel
-    options the channel's ``options_model`` rejects (secrets from ``*_env``/``*_file`` are not
-    read here: a stand-in value is checked in their place)."""
+    options the channel's ``options_model`` rejects. Secrets from ``*_env``/``*_file`` are not
+    read here: a stand-in is checked in their place, and only errors the real value cannot
+    change are reported (:meth:`~escalator.channel_kit.ChannelOptions.check_unresolved`); the
+    real value is checked by :func:`build_channels` when the daemon starts."""
     out = []
     for cid, ch in config.channels.items():
         if ch.type not in registry.channels:
@@ -62,11 +65,13 @@ def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
         model = getattr(registry.channels[ch.type], "options_model", None)
         if model is None:
             continue
-        stand_in = {(k[:-4] if k.endswith("_env") else k[:-5] if k.endswith("_file") else k):
-                    ("stand-in-secret" if k.endswith(("_env", "_file")) else v)
-                    for k, v in ch.options.items()}
         try:
-            model.parse(stand_in)
+            if hasattr(model, "check_unresolved"):
+                model.check_unresolved(ch.options)
+            else:  # an options model not built on ChannelOptions: the plain stand-in
+                option_of = {key: name for name, key in secret_sources(ch.options).items()}
+                model.parse({option_of.get(key, key): STAND_IN if key in option_of else value
+                             for key, value in ch.options.items()})
         except ValueError as e:
             out.append(Problem(f"channels.{cid}.options", None, str(e)))
     for sid, src in config.sources.items():
@@ -78,17 +83,20 @@ def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
 
 
 def build_channels(config: Config, registry: Registry) -> dict[str, Any]:
-    """Instantiate every configured channel. Raises :class:`ConfigError` naming each bad one
-    (unknown type, missing secret, bad option); secret values never appear in the message."""
+    """Instantiate every configured channel with its secrets read. Raises :class:`ConfigError`
+    naming each bad one (unknown type, missing secret, bad option — a bad secret-sourced value
+    is named by its ``*_env``/``*_file`` key); secret values never appear in the message."""
     problems = plugin_problems(config, registry)
+    reported = {p.path for p in problems}
     channels: dict[str, Any] = {}
     for cid, ch in config.channels.items():
-        if ch.type not in registry.channels:
+        if ch.type not in registry.channels or f"channels.{cid}.options" in reported:
             continue
         try:
             channels[cid] = registry.channels[ch.type](cid, resolve_secrets(ch.options, config.base_dir))
         except (ValueError, TypeError) as e:
-            problems.append(Problem(f"channels.{cid}.options", None, str(e)))
+            problems.append(Problem(f"channels.{cid}.options", None,
+                                    name_sources(str(e), secret_sources(ch.options))))
     if problems:
         raise ConfigError(config.source or "config", problems)
     return channels

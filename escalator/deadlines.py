@@ -27,6 +27,10 @@ deadline it was given.
   deadline met, the engine tells each target not yet told at once — messages with purpose
   ``deadline``, no acknowledge link (not a step: the walk goes on unchanged) — and logs
   ``deadline_escalation`` (rule, deadline, targets, recipients).
+- **Resolved, not reported.** An incident resolved no later than its deadline with the required
+  level never told (timeline ``resolved_before_report``, e.g. a false alarm) needs no report:
+  :func:`status` ``resolved_unreported``, neither met nor missed. Resolved after the deadline
+  passed untold, it stays ``missed``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import structlog
 from escalator.config.models import Config, DeadlineRule, DeadlinesConfig, Route
 from escalator.drills import drill_excluded
 from escalator.events import Event
+from escalator.ledger import deadline_status
 from escalator.routing import matches
 from escalator.store.base import Incident, Tx
 from escalator.targets import Recipient, UnknownTarget, parse_target, resolve
@@ -190,14 +195,12 @@ def due(engine: Engine, tx: Tx, inc: Incident, now: datetime) -> None:
 
 
 def status(inc: Incident, now: datetime) -> str | None:
-    """``met``, ``missed`` (told after the deadline, or not told and the deadline passed),
-    ``pending`` (not told yet, deadline ahead), or None without a deadline (the words of
-    :func:`escalator.ledger.deadline_status`)."""
-    if inc.deadline_at is None:
-        return None
-    if inc.deadline_met_at is not None:
-        return "met" if inc.deadline_met_at <= inc.deadline_at else "missed"
-    return "missed" if now > inc.deadline_at else "pending"
+    """``met``, ``missed`` (told after the deadline, or not told and the deadline passed before
+    it was resolved), ``resolved_unreported`` (resolved by the deadline, never told),
+    ``pending`` (not told yet, deadline ahead), or None without a deadline:
+    :func:`escalator.ledger.deadline_status` of the incident, the one place that decides."""
+    return deadline_status(inc.deadline_at, inc.deadline_met_at, now,
+                           inc.resolved_at if inc.state == "resolved" else None)
 
 
 def describe(inc: Incident, tz: tzinfo, now: datetime | None = None) -> str:
@@ -213,4 +216,7 @@ def describe(inc: Incident, tz: tzinfo, now: datetime | None = None) -> str:
     state = status(inc, now or datetime.now(inc.deadline_at.tzinfo))
     if inc.deadline_met_at is not None:
         return f"{line}, {state}: told {local(inc.deadline_met_at)}"
+    if state == "resolved_unreported":
+        assert inc.resolved_at is not None
+        return f"{line}, resolved, not reported: resolved {local(inc.resolved_at)}"
     return f"{line}, {'not told yet' if state == 'pending' else 'missed: not told'}"

@@ -477,7 +477,7 @@ class Engine:
         log.info("incident_resolved", incident_id=inc.id, actor=actor, via=via)
         if inc.deadline_at is not None and inc.deadline_met_at is None:
             # resolved before the level the legal deadline requires was told: no deadline
-            # escalation will follow; the ledger shows the deadline missed or unmet
+            # escalation will follow; the ledger shows it resolved_unreported (解除，未报告)
             tx.add_timeline(inc.id, now, "resolved_before_report", actor,
                             {"rule": inc.deadline_rule, "deadline": inc.deadline_at.isoformat(),
                              "notify": inc.deadline_notify})

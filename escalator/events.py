@@ -135,6 +135,14 @@ class Event(BaseModel):
     def _grade_as_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
+    @field_validator("dedup_key")
+    @classmethod
+    def _not_drill_namespace(cls, v: str | None) -> str | None:
+        if v is not None and v.casefold().startswith("drill/"):
+            raise ValueError("must not start with 'drill/': that prefix marks a drill's key "
+                             "(send drill: true instead)")
+        return v
+
     @field_validator("occurred_at")
     @classmethod
     def _plausible_time(cls, v: datetime | None) -> datetime | None:

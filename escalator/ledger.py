@@ -17,6 +17,8 @@ report"). Everything here reads; nothing changes a row.
 
 Reporting deadlines: the columns ``incidents.deadline_at`` and ``incidents.deadline_met_at``
 (UTC text) are read when the table has them (a database before that migration has no deadlines).
+:func:`deadline_status` is the one place that says whether a deadline was met
+(:func:`escalator.deadlines.status` calls it).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ PURGED = "(purged)"
 """What :mod:`escalator.retention` writes in place of a purged text field."""
 
 NO_DEADLINE = "—"
+DEADLINE_STATUSES = ("met", "missed", "pending", "resolved_unreported")
+"""The words of :func:`deadline_status` (each a ``deadlines_…`` figure of the monthly report)."""
 ACK_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late", "seen", "resolved")
 """Timeline entries listed as acknowledgements (and resolves) in the ledger."""
 RESPONSE_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late")
@@ -57,6 +61,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "incidents": "事件", "notifications": "通知", "deliveries": "发送记录",
         "acknowledgements": "确认", "heartbeats": "零报告",
         "yes": "是", "no": "否", "met": "达成", "missed": "未达成", "pending": "未到期",
+        "resolved_unreported": "解除，未报告",
         "purged": "（已按保存期限删除）",
         "triggered": "待处理", "acknowledged": "已确认", "resolved": "已解除",
         "step_confirmed": "本级确认", "step_confirmed_late": "逾期后确认", "seen": "已阅",
@@ -71,6 +76,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "incidents": "Incidents", "notifications": "Notifications", "deliveries": "Deliveries",
         "acknowledgements": "Acknowledgements", "heartbeats": "Zero reports",
         "yes": "yes", "no": "no", "met": "met", "missed": "missed", "pending": "pending",
+        "resolved_unreported": "resolved, not reported",
         "purged": "(purged after the retention period)",
         "triggered": "triggered", "acknowledged": "acknowledged", "resolved": "resolved",
         "step_confirmed": "level confirmed", "step_confirmed_late": "confirmed late",
@@ -160,20 +166,28 @@ def local_bounds(day_from: date, day_to: date, tz: ZoneInfo) -> tuple[str, str]:
 
 
 def deadline_status(deadline_at: datetime | None, met_at: datetime | None,
-                    now: datetime) -> str | None:
-    """``met`` (told by the deadline), ``missed`` (told later, or not yet and it passed),
-    ``pending``, or None when the incident has no reporting deadline."""
+                    now: datetime, resolved_at: datetime | None = None) -> str | None:
+    """``met`` (told by the deadline), ``missed`` (told later, or not told and the deadline
+    passed before the incident was resolved), ``resolved_unreported`` (resolved no later than
+    the deadline, the required level never told: a false alarm needs no report), ``pending``
+    (not told, not resolved, deadline ahead), or None when the incident has no reporting
+    deadline. ``resolved_at``: when the incident was resolved, None while it is open."""
     if deadline_at is None:
         return None
     if met_at is not None:
         return "met" if met_at <= deadline_at else "missed"
-    return "missed" if now > deadline_at else "pending"
+    if resolved_at is not None and resolved_at <= deadline_at:
+        return "resolved_unreported"
+    return "missed" if now > deadline_at or resolved_at is not None else "pending"
 
 
-def _row_deadline(row: Any, cols: set[str]) -> tuple[datetime | None, datetime | None]:
+def _row_deadline(row: Any, cols: set[str]
+                  ) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """``deadline_at``, ``deadline_met_at`` and (of a resolved incident) ``resolved_at``."""
     due = from_db(row["deadline_at"]) if "deadline_at" in cols else None
     met = from_db(row["deadline_met_at"]) if "deadline_met_at" in cols else None
-    return due, met
+    resolved = from_db(row["resolved_at"]) if row["state"] == "resolved" else None
+    return due, met, resolved
 
 
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{5,}$")
@@ -245,8 +259,8 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
                 (r["first_event_id"],)).fetchone()
             occurred_at = (datetime.fromisoformat(occurred[0]).astimezone(tz).replace(tzinfo=None)
                            if occurred and occurred[0] else None)
-            due, met = _row_deadline(r, cols)
-            status = deadline_status(due, met, now)
+            due, met, resolved = _row_deadline(r, cols)
+            status = deadline_status(due, met, now, resolved)
             tables["incidents"].rows.append([
                 r["id"], KIND[lang].get(r["kind"], r["kind"]),
                 CATEGORY[lang].get(r["category"], r["category"]),
@@ -364,6 +378,7 @@ class _Group:
     deadlines_met: int = 0
     deadlines_missed: int = 0
     deadlines_pending: int = 0
+    deadlines_resolved_unreported: int = 0
     zero_reports_missed: int = 0
     drills: int = 0
 
@@ -373,6 +388,7 @@ class _Group:
         self.deadlines_met += other.deadlines_met
         self.deadlines_missed += other.deadlines_missed
         self.deadlines_pending += other.deadlines_pending
+        self.deadlines_resolved_unreported += other.deadlines_resolved_unreported
         self.zero_reports_missed += other.zero_reports_missed
         self.drills += other.drills
 
@@ -382,6 +398,7 @@ class _Group:
                 "ack_p90_seconds": percentile(self.responses, 90),
                 "deadlines_met": self.deadlines_met, "deadlines_missed": self.deadlines_missed,
                 "deadlines_pending": self.deadlines_pending,
+                "deadlines_resolved_unreported": self.deadlines_resolved_unreported,
                 "zero_reports_missed": self.zero_reports_missed, "drills": self.drills}
 
 
@@ -402,7 +419,8 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
     Incidents count by the month they opened in. Drills (``drill: true``) are counted only as
     ``drills``; every other figure is of real incidents. ``ack_*_seconds``: from opening to the
     first person's response (acknowledged, or a ``report`` level confirmed), median and
-    nearest-rank p90. Deadlines: :func:`deadline_status` at ``now``. ``zero_reports_missed``:
+    nearest-rank p90. Deadlines: :func:`deadline_status` at ``now``, one figure per status
+    (``deadlines_resolved_unreported``: resolved in time unreported, not a missed deadline). ``zero_reports_missed``:
     incidents of kind ``heartbeat`` (a report that did not come). ``heartbeats``: per monitor,
     the ``heartbeat_days`` of the month (reported, missed, of which reported late).
     Only fields that retention never purges are read, so the figures stay the same after it.
@@ -432,8 +450,8 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
                 responded = from_db(first_response[0])
                 assert created is not None and responded is not None
                 g.responses.append((responded - created).total_seconds())
-            due, met = _row_deadline(r, cols)
-            status = deadline_status(due, met, now)
+            due, met, resolved = _row_deadline(r, cols)
+            status = deadline_status(due, met, now, resolved)
             if status is not None:
                 setattr(g, f"deadlines_{status}", getattr(g, f"deadlines_{status}") + 1)
         for r in c.execute(
@@ -463,9 +481,10 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
 
 _REPORT_HEADINGS = {
     "zh": ["类别", "级别", "事件数", "已响应", "响应用时中位数（分钟）", "响应用时P90（分钟）",
-           "时限未达成", "零报告漏报", "演练"],
+           "时限未达成", "解除未报告", "零报告漏报", "演练"],
     "en": ["category", "severity", "incidents", "responded", "median to ack (min)",
-           "p90 to ack (min)", "deadlines missed", "zero reports missed", "drills"],
+           "p90 to ack (min)", "deadlines missed", "resolved, not reported",
+           "zero reports missed", "drills"],
 }
 _MONITOR_HEADINGS = {"zh": ["监测项", "按时报送天数", "漏报天数", "其中补报"],
                      "en": ["monitor", "days reported", "days missed", "of which late"]}
@@ -485,7 +504,7 @@ def report_tables(report: dict[str, Any], config: Config
     def line(label: list[str], d: dict[str, Any]) -> list[str]:
         return [*label, str(d["incidents"]), str(d["responded"]), minutes(d["ack_median_seconds"]),
                 minutes(d["ack_p90_seconds"]), str(d["deadlines_missed"]),
-                str(d["zero_reports_missed"]), str(d["drills"])]
+                str(d["deadlines_resolved_unreported"]), str(d["zero_reports_missed"]), str(d["drills"])]
 
     rows = [line([CATEGORY[lang].get(r["category"], r["category"]),
                   SEVERITY[lang].get(r["severity"], r["severity"])], r) for r in report["rows"]]

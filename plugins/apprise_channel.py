@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import threading
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -51,6 +53,36 @@ def scheme_of(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "?"
 
 
+STAND_IN_URL = "json://localhost/"
+"""What the options check puts in place of ``urls_env`` / ``urls_file`` before the secret is
+read (a URL Apprise understands; nothing is sent to it)."""
+
+_probing = threading.local()
+
+
+class _QuietWhileProbing(logging.Filter):
+    """Drops Apprise's own log lines (``Unparseable URL …``, which repeat the URL with its
+    token) while this thread checks a URL: the check's error says the same without the URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_probing, "active", False)
+
+
+_QUIET = _QuietWhileProbing()
+
+
+def apprise_understands(url: str) -> bool:
+    """Whether Apprise can build a notifier from ``url``, without logging the URL."""
+    lg = logging.getLogger("apprise")
+    if _QUIET not in lg.filters:
+        lg.addFilter(_QUIET)
+    _probing.active = True
+    try:
+        return bool(apprise.Apprise(asset=make_asset()).add(url))
+    finally:
+        _probing.active = False
+
+
 class AppriseOptions(ChannelOptions):
     """``urls`` (secret; one Apprise URL or a list, each may contain ``{to}``), ``audience``
     (``person`` default, or ``group``)."""
@@ -63,14 +95,17 @@ class AppriseOptions(ChannelOptions):
     def one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @classmethod
+    def stand_in(cls, name: str) -> Any:
+        return STAND_IN_URL if name == "urls" else super().stand_in(name)
+
     @field_validator("urls")
     @classmethod
     def understood(cls, urls: list[str]) -> list[str]:
         if not urls:
             raise ValueError("give at least one Apprise URL")
         for i, url in enumerate(urls):
-            probe = apprise.Apprise(asset=make_asset())
-            if not probe.add(url.replace("{to}", "placeholder")):
+            if not apprise_understands(url.replace("{to}", "placeholder")):
                 # never repeat the URL: it holds the token
                 raise ValueError(f"item {i}: Apprise does not understand this URL "
                                  f"(scheme {scheme_of(url)!r}; see `apprise --details`)")

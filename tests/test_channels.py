@@ -39,8 +39,11 @@ from escalator.channel_kit import (
     utf8_len,
 )
 from escalator.channels import DeliveryStatus, Message
+from escalator.config import ConfigError, load_config
 from escalator.config.load import check_config
+from escalator.daemon import Daemon, plugin_problems
 from escalator.plugins import collect, get_plugin_manager
+from escalator.settings import Settings
 from tests.channel_servers import Answer, HTTPRecorder, SMTPServer, free_port
 
 D, R, P = DeliveryStatus.delivered, DeliveryStatus.failed_retryable, DeliveryStatus.failed_permanent
@@ -158,6 +161,120 @@ def test_example_config_channel_options_are_accepted(monkeypatch):
                    for k, v in ch.options.items()}
         channel = registry.channels[ch.type](cid, options)
         assert "stand-in-secret" not in repr(channel)
+
+
+# secrets from *_env / *_file: checked structurally when the config loads, for real at start
+
+APPRISE_CONFIG = """\
+school:
+  name: 测试小学
+  classes: ["1-1"]
+channels:
+  console: {type: console}
+  grp:
+    type: apprise
+    options: {urls_env: GRP_URL, audience: group}
+people:
+  - id: t1
+    name: 王老师
+    roles: [class_teacher]
+    classes: ["1-1"]
+    contacts: [{channel: console, to: "t1"}, {channel: grp, to: "-"}]
+policies:
+  main:
+    steps:
+      - targets: [class_teacher]
+routes:
+  - policy: main
+    default: true
+"""
+
+
+def apprise_config(tmp_path: Path, options: str = "{urls_env: GRP_URL, audience: group}") -> Path:
+    path = tmp_path / "escalator.yaml"
+    path.write_text(APPRISE_CONFIG.replace("{urls_env: GRP_URL, audience: group}", options),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("options,env", [
+    ("{urls_env: GRP_URL, audience: group}", {"GRP_URL": "json://127.0.0.1:9911/"}),
+    ("{urls_file: grp_url, audience: group}", {}),
+])
+def test_apprise_urls_from_env_or_file_load_and_the_daemon_gets_the_real_url(
+        tmp_path, monkeypatch, options, env):
+    """The documented form (docs/channels.md): the stand-in checked at load time is not the
+    real URL, and must not be judged as one."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "grp_url").write_text("json://127.0.0.1:9911/\n", encoding="utf-8")
+    config = load_config(apprise_config(tmp_path, options))  # also the CLI's check-config path:
+    assert plugin_problems(config, collect(get_plugin_manager(entry_points=False))) == []
+    daemon = Daemon(config, Settings(state_dir=tmp_path / "state"),
+                    plugin_manager=get_plugin_manager(entry_points=False))
+    try:
+        channel = daemon.delivery.channels["grp"]
+        assert isinstance(channel, AppriseChannel)
+        assert channel.options.urls == ["json://127.0.0.1:9911/"]
+        assert channel.audience == "group"
+    finally:
+        daemon.store.close()
+
+
+def test_apprise_bad_real_url_fails_at_start_naming_the_option_not_the_value(
+        tmp_path, monkeypatch, caplog):
+    bad = "nosuchscheme://host/SECRET-token"  # Apprise's own log line would show it unmasked
+    monkeypatch.setenv("GRP_URL", bad)
+    config = load_config(apprise_config(tmp_path))  # the value is not read at load time
+    caplog.set_level(logging.DEBUG, logger="apprise")
+    with pytest.raises(ConfigError) as e:
+        Daemon(config, Settings(state_dir=tmp_path / "state"),
+               plugin_manager=get_plugin_manager(entry_points=False))
+    text = str(e.value)
+    assert "channels.grp.options" in text
+    assert "option urls (from urls_env)" in text and "does not understand" in text
+    assert "scheme 'nosuchscheme'" in text
+    assert "SECRET" not in text and bad not in text
+    assert "SECRET" not in caplog.text  # Apprise's own "Unparseable URL …" line is held back
+
+
+@pytest.mark.parametrize("type_,options", [
+    ("apprise", {"urls_env": "V", "audience": "group"}),
+    ("apprise", {"urls_file": "f"}),
+    ("dingtalk", {"access_token_file": "f", "secret_env": "V"}),
+    ("wecom", {"key_env": "V"}),
+    ("feishu", {"token_file": "f", "secret_env": "V"}),
+    ("sms_http", {"url": "https://gw.example/send", "token_env": "V"}),
+    ("sms_http", {"url_env": "V"}),  # any option may come from the environment
+    ("aliyun_sms", {"access_key_id_env": "V", "access_key_secret_env": "W",
+                    "template_code": "SMS_1", "sign_name": "示例小学"}),
+    ("tencent_sms", {"secret_id_env": "V", "secret_key_env": "W", "sdk_app_id": "1400000000",
+                     "template_id": "1", "sign_name": "示例小学"}),
+    ("email", {"host": "smtp.example", "from": "a@b.example", "username": "u",
+               "password_env": "V"}),
+    ("email", {"host": "smtp.example", "from_env": "V"}),
+])
+def test_secret_sourced_options_pass_the_load_time_check(type_, options):
+    registry = collect(get_plugin_manager(entry_points=False))
+    registry.channels[type_].options_model.check_unresolved(options)
+
+
+@pytest.mark.parametrize("type_,options,fragment", [
+    ("apprise", {"urlz_env": "V"}, "unknown option 'urlz_env'"),
+    ("apprise", {"urls_env": "V", "audience": "crowd"}, "option audience"),
+    ("apprise", {"urls": "json://127.0.0.1:9/", "urls_env": "V"},
+     "option urls: given more than once (urls, urls_env)"),
+    ("sms_http", {"url": "https://gw.example/send", "headers_env": "V"},
+     "option headers (from headers_env)"),  # a mapping cannot come from a string
+    ("email", {"host": "smtp.example", "from": "a@b.example", "password_env": "V"},
+     "option password (from password_env): given without option username"),
+    ("wecom", {}, "option key: required"),
+])
+def test_structural_errors_of_secret_sourced_options_are_still_reported(type_, options, fragment):
+    registry = collect(get_plugin_manager(entry_points=False))
+    with pytest.raises(ValueError) as e:
+        registry.channels[type_].options_model.check_unresolved(options)
+    assert fragment in str(e.value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from escalator import ledger
 from escalator.clock import FakeClock
 from escalator.config import load_config
 from escalator.config.models import Config, Policy, Step
 from escalator.daemon import Daemon
+from escalator.deadlines import describe, status
 from escalator.events import Event
 from escalator.settings import Settings
 from escalator.simulate import simulate
@@ -202,6 +205,67 @@ async def test_resolving_after_the_report_was_made_says_nothing_more(config, tmp
     assert "resolved_before_report" not in h.timeline(inc.id)
 
 
+async def test_a_false_alarm_resolved_before_the_report_is_not_a_missed_deadline(slow, tmp_path):
+    h = harness(slow, tmp_path / "db.sqlite3", at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await h.send(case(name))
+    cluster = cluster_of(h)
+    deadline = FIRST_CASE + timedelta(hours=24)
+    assert status(cluster, h.clock.now()) == "pending"
+    await h.advance(3600)  # 11:20: the school doctor finds it a false alarm
+    h.engine.resolve(cluster.id, actor="doc", via="test")
+    assert "resolved_before_report" in h.timeline(cluster.id)
+    for now in (at("2026-11-30", "11:30"), deadline, deadline + timedelta(days=30)):
+        h.clock.set(now)
+        await h.settle()
+        inc = h.incident(cluster.id)
+        assert inc.deadline_met_at is None
+        assert status(inc, now) == "resolved_unreported"
+        assert describe(inc, SH, now) == (
+            "deadline 2026-12-01 07:48 (school_cluster: district_cdc, education_bureau), "
+            "resolved, not reported: resolved 2026-11-30 11:20")
+    assert "deadline_escalation" not in h.timeline(cluster.id)
+
+
+async def test_resolved_after_the_deadline_passed_unreported_is_missed(slow, tmp_path):
+    db = tmp_path / "db.sqlite3"
+    before = harness(slow, db, at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await before.send(case(name))
+    before.close()  # the daemon is down through the deadline check and the deadline
+    after = harness(slow, db, at("2026-12-01", "09:00"))
+    inc = cluster_of(after)
+    after.engine.resolve(inc.id, actor="doc", via="test")  # before the overdue timer fires
+    await after.settle()
+    inc = after.incident(inc.id)
+    assert inc.deadline_met_at is None and inc.resolved_at > inc.deadline_at
+    assert "resolved_before_report" in after.timeline(inc.id)
+    assert status(inc, after.clock.now()) == "missed"
+    assert describe(inc, SH, after.clock.now()).endswith(", missed: not told")
+    after.close()
+
+
+async def test_status_is_the_ledgers_word(slow, tmp_path):
+    """deadlines.status and ledger.deadline_status are one rule: the same word for the same
+    incident, at every time."""
+    h = harness(slow, tmp_path / "db.sqlite3", at("2026-11-30", "10:20"))
+    for name in DAY1:
+        await h.send(case(name))
+    cluster = cluster_of(h)
+    h.close()
+    base = cluster.deadline_at
+    for met, resolved, state in [(None, None, "triggered"), (0, None, "acknowledged"),
+                                 (3, 2, "resolved"), (None, -1, "resolved"),
+                                 (None, 1, "resolved"), (None, 0, "resolved")]:
+        inc = replace(cluster, state=state,
+                      deadline_met_at=None if met is None else base + timedelta(hours=met),
+                      resolved_at=None if resolved is None else base + timedelta(hours=resolved))
+        for hours in (-1, 0, 1, 48):
+            now = base + timedelta(hours=hours)
+            assert status(inc, now) == ledger.deadline_status(
+                inc.deadline_at, inc.deadline_met_at, now, inc.resolved_at)
+
+
 async def test_the_deadline_timer_survives_a_restart(slow, tmp_path):
     db = tmp_path / "db.sqlite3"
     before = harness(slow, db, at("2026-11-30", "10:20"))
@@ -293,6 +357,28 @@ def test_cli_incidents_shows_the_deadline(tmp_path):
     assert show.returncode == 0, show.stderr
     assert "deadline " in show.stdout and "(notifiable_disease: district_cdc), met: told" in show.stdout
     assert "deadline_escalation" in show.stdout
+
+
+def test_cli_incidents_shows_a_false_alarm_resolved_before_the_report(tmp_path):
+    event = tmp_path / "alarm.json"  # a public-health emergency (2 h), occurring now
+    event.write_text(json.dumps({"kind": "incident", "category": "food_safety",
+                                 "severity": "critical", "summary": "食堂疑似食物中毒（误报）"}),
+                     encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env.update({"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(FIXTURE)})
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "escalator.cli", *args], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    assert run("send", str(event)).returncode == 0
+    assert "not told yet" in run("incidents", "1").stdout
+    resolved = run("resolve", "1")
+    assert resolved.returncode == 0 and "resolved_before_report" in resolved.stderr
+    show = run("incidents", "1")
+    assert show.returncode == 0, show.stderr
+    assert "(public_health_emergency: district_cdc, education_bureau), resolved, not reported: " \
+        "resolved " in show.stdout
 
 
 def test_cli_incidents_lists_a_clusters_members(tmp_path):

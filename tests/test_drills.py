@@ -225,3 +225,14 @@ async def test_a_drill_and_a_real_report_of_the_same_pupil_never_share_an_incide
     assert not h.incident(real.incident_id).drill and h.incident(drill.incident_id).drill
     real_msgs = [m for m in h.channel.sent if m.incident_id == real.incident_id]
     assert real_msgs and all("【演练】" not in m.title + m.body for m in real_msgs)
+
+
+def test_a_given_dedup_key_cannot_take_the_drill_namespace():
+    from escalator.intake import IntakeError, parse_event
+
+    base = {"kind": "incident", "category": "fire", "summary": "实验室烟感"}
+    with pytest.raises(IntakeError) as e:
+        parse_event({**base, "dedup_key": "drill/lab-1"})
+    assert [err["field"] for err in e.value.errors] == ["dedup_key"]
+    assert "drill: true" in e.value.errors[0]["message"]
+    assert parse_event({**base, "dedup_key": "lab-1", "drill": True}).dedup_key == "lab-1"

@@ -225,6 +225,25 @@ def test_deadline_status(due, met, now, expected):
     assert ledger.deadline_status(t(due), t(met), t(now)) == expected
 
 
+@pytest.mark.parametrize("met, resolved, now, expected", [
+    # resolved by the deadline, never told: neither met nor missed, before and after it
+    (None, "2026-11-30T09:00:00", "2026-11-30T09:30:00", "resolved_unreported"),
+    (None, "2026-11-30T09:00:00", "2026-12-31T00:00:00", "resolved_unreported"),
+    (None, "2026-11-30T10:00:00", "2026-11-30T12:00:00", "resolved_unreported"),
+    # resolved after the deadline passed untold: missed
+    (None, "2026-11-30T10:00:01", "2026-11-30T12:00:00", "missed"),
+    # told: met or missed by when, resolving changes nothing
+    ("2026-11-30T08:00:00", "2026-11-30T09:00:00", "2026-11-30T12:00:00", "met"),
+    ("2026-11-30T11:00:00", "2026-11-30T11:30:00", "2026-11-30T12:00:00", "missed"),
+])
+def test_deadline_status_of_a_resolved_incident(met, resolved, now, expected):
+    def t(s):
+        return None if s is None else datetime.fromisoformat(s + "+00:00")
+    assert ledger.deadline_status(t("2026-11-30T10:00:00"), t(met), t(now),
+                                  t(resolved)) == expected
+    assert expected in ledger.DEADLINE_STATUSES
+
+
 async def test_deadlines_in_the_ledger_and_the_report(built, engine_config):
     h, ids = built
     set_deadlines(h, ids)
@@ -249,6 +268,62 @@ async def test_a_store_without_the_deadline_columns_has_no_deadlines(built, engi
     assert {r[t.headers.index("时限是否达成")] for r in t.rows} == {"—"}
     report = ledger.monthly_report(h.store, engine_config, "2026-11", h.clock.now())
     assert report["total"]["deadlines_missed"] == report["total"]["deadlines_met"] == 0
+
+
+def emergency(summary: str) -> dict[str, Any]:
+    """A public-health emergency (clusters.yaml: the default rule, 2 h; lead 1 h)."""
+    return event(summary, "food_safety", severity="critical", affected_count=12)
+
+
+def deadline_shown(h: Harness, config: Config) -> dict[int, str]:
+    t = tables(h, config)["incidents"]
+    return {r[0]: r[t.headers.index("时限是否达成")] for r in t.rows}
+
+
+async def test_resolved_before_the_report_is_neither_met_nor_missed(tmp_path):
+    """A false alarm resolved before the required level was told: 解除，未报告 in the ledger and
+    its own figure in the report — before and after the deadline passes, never missed. Resolved
+    only after the deadline passed untold, it is missed."""
+    config = load_config(FIXTURES / "clusters.yaml")
+    h = Harness(config, tmp_path / "db.sqlite3", clock=FakeClock(at("2026-11-30 10:00")))
+    try:
+        alarm = (await h.send(emergency("食堂疑似食物中毒（误报）"))).incident_id
+        late = (await h.send(emergency("食堂午餐后多名学生呕吐"))).incident_id
+        assert alarm is not None and late is not None
+        assert h.incident(alarm).deadline_at == at("2026-11-30 12:00")
+        await h.advance(10 * 60)  # 10:10: a false alarm, resolved before anyone is told
+        h.engine.resolve(alarm, actor="cli:doc", via="cli")
+        assert "resolved_before_report" in h.timeline(alarm)
+        assert h.incident(alarm).deadline_met_at is None
+
+        def figures() -> dict[str, Any]:
+            return ledger.monthly_report(h.store, config, "2026-11", h.clock.now())["total"]
+
+        assert deadline_shown(h, config)[alarm] == "解除，未报告"
+        assert deadline_shown(h, config)[late] == "未到期"
+        assert (figures()["deadlines_resolved_unreported"], figures()["deadlines_missed"],
+                figures()["deadlines_pending"]) == (1, 0, 1)
+        # the daemon is down through the deadline (no escalation); the other one is resolved
+        # after it passed, never told
+        h.clock.set(at("2026-11-30 12:30"))
+        h.engine.resolve(late, actor="cli:doc", via="cli")
+        assert "resolved_before_report" in h.timeline(late)
+        await h.advance(7 * 24 * 3600)
+        assert deadline_shown(h, config) == {alarm: "解除，未报告", late: "未达成"}
+        assert (figures()["deadlines_resolved_unreported"], figures()["deadlines_missed"],
+                figures()["deadlines_met"], figures()["deadlines_pending"]) == (1, 1, 0, 0)
+        report = ledger.monthly_report(h.store, config, "2026-11", h.clock.now())
+        [(headers, lines), *_] = ledger.report_tables(report, config)
+        total = dict(zip(headers, lines[-1], strict=True))
+        assert total["时限未达成"] == "1" and total["解除未报告"] == "1"
+        config.school.language = "en"
+        t = tables(h, config)["incidents"]
+        assert {r[0]: r[t.headers.index("deadline")] for r in t.rows} == {
+            alarm: "resolved, not reported", late: "missed"}
+        [(headers, _), *_] = ledger.report_tables(report, config)
+        assert "resolved, not reported" in headers
+    finally:
+        h.close()
 
 
 # ------------------------------------------------------------------ the monthly report

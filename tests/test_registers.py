@@ -481,7 +481,9 @@ async def test_check_register_through_the_spool_keeps_names_out_of_messages(spoo
     bodies = [json.loads(r["body"]) for r in rows(h, "SELECT body FROM events ORDER BY rowid")]
     # three 3-2 pupils with fever: the school cluster, whose event names nobody
     [cluster] = [b for b in bodies if b["source"] == "escalator"]
-    assert "subject" not in cluster and cluster["affected_count"] == 3
+    assert "subject" not in cluster and cluster["labels"]["cluster"] == "fever"
+    [members] = rows(h, "SELECT event_count FROM incidents WHERE dedup_key LIKE 'cluster/%'")
+    assert members["event_count"] == 3  # the cluster counts its members
     bodies = [b for b in bodies if b["source"] != "escalator"]
     assert [b["subject"]["name"] for b in bodies] == NAMES       # kept, in the subject only
     for b in bodies:

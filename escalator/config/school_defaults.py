@@ -39,7 +39,7 @@ follow the syndromes used in school symptom surveillance (WS/T 772 学校传染�
 the "fever" group. A case counts in every group it touches (escalator/clusters.py)."""
 
 HFMD_NAMES: list[str] = [
-    "手足口病", "hfmd", "hand-foot-mouth disease", "hand-foot-and-mouth disease",
+    "手足口病", "手足口", "hfmd", "hand-foot-mouth disease", "hand-foot-and-mouth disease",
     "hand, foot and mouth disease", "hand foot and mouth disease",
 ]
 """The names of hand-foot-mouth disease in a ``diagnosis``: the HFMD cluster rule and the
@@ -66,15 +66,15 @@ NOTIFIABLE_DISEASES: list[str] = [
     "人感染H7N9禽流感", "麻疹", "流行性出血热", "狂犬病", "流行性乙型脑炎", "登革热", "炭疽",
     "细菌性痢疾", "阿米巴性痢疾", "肺结核", "伤寒", "副伤寒", "流行性脑脊髓膜炎", "百日咳", "白喉",
     "新生儿破伤风", "猩红热", "布鲁氏菌病", "淋病", "梅毒", "钩端螺旋体病", "血吸虫病", "疟疾",
-    "新型冠状病毒感染", "猴痘",
+    "新型冠状病毒感染", "新型冠状病毒肺炎", "新冠肺炎", "新冠", "猴痘",
     # 丙类 (class C)
-    "流行性感冒", "流感", "流行性腮腺炎", "风疹", "急性出血性结膜炎", "麻风病", "斑疹伤寒",
-    "黑热病", "包虫病", "丝虫病", "感染性腹泻病", "手足口病",
+    "流行性感冒", "流感", "甲流", "乙流", "流行性腮腺炎", "腮腺炎", "风疹", "急性出血性结膜炎", "麻风病", "斑疹伤寒",
+    "黑热病", "包虫病", "丝虫病", "感染性腹泻病", "手足口病", "手足口",
     # The same in English, with the usual abbreviations (matched on word boundaries: "flu" is
     # not listed, it would take "flu-like" and "stomach flu"; nor "AIDS")
     "plague", "cholera",
     "SARS", "HIV", "viral hepatitis", "hepatitis A", "hepatitis B", "hepatitis C", "hepatitis D",
-    "hepatitis E", "poliomyelitis", "polio", "avian influenza", "bird flu", "H5N1", "H7N9",
+    "hepatitis E", "poliomyelitis", "polio", "avian influenza", "bird flu", "H5N1", "H7N9", "H1N1", "H3N2",
     "measles", "haemorrhagic fever with renal syndrome", "hemorrhagic fever with renal syndrome",
     "HFRS", "rabies", "Japanese encephalitis", "dengue", "anthrax", "dysentery", "shigellosis",
     "tuberculosis", "TB", "typhoid", "paratyphoid", "meningococcal meningitis",
@@ -85,7 +85,7 @@ NOTIFIABLE_DISEASES: list[str] = [
     "influenza", "mumps", "rubella", "German measles", "acute haemorrhagic conjunctivitis",
     "acute hemorrhagic conjunctivitis", "leprosy", "typhus", "kala-azar",
     "visceral leishmaniasis", "echinococcosis", "hydatid disease", "filariasis",
-    "infectious diarrhoea", "infectious diarrhea", *HFMD_NAMES[1:],
+    "infectious diarrhoea", "infectious diarrhea", *HFMD_NAMES[2:],
 ]
 """法定传染病: the diseases listed under 《中华人民共和国传染病防治法》 第三条 (甲类、乙类、丙类) with
 the additions announced by the health administration since (人感染H7N9禽流感 2013, 手足口病 2008,

@@ -210,7 +210,8 @@ class Tx(Protocol):
     # symptom clusters and deadlines (escalator/clusters.py, escalator/deadlines.py)
     def add_case_fact(self, fact: CaseFact) -> None: ...
     def case_facts(self, scope: str, syndrome: str, first: date, last: date) -> list[CaseFact]:
-        """Facts of ``scope`` and ``syndrome`` with a local date in ``first..last``."""
+        """Facts of ``scope`` and ``syndrome`` with a local date in ``first..last``, except
+        those already listed by a cluster of that scope whose groups include ``syndrome``."""
         ...
     def fact_groups(self, scope: str, event_ids: list[str]) -> list[str]:
         """The groups (syndromes, diseases) the facts of these events in ``scope`` count under."""

@@ -498,7 +498,13 @@ class SQLiteTx:
 
     def case_facts(self, scope: str, syndrome: str, first: date, last: date) -> list[CaseFact]:
         rows = self.c.execute(
-            "SELECT * FROM case_facts WHERE scope = ? AND syndrome = ? AND local_date BETWEEN ? AND ?"
+            "SELECT * FROM case_facts f WHERE scope = ? AND syndrome = ?"
+            " AND local_date BETWEEN ? AND ?"
+            # a case already listed by a cluster of this scope and group (open or resolved —
+            # reported) does not count towards a new one
+            " AND NOT EXISTS (SELECT 1 FROM cluster_members m JOIN cluster_groups g"
+            "   ON g.incident_id = m.incident_id AND g.syndrome = f.syndrome"
+            "   WHERE m.scope = f.scope AND m.event_id = f.event_id)"
             " ORDER BY occurred_at, rowid",
             (scope, syndrome, first.isoformat(), last.isoformat()),
         )
