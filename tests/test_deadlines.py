@@ -342,15 +342,22 @@ def test_simulate_shows_the_deadline(config):
     assert deadline_rows[0].mode == "notifiable_disease"
 
 
-def test_cli_incidents_shows_the_deadline(tmp_path):
-    event = tmp_path / "case.json"
-    event.write_text(json.dumps(diagnosed()), encoding="utf-8")
+def cli(tmp_path: Path) -> Any:
+    """The real CLI (a subprocess) on the clusters fixture, with its state under ``tmp_path``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
     env.update({"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(FIXTURE)})
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "escalator.cli", *args], capture_output=True,
                               text=True, env=env, timeout=60)
+
+    return run
+
+
+def test_cli_incidents_shows_the_deadline(tmp_path):
+    event = tmp_path / "case.json"
+    event.write_text(json.dumps(diagnosed()), encoding="utf-8")
+    run = cli(tmp_path)
 
     assert run("send", str(event)).returncode == 0
     show = run("incidents", "1")
@@ -364,12 +371,7 @@ def test_cli_incidents_shows_a_false_alarm_resolved_before_the_report(tmp_path):
     event.write_text(json.dumps({"kind": "incident", "category": "food_safety",
                                  "severity": "critical", "summary": "食堂疑似食物中毒（误报）"}),
                      encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
-    env.update({"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(FIXTURE)})
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "escalator.cli", *args], capture_output=True,
-                              text=True, env=env, timeout=60)
+    run = cli(tmp_path)
 
     assert run("send", str(event)).returncode == 0
     assert "not told yet" in run("incidents", "1").stdout
@@ -382,12 +384,7 @@ def test_cli_incidents_shows_a_false_alarm_resolved_before_the_report(tmp_path):
 
 
 def test_cli_incidents_lists_a_clusters_members(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
-    env.update({"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(FIXTURE)})
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "escalator.cli", *args], capture_output=True,
-                              text=True, env=env, timeout=60)
+    run = cli(tmp_path)
 
     for i, name in enumerate(DAY1):
         (tmp_path / f"{i}.json").write_text(json.dumps(case(name)), encoding="utf-8")
