@@ -47,10 +47,12 @@ SEVERITY = {
 }
 KIND = {
     "zh": {"incident": "突发事件", "suspected_case": "疑似病例", "absence": "因病缺勤",
-           "heartbeat": "报告"},
+           "heartbeat": "报告", "cluster": "聚集性疫情"},
     "en": {"incident": "incident", "suspected_case": "suspected case", "absence": "sickness absence",
-           "heartbeat": "report"},
+           "heartbeat": "report", "cluster": "school cluster"},
 }
+"""Kinds as words; ``cluster``: a school cluster incident (escalator/clusters.py; its event's
+label ``cluster``), which is kind ``incident`` in the store."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,8 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "drill": inc.drill,
         "severity": SEVERITY[lang].get(inc.severity, inc.severity),
         "category": CATEGORY[lang].get(inc.category, inc.category),
-        "kind": KIND[lang].get(inc.kind, inc.kind),
+        "kind": KIND[lang]["cluster"] if ev.get("labels", {}).get("cluster")
+        else KIND[lang].get(inc.kind, inc.kind),
         "summary": inc.summary if ctx.audience == "person" else None,
         "class_id": inc.class_id,
         "grade": inc.grade,

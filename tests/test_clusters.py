@@ -429,6 +429,7 @@ async def test_messages_carry_no_pupil_data(h):
     with h.store.transaction() as tx:
         body = tx.get_event(tx.get_incident(cluster.id).first_event_id)["body"]
     assert "subject" not in body and h.incident(cluster.id).event_count == 3
+    assert all("传染病聚集性疫情 #" in m.title for m in sent)  # not 突发事件
     # every message counts the members as they are when it is sent (no stale figure)
     assert all("相关事件数：3" in m.body and "涉及人数" not in m.body for m in sent)
 
