@@ -16,7 +16,7 @@ report"). Everything here reads; nothing changes a row.
 - :func:`monthly_report` summarises one school-local month per category and severity.
 
 Reporting deadlines: the columns ``incidents.deadline_at`` and ``incidents.deadline_met_at``
-(UTC text) are read when the table has them (a database before that migration has no deadlines).
+(UTC text; migration 4, applied whenever the store opens).
 :func:`deadline_status` is the one place that says whether a deadline was met
 (:func:`escalator.deadlines.status` calls it).
 """
@@ -153,11 +153,6 @@ def _conn(tx: Any) -> Any:
     return tx.c
 
 
-def columns(conn: Any, table: str) -> set[str]:
-    """The column names ``table`` has now (``PRAGMA table_info``)."""
-    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-
-
 def local_bounds(day_from: date, day_to: date, tz: ZoneInfo) -> tuple[str, str]:
     """UTC text bounds ``[start, end)`` of school-local dates ``day_from`` .. ``day_to``."""
     start = datetime.combine(day_from, time(0), tz)
@@ -181,11 +176,10 @@ def deadline_status(deadline_at: datetime | None, met_at: datetime | None,
     return "missed" if now > deadline_at or resolved_at is not None else "pending"
 
 
-def _row_deadline(row: Any, cols: set[str]
-                  ) -> tuple[datetime | None, datetime | None, datetime | None]:
+def _row_deadline(row: Any) -> tuple[datetime | None, datetime | None, datetime | None]:
     """``deadline_at``, ``deadline_met_at`` and (of a resolved incident) ``resolved_at``."""
-    due = from_db(row["deadline_at"]) if "deadline_at" in cols else None
-    met = from_db(row["deadline_met_at"]) if "deadline_met_at" in cols else None
+    due = from_db(row["deadline_at"])
+    met = from_db(row["deadline_met_at"])
     resolved = from_db(row["resolved_at"]) if row["state"] == "resolved" else None
     return due, met, resolved
 
@@ -247,7 +241,6 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
     tables = {k: Table(k, w[k], headings(k, config)) for k in TABLES}
     with store.transaction() as tx:
         c = _conn(tx)
-        cols = columns(c, "incidents")
         for r in c.execute("SELECT * FROM incidents WHERE created_at >= ? AND created_at < ? "
                            "ORDER BY created_at, id", (lo, hi)).fetchall():
             first = c.execute(
@@ -259,7 +252,7 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
                 (r["first_event_id"],)).fetchone()
             occurred_at = (datetime.fromisoformat(occurred[0]).astimezone(tz).replace(tzinfo=None)
                            if occurred and occurred[0] else None)
-            due, met, resolved = _row_deadline(r, cols)
+            due, met, resolved = _row_deadline(r)
             status = deadline_status(due, met, now, resolved)
             tables["incidents"].rows.append([
                 r["id"], KIND[lang].get(r["kind"], r["kind"]),
@@ -432,7 +425,6 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
     monitors: dict[str, dict[str, int]] = {}
     with store.transaction() as tx:
         c = _conn(tx)
-        cols = columns(c, "incidents")
         for r in c.execute("SELECT * FROM incidents WHERE created_at >= ? AND created_at < ?",
                            (lo, hi)).fetchall():
             g = groups.setdefault((r["category"], r["severity"]), _Group())
@@ -450,7 +442,7 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
                 responded = from_db(first_response[0])
                 assert created is not None and responded is not None
                 g.responses.append((responded - created).total_seconds())
-            due, met, resolved = _row_deadline(r, cols)
+            due, met, resolved = _row_deadline(r)
             status = deadline_status(due, met, now, resolved)
             if status is not None:
                 setattr(g, f"deadlines_{status}", getattr(g, f"deadlines_{status}") + 1)
