@@ -47,7 +47,7 @@ from escalator.events import Event
 from escalator.ledger import deadline_status
 from escalator.routing import matches
 from escalator.store.base import Incident, Tx
-from escalator.targets import Recipient, UnknownTarget, parse_target, resolve
+from escalator.targets import Recipient
 
 if TYPE_CHECKING:
     from escalator.engine import Engine
@@ -117,14 +117,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _recipients(engine: Engine, inc: Incident, target: str, now: datetime) -> list[Recipient]:
-    try:
-        parsed = parse_target(target, engine.config)
-    except UnknownTarget:
-        return []
-    return resolve(parsed, engine.config, class_id=inc.class_id, grade=inc.grade, at=now)
-
-
 def _drill_only(engine: Engine, inc: Incident, found: list[Recipient]) -> bool:
     """In a drill, whether every recipient is one drills must not reach (a unit without
     ``drills: true``): such a target counts as told, nobody is told for real."""
@@ -137,7 +129,7 @@ def missing(engine: Engine, tx: Tx, inc: Incident, now: datetime) -> list[str]:
     written = {(n.recipient_kind, n.recipient_id) for n in tx.notifications_of(inc.id)}
     out = []
     for target in inc.deadline_notify or []:
-        found = _recipients(engine, inc, target, now)
+        found = engine._resolve_target(target, inc, now)
         if _drill_only(engine, inc, found):
             continue
         if not any((r.kind, r.id) in written for r in found):
@@ -177,7 +169,7 @@ def due(engine: Engine, tx: Tx, inc: Incident, now: datetime) -> None:
     plan: list[Recipient] = []
     unresolved: list[str] = []
     for target in targets:
-        found = _recipients(engine, inc, target, now)
+        found = engine._resolve_target(target, inc, now)
         if not found:
             unresolved.append(target)
         plan.extend(r for r in found if r not in plan

@@ -129,10 +129,7 @@ class Engine:
     def ingest_many(self, events: list[Event | Submission], *, source: str | None = None
                     ) -> list[IngestResult]:
         """:meth:`ingest` for several events in one transaction (all or nothing)."""
-        now = self.clock.now()
-        with self.store.transaction() as tx:
-            results = [self._ingest(tx, e, source, now) for e in events]
-        return self._counted(results)
+        return self.ingest_batches([(events, source)])[0]
 
     def ingest_batches(self, batches: list[tuple[list[Event | Submission], str | None]]
                        ) -> list[list[IngestResult]]:

@@ -24,7 +24,6 @@ address or a pupil id; :class:`RosterError` messages name rows and columns, neve
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import unicodedata
@@ -35,6 +34,7 @@ from typing import Any
 import structlog
 
 from escalator.config.models import Config, ContactMethod
+from escalator.textfiles import UndecodableText, decode_text
 
 log = structlog.get_logger("escalator.guardians")
 
@@ -82,24 +82,11 @@ class RosterError(ValueError):
 
 
 def _decode(data: bytes, encoding: str | None) -> str:
-    if encoding:
-        try:
-            name = codecs.lookup(encoding).name
-        except LookupError:
-            raise RosterError(f"unknown encoding {encoding!r}") from None
-        candidates = ["gb18030" if name in {"gbk", "gb2312"} else
-                      "utf-8-sig" if name == "utf-8" else name]
-    elif data.startswith(codecs.BOM_UTF8):
-        candidates = ["utf-8-sig"]
-    else:
-        candidates = ["utf-8", "gb18030"]
-    for name in candidates:
-        try:
-            return data.decode(name).removeprefix("\ufeff")
-        except UnicodeDecodeError:
-            continue
-    raise RosterError("not UTF-8 or GBK text: save the roster as UTF-8 or GBK, or set "
-                      "guardians.encoding")
+    try:
+        return decode_text(data, encoding, hint="a roster that is not UTF-8 or GBK text cannot "
+                           "be read: save it as UTF-8 or GBK, or set guardians.encoding")[0]
+    except UndecodableText as e:
+        raise RosterError(str(e)) from None
 
 
 def _key(cell: str) -> str:

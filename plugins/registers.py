@@ -19,7 +19,6 @@ is the spreadsheet's header row), so ``line`` is the row number a spreadsheet pr
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import hmac
@@ -36,6 +35,7 @@ from pydantic import ValidationError
 from escalator.config.models import Config
 from escalator.engine import Submission
 from escalator.events import Event, Symptom
+from escalator.textfiles import UndecodableText, decode_text
 
 __all__ = [
     "ABSENCE", "CHENWUJIAN", "SYMPTOM_WORDS", "SYMPTOM_ZH", "RegisterError", "chinese_number",
@@ -272,46 +272,13 @@ class _CellError(Exception):
 
 
 def decode(data: bytes, encoding: str | None = None) -> tuple[str, str]:
-    """Decode a register's bytes. Returns ``(text, encoding used)``.
-
-    ``encoding`` declared: used strictly (``gbk``/``gb2312`` are read as ``gb18030``, their
-    superset; ``utf-8`` tolerates a byte-order mark). Otherwise: a UTF-8 or UTF-16 byte-order
-    mark decides; else strict UTF-8; else strict GB18030. Never replaces characters: undecodable
-    bytes raise :class:`RegisterError` naming the byte offset.
-    """
-    if encoding:
-        try:
-            name = codecs.lookup(encoding).name
-        except LookupError:
-            raise RegisterError(f"unknown encoding {encoding!r}") from None
-        if name in {"gbk", "gb2312"}:
-            name = "gb18030"
-        if name == "utf-8":
-            name = "utf-8-sig"
-        candidates = [name]
-    elif data.startswith(codecs.BOM_UTF8):
-        candidates = ["utf-8-sig"]
-    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        candidates = ["utf-16"]
-    else:
-        candidates = ["utf-8", "gb18030"]
-    first_error: UnicodeDecodeError | None = None
-    for name in candidates:
-        try:
-            text = data.decode(name)
-        except UnicodeDecodeError as e:
-            first_error = first_error or e
-            continue
-        except (LookupError, ValueError) as e:
-            raise RegisterError(f"cannot decode as {name}: {e}") from None
-        if "\x00" in text:
-            raise RegisterError("the file holds NUL characters: not a text CSV (UTF-16 without a "
-                                "byte-order mark?)")
-        return text.removeprefix("\ufeff"), name
-    assert first_error is not None
-    tried = " or ".join("GB18030 (GBK)" if n == "gb18030" else n.upper() for n in candidates)
-    raise RegisterError(f"not {tried} text: undecodable byte at offset {first_error.start}; "
-                        "save the register as UTF-8 or GBK, or declare the encoding")
+    """Decode a register's bytes (:func:`escalator.textfiles.decode_text`). Returns ``(text,
+    encoding used)``; raises :class:`RegisterError` naming the byte offset."""
+    try:
+        return decode_text(data, encoding,
+                           hint="save the register as UTF-8 or GBK, or declare the encoding")
+    except UndecodableText as e:
+        raise RegisterError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- columns
