@@ -37,7 +37,7 @@ from typing import Any
 
 import structlog
 
-from escalator import clusters, deadlines, drills, guardians, heartbeats
+from escalator import clusters, deadlines, drills, early_warning, guardians, heartbeats
 from escalator.clock import Clock
 from escalator.config.models import Config, Policy
 from escalator.events import Action, Event, Kind
@@ -210,6 +210,7 @@ class Engine:
                 deadlines.opened(self, tx, ev, incident_id, now)
             if policy is None:  # notifiable diagnosis, symptom clusters (escalator/clusters.py)
                 clusters.arrived(self, tx, ev, src, event_id, incident_id, now)
+                early_warning.on_case(self, tx, ev, event_id, now)  # docs/early-warning.md
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)
         return IngestResult(event_id, incident_id, status, key, src)
@@ -263,6 +264,7 @@ class Engine:
                     self._advance(tx, inc, now)
                 elif inc is not None:
                     tx.update_incident(incident_id, next_step_at=None)
+        early_warning.on_tick(self, now)  # own transaction, once a school day (early-warning.md)
         return len(due)
 
     def next_due(self) -> datetime | None:

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from escalator.config import school_defaults
+from escalator.config import early_warning_defaults, school_defaults
 from escalator.events import Category, Kind, Severity, Symptom
 
 TIMEOUT_MIN = 5
@@ -101,14 +101,42 @@ class SchoolCalendarConfig(_Model):
 
 
 class School(_Model):
-    """The school: ``classes`` are ``"grade-class"`` ids such as ``"3-2"``; ``grades`` like ``"3"``."""
+    """The school: ``classes`` are ``"grade-class"`` ids such as ``"3-2"``; ``grades`` like ``"3"``.
+
+    A class may be written ``{id: "3-2", size: 45}``: its size (应到人数, pupils) goes to
+    ``class_sizes`` (the denominator of sickness-absence rates, docs/early-warning.md)."""
 
     name: str
     timezone: str = "Asia/Shanghai"
     language: str = Field(default="zh", pattern=r"^(zh|en)$")
     grades: list[str] = Field(default_factory=list)
     classes: list[Annotated[str, Field(pattern=r"^\d{1,2}-\d{1,2}$")]] = Field(default_factory=list)
+    class_sizes: dict[Annotated[str, Field(pattern=r"^\d{1,2}-\d{1,2}$")],
+                      Annotated[int, Field(ge=1, le=500)]] = Field(default_factory=dict)
+    """Pupils per class (``{"3-2": 45}``), from ``classes`` entries with a ``size``."""
     calendar: SchoolCalendarConfig = Field(default_factory=SchoolCalendarConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _class_entries(cls, data: Any) -> Any:
+        """``classes: [{id: "3-2", size: 45}, "3-1"]`` → ids in ``classes``, sizes in
+        ``class_sizes`` (early warning's denominator)."""
+        if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+            return data
+        if not any(isinstance(c, dict) for c in data["classes"]):
+            return data
+        data = dict(data)
+        sizes = dict(data.get("class_sizes") or {})
+        ids: list[Any] = []
+        for c in data["classes"]:
+            if isinstance(c, dict) and set(c) <= {"id", "size"} and "id" in c:
+                ids.append(c["id"])
+                if c.get("size") is not None:
+                    sizes[str(c["id"])] = c["size"]
+            else:
+                ids.append(c)
+        data["classes"], data["class_sizes"] = ids, sizes
+        return data
 
     @field_validator("timezone")
     @classmethod
@@ -399,6 +427,110 @@ class DeadlinesConfig(_Model):
         return {**copy.deepcopy(school_defaults.DEADLINE_RULES), **value}
 
 
+# ------------------------------------------------------------------ early warning
+# (docs/early-warning.md; escalator/early_warning/). Defaults with their sources:
+# escalator/config/early_warning_defaults.py.
+
+
+class EarsMethod(_Model):
+    """One EARS method (C1, C2 or C3): signal when max(0, z − ``k``) > ``h`` (C3: the sum of
+    that over the day and the two school days before it, on the C2 baseline); ``enabled``;
+    ``source``: where the parameters come from."""
+
+    enabled: bool = True
+    k: float = Field(ge=0, le=10)
+    h: float = Field(gt=0, le=50)
+    source: str | None = None
+
+
+def _default_methods() -> dict[str, EarsMethod]:
+    return {k: EarsMethod(**v) for k, v in early_warning_defaults.EARS_METHODS.items()}
+
+
+class OutbreakThreshold(_Model):
+    """A published outbreak standard: ≥ ``count`` distinct pupils with the disease in one
+    ``scope`` (``school``, ``grade``, ``class``, ``dormitory``) within ``days`` consecutive
+    school-local days."""
+
+    scope: Literal["school", "grade", "class", "dormitory"]
+    count: int = Field(ge=1, le=10000)
+    days: int = Field(ge=1, le=60)
+
+
+class OutbreakRule(_Model):
+    """A disease's outbreak standards (``thresholds``), matched on an event's ``diagnosis``
+    (any of ``diagnoses``, as ``clusters`` matches); ``ili``: also count influenza-like illness
+    by its case definition (≥ 38 ℃ with cough or sore throat); ``source``: where it comes from."""
+
+    name: str | None = None
+    name_en: str | None = None
+    diagnoses: list[str] = Field(min_length=1)
+    ili: bool = False
+    thresholds: list[OutbreakThreshold] = Field(min_length=1)
+    source: str | None = None
+
+
+class OutbreaksConfig(_Model):
+    """``early_warning.outbreaks``: per-disease fixed thresholds at every scope they are
+    published for (default :data:`~escalator.config.early_warning_defaults.OUTBREAK_RULES`).
+    ``rules`` MERGE over the defaults (a rule with a default's id replaces it). Reaching one
+    opens an incident walking ``policy`` (default: ``clusters.policy``, else ``cluster``) with
+    the ``deadline`` rule (default ``school_cluster``: CDC and bureau within 24 h)."""
+
+    enabled: bool = True
+    policy: Id | None = None
+    deadline: Id = "school_cluster"
+    severity: Severity = Severity.high
+    rules: dict[Id, OutbreakRule] = Field(
+        default_factory=lambda: {k: OutbreakRule(**copy.deepcopy(v))
+                                 for k, v in early_warning_defaults.OUTBREAK_RULES.items()})
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {**copy.deepcopy(early_warning_defaults.OUTBREAK_RULES), **value}
+
+
+class EarlyWarningConfig(_Model):
+    """``early_warning`` (docs/early-warning.md): daily sickness-absence series per class,
+    grade and school, overall and per syndrome group (``clusters.syndromes``, or the default
+    groups), judged by EARS C1/C2/C3 on school days only; a signal opens an ``early_warning``
+    incident that tells ``notify`` (inform steps; default the school doctor) or walks
+    ``policy`` when given. ``kinds``: which events are counted (``absence``: sickness absence;
+    add ``suspected_case`` to count pupils at school with symptoms). ``scopes``: which series.
+    ``min_sd``: floor of the baseline sd (pupils). ``evaluate_at``: school-local time after which
+    the daily reconcile judges today's series (events are judged as they arrive).
+    ``outbreaks``: published per-disease thresholds per school, grade, class and dormitory."""
+
+    enabled: bool = True
+    kinds: list[Kind] = Field(default_factory=lambda: [Kind.absence], min_length=1)
+    scopes: list[Literal["class", "grade", "school"]] = Field(
+        default_factory=lambda: ["class", "grade", "school"], min_length=1)
+    groups: list[Id] | None = None
+    """Syndrome groups watched besides the overall series (default: every syndrome group)."""
+    baseline_days: int = Field(default=early_warning_defaults.EARS_BASELINE_DAYS, ge=3, le=56)
+    guard_days: int = Field(default=early_warning_defaults.EARS_GUARD_DAYS, ge=0, le=14)
+    min_sd: float = Field(default=early_warning_defaults.MIN_SD, gt=0, le=100)
+    methods: dict[Literal["C1", "C2", "C3"], EarsMethod] = Field(default_factory=_default_methods)
+    notify: list[str] = Field(default_factory=lambda: ["school_doctor"], min_length=1)
+    policy: Id | None = None
+    severity: Severity = Severity.medium
+    evaluate_at: time = time(10, 0)
+    outbreaks: OutbreaksConfig = Field(default_factory=OutbreaksConfig)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _merge_methods(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = copy.deepcopy(early_warning_defaults.EARS_METHODS)
+        for name, given in value.items():
+            out[name] = ({**out.get(name, {}), **given} if isinstance(given, dict) else given)
+        return out
+
+
 class SourceConfig(_Model):
     """A source to run: plugin ``type`` and ``options`` (e.g. the spool source's ``path``)."""
 
@@ -495,6 +627,8 @@ class Config(_Model):
     """Symptom clusters and notifiable diagnoses (docs/school-rules.md); None: off."""
     deadlines: DeadlinesConfig | None = None
     """Legal reporting deadlines; None: only those of ``clusters`` (with the default rules)."""
+    early_warning: EarlyWarningConfig | None = None
+    """Early warning from sickness absence (docs/early-warning.md); None: off."""
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from escalator.store import early_warning
 from escalator.store.base import (
     CaseFact,
     HeartbeatDay,
@@ -220,6 +221,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cluster_groups_scope ON cluster_groups(scope, syndrome);
     """,
+    # 5: early warning from sickness absence (docs/early-warning.md): its own tables
+    early_warning.MIGRATION,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
@@ -260,8 +263,9 @@ def _encode(value: Any) -> Any:
     return value
 
 
-class SQLiteTx:
-    """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`)."""
+class SQLiteTx(early_warning.EarlyWarningSQL):
+    """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`, and
+    :class:`escalator.store.early_warning.EarlyWarningTx` through its mixin)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
