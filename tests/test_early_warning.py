@@ -109,6 +109,10 @@ def test_ears_definitions_by_hand():
     # a floor on the sd: a week of zeros and one pupil is z = 1 / 0.5 = 2
     j = ears.judge("C1", [0] * 7, 1, k=0.5, h=2.0, min_sd=0.5)
     assert j is not None and j.statistic == pytest.approx(1.5) and not j.signal
+    # with the default floor of 1 pupil, 3 in a quiet class signal by C1, 4 by C2
+    assert ears.judge("C1", [0] * 7, 3, k=0.5, h=2.0, min_sd=1.0).signal
+    assert not ears.judge("C2", [0] * 9, 3, k=0.5, h=3.0, min_sd=1.0).signal
+    assert ears.judge("C2", [0] * 9, 4, k=0.5, h=3.0, min_sd=1.0).signal
     # C3 sums the C2 statistic over the day and the two before it
     flat = [0] * 11
     j3 = ears.judge("C3", flat[:-2] + [2, 2], 2, k=0.5, h=5.0, min_sd=0.5)
@@ -156,15 +160,20 @@ async def test_a_rise_in_one_class_signals_by_c2_before_the_2006_rule(h, config)
         cases["3-2"] = [("vomiting",)] if i == 3 else []  # a quiet class
         await feed(h, day, cases)
     assert incidents(h, "early_warning/") == []
-    # day 13: two pupils of 3-2 with fever and cough — the 2006 rule needs 3 in a day
-    await feed(h, days[12], {"3-2": [("fever", "cough"), ("fever", "cough")]})
+    # day 13: four pupils of 3-2 absent sick — two with no symptom written (病假), one with
+    # fever and cough, one vomiting: no three "with similar symptoms", so no 2006 cluster
+    await feed(h, days[12], {"3-2": [(), (), ("fever", "cough"), ("vomiting",)]})
     assert incidents(h, "cluster/") == []
     warnings = incidents(h, "early_warning/class:3-2/")
     assert warnings, "no early warning on class 3-2"
     with h.store.transaction() as tx:
-        signal = [t for w in warnings for t in tx.timeline(w.id) if t.type == "early_warning_signal"]
+        entries = [t for w in warnings for t in tx.timeline(w.id)]
         notes = [n for w in warnings for n in tx.notifications_of(w.id)]
-    assert any(m["method"] == "C2" for s in signal for m in s.detail["methods"])
+    # the third pupil crossed C1's limit; the fourth C2's (added to the same incident)
+    methods = [m["method"] for t in entries if t.type == "early_warning_signal"
+               for m in t.detail["methods"]]
+    methods += [t.detail["method"] for t in entries if t.type == "early_warning_method"]
+    assert "C2" in methods
     first = warnings[0]
     assert first.summary.startswith("因病缺勤预警：三年级2班")
     assert "预期" in first.summary and "EARS" in first.summary
@@ -220,9 +229,9 @@ async def test_one_series_signals_once_a_day_and_late_registers_update_their_day
     days = school_days(config, date(2026, 9, 1), 12)
     for i, day in enumerate(days[:11]):
         await feed(h, day, {"3-1": [("vomiting",)] * (i % 2)})
-    await feed(h, days[11], {"3-2": [("cough",)] * 2})
+    await feed(h, days[11], {"3-2": [("cough",)] * 4})
     before = len(incidents(h, "early_warning/class:3-2/all/"))
-    await feed(h, days[11], {"3-2": [("cough",)] * 4}, hhmm="11:00")  # more the same day
+    await feed(h, days[11], {"3-2": [("cough",)] * 6}, hhmm="11:00")  # more the same day
     assert before == 1 and len(incidents(h, "early_warning/class:3-2/all/")) == 1
     # a late register for a past day counts on that day
     await feed(h, days[11] + timedelta(days=1), {})

@@ -39,12 +39,13 @@ sickness-absence data (Qin et al. 2014, the paper's ``c`` is ``h`` here). With `
 when the sum over the day and the two school days before it of max(0, z₂ − k) > h (z₂: the C2
 value of that day). Hutwagner's original EARS uses k = 1, h = 2 (C1, C2: z > 3) and C3 > 2."""
 
-MIN_SD = 0.5
+MIN_SD = 1.0
 """Floor of the baseline standard deviation, in pupils. A class with no sick pupil in seven
 days has sd 0, and any single absence would be infinitely unusual. NOT a published figure: the
-``surveillance`` package has ``minSigma`` (default 0) for the same purpose; 0.5 pupil is our
-choice, so that two pupils of a quiet class on one day signal by C1 (z = 4 − k > 2) and the
-synthetic backtest (docs/early-warning.md) keeps false alarms as reported there."""
+``surveillance`` package has ``minSigma`` (default 0) for the same purpose; 1 pupil is our
+choice from the synthetic backtest (docs/early-warning.md): with 0.5, false alarms were 5–15
+times as many for little gain. With 1, a quiet class signals by C1 at 3 sick pupils in a day
+(z = 3, 3 − k > 2) and by C2 at 4."""
 
 HUZHOU_2023 = ("湖州市卫生健康委员会《学校常见传染病聚集性疫情标准》（2023-09-11，转引国家相关指南）"
                "(Huzhou health commission, 2023, citing the national guidance)")
