@@ -44,8 +44,10 @@ def library_workday(day: date) -> bool | None:
 
 
 def calendar_in_use(config: Config) -> bool:
-    """Whether anything reads the calendar (a heartbeat monitor expecting school days only)."""
-    return any(m.school_days_only for m in config.heartbeats.values())
+    """Whether anything reads the calendar (a heartbeat monitor expecting school days only, or
+    early warning's school-day series)."""
+    return (any(m.school_days_only for m in config.heartbeats.values())
+            or (config.early_warning is not None and config.early_warning.enabled))
 
 
 def startup_warnings(config: Config, today: date) -> list[str]:

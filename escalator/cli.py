@@ -351,6 +351,45 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_warning_backtest(args: argparse.Namespace) -> int:
+    """``escalator warning backtest``: EARS C1/C2/C3 beside the 2006 rule over past registers
+    or synthetic terms (escalator/early_warning/backtest.py, docs/early-warning.md)."""
+    from escalator.early_warning import backtest, synthetic
+
+    config = _load(args) if (args.config or args.demo or os.environ.get("ESCALATOR_CONFIG")) else None
+    if args.registers is None and not args.synthetic:
+        raise UsageError("give --registers DIR or --synthetic")
+    if args.registers is not None:
+        if config is None:
+            raise UsageError("--registers needs the school's config (--config PATH)")
+        folder = Path(args.registers)
+        if not folder.is_dir():
+            raise UsageError(f"--registers {folder}: not a folder")
+        terms, problems = backtest.terms_from_registers(folder, config)
+        for p in problems:
+            print(f"escalator: skipped {p}", file=sys.stderr)
+        if not terms:
+            raise UsageError(f"{folder}: no sickness absence in any register (*.csv)")
+    else:
+        try:
+            terms = synthetic.generate(args.seed, args.terms, rate=args.rate)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    rows = backtest.evaluate(terms, backtest.Params.of(config))
+    if args.format == "json":
+        print(json.dumps({"terms": len(terms), "school_days": sum(len(t.days) for t in terms),
+                          "rows": [r.as_dict() for r in rows]}, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    lang = config.school.language if config is not None else "zh"
+    what = (f"synthetic, seed {args.seed}, {args.terms} term(s), rate {args.rate:g}"
+            if args.synthetic else str(args.registers))
+    print(f"{what}: {sum(len(t.days) for t in terms)} school days, "
+          f"{sum(len(t.outbreaks) for t in terms)} injected outbreaks\n")
+    headers, cells = backtest.table(rows, lang)
+    _print_table(cells, headers)
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -421,6 +460,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("purge", "purge personal data older than retention.personal_data_days "
             "(the daemon does it daily)", cmd_purge)
     p.add_argument("--dry-run", action="store_true", help="count only; change nothing")
+    p = add("warning", "early warning from sickness absence: `warning backtest`", None, config=False)
+    warning_sub = p.add_subparsers(dest="warning_command", required=True, metavar="SUBCOMMAND")
+    p = warning_sub.add_parser(
+        "backtest", help="EARS C1/C2/C3 beside the 2006 rule over past registers or synthetic "
+        "terms: sensitivity, false alarms per 100 school days, median days to detection",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_warning_backtest)
+    p.add_argument("--config", metavar="PATH",
+                   help="config file: its early_warning parameters, calendar and classes")
+    p.add_argument("--demo", action="store_true", help="use the demo's config")
+    p.add_argument("--registers", metavar="DIR", help="a folder of past register CSVs")
+    p.add_argument("--synthetic", action="store_true", help="generated terms (seeded)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the synthetic terms (default 1)")
+    p.add_argument("--terms", type=int, default=4, help="synthetic terms (default 4)")
+    p.add_argument("--rate", type=float, default=0.01,
+                   help="synthetic sickness absence per pupil and school day (default 0.01)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
     p = add("drill-report", "a drill's report (应急演练): time to acknowledge per level, who never "
             "answered (exit 1 if ID is not a drill)", cmd_drill_report)
     p.add_argument("id", type=int, metavar="ID")

@@ -292,6 +292,7 @@ _ABSENCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "symptoms": ("症状", "主要症状"),
     "onset": ("发病时间", "发病日期"),
     "reporter": ("报告人", "登记人", "填报人"),
+    "enrolled": ("应到人数", "应到", "班级人数"),
 }
 _ABSENCE_REQUIRED = ("date", "class", "pupil", "reason")
 
@@ -309,6 +310,7 @@ _CHECK_COLUMNS: dict[str, tuple[str, ...]] = {
     "seen_doctor": ("是否就诊", "就诊", "就诊情况"),
     "diagnosis": ("初步诊断", "诊断"),
     "date": ("晨检日期", "午检日期", "晨午检日期", "检查日期", "日期"),
+    "enrolled": ("应到人数", "应到", "班级人数"),
 }
 _CHECK_REQUIRED = ("class", "name", "present", "date")
 
@@ -575,6 +577,17 @@ class _Rows:
         except ValueError as e:
             raise _CellError(self.title("class"), str(e)) from None
 
+    def _enrolled(self, cells: list[str], problems: list[_CellError]) -> str | None:
+        """The optional 应到人数 cell (pupils in the class, 1–500) as text, or None."""
+        text = _norm(self.get(cells, "enrolled"))
+        if not text or text in _EMPTY:
+            return None
+        text = re.sub(r"\s*人$", "", text)
+        if text.isascii() and text.isdigit() and 0 < int(text) <= 500:
+            return str(int(text))
+        problems.append(_CellError(self.title("enrolled"), f"not a number of pupils: {text!r}"))
+        return None
+
     def _reporter(self, name: str) -> str | None:
         name = name.strip()
         if not name or name in _EMPTY:
@@ -631,6 +644,8 @@ class _Rows:
         if other:
             details.append(f"其他：{'、'.join(other)}")
         labels = {"register": ABSENCE, "row": str(row), "reason": "sick" if sick else "personal"}
+        if enrolled := self._enrolled(cells, problems):
+            labels["class_size"] = enrolled  # 应到人数: early warning's denominator
         if onset is not None:
             details.append(f"发病时间：{onset.astimezone(self.tz):%Y-%m-%d %H:%M}")
             labels["onset_at"] = onset.astimezone(self.tz).isoformat()
@@ -722,6 +737,7 @@ class _Rows:
         elif not _PHONE.match(phone):
             # the value itself is personal data: not echoed
             problems.append(_CellError(self.title("phone"), "not a phone number (5–20 digits)"))
+        enrolled = self._enrolled(cells, problems)
         if problems:
             return []
         assert day is not None and cid is not None and present is not None
@@ -751,6 +767,11 @@ class _Rows:
             details.append(f"其他：{'、'.join(other)}")
         labels = {"register": CHENWUJIAN, "row": str(row), "check": self.check,
                   "attendance": "present" if present else "absent"}
+        if not present:  # early warning counts sick absences only (docs/early-warning.md)
+            labels["reason"] = ("personal" if ledger_only else "sick"
+                                if symptoms or sick_word or diagnosis else "unknown")
+        if enrolled:
+            labels["class_size"] = enrolled
         if temperature is not None:
             details.append(f"体温{temperature:g}℃")
             labels["temperature"] = f"{temperature:g}"

@@ -325,3 +325,58 @@ async def test_off_without_the_section(tmp_path):
             assert tx.ew_first_date() is None
     finally:
         h.close()
+
+
+# ----------------------------------------------------------------------------- registers, CLI
+
+
+def test_registers_carry_class_size_and_reason(config):
+    from escalator_plugins.registers import parse_register
+    absence_csv = ("日期,班级,学号,缺勤原因,症状,应到人数\n"
+                   "2026-09-01,3-2,S1,病假,发热,44\n2026-09-01,3-2,S2,事假,,44\n").encode()
+    subs = parse_register(absence_csv, config, key=b"k")
+    assert [s.event.labels.get("class_size") for s in subs] == ["44", "44"]
+    assert [s.event.labels["reason"] for s in subs] == ["sick", "personal"]
+    check_csv = ("晨检日期,班级,姓名,是否出勤,发热,咳嗽,其他\n"
+                 "2026-09-01,3-2,张三,否,√,,\n2026-09-01,3-2,李四,否,,,\n"
+                 "2026-09-01,3-2,王五,否,,,事假\n").encode()
+    subs = parse_register(check_csv, config, key=b"k")
+    assert [s.event.labels["reason"] for s in subs] == ["sick", "unknown", "personal"]
+    bad = ("日期,班级,学号,缺勤原因,应到人数\n2026-09-01,3-2,S1,病假,很多\n").encode()
+    from escalator_plugins.registers import RegisterError
+    with pytest.raises(RegisterError) as e:
+        parse_register(bad, config, key=b"k")
+    assert e.value.errors[0]["column"] == "应到人数"
+
+
+def test_cli_backtest_synthetic_is_deterministic(capsys):
+    from escalator.cli import main
+    args = ["warning", "backtest", "--synthetic", "--seed", "7", "--terms", "2", "--format", "json"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first
+    import json
+    report = json.loads(first)
+    assert [r["method"] for r in report["rows"]] == ["C1", "C2", "C3", "2006 rule"]
+    assert report["rows"][0]["outbreaks"] == 8
+    assert main(["warning", "backtest"]) == 2  # neither --registers nor --synthetic
+
+
+def test_cli_backtest_over_a_folder_of_registers(tmp_path, capsys):
+    from escalator.cli import main
+    from escalator.early_warning.synthetic import school_days
+    folder = tmp_path / "registers"
+    folder.mkdir()
+    for n, day in enumerate(school_days(date(2026, 9, 1), date(2026, 10, 30))):
+        rows = [f"{day},3-1,S{n}a,病假,发热"]
+        if day >= date(2026, 10, 26):
+            rows += [f"{day},3-2,S{n}{k},病假,咳嗽" for k in "bcdef"]
+        (folder / f"{day}.csv").write_text("日期,班级,学号,缺勤原因,症状\n" + "\n".join(rows) + "\n",
+                                           encoding="utf-8")
+    (folder / "notes.csv").write_text("hello\n", encoding="utf-8")
+    assert main(["warning", "backtest", "--registers", str(folder), "--config", str(FIXTURE)]) == 0
+    out = capsys.readouterr()
+    assert "notes.csv" in out.err
+    c1 = next(line for line in out.out.splitlines() if line.startswith("C1"))
+    assert int(c1.split()[4]) > 0  # signals on the late-October rise

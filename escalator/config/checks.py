@@ -445,6 +445,46 @@ def check_deadline_chains(config: Config) -> Iterator[Finding]:
                                f"{_seconds(rule.within - ahead)} (the deadline is still met)")
 
 
+def check_early_warning(config: Config) -> Iterator[Finding]:
+    """Rule 21: ``early_warning`` (docs/early-warning.md): its ``notify`` targets and
+    ``policy`` exist, the policy outbreak incidents walk and their deadline rule exist, watched
+    ``groups`` are syndrome groups; a warning without ``school.calendar.terms`` (vacations
+    would count as school days with no absence)."""
+    ew = config.early_warning
+    if ew is None or not ew.enabled:
+        return
+    from escalator.deadlines import settings
+    from escalator.early_warning.outbreaks import policy_id
+    from escalator.early_warning.series import syndromes
+
+    for j, text in enumerate(ew.notify):
+        try:
+            parse_target(text, config)
+        except UnknownTarget as e:
+            yield _error(("early_warning", "notify", j), str(e))
+    if ew.policy is not None and ew.policy not in config.policies:
+        yield _error(("early_warning", "policy"), f"unknown policy {ew.policy!r}")
+    if ew.outbreaks.enabled:
+        pid = policy_id(config)
+        if pid not in config.policies:
+            yield _error(("early_warning", "outbreaks", "policy"),
+                         f"unknown policy {pid!r} (outbreak incidents walk "
+                         "early_warning.outbreaks.policy, else clusters.policy, else 'cluster')")
+        if ew.outbreaks.deadline not in settings(config).rules:
+            yield _error(("early_warning", "outbreaks", "deadline"),
+                         f"unknown deadline rule {ew.outbreaks.deadline!r}")
+    known = syndromes(config)
+    for j, g in enumerate(ew.groups or []):
+        if g not in known:
+            yield _error(("early_warning", "groups", j),
+                         f"unknown syndrome group {g!r} (known: {', '.join(known)})")
+    if not config.school.calendar.terms:
+        yield _warning(("school", "calendar"),
+                       "early_warning without school.calendar.terms: every workday of the "
+                       "vacations counts as a school day with no absence, and a new term's first "
+                       "week is judged against them; enter the terms")
+
+
 CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_step_targets,
     check_person_roles,
@@ -466,6 +506,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_cluster_references,
     check_deadline_chains,
     check_secrets_resolvable,
+    check_early_warning,
 ]
 """Every rule, in the order its findings are listed."""
 

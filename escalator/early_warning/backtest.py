@@ -222,7 +222,7 @@ def terms_from_registers(folder: Path, config: Config) -> tuple[list[Term], list
     seen: set[tuple[date, str]] = set()
     for path in sorted(folder.glob("*.csv")):
         try:
-            subs = parse_register(config, path.read_bytes(), b"escalator-backtest")
+            subs = parse_register(path.read_bytes(), config, key=b"escalator-backtest")
         except RegisterError as e:
             problems.append(f"{path.name}: {e.reason}")
             continue
