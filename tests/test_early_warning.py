@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-
-
 import pytest
 
 from escalator.clock import FakeClock

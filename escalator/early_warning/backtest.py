@@ -213,8 +213,9 @@ def terms_from_registers(folder: Path, config: Config) -> tuple[list[Term], list
     ``*.csv`` register in ``folder`` (sickness absences only; drills and 事假 left out), and the
     problems met (a file that is not a register is skipped and named). School days come from
     the config's calendar."""
-    from escalator.early_warning.series import SchoolDays, is_sickness_absence
     from escalator_plugins.registers import RegisterError, parse_register
+
+    from escalator.early_warning.series import SchoolDays, is_sickness_absence
 
     ew = config.early_warning or EarlyWarningConfig()
     problems: list[str] = []
