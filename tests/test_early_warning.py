@@ -347,8 +347,18 @@ def test_registers_carry_class_size_and_reason(config):
     assert e.value.errors[0]["column"] == "应到人数"
 
 
+def main(argv: list[str]) -> int:
+    """The CLI's command in this process, without ``escalator.cli.main``'s logging setup (which
+    would bind structlog to pytest's captured stdout for the later tests)."""
+    from escalator.cli import EXIT_USAGE, UsageError, build_parser
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError:
+        return EXIT_USAGE
+
+
 def test_cli_backtest_synthetic_is_deterministic(capsys):
-    from escalator.cli import main
     args = ["warning", "backtest", "--synthetic", "--seed", "7", "--terms", "2", "--format", "json"]
     assert main(args) == 0
     first = capsys.readouterr().out
@@ -362,7 +372,6 @@ def test_cli_backtest_synthetic_is_deterministic(capsys):
 
 
 def test_cli_backtest_over_a_folder_of_registers(tmp_path, capsys):
-    from escalator.cli import main
     from escalator.early_warning.synthetic import school_days
     folder = tmp_path / "registers"
     folder.mkdir()
