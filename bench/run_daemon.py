@@ -1,7 +1,7 @@
 """``escalator`` CLI for the benchmarks, with the per-address send limit switched off.
 
 The delivery throttle allows 10 messages a minute to one (channel, address)
-(``escalator.delivery.ADDRESS_LIMITS``); the benchmarks send thousands of first notifications to
+(``escalator.delivery.pipeline.ADDRESS_LIMITS``); the benchmarks send thousands of first notifications to
 one person, and Alertmanager, the comparison, has no such limit. Everything else is the real
 daemon: ``python bench/run_daemon.py run`` = ``escalator run``.
 
@@ -14,8 +14,8 @@ import os
 import sys
 import time
 
-from escalator import delivery
 from escalator.cli import main
+from escalator.delivery import pipeline as delivery
 
 delivery.Throttle.__init__.__defaults__ = ((), None)  # (address_limits, overrides)
 

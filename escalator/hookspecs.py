@@ -30,7 +30,7 @@ def register_sources(register: Callable[[type[Any]], None]) -> None:
 
 @hookspec(firstresult=True)
 def render_notification(context: Any) -> Any:
-    """Render one message: return an ``escalator.render.Rendered`` for ``context``, or None to pass."""
+    """Render one message: return an ``escalator.delivery.render.Rendered`` for ``context``, or None to pass."""
 
 
 @hookspec
@@ -40,7 +40,7 @@ def track_incident(incident_id: int, entry: Any) -> None:
 
 @hookspec
 def track_delivery(notification: Any, result: Any) -> None:
-    """Observe a recorded delivery attempt (``result``: an ``escalator.channels.DeliveryResult``)."""
+    """Observe a recorded delivery attempt (``result``: an ``escalator.delivery.channels.DeliveryResult``)."""
 
 
 @hookspec

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.clock import FakeClock
 from escalator.config.models import Config
-from escalator.delivery import Delivery
-from escalator.engine import Engine, IngestResult
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.pipeline import Delivery
+from escalator.engine.engine import Engine, IngestResult
 from escalator.events import Event
 from escalator.store import SQLiteStore
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, field_validator
 
-from escalator.channel_kit import (
+from escalator.delivery.channel_kit import (
     NO_ADDRESS,
     ChannelBase,
     ChannelOptions,
@@ -39,7 +39,7 @@ from escalator.channel_kit import (
     shared_limiter,
     utf8_len,
 )
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.hookspecs import hookimpl
 
 DEFAULT_BASE_URL = "https://oapi.dingtalk.com/robot/send"

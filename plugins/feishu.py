@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, field_validator
 
-from escalator.channel_kit import (
+from escalator.delivery.channel_kit import (
     NO_ADDRESS,
     ChannelBase,
     ChannelOptions,
@@ -43,7 +43,7 @@ from escalator.channel_kit import (
     normalise_mobile,
     shared_limiter,
 )
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.hookspecs import hookimpl
 
 DEFAULT_BASE_URL = "https://open.feishu.cn/open-apis/bot/v2/hook/"

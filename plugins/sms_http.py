@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import Field, field_validator, model_validator
 
-from escalator.channel_kit import (
+from escalator.delivery.channel_kit import (
     ChannelBase,
     ChannelOptions,
     check_http_url,
@@ -47,7 +47,7 @@ from escalator.channel_kit import (
     read_json,
     short,
 )
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.hookspecs import hookimpl
 
 PLACEHOLDERS = frozenset({"to", "text"})

@@ -19,7 +19,7 @@ A periodic rescan (every ``rescan_interval`` seconds, and at once after an inoti
 overflow) covers missed events and network filesystems where inotify sees nothing. Without
 inotify (not Linux, no watches left, or ``inotify: false``) the rescan alone does the work.
 
-Formats by extension: ``.csv`` registers (:mod:`escalator_plugins.registers`), ``.yaml`` /
+Formats by extension: ``.csv`` registers (:mod:`escalator.intake.registers`), ``.yaml`` /
 ``.yml`` (one event or a list; safe loader), anything else JSON (one event or a list).
 
 Options: ``path`` (default: the daemon's ``spool_dir``), ``settle`` (seconds, default 2; 0 turns
@@ -53,13 +53,12 @@ from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import YAMLError
 
 from escalator.config.models import parse_duration
-from escalator.engine import Submission
+from escalator.engine.engine import Submission
 from escalator.events import Event
 from escalator.hookspecs import hookimpl
-from escalator.intake import IntakeError, parse_events
-from escalator.sources import SourceContext
-
-from .registers import RegisterError, parse_register
+from escalator.intake.parsing import IntakeError, parse_events
+from escalator.intake.registers import RegisterError, parse_register
+from escalator.intake.sources import SourceContext
 
 log = structlog.get_logger("escalator.spool")
 

@@ -15,12 +15,12 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from escalator.api import BodyLimit, Credentials, create_app, parse_listen
 from escalator.clock import FakeClock
 from escalator.config import ConfigError, load_config
-from escalator.daemon import Daemon
-from escalator.settings import Settings
+from escalator.service.daemon import Daemon
+from escalator.service.settings import Settings
 from escalator.testing import Harness
+from escalator.web.api import BodyLimit, Credentials, create_app, parse_listen
 
 from .conftest import CASES, FIXTURES, case
 

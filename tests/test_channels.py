@@ -27,8 +27,10 @@ from escalator_plugins.sms_http import SmsHttpChannel
 from escalator_plugins.smstools import SmsToolsChannel
 from escalator_plugins.wecom import WeComChannel
 
-from escalator import channel_kit as kit
-from escalator.channel_kit import (
+from escalator.config import ConfigError, load_config
+from escalator.config.load import check_config
+from escalator.delivery import channel_kit as kit
+from escalator.delivery.channel_kit import (
     RateLimit,
     RateLimiter,
     Redactor,
@@ -38,12 +40,10 @@ from escalator.channel_kit import (
     sms_segments,
     utf8_len,
 )
-from escalator.channels import DeliveryStatus, Message
-from escalator.config import ConfigError, load_config
-from escalator.config.load import check_config
-from escalator.daemon import Daemon, plugin_problems
+from escalator.delivery.channels import DeliveryStatus, Message
 from escalator.plugins import collect, get_plugin_manager
-from escalator.settings import Settings
+from escalator.service.daemon import Daemon, plugin_problems
+from escalator.service.settings import Settings
 from tests.channel_servers import Answer, HTTPRecorder, SMTPServer, free_port
 
 D, R, P = DeliveryStatus.delivered, DeliveryStatus.failed_retryable, DeliveryStatus.failed_permanent

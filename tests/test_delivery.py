@@ -9,10 +9,10 @@ from typing import ClassVar
 
 import pytest
 
-from escalator.channel_kit import RateLimit
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.config import load_config
-from escalator.delivery import ADDRESS_LIMITS, RETRY_DEADLINE, plan_hold
+from escalator.delivery.channel_kit import RateLimit
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.pipeline import ADDRESS_LIMITS, RETRY_DEADLINE, plan_hold
 from escalator.events import Event
 from escalator.store.base import Notification
 from escalator.testing import Harness, RecordingChannel

@@ -14,7 +14,6 @@ import io
 import json
 from pathlib import Path
 
-from escalator_plugins.registers import RegisterError, decode, parse_register
 from escalator_plugins.spool import Rejected, SpoolSource
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -22,7 +21,8 @@ from ruamel.yaml import YAML, YAMLError
 
 from escalator.config import check_config, load_config
 from escalator.events import Event
-from escalator.intake import IntakeError, parse_events
+from escalator.intake.parsing import IntakeError, parse_events
+from escalator.intake.registers import RegisterError, decode, parse_register
 
 from .conftest import CASES, ROOT, case
 from .fuzz_strategies import JSON, STRICT_JSON, mutated, paths

@@ -7,7 +7,7 @@ import asyncio
 import sqlite3
 
 from escalator.events import Event
-from escalator.group_commit import GroupCommit
+from escalator.intake.group_commit import GroupCommit
 
 OTHER = {"kind": "incident", "category": "accident", "summary": "五年级1班 学生摔伤",
          "class_id": "5-1"}

@@ -15,4 +15,4 @@ def test_every_package_with_an_init_is_listed():
                for p in (ROOT / "escalator").rglob("__init__.py")}
     assert on_disk <= listed, f"missing from pyproject.toml packages: {sorted(on_disk - listed)}"
     assert conf["package-dir"]["escalator_plugins"] == "plugins"
-    assert "templates/*/*.j2" in conf["package-data"]["escalator_plugins"]
+    assert "templates/*/*.j2" in conf["package-data"]["escalator.delivery"]

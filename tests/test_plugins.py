@@ -12,11 +12,11 @@ import pytest
 from escalator import hookspecs
 from escalator.clock import FakeClock
 from escalator.config import load_config
-from escalator.daemon import Daemon
 from escalator.events import Event
 from escalator.hookspecs import hookimpl
 from escalator.plugins import PluginError, collect, describe, get_plugin_manager
-from escalator.settings import Settings
+from escalator.service.daemon import Daemon
+from escalator.service.settings import Settings
 
 from .conftest import FIXTURES, ROOT
 
@@ -82,7 +82,7 @@ async def test_third_party_channel_from_plugins_dir_end_to_end(tmp_path):
 
 
 async def test_a_render_plugin_answers_before_the_builtin_templates(harness, engine_config, tmp_path):
-    from escalator.render import Rendered, template_vars
+    from escalator.delivery.render import Rendered, template_vars
 
     class Short:
         @hookimpl
@@ -100,7 +100,7 @@ async def test_a_render_plugin_answers_before_the_builtin_templates(harness, eng
 async def test_a_crashed_source_is_restarted_with_backoff_and_the_others_go_on(tmp_path, monkeypatch):
     import asyncio
 
-    import escalator.daemon as daemon_module
+    import escalator.service.daemon as daemon_module
 
     monkeypatch.setattr(daemon_module, "SOURCE_BACKOFF_MIN", 0.01)
     runs: list[str] = []

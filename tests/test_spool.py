@@ -24,8 +24,8 @@ from escalator_plugins.spool import SpoolSource
 from escalator.clock import SystemClock
 from escalator.config import load_config
 from escalator.events import Kind
-from escalator.settings import load_settings
-from escalator.sources import SourceContext
+from escalator.intake.sources import SourceContext
+from escalator.service.settings import load_settings
 from escalator.testing import Harness
 
 from .conftest import CASES, ROOT, case

@@ -488,7 +488,7 @@ class Config(_Model):
     """Targets told about the daemon's own problems (a config reload that failed)."""
     api: ApiSection = Field(default_factory=ApiSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
-    """How long personal data is kept (:mod:`escalator.retention`)."""
+    """How long personal data is kept (:mod:`escalator.school.retention`)."""
     guardians: GuardiansConfig | None = None
     """The guardian roster (relative role ``guardian``); None: ``guardian`` reaches nobody."""
     clusters: ClustersConfig | None = None

@@ -129,7 +129,7 @@ class HeartbeatDay:
 
 @dataclass
 class CaseFact:
-    """One case counted for symptom clusters (:mod:`escalator.clusters`): the event, its
+    """One case counted for symptom clusters (:mod:`escalator.school.clusters`): the event, its
     ``scope`` (``class:3-2``, ``dorm:<name>``; ``drill/`` in front for drills), one
     ``syndrome`` group or disease id it counts under (a case has a fact per group it touches), the pupil (``subject_id``), the school-local date of
     ``occurred_at`` (aware UTC)."""
