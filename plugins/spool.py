@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import secrets
-import sqlite3
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from escalator.hookspecs import hookimpl
 from escalator.intake.parsing import IntakeError, parse_events
 from escalator.intake.registers import RegisterError, parse_register
 from escalator.intake.sources import SourceContext
+from escalator.store.base import StoreError
 
 log = structlog.get_logger("escalator.spool")
 
@@ -537,7 +537,7 @@ class SpoolSource:
             return self._fail(in_fd, name, Rejected(f"cannot parse the file: {type(e).__name__}: {e}"))
         try:
             results = await self.ctx.ingest_file(events, sha, display_name(name), self.source_id)
-        except (sqlite3.Error, OSError) as e:  # the store, not the file: try again later
+        except (StoreError, OSError) as e:  # the store, not the file: try again later
             log.error("spool_file_deferred", file=name, reason=f"{type(e).__name__}: {e}",
                       retry_in=RETRY_AFTER)
             self._defer(name, now)

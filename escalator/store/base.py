@@ -13,6 +13,27 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
+
+class StoreError(Exception):
+    """Base of the errors a store raises; backends translate their driver's errors into these,
+    so nothing outside :mod:`escalator.store` needs to know the driver."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot read or write now (disk or database full, I/O error, read-only, locked
+    too long, connection lost). The transaction was rolled back: nothing of it was stored, and
+    the caller may try again later. ``cause`` is a short text naming the backend's reason."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class Conflict(StoreError):
+    """A write lost a race with another writer (a unique key taken, a serialization failure).
+    The transaction was rolled back; running it again sees the other writer's row."""
+
+
 INCIDENT_STATES = ("triggered", "acknowledged", "resolved")
 OPEN_STATES = ("triggered", "acknowledged")
 

@@ -21,10 +21,12 @@ from typing import Any
 
 from escalator.store.base import (
     CaseFact,
+    Conflict,
     HeartbeatDay,
     Incident,
     Notification,
     StepRun,
+    StoreUnavailable,
     TimelineEntry,
 )
 
@@ -575,6 +577,11 @@ def _event_dict(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
+def _cause(e: sqlite3.Error) -> str:
+    """``database or disk is full (SQLITE_FULL)``: the message and SQLite's error name."""
+    return f"{e} ({getattr(e, 'sqlite_errorname', None) or type(e).__name__})"
+
+
 class SQLiteStore:
     """The SQLite store at ``path`` (a file; ``":memory:"`` for a throw-away simulation).
 
@@ -628,14 +635,19 @@ class SQLiteStore:
         back itself (e.g. ``SQLITE_FULL``, ``SQLITE_IOERR``), and a failed ``COMMIT`` is rolled
         back too, so the connection is never left inside a transaction."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield SQLiteTx(self._conn)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield SQLiteTx(self._conn)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.IntegrityError as e:
+                raise Conflict(_cause(e)) from e
+            except (sqlite3.OperationalError, sqlite3.DatabaseError) as e:
+                raise StoreUnavailable(_cause(e)) from e
 
     def close(self) -> None:
         with self._lock:

@@ -23,7 +23,6 @@ import hmac
 import html
 import json
 import socket
-import sqlite3
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +57,7 @@ from escalator.intake.parsing import IntakeError, parse_event, parse_events
 from escalator.school import clusters
 from escalator.service.metrics import Metrics
 from escalator.service.settings import Settings
+from escalator.store.base import StoreUnavailable
 
 log = structlog.get_logger("escalator.web.api")
 
@@ -644,12 +644,12 @@ def create_app(daemon: Any) -> FastAPI:
             errors.append({"field": field or "(request)", "message": str(err.get("msg", "invalid"))})
         return JSONResponse(_error_body("invalid request", errors), status_code=422)
 
-    @app.exception_handler(sqlite3.OperationalError)
-    async def _store_unavailable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         # the store cannot write (disk or database full, I/O error, read-only, locked too
         # long): the transaction rolled back, so nothing of the request was stored; a client
         # retries later (docs/reliability.md)
-        cause = f"{exc} ({getattr(exc, 'sqlite_errorname', None) or type(exc).__name__})"
+        cause = exc.cause
         log.error("store_unavailable", path=request.url.path, reason=cause)
         msg = f"store unavailable: {cause}; nothing was stored, try again later"
         return JSONResponse(_error_body(msg, [{"field": "(store)", "message": cause}]),
