@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     settings = _settings(args, config)
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, settings.log_level)
     if args.command == "demo":
         spool = settings.spool_dir
         print(f"escalator demo — 示例小学\n  config: {config.source}\n  state:  {settings.state_dir}\n"
@@ -120,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"  API:    http://{settings.http_listen}/docs  (acknowledge links in messages work)\n"
               f"  stop:   Ctrl-C\n", file=sys.stderr, flush=True)
     daemon = Daemon(config, settings)
-    asyncio.run(daemon.run())
+    with asyncio.Runner(loop_factory=logs.loop_factory(settings.event_loop)) as runner:
+        runner.run(daemon.run())
     return EXIT_OK
 
 

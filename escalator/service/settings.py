@@ -2,7 +2,9 @@
 
 Fields: ``config`` (path of the YAML file), ``state_dir`` (database and state), ``spool_dir``,
 ``http_listen`` (``host:port``, default ``127.0.0.1:8765``), ``api_token`` (administrator
-token; never logged), ``log_format`` (``auto`` | ``json`` | ``console``).
+token; never logged), ``log_format`` (``auto`` | ``json`` | ``console``), ``log_level``
+(``debug`` | ``info`` | ``warning`` | ``error``), ``event_loop`` (``auto``: uvloop where installed,
+else asyncio's own; ``uvloop``; ``asyncio``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Settings(BaseSettings):
     http_listen: str = "127.0.0.1:8765"
     api_token: SecretStr | None = None
     log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     public_base_url: str | None = None
 
     @classmethod
