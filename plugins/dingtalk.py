@@ -142,7 +142,7 @@ class DingTalkChannel(ChannelBase):
         body, note = self.payload(message)
         try:
             response = await http_request("POST", self.options.base_url, params=self.params(),
-                                          json_body=body, timeout=self.options.timeout, user=self)
+                                          json_body=body, timeout=self.options.timeout)
         except httpx.HTTPError as e:
             return self.failure(e)
         status, detail = classify_robot_answer(

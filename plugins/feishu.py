@@ -141,8 +141,7 @@ class FeishuChannel(ChannelBase):
             return held
         body, note = self.payload(message)
         try:
-            response = await http_request("POST", self.url, json_body=body,
-                                          timeout=self.options.timeout, user=self)
+            response = await http_request("POST", self.url, json_body=body, timeout=self.options.timeout)
         except httpx.HTTPError as e:
             return self.failure(e)
         status, detail = classify_robot_answer(

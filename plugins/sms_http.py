@@ -238,7 +238,7 @@ class SmsHttpChannel(ChannelBase):
         kwargs = self.request(to, self.text(message))
         try:
             response = await http_request(kwargs.pop("method"), kwargs.pop("url"),
-                                          timeout=self.options.timeout, user=self, **kwargs)
+                                          timeout=self.options.timeout, **kwargs)
         except httpx.HTTPError as e:
             return self.failure(e)
         status, detail = self.judge(response)

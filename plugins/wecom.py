@@ -104,7 +104,7 @@ class WeComChannel(ChannelBase):
         try:
             response = await http_request("POST", self.options.base_url,
                                           params={"key": self.options.key}, json_body=body,
-                                          timeout=self.options.timeout, user=self)
+                                          timeout=self.options.timeout)
         except httpx.HTTPError as e:
             return self.failure(e)
         status, detail = classify_robot_answer(

@@ -446,20 +446,27 @@ async def test_dingtalk_holds_back_the_21st_message_in_a_minute(http):
     assert again.limiter is ch.limiter
 
 
-async def test_the_shared_http_client_is_closed_when_its_last_channel_is(http):
-    """``aclose`` releases the channel's use of the loop's one HTTP client: the client stays
-    open while another channel still uses it, and closes (its connections too) with the last."""
+async def test_the_shared_http_client_is_closed_when_its_last_channel_is(http, monkeypatch):
+    """``aclose`` releases the channel's count on the loop's one HTTP client: the client stays
+    open while another channel may still use it — also one built (by a reload) that has not
+    sent yet — and closes (its connections too) with the last."""
+    import weakref
+
+    from escalator.delivery import http as kit_http
+
+    monkeypatch.setattr(kit_http, "_USERS", weakref.WeakSet())  # only this test's channels
     http.default = Answer(200, {"errcode": 0, "errmsg": "ok"})
-    a, b, idle = dingtalk(http), dingtalk(http), dingtalk(http)
-    assert (await a.send(msg())).status == D and (await b.send(msg())).status == D
+    old = dingtalk(http)
+    assert (await old.send(msg())).status == D
     client = shared_client()
-    await idle.aclose()  # never sent: changes nothing
-    await a.aclose()
+    new = dingtalk(http)  # the reload's channel, no send yet
+    await old.aclose()
+    await old.aclose()  # twice: counted once
     assert not client.is_closed
-    await b.aclose()
+    await new.aclose()
     assert client.is_closed
-    assert (await a.send(msg())).status == D  # a later send gets a new client
-    await a.aclose()
+    assert (await old.send(msg())).status == D  # a later send gets a new client
+    assert shared_client() is not client
 
 
 async def test_dingtalk_timeout_and_closed_port_are_retryable(http):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus
-from escalator.delivery.http import release_client, transport_failure
+from escalator.delivery.http import release_client, transport_failure, use_client
 from escalator.delivery.options import (
     ChannelOptions,
     Redactor,
@@ -58,6 +58,7 @@ class ChannelBase:
         self.options = self.options_model.parse(options)
         self.redactor = Redactor(secret_values(self.options, self.secret_options))
         install_log_redaction(secret_values(self.options, self.secret_options))
+        use_client(self)  # the shared HTTP client stays open until aclose()
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.channel_id!r} "
@@ -91,7 +92,7 @@ class ChannelBase:
                            f"held back: {why} (room again in {shown} s)", retry_after=wait)
 
     async def aclose(self) -> None:
-        """Release what the channel holds: its use of the shared HTTP client
-        (:func:`~escalator.delivery.http.release_client`; nothing for a channel that never
-        sent over HTTP). The daemon calls it after a reload replaced the channel, and at stop."""
+        """Release what the channel holds: its count on the shared HTTP client (closed with the
+        last channel: :func:`~escalator.delivery.http.release_client`). The daemon calls it after
+        a reload replaced the channel, and at stop."""
         await release_client(self)

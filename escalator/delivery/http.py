@@ -2,8 +2,10 @@
 
 Every HTTP channel maps an answer or an error the same way (:func:`classify_http`,
 :func:`classify_robot_answer`, :func:`transport_failure`) and sends through the running loop's
-one client (:func:`http_request`), which stays open while a channel uses it and is closed when
-the last one releases it (:func:`release_client`, called by ``ChannelBase.aclose``). A channel
+one client (:func:`http_request`), which stays open while a channel may use it and is closed
+when the last one releases it (:func:`use_client` / :func:`release_client`, called by
+``ChannelBase.__init__`` and ``ChannelBase.aclose``: the channels a config reload builds count
+before the ones it replaces are released, so a send in flight on an old one is not cut). A channel
 never retries (``escalator.delivery.channels``): these helpers only classify.
 """
 
@@ -111,52 +113,50 @@ def classify_robot_answer(response: httpx.Response, *, service: str, code_keys: 
 
 
 async def http_request(method: str, url: str, *, timeout: float, json_body: Any = None,
-                       user: object | None = None, **kwargs: Any) -> httpx.Response:
+                       **kwargs: Any) -> httpx.Response:
     """One HTTP request on the running loop's shared client (:func:`shared_client`):
     ``timeout`` seconds for each of connect, read, write and pool; redirects are not followed.
     ``json_body`` is sent as UTF-8 JSON (not ASCII-escaped, so a Chinese character is 3 bytes,
-    as the services count) with ``Content-Type: application/json; charset=utf-8``. ``user``
-    (the channel sending) keeps the client open until it calls :func:`release_client`. Raises
+    as the services count) with ``Content-Type: application/json; charset=utf-8``. Raises
     httpx's exceptions unchanged."""
     if json_body is not None:
         headers = {"Content-Type": "application/json; charset=utf-8", **kwargs.pop("headers", {})}
         kwargs.update(content=json.dumps(json_body, ensure_ascii=False).encode("utf-8"),
                       headers=headers)
-    return await shared_client(user).request(method, url, timeout=timeout, **kwargs)
+    return await shared_client().request(method, url, timeout=timeout, **kwargs)
 
 
 _CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary())
-_USERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[object]] = (
-    weakref.WeakKeyDictionary())
+_USERS: weakref.WeakSet[object] = weakref.WeakSet()
 
 
-def shared_client(user: object | None = None) -> httpx.AsyncClient:
+def shared_client() -> httpx.AsyncClient:
     """The running loop's HTTP client, made on first use: connections are kept alive and
     reused, and the proxy settings and TLS context are read once — a client per message cost
-    ~2 ms of CPU and a new connection each time (bench/README.md). Redirects are not followed.
-    ``user`` is counted as using it until :func:`release_client` (held weakly: a user that is
-    garbage-collected counts no more)."""
+    ~2 ms of CPU and a new connection each time (bench/README.md). Redirects are not followed."""
     loop = asyncio.get_running_loop()
     client = _CLIENTS.get(loop)
     if client is None or client.is_closed:
         client = _CLIENTS[loop] = httpx.AsyncClient(follow_redirects=False, verify=tls_context())
-    if user is not None:
-        _USERS.setdefault(loop, weakref.WeakSet()).add(user)
     return client
 
 
+def use_client(user: object) -> None:
+    """Count ``user`` (a channel) as one that may send on the shared client, until
+    :func:`release_client` (held weakly: a user that is garbage-collected counts no more)."""
+    _USERS.add(user)
+
+
 async def release_client(user: object) -> None:
-    """``user`` no longer sends on the running loop's client; when no user is left, the client
-    and its kept-alive connections are closed (a later request makes a new one). Nothing
-    happens for a ``user`` that never sent on this loop."""
-    loop = asyncio.get_running_loop()
-    users = _USERS.get(loop)
-    if users is None or user not in users:
+    """``user`` sends no more; when no user is left, the running loop's client and its
+    kept-alive connections are closed (a later request makes a new one). Nothing happens for
+    a ``user`` not counted (:func:`use_client`) or already released."""
+    if user not in _USERS:
         return
-    users.discard(user)
-    if not users:
-        client = _CLIENTS.pop(loop, None)
+    _USERS.discard(user)
+    if not _USERS:
+        client = _CLIENTS.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
 
