@@ -25,8 +25,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from escalator.delivery.channel_kit import ChannelBase, ChannelOptions, short
+from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.options import ChannelOptions
 from escalator.delivery.sms_template import (
     CloudSmsOptions,
     check_value_names,
@@ -35,6 +36,7 @@ from escalator.delivery.sms_template import (
     quiet_sdk_debug,
     template_values,
 )
+from escalator.delivery.text import short
 from escalator.hookspecs import hookimpl
 
 RETRYABLE_PREFIXES = ("LimitExceeded", "RequestLimitExceeded", "InternalError",

@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from escalator_plugins.spool import SpoolSource
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -33,6 +32,7 @@ from escalator.config import load_config
 from escalator.delivery.pipeline import RETRY_DEADLINE, RETRY_MAX_DELAY
 from escalator.events import Event
 from escalator.intake.sources import SourceContext
+from escalator.intake.spool.source import SpoolSource
 from escalator.plugins import collect, get_plugin_manager
 from escalator.service.daemon import SEND_BATCH, Daemon, build_channels
 from escalator.service.settings import Settings

@@ -2,16 +2,23 @@
 
 A channel class has ``type_name`` (str), ``audience`` (``"person"`` or ``"group"``), an
 ``__init__(channel_id: str, options: dict)`` (options with secrets already resolved; raise
-``ValueError`` for bad options), and ``async send(message) -> DeliveryResult``. A channel never
-retries: it says whether a failure is retryable, and the delivery stage decides.
+``ValueError`` for bad options), ``async send(message) -> DeliveryResult`` and
+``async aclose()`` (release connections and clients; called once the daemon no longer uses the
+channel: after a reload replaced it, and at stop). A channel never retries: it says whether a
+failure is retryable — or, when it held the message back unsent for a rate limit, after how
+many seconds to try again (``retry_after``) — and the delivery stage decides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
+
+import structlog
+
+log = structlog.get_logger("escalator.delivery.channels")
 
 
 class DeliveryStatus(StrEnum):
@@ -22,10 +29,22 @@ class DeliveryStatus(StrEnum):
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """A channel's answer: ``status`` and a short ``detail`` for the ledger (no secrets)."""
+    """A channel's answer: ``status`` and a short ``detail`` for the ledger (no secrets).
+
+    ``retry_after`` (seconds), with ``failed_retryable``: the channel did not send the message
+    but held it back for a rate limit, and there is room again after that many seconds; the
+    delivery stage then delays the row like its own throttle, without counting an attempt or
+    using up the retry deadline. ``None``: the channel tried (an ordinary answer).
+    """
 
     status: DeliveryStatus
     detail: str = ""
+    retry_after: float | None = None
+
+    @property
+    def held_back(self) -> bool:
+        """Whether the channel held the message back unsent (see ``retry_after``)."""
+        return self.status == DeliveryStatus.failed_retryable and self.retry_after is not None
 
 
 @dataclass(frozen=True)
@@ -53,9 +72,28 @@ class Message:
 
 
 class Channel(Protocol):
+    """What the daemon expects of a channel class and its instances (see the module docstring)."""
+
     type_name: ClassVar[str]
     audience: ClassVar[str]
 
     def __init__(self, channel_id: str, options: dict[str, Any]) -> None: ...
 
     async def send(self, message: Message) -> DeliveryResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def aclose_all(channels: Iterable[Any]) -> None:
+    """Call ``aclose()`` on each of ``channels`` (one that has none — a plugin written before
+    ``aclose`` was part of the contract — is skipped). A channel's exception is logged, never
+    raised, so one bad channel does not keep the others open. A channel serving several ids is
+    closed once."""
+    for channel in {id(c): c for c in channels}.values():
+        close = getattr(channel, "aclose", None)
+        if close is None:
+            continue
+        try:
+            await close()
+        except Exception:
+            log.exception("channel_close_failed", channel=getattr(channel, "channel_id", None))

@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import re
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,8 +36,8 @@ import structlog
 
 from escalator.clock import Clock
 from escalator.config.models import Config
-from escalator.delivery.channel_kit import RateLimit
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.store.base import Incident, Notification, Store, Tx
 
@@ -58,13 +56,8 @@ ADDRESS_LIMITS: tuple[RateLimit, ...] = (
     RateLimit(10, 60.0, "escalator: at most 10 messages a minute to one address of one channel"),
 )
 """Per-recipient limit: messages to one (channel id, address) in a sliding window."""
-HELD_BACK = "held back"
-"""How a channel's ``failed_retryable`` detail starts when the channel held the message back
-locally for its own rate limit (``channel_kit`` channels: ``"held back: … (room again in N s)"``);
-such an answer delays the row like the throttle stage, without counting an attempt."""
-_ROOM_AGAIN = re.compile(r"room again in ([0-9]+(?:\.[0-9]+)?) s")
 MIN_HOLD = 1.0
-"""Shortest wait (seconds) after a channel's own hold, when its detail names none or 0 s."""
+"""Shortest wait (seconds) after a channel's own hold, when its ``retry_after`` is shorter."""
 DETAIL_MAX = 500
 """Longest detail kept in the ledger and ``last_error`` (characters)."""
 
@@ -122,31 +115,13 @@ def find_twin(tx: Tx, n: Notification) -> Notification | None:
 # --------------------------------------------------------------------------------------------
 
 
-class Window:
-    """Send times (UTC epoch seconds) to one key, checked against sliding-window limits."""
-
-    def __init__(self) -> None:
-        self.sent: deque[float] = deque()
-
-    def wait(self, limits: Sequence[RateLimit], t: float) -> float:
-        """Seconds from ``t`` until every limit has room (0: room now)."""
-        horizon = max((lim.per_seconds for lim in limits), default=0.0)
-        while self.sent and self.sent[0] <= t - horizon:
-            self.sent.popleft()
-        wait = 0.0
-        for lim in limits:
-            recent = [s for s in self.sent if s > t - lim.per_seconds]
-            if len(recent) >= lim.count:
-                wait = max(wait, recent[-lim.count] + lim.per_seconds - t)
-        return wait
-
-
 class Throttle:
     """In-memory rate limits per channel id (the channel class's ``rate_limits``, or
     ``overrides[channel_id]``) and per (channel id, address) (:data:`ADDRESS_LIMITS`).
 
-    State is lost on restart; a channel's own limiter (``channel_kit.shared_limiter``) still
-    protects the service then. Times come from the injected clock.
+    One :class:`~escalator.delivery.ratelimit.RateLimiter` per key, on the injected clock (UTC
+    epoch seconds). State is lost on restart; a channel's own limiter
+    (:func:`~escalator.delivery.ratelimit.shared_limiter`) still protects the service then.
     """
 
     def __init__(self, clock: Clock, address_limits: Sequence[RateLimit] = ADDRESS_LIMITS,
@@ -154,7 +129,7 @@ class Throttle:
         self.clock = clock
         self.address_limits = tuple(address_limits)
         self.overrides = dict(overrides or {})
-        self._windows: dict[tuple[str, ...], Window] = {}
+        self._limiters: dict[tuple[str, ...], RateLimiter] = {}
 
     def channel_limits(self, channel_id: str, channel: Any) -> tuple[RateLimit, ...]:
         """The limits for ``channel_id``: an override if set, else the channel's declared ones."""
@@ -165,27 +140,32 @@ class Throttle:
     def acquire(self, channel_id: str, channel: Any, address: str) -> float:
         """Take a slot in both windows and return 0, or return the seconds until both have
         room (taking nothing)."""
-        t = self.clock.now().timestamp()
-        keyed = [(("channel", channel_id), self.channel_limits(channel_id, channel)),
-                 (("address", channel_id, address), self.address_limits)]
-        wait = max(self._window(key).wait(limits, t) for key, limits in keyed)
-        if wait > 0:
-            return wait
-        for key, _ in keyed:
-            self._window(key).sent.append(t)
-        return 0.0
+        return acquire_all([self._limiter(("channel", channel_id),
+                                          self.channel_limits(channel_id, channel)),
+                            self._limiter(("address", channel_id, address), self.address_limits)],
+                           self._now())
 
-    def _window(self, key: tuple[str, ...]) -> Window:
-        return self._windows.setdefault(key, Window())
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def _limiter(self, key: tuple[str, ...], limits: tuple[RateLimit, ...]) -> RateLimiter:
+        """The limiter of ``key``, with ``limits`` in force (a reload or an override may
+        change a channel's limits; the sends already counted stay)."""
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = RateLimiter(limits, now=self._now)
+        limiter.limits = limits
+        return limiter
 
 
 def channel_hold(result: DeliveryResult) -> float | None:
-    """Seconds a channel asked to wait when it held the message back for its own rate limit
-    (a ``failed_retryable`` answer whose detail starts with :data:`HELD_BACK`), else ``None``."""
-    if result.status != DeliveryStatus.failed_retryable or not result.detail.startswith(HELD_BACK):
+    """Seconds to wait when the channel held the message back unsent for its own rate limit
+    (:attr:`DeliveryResult.held_back`): its ``retry_after``, at least :data:`MIN_HOLD` and at
+    most :data:`RETRY_MAX_DELAY`; else ``None``."""
+    if not result.held_back or result.retry_after is None:
         return None
-    m = _ROOM_AGAIN.search(result.detail)
-    return min(max(float(m.group(1)) if m else 0.0, MIN_HOLD), RETRY_MAX_DELAY)
+    seconds = 0.0 if math.isnan(result.retry_after) else result.retry_after
+    return min(max(seconds, MIN_HOLD), RETRY_MAX_DELAY)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from escalator.delivery.channel_kit import ChannelOptions, fit_text, normalise_mobile
 from escalator.delivery.channels import Message
+from escalator.delivery.options import ChannelOptions
+from escalator.delivery.text import fit_text, normalise_mobile
 
 VALUE_NAMES = frozenset({
     "id", "severity", "category", "kind", "summary", "class_id", "grade", "place", "occurred",

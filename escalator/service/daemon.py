@@ -20,7 +20,8 @@ from escalator.clock import Clock, SystemClock
 from escalator.config import Config, ConfigError, Problem, load_config
 from escalator.config.load import resolve_secrets
 from escalator.config.models import Policy, Step
-from escalator.delivery.channel_kit import STAND_IN, name_sources, secret_sources
+from escalator.delivery.channels import aclose_all
+from escalator.delivery.options import STAND_IN, name_sources, secret_sources
 from escalator.delivery.pipeline import Delivery
 from escalator.engine.engine import Engine, IngestResult, Submission
 from escalator.events import Event
@@ -53,7 +54,7 @@ def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
     """Channel and source types in ``config`` that no installed plugin provides, and channel
     options the channel's ``options_model`` rejects. Secrets from ``*_env``/``*_file`` are not
     read here: a stand-in is checked in their place, and only errors the real value cannot
-    change are reported (:meth:`~escalator.delivery.channel_kit.ChannelOptions.check_unresolved`); the
+    change are reported (:meth:`~escalator.delivery.options.ChannelOptions.check_unresolved`); the
     real value is checked by :func:`build_channels` when the daemon starts."""
     out = []
     for cid, ch in config.channels.items():
@@ -177,7 +178,9 @@ class Daemon:
         self.config = config
         self._ctx.config = config
         self.engine.reload(config)
+        replaced = self.delivery.channels
         self.delivery.reload(config, channels)
+        self._closing = asyncio.get_running_loop().create_task(aclose_all(replaced.values()))
         log.info("config_reloaded", path=str(path))
         self.notifier.ready(self._status_text())
         return True
@@ -258,6 +261,7 @@ class Daemon:
                 self.pm.hook.shutdown(daemon=self)
             except Exception:
                 log.exception("shutdown_hook_failed")
+            await aclose_all(self.delivery.channels.values())  # their connections and clients
             self.store.close()
             self.notifier.close()
             log.info("escalator_stopped")
