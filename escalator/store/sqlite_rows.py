@@ -75,6 +75,8 @@ def encode(value: Any) -> Any:
         return to_db(value)
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, list):  # deadline_notify
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return int(value)
     return value
