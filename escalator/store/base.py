@@ -400,5 +400,13 @@ class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, Protocol):
 class Store(Protocol):
     """A durable store. ``transaction()`` yields a :class:`Tx`; exiting cleanly commits (fsync)."""
 
-    def transaction(self) -> AbstractContextManager[Tx]: ...
-    def close(self) -> None: ...
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """One transaction: commits durably when the block exits cleanly, rolls back when it
+        raises. A driver error — raised by a method inside the block or by the commit — leaves
+        the block as :class:`StoreUnavailable` or :class:`Conflict` (nothing of the transaction
+        stored); catch those outside the block, not inside it. Any other exception leaves as it
+        is, after the rollback."""
+        ...
+    def close(self) -> None:
+        """Close the store; :class:`StoreUnavailable` if the backend fails to."""
+        ...

@@ -37,7 +37,11 @@ from escalator.store.sqlite_rows import (
     to_db,
 )
 
-__all__ = ["MIGRATIONS", "SQLiteStore", "SQLiteTx", "from_db", "row_key_digest", "to_db"]
+__all__ = ["MIGRATIONS", "SQLITE_VERSION", "SQLiteStore", "SQLiteTx", "from_db", "row_key_digest",
+           "to_db"]
+
+SQLITE_VERSION = sqlite3.sqlite_version
+"""The SQLite library's version (``3.40.1``), for reports such as the benchmarks'."""
 
 
 MIGRATIONS: list[str] = [
