@@ -431,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from escalator.engine.engine import NotFound
     from escalator.plugins import PluginError
+    from escalator.store.base import StoreError
 
     args = build_parser().parse_args(argv)
     from escalator.service import logs
@@ -452,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOT_FOUND
     except PluginError as e:
         print(f"escalator: plugin error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except StoreError as e:  # the database cannot be used now (full, read-only, not a database)
+        print(f"escalator: database error: {e}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK

@@ -1,7 +1,8 @@
 """The work ledger (工作台账): export for inspection, and the monthly report.
 
-Read-only queries over the SQLite store (``docs/school-rules.md``, "Work ledger" and "Monthly
-report"). Everything here reads; nothing changes a row.
+Read-only, through the store's report reads (:class:`escalator.store.base.ReportReads`;
+``docs/school-rules.md``, "Work ledger" and "Monthly report"). Here are the columns, words,
+masking and figures; the queries are the store's. Nothing here changes a row.
 
 - :func:`ledger_tables` builds the ledger's tables for school-local dates ``day_from`` ..
   ``day_to`` (both included): incidents (by the time they opened), notifications (by the time the
@@ -15,8 +16,7 @@ report"). Everything here reads; nothing changes a row.
   and :func:`write_xlsx` (one sheet per table, a header row).
 - :func:`monthly_report` summarises one school-local month per category and severity.
 
-Reporting deadlines: the columns ``incidents.deadline_at`` and ``incidents.deadline_met_at``
-(UTC text; migration 4, applied whenever the store opens).
+Reporting deadlines: ``Incident.deadline_at`` and ``Incident.deadline_met_at``.
 :func:`deadline_status` is the one place that says whether a deadline was met
 (:func:`escalator.school.deadlines.status` calls it).
 """
@@ -24,7 +24,6 @@ Reporting deadlines: the columns ``incidents.deadline_at`` and ``incidents.deadl
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import statistics
@@ -38,8 +37,7 @@ from zoneinfo import ZoneInfo
 from escalator.config.models import Config
 from escalator.delivery.render import CATEGORY, KIND, SEVERITY
 from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR, Category, Severity
-from escalator.store.base import Store
-from escalator.store.sqlite import from_db, to_db
+from escalator.store.base import Incident, Store
 
 PURGED = "(purged)"
 """What :mod:`escalator.school.retention` writes in place of a purged text field."""
@@ -148,16 +146,11 @@ class Table:
 # ------------------------------------------------------------------ helpers
 
 
-def _conn(tx: Any) -> Any:
-    """The sqlite3 connection behind a store transaction (wrappers forward ``c``)."""
-    return tx.c
-
-
-def local_bounds(day_from: date, day_to: date, tz: ZoneInfo) -> tuple[str, str]:
-    """UTC text bounds ``[start, end)`` of school-local dates ``day_from`` .. ``day_to``."""
+def local_bounds(day_from: date, day_to: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """Aware bounds ``[start, end)`` of school-local dates ``day_from`` .. ``day_to``."""
     start = datetime.combine(day_from, time(0), tz)
     end = datetime.combine(day_to + timedelta(days=1), time(0), tz)
-    return to_db(start) or "", to_db(end) or ""
+    return start, end
 
 
 def deadline_status(deadline_at: datetime | None, met_at: datetime | None,
@@ -176,12 +169,10 @@ def deadline_status(deadline_at: datetime | None, met_at: datetime | None,
     return "missed" if now > deadline_at or resolved_at is not None else "pending"
 
 
-def _row_deadline(row: Any) -> tuple[datetime | None, datetime | None, datetime | None]:
-    """``deadline_at``, ``deadline_met_at`` and (of a resolved incident) ``resolved_at``."""
-    due = from_db(row["deadline_at"])
-    met = from_db(row["deadline_met_at"])
-    resolved = from_db(row["resolved_at"]) if row["state"] == "resolved" else None
-    return due, met, resolved
+def _status(inc: Incident, now: datetime) -> str | None:
+    """:func:`deadline_status` of an incident (its resolve time only once resolved)."""
+    return deadline_status(inc.deadline_at, inc.deadline_met_at, now,
+                           inc.resolved_at if inc.state == "resolved" else None)
 
 
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{5,}$")
@@ -208,8 +199,8 @@ def mask_address(address: str) -> str:
     return a[:2] + "***" + a[-2:] if len(a) > 6 else "***"
 
 
-def _local(text: str | None, tz: ZoneInfo) -> datetime | None:
-    dt = from_db(text) if text else None
+def _local(dt: datetime | None, tz: ZoneInfo) -> datetime | None:
+    """An aware time as a naive school-local one (a spreadsheet cell); None stays None."""
     return dt.astimezone(tz).replace(tzinfo=None) if dt else None
 
 
@@ -240,76 +231,56 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
 
     tables = {k: Table(k, w[k], headings(k, config)) for k in TABLES}
     with store.transaction() as tx:
-        c = _conn(tx)
-        for r in c.execute("SELECT * FROM incidents WHERE created_at >= ? AND created_at < ? "
-                           "ORDER BY created_at, id", (lo, hi)).fetchall():
-            first = c.execute(
-                "SELECT at, actor FROM timeline WHERE incident_id = ? AND type IN "
-                f"({', '.join('?' * len(RESPONSE_TYPES))}) ORDER BY at, id LIMIT 1",
-                (r["id"], *RESPONSE_TYPES)).fetchone()
-            occurred = c.execute(
-                "SELECT json_extract(body, '$.occurred_at') FROM events WHERE id = ?",
-                (r["first_event_id"],)).fetchone()
-            occurred_at = (datetime.fromisoformat(occurred[0]).astimezone(tz).replace(tzinfo=None)
-                           if occurred and occurred[0] else None)
-            due, met, resolved = _row_deadline(r)
-            status = deadline_status(due, met, now, resolved)
+        for inc in tx.incidents_created(lo, hi):
+            first = tx.first_timeline_entry(inc.id, RESPONSE_TYPES)
+            event = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+            occurred = event["body"].get("occurred_at") if event else None
+            occurred_at = (datetime.fromisoformat(occurred).astimezone(tz).replace(tzinfo=None)
+                           if occurred else None)
+            status = _status(inc, now)
             tables["incidents"].rows.append([
-                r["id"], KIND[lang].get(r["kind"], r["kind"]),
-                CATEGORY[lang].get(r["category"], r["category"]),
-                SEVERITY[lang].get(r["severity"], r["severity"]), r["summary"], r["class_id"],
-                r["grade"], r["place"], w["yes"] if r["drill"] else w["no"], occurred_at,
-                _local(r["created_at"], tz), word(r["state"]), r["event_count"],
-                _local(first["at"], tz) if first else None, first["actor"] if first else None,
-                _local(r["acknowledged_at"], tz), r["acknowledged_by"],
-                _local(r["resolved_at"], tz), r["resolved_by"],
-                due.astimezone(tz).replace(tzinfo=None) if due else None,
-                met.astimezone(tz).replace(tzinfo=None) if met else None,
-                word(status) if status else NO_DEADLINE, r["policy_id"],
+                inc.id, KIND[lang].get(inc.kind, inc.kind),
+                CATEGORY[lang].get(inc.category, inc.category),
+                SEVERITY[lang].get(inc.severity, inc.severity), inc.summary, inc.class_id,
+                inc.grade, inc.place, w["yes"] if inc.drill else w["no"], occurred_at,
+                _local(inc.created_at, tz), word(inc.state), inc.event_count,
+                _local(first.at, tz) if first else None, first.actor if first else None,
+                _local(inc.acknowledged_at, tz), inc.acknowledged_by,
+                _local(inc.resolved_at, tz), inc.resolved_by,
+                _local(inc.deadline_at, tz), _local(inc.deadline_met_at, tz),
+                word(status) if status else NO_DEADLINE, inc.policy_id,
             ])
-        for r in c.execute(
-                "SELECT n.*, i.category AS inc_category, s.step_index, s.mode FROM notifications n "
-                "JOIN incidents i ON i.id = n.incident_id "
-                "LEFT JOIN step_runs s ON s.id = n.step_run_id "
-                "WHERE n.created_at >= ? AND n.created_at < ? ORDER BY n.created_at, n.id",
-                (lo, hi)).fetchall():
+        for row in tx.notifications_created(lo, hi):
+            n = row.notification
             tables["notifications"].rows.append([
-                r["id"], r["incident_id"], CATEGORY[lang].get(r["inc_category"], r["inc_category"]),
-                r["step_index"] + 1 if r["step_index"] is not None else None, word(r["mode"]),
-                word(r["purpose"]), purged(r["recipient_name"]), word(r["recipient_kind"]),
-                r["channel"], purged(mask_address(r["address"])),
-                w["yes"] if r["needs_ack"] else w["no"],
-                word("pending_n" if r["status"] == "pending" else r["status"]), r["attempts"],
-                _local(r["created_at"], tz), _local(r["first_attempt_at"], tz),
-                r["last_error"] or "",
+                n.id, n.incident_id, CATEGORY[lang].get(row.category, row.category),
+                row.step_index + 1 if row.step_index is not None else None, word(row.mode),
+                word(n.purpose), purged(n.recipient_name), word(n.recipient_kind),
+                n.channel, purged(mask_address(n.address)),
+                w["yes"] if n.needs_ack else w["no"],
+                word("pending_n" if n.status == "pending" else n.status), n.attempts,
+                _local(n.created_at, tz), _local(n.first_attempt_at, tz),
+                n.last_error or "",
             ])
-        for r in c.execute(
-                "SELECT d.*, n.incident_id, n.recipient_name, n.channel, n.address "
-                "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
-                "WHERE d.at >= ? AND d.at < ? ORDER BY d.at, d.id", (lo, hi)).fetchall():
+        for drow in tx.deliveries_between(lo, hi):
+            d, n = drow.delivery, drow.notification
             tables["deliveries"].rows.append([
-                r["id"], r["notification_id"], r["incident_id"], purged(r["recipient_name"]),
-                r["channel"], purged(mask_address(r["address"])), _local(r["at"], tz),
-                word(r["outcome"]), purged(r["detail"]),
-                purged(r["body"]),
+                d.id, d.notification_id, n.incident_id, purged(n.recipient_name),
+                n.channel, purged(mask_address(n.address)), _local(d.at, tz),
+                word(d.outcome), purged(d.detail),
+                purged(d.body),
             ])
-        for r in c.execute(
-                "SELECT * FROM timeline WHERE at >= ? AND at < ? AND type IN "
-                f"({', '.join('?' * len(ACK_TYPES))}) ORDER BY at, id",
-                (lo, hi, *ACK_TYPES)).fetchall():
-            detail = json.loads(r["detail"])
-            step = detail.get("step")
+        for entry in tx.timeline_between(lo, hi, ACK_TYPES):
+            step = entry.detail.get("step")
             tables["acknowledgements"].rows.append([
-                r["incident_id"], _local(r["at"], tz), word(r["type"]), r["actor"] or "",
-                detail.get("via", ""), step + 1 if isinstance(step, int) else None,
+                entry.incident_id, _local(entry.at, tz), word(entry.type), entry.actor or "",
+                entry.detail.get("via", ""), step + 1 if isinstance(step, int) else None,
             ])
-        for r in c.execute(
-                "SELECT * FROM heartbeat_days WHERE local_date >= ? AND local_date <= ? "
-                "ORDER BY local_date, monitor", (day_from.isoformat(), day_to.isoformat())):
-            name = config.heartbeats[r["monitor"]].name if r["monitor"] in config.heartbeats else None
+        for day in tx.heartbeat_days_between(day_from, day_to):
+            name = config.heartbeats[day.monitor].name if day.monitor in config.heartbeats else None
             tables["heartbeats"].rows.append([
-                name or r["monitor"], r["local_date"], _local(r["received_at"], tz),
-                r["missed_incident_id"],
+                name or day.monitor, day.local_date, _local(day.received_at, tz),
+                day.missed_incident_id,
             ])
     return [tables[k] for k in TABLES]
 
@@ -424,37 +395,27 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
     groups: dict[tuple[str, str], _Group] = {}
     monitors: dict[str, dict[str, int]] = {}
     with store.transaction() as tx:
-        c = _conn(tx)
-        for r in c.execute("SELECT * FROM incidents WHERE created_at >= ? AND created_at < ?",
-                           (lo, hi)).fetchall():
-            g = groups.setdefault((r["category"], r["severity"]), _Group())
-            if r["drill"]:
+        for inc in tx.incidents_created(lo, hi):
+            g = groups.setdefault((inc.category, inc.severity), _Group())
+            if inc.drill:
                 g.drills += 1
                 continue
             g.incidents += 1
-            if r["kind"] == "heartbeat":
+            if inc.kind == "heartbeat":
                 g.zero_reports_missed += 1
-            first_response = c.execute(
-                "SELECT MIN(at) FROM timeline WHERE incident_id = ? AND type IN "
-                f"({', '.join('?' * len(RESPONSE_TYPES))})", (r["id"], *RESPONSE_TYPES)).fetchone()
-            if first_response and first_response[0]:
-                created = from_db(r["created_at"])
-                responded = from_db(first_response[0])
-                assert created is not None and responded is not None
-                g.responses.append((responded - created).total_seconds())
-            due, met, resolved = _row_deadline(r)
-            status = deadline_status(due, met, now, resolved)
+            first_response = tx.first_timeline_entry(inc.id, RESPONSE_TYPES)
+            if first_response is not None:
+                g.responses.append((first_response.at - inc.created_at).total_seconds())
+            status = _status(inc, now)
             if status is not None:
                 setattr(g, f"deadlines_{status}", getattr(g, f"deadlines_{status}") + 1)
-        for r in c.execute(
-                "SELECT * FROM heartbeat_days WHERE local_date >= ? AND local_date <= ?",
-                (first.isoformat(), last.isoformat())):
-            m = monitors.setdefault(r["monitor"], {"reported": 0, "missed": 0, "late": 0})
-            if r["missed_incident_id"] is not None:
+        for day in tx.heartbeat_days_between(first, last):
+            m = monitors.setdefault(day.monitor, {"reported": 0, "missed": 0, "late": 0})
+            if day.missed_incident_id is not None:
                 m["missed"] += 1
-                if r["received_at"] is not None:
+                if day.received_at is not None:
                     m["late"] += 1
-            elif r["received_at"] is not None:
+            elif day.received_at is not None:
                 m["reported"] += 1
     order_c = {c.value: i for i, c in enumerate(Category)}
     order_s = {s.value: i for i, s in enumerate(Severity)}
