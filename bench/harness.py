@@ -278,8 +278,8 @@ async def _receive(port: int, out: Path) -> None:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Content-Length: 11\r\n\r\n{\"ok\":true}")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # a client gone, or the receiver stopping with a long poll open
         finally:
             writer.close()
 
