@@ -476,10 +476,11 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def fmt_ms(seconds: float, bound: float | None = None) -> str:
-    """``seconds`` as milliseconds for a table; ``inf`` (never came) as ``> bound s``."""
+def fmt_ms(seconds: float, bound: float | None = None, never: str | None = None) -> str:
+    """``seconds`` as milliseconds for a table; ``inf`` (never came) as ``never`` if given,
+    else ``> bound s``."""
     if math.isinf(seconds):
-        return f"> {bound:.0f} s" if bound else "never"
+        return never or (f"> {bound:.0f} s" if bound else "never")
     ms = seconds * 1000
     return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
 
