@@ -20,7 +20,10 @@ from escalator.config import ConfigError, load_config
 from escalator.service.daemon import Daemon
 from escalator.service.settings import Settings
 from escalator.testing import Harness
-from escalator.web.api import BodyLimit, Credentials, create_app, parse_listen
+from escalator.web.app import create_app
+from escalator.web.auth import Credentials
+from escalator.web.limits import BodyLimit
+from escalator.web.server import parse_listen
 
 from .conftest import CASES, FIXTURES, case
 
@@ -407,6 +410,17 @@ async def test_acknowledge_link_get_shows_and_post_acknowledges(api):
     for token in ("nope", "x" * 500):
         assert (await c.get(f"/ack/{token}")).status_code == 404
         assert (await c.post(f"/ack/{token}")).status_code == 404
+
+
+def test_acknowledge_pages_escape_what_they_show():
+    from escalator.web.pages import page
+    box = {"id": 7, "drill": False, "state": "triggered", "state_zh": "待处理", "severity": "high",
+           "severity_zh": "紧急", "category_zh": "<i>x</i>", "category_en": "a&b", "kind_zh": "k"}
+    html = page("ack.html", incident=box, recipient='<script>alert("x")</script>', level=1,
+                outcome=None, token='"><img src=x>', button=("确认收到并处理", "Acknowledge")).body.decode()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<i>x</i>" not in html and "a&amp;b" in html
+    assert '"><img' not in html and 'action="&#34;&gt;&lt;img src=x&gt;"' in html
 
 
 async def test_acknowledge_link_on_a_report_step_confirms_the_level(api):
