@@ -661,6 +661,34 @@ async def test_http_off_starts_no_server(tmp_path, env):
     await asyncio.wait_for(task, 10)
 
 
+def test_every_route_and_dependency_runs_in_the_loop_thread(tmp_path, env):
+    # FastAPI runs a plain function in a worker thread; the store is used from one thread only
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from escalator.web.routers import ack, compat, events, incidents, ops
+
+    config = load_config(write_config(tmp_path))
+    daemon = Daemon(config, Settings(state_dir=tmp_path / "state"), clock=FakeClock())
+    try:
+        app = create_app(daemon)
+    finally:
+        daemon.store.close()
+
+    def calls(dependant):
+        for dep in dependant.dependencies:
+            yield dep.call
+            yield from calls(dep)
+
+    routes = [r for m in (ack, compat, events, incidents, ops) for r in m.router.routes]
+    assert {r.path for r in routes if isinstance(r, APIRoute)} == set(app.openapi()["paths"])
+    for route in routes:
+        for call in [route.endpoint, *calls(route.dependant)]:
+            assert inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+                type(call).__call__), (route.path, call)
+
+
 def test_create_app_refuses_an_unreadable_secret(tmp_path, env):
     env.delenv("TEST_ESCALATOR_PD_KEY")
     config = load_config(write_config(tmp_path))

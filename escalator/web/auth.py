@@ -125,7 +125,7 @@ class Keyring:
         return self._credentials
 
 
-def current_credentials(request: Request) -> Credentials:
+async def current_credentials(request: Request) -> Credentials:
     """Dependency: the app's current :class:`Credentials` (``app.state.keyring``)."""
     keyring: Keyring = request.app.state.keyring
     return keyring.current()

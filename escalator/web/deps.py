@@ -19,8 +19,11 @@ from escalator.events import Event
 from escalator.web.errors import ApiError
 
 
-def current_daemon(request: Request) -> Any:
-    """Dependency: the app's :class:`~escalator.service.daemon.Daemon` (``app.state.daemon``)."""
+async def current_daemon(request: Request) -> Any:
+    """Dependency: the app's :class:`~escalator.service.daemon.Daemon` (``app.state.daemon``).
+
+    A coroutine, like every dependency here: FastAPI would run a plain function in a worker
+    thread, and the daemon is only used from the loop's thread."""
     return request.app.state.daemon
 
 
