@@ -205,7 +205,7 @@ async def test_cli_drill_report_on_a_real_database(tmp_path, language):
 
 
 async def test_the_api_shows_the_drill(drill_harness):
-    from escalator.web.api import _incident_out
+    from escalator.web.models import incident_out as _incident_out
 
     incident_id = await walk_drill(drill_harness)
     assert _incident_out(drill_harness.incident(incident_id))["drill"] is True

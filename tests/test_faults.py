@@ -38,7 +38,7 @@ from escalator.service.daemon import SEND_BATCH, Daemon, build_channels
 from escalator.service.settings import Settings
 from escalator.store.sqlite import from_db
 from escalator.testing import Harness, RecordingChannel
-from escalator.web.api import serve
+from escalator.web.server import serve
 from tests.channel_servers import Answer, HTTPRecorder, SMTPServer
 from tests.conftest import FIXTURES, case
 

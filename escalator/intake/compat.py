@@ -4,7 +4,7 @@ bodies → escalator events, so existing tools point at escalator unchanged.
 The pydantic models here validate the foreign shapes; :func:`pd_event` and :func:`am_event` map
 them to raw escalator events (then validated by :mod:`escalator.intake.parsing`). The mappings
 (severity, category, dedup key, labels) are documented in ``docs/compat.md``; the HTTP
-endpoints that use them are in :mod:`escalator.web.api`.
+endpoints that use them are in :mod:`escalator.web.routers.compat`.
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ class Daemon:
         self._inputs = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
                         for sid, s in self._sources()]
         if self.settings.http_listen not in ("", "off"):
-            from escalator.web.api import ApiServer
+            from escalator.web.server import ApiServer
             self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),
                                                     name="http"))
         await self._until_listening()

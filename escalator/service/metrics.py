@@ -1,7 +1,7 @@
 """Prometheus metrics of one daemon, in its own :class:`~prometheus_client.CollectorRegistry`
 (never the process-global one, so several daemons can live in one test process).
 
-Families (served at ``GET /metrics`` by :mod:`escalator.web.api`):
+Families (served at ``GET /metrics`` by :mod:`escalator.web.routers.ops`):
 
 - ``escalator_events_total{source,outcome}``: events the engine processed; ``outcome`` is the
   :class:`~escalator.engine.engine.IngestResult` status (``created``, ``deduplicated``, ``logged``, …).
