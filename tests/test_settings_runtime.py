@@ -11,7 +11,15 @@ from escalator.service import logs
 from escalator.service.settings import load_settings
 
 
-def test_log_level_setting_filters_lines(capsys, monkeypatch):
+@pytest.fixture
+def restored_logging():
+    """structlog as it was before the test (``logs.configure`` binds the captured stderr)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_log_level_setting_filters_lines(capsys, monkeypatch, restored_logging):
     monkeypatch.setenv("ESCALATOR_LOG_LEVEL", "warning")
     settings = load_settings()
     assert settings.log_level == "warning"
@@ -21,7 +29,6 @@ def test_log_level_setting_filters_lines(capsys, monkeypatch):
     log.warning("at_the_level")
     err = capsys.readouterr().err
     assert "at_the_level" in err and "below_the_level" not in err
-    logs.configure("json", "info")
 
 
 def test_bad_log_level_is_refused(monkeypatch):
