@@ -22,7 +22,7 @@ symptom clusters, guardians, drills (docs/school-rules.md) — and a district's 
 :class:`~escalator.engine.rules.Rule` objects handed to the engine (the daemon, the test harness
 and ``simulate`` collect them through the plugin manager: :func:`escalator.plugins.collect_rules`).
 The engine imports none of them. It calls each rule, in their order, inside its own
-transactions: on every stored event (:meth:`Engine._ingest`), at every :meth:`Engine.tick`
+transactions: on every stored event (:meth:`Engine.ingest`), at every :meth:`Engine.tick`
 (``on_tick``, then ``on_due`` for each due incident before its step fires), after every
 notification row it writes, after every resolve, for relative roles it does not know itself
 (``guardian``) and to leave recipients out of a step (drills).
