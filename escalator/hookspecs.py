@@ -79,6 +79,7 @@ def track_delivery(notification: Notification, result: DeliveryResult) -> None:
 def escalator_rules(config: Config) -> list[Rule]:
     """Rules for the engine (:class:`~escalator.engine.rules.Rule`), in the order they are to
     be called; ``config``: the config the engine starts with (or is reloaded to)."""
+    raise NotImplementedError  # a specification: pluggy calls the plugins' implementations
 
 
 @hookspec

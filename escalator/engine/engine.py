@@ -225,11 +225,10 @@ class Engine:
             action=ev.action.value, dedup_key=key, incident_id=incident_id, outcome=status,
             body=ev.model_dump(mode="json", exclude_none=True), row_key=sub.row_key,
         )
-        if self.rules:  # school rules and a district's own (escalator/engine/rules.py)
-            stored = StoredEvent(ev, event_id, src, status, incident_id, routed=policy is None)
-            ops = self._ops(tx, now)
-            for rule in self.rules:
-                rule.on_event(ops, tx, stored)
+        stored = StoredEvent(ev, event_id, src, status, incident_id, routed=policy is None)
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # school rules and a district's own (escalator/engine/rules.py)
+            rule.on_event(ops, tx, stored)
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)
         return IngestResult(event_id, incident_id, status, key, src)
@@ -376,7 +375,7 @@ class Engine:
             target = parse_target(text, self.config)
         except UnknownTarget:
             return []
-        if target.kind == "relative" and self.rules:
+        if target.kind == "relative":
             ops = self._ops(tx, now)
             for rule in self.rules:
                 found = rule.recipients(ops, tx, inc, target.name, opening)
@@ -396,10 +395,9 @@ class Engine:
             status="pending", due_at=now, attempts=0, created_at=now, updated_at=now,
             ack_token=secrets.token_urlsafe(18), needs_ack=needs_ack, purpose=purpose, note=note,
         )
-        if self.rules:  # e.g. the required level of a legal deadline told: deadline met
-            ops = self._ops(tx, now)
-            for rule in self.rules:
-                rule.on_notified(ops, tx, inc, r)
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # e.g. the required level of a legal deadline told: deadline met
+            rule.on_notified(ops, tx, inc, r)
         return True
 
     def _tell_duty_officer(self, tx: Tx, inc: Incident, run_id: int,
@@ -505,10 +503,9 @@ class Engine:
                            next_step_at=None, updated_at=now)
         tx.add_timeline(inc.id, now, "resolved", actor, {"via": via, "cancelled": cancelled})
         log.info("incident_resolved", incident_id=inc.id, actor=actor, via=via)
-        if self.rules:  # e.g. resolved before a legal deadline's level was told
-            ops = self._ops(tx, now)
-            for rule in self.rules:
-                rule.on_resolved(ops, tx, inc, actor)
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # e.g. resolved before a legal deadline's level was told
+            rule.on_resolved(ops, tx, inc, actor)
 
 
 class _Ops:

@@ -137,6 +137,7 @@ class Rule(Protocol):
     def on_event(self, ops: EngineOps, tx: Tx, event: StoredEvent) -> None:
         """An event was stored and routed (called for every stored event, after its incident
         was opened, joined or acted on, in the event's own transaction)."""
+        return None
 
     def on_tick(self, ops: EngineOps, tx: Tx) -> int:
         """A periodic reconcile, run at the start of every ``Engine.tick`` in its own
@@ -155,9 +156,11 @@ class Rule(Protocol):
                     recipient: Recipient) -> None:
         """A notification row for ``recipient`` of ``incident`` was written (``incident`` as
         the engine had it before the row: read it again for current fields)."""
+        return None
 
     def on_resolved(self, ops: EngineOps, tx: Tx, incident: Incident, actor: str) -> None:
         """``incident`` was resolved by ``actor`` (``incident``: its row before the resolve)."""
+        return None
 
     def recipients(self, ops: EngineOps, tx: Tx, incident: Incident, role: str,
                    opening: Mapping[str, Any] | None) -> list[Recipient] | None:

@@ -166,6 +166,7 @@ class Daemon:
         try:
             config = load_config(path)
             channels = build_channels(config, self.registry)
+            rules = collect_rules(self.pm, config)
         except ConfigError as e:
             errors = [str(p) for p in e.problems if p.level == "error"]
             self.last_error = f"config reload failed ({len(errors)} errors); running config kept"
@@ -176,7 +177,7 @@ class Daemon:
         config.daemon.public_base_url = config.daemon.public_base_url or self.settings.public_base_url
         self.config = config
         self._ctx.config = config
-        self.engine.reload(config, rules=collect_rules(self.pm, config))
+        self.engine.reload(config, rules=rules)
         self.delivery.reload(config, channels)
         log.info("config_reloaded", path=str(path))
         self.notifier.ready(self._status_text())
