@@ -17,20 +17,22 @@ reconcile-on-tick design). Step modes, per DESIGN.md "Escalation policy":
 A target that resolves to nobody is logged ``target_unresolved``, the duty officer is told, and
 when a step reaches nobody at all the walk goes on as if it had timed out.
 
-Heartbeat monitors (the daily zero report): a ``heartbeat`` event is recorded for its monitor
-and resolves that day's "missing" incident; :meth:`Engine.check_heartbeats` opens the missing
-ones (:mod:`escalator.school.heartbeats`).
-
-School rules (docs/school-rules.md): each triggering event is counted for symptom clusters and
-checked for a notifiable diagnosis (:mod:`escalator.school.clusters`) in its own transaction; legal
-deadlines (:mod:`escalator.school.deadlines`) are a second timer per incident (``deadline_check_at``)
-that :meth:`Engine.tick` fires, and :meth:`Engine._notify` notes when a deadline is met.
+Rules (:mod:`escalator.engine.rules`): the school rules — heartbeat monitors, legal deadlines,
+symptom clusters, guardians, drills (docs/school-rules.md) — and a district's own plug in as
+:class:`~escalator.engine.rules.Rule` objects handed to the engine (the daemon, the test harness
+and ``simulate`` collect them through the plugin manager: :func:`escalator.plugins.collect_rules`).
+The engine imports none of them. It calls each rule, in their order, inside its own
+transactions: on every stored event (:meth:`Engine.ingest`), at every :meth:`Engine.tick`
+(``on_tick``, then ``on_due`` for each due incident before its step fires), after every
+notification row it writes, after every resolve, for relative roles it does not know itself
+(``guardian``) and to leave recipients out of a step (drills).
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,9 +42,9 @@ import structlog
 from escalator.clock import Clock
 from escalator.config.models import Config, Policy
 from escalator.engine.routing import NO_POLICY, route
+from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
 from escalator.engine.targets import Recipient, Target, UnknownTarget, parse_target, resolve
 from escalator.events import Action, Event, Kind
-from escalator.school import clusters, deadlines, drills, guardians, heartbeats
 from escalator.store.base import Incident, StepRun, Store, Tx
 
 log = structlog.get_logger("escalator.engine.engine")
@@ -100,18 +102,39 @@ class ActionResult:
 
 class Engine:
     """Owns every incident state change. ``store``: a :class:`~escalator.store.base.Store`;
-    ``config``: the running config (swap with :meth:`reload`); ``clock``: time source (UTC)."""
+    ``config``: the running config (swap with :meth:`reload`); ``clock``: time source (UTC);
+    ``rules``: the :class:`~escalator.engine.rules.Rule` objects to call, in order — None for
+    those of the plugins ``config`` names (:func:`escalator.plugins.rules_for`: the built-in
+    school rules, ``plugins_dir``, entry points; raises :class:`~escalator.plugins.PluginError`
+    when one cannot be loaded)."""
 
     metrics: Any = None  # an escalator.service.metrics.Metrics when the API serves /metrics
 
-    def __init__(self, store: Store, config: Config, clock: Clock) -> None:
+    def __init__(self, store: Store, config: Config, clock: Clock,
+                 rules: Sequence[Rule] | None = None) -> None:
         self.store = store
         self.config = config
         self.clock = clock
+        self.rules: tuple[Rule, ...] = ()
+        self._use(config, rules)
 
-    def reload(self, config: Config) -> None:
-        """Use ``config`` from now on. Walks under way keep their policy snapshot."""
+    def reload(self, config: Config, rules: Sequence[Rule] | None = None) -> None:
+        """Use ``config`` (and ``rules``, when given) from now on. Walks under way keep their
+        policy snapshot."""
         self.config = config
+        if rules is not None:
+            self._use(config, rules)
+
+    def _use(self, config: Config, rules: Sequence[Rule] | None) -> None:
+        if rules is None:
+            from escalator.plugins import rules_for  # the plugin manager knows where rules live
+
+            rules = rules_for(config)
+        self.rules = tuple(rules)
+
+    def _ops(self, tx: Tx, now: datetime) -> _Ops:
+        """The :class:`~escalator.engine.rules.EngineOps` rules get in transaction ``tx``."""
+        return _Ops(self, tx, now)
 
     # ----------------------------------------------------------------- intake
 
@@ -202,14 +225,10 @@ class Engine:
             action=ev.action.value, dedup_key=key, incident_id=incident_id, outcome=status,
             body=ev.model_dump(mode="json", exclude_none=True), row_key=sub.row_key,
         )
-        if (ev.kind == Kind.heartbeat and ev.action == Action.trigger and policy is None
-                and not sub.ledger_only):  # a monitor's report arrived (escalator/heartbeats.py)
-            heartbeats.arrived(self, tx, ev, src, event_id, now)
-        if ev.action == Action.trigger and not sub.ledger_only:  # docs/school-rules.md
-            if status == "created" and incident_id is not None:  # a legal deadline by its match
-                deadlines.opened(self, tx, ev, incident_id, now)
-            if policy is None:  # notifiable diagnosis, symptom clusters (escalator/clusters.py)
-                clusters.arrived(self, tx, ev, src, event_id, incident_id, now)
+        stored = StoredEvent(ev, event_id, src, status, incident_id, routed=policy is None)
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # school rules and a district's own (escalator/engine/rules.py)
+            rule.on_event(ops, tx, stored)
         log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
                  source=src, kind=ev.kind.value, category=ev.category.value)
         return IngestResult(event_id, incident_id, status, key, src)
@@ -234,27 +253,21 @@ class Engine:
 
     # ----------------------------------------------------------------- timers
 
-    def check_heartbeats(self) -> int:
-        """Open an incident for every heartbeat monitor (e.g. the daily zero report) whose
-        report is overdue on a day it was expected — a reconcile over the store on the injected
-        clock, run by the engine loop (see :mod:`escalator.school.heartbeats`). Returns how many."""
-        if not self.config.heartbeats:
-            return 0
+    def tick(self, limit: int = 500, *, periodic: bool = True) -> int:
+        """Fire every timer that is due (at most ``limit`` incidents): each rule's ``on_due``
+        (e.g. a legal deadline), then the incident's step — one transaction. With ``periodic``,
+        every rule's ``on_tick`` runs first in it (e.g. the heartbeat monitors' reconcile: the
+        daily zero report). Returns how many incidents advanced, plus what ``on_tick`` counted.
+        Overdue timers (e.g. after a restart) fire at once."""
         now = self.clock.now()
         with self.store.transaction() as tx:
-            return heartbeats.check(self, tx, now)
-
-    def tick(self, limit: int = 500) -> int:
-        """Fire every step whose timer is due (at most ``limit`` incidents). Returns how many
-        incidents advanced. Overdue timers (e.g. after a restart) fire at once."""
-        now = self.clock.now()
-        with self.store.transaction() as tx:
+            ops = self._ops(tx, now)
+            opened = sum(rule.on_tick(ops, tx) for rule in self.rules) if periodic else 0
             due = tx.due_incidents(now, limit)
             for incident_id in due:
                 inc = tx.get_incident(incident_id)
-                if inc is not None and inc.deadline_check_at and inc.deadline_check_at <= now:
-                    deadlines.due(self, tx, inc, now)  # a legal deadline's timer
-                    inc = tx.get_incident(incident_id)
+                if inc is not None and any([rule.on_due(ops, tx, inc) for rule in self.rules]):
+                    inc = tx.get_incident(incident_id)  # a rule's timer (a legal deadline) fired
                     if inc is not None and (inc.next_step_at is None or inc.next_step_at > now):
                         continue
                 if inc is not None and inc.state == "triggered":
@@ -263,7 +276,7 @@ class Engine:
                     self._advance(tx, inc, now)
                 elif inc is not None:
                     tx.update_incident(incident_id, next_step_at=None)
-        return len(due)
+        return opened + len(due)
 
     def next_due(self) -> datetime | None:
         """The earliest timer (step or delivery) in the store, or None."""
@@ -304,10 +317,12 @@ class Engine:
         """Fire step ``index``: resolve targets and write notification rows. Returns True when
         the walk must wait for this step (escalate/report with someone told).
 
-        Guardians (:mod:`escalator.school.guardians`) are told without an acknowledge link. In a drill,
-        recipients the config keeps out of drills are skipped (:func:`escalator.school.drills.
-        drill_excluded`, timeline ``drill_unit_skipped`` / ``drill_guardian_skipped``): the walk
-        goes on as for an unresolved target, but the duty officer is not told."""
+        Relative roles the engine does not know (``guardian``) are resolved by the rules
+        (:meth:`~escalator.engine.rules.Rule.recipients`); a recipient that cannot acknowledge
+        (a guardian) is told without an acknowledge link. Recipients a rule keeps out
+        (:meth:`~escalator.engine.rules.Rule.keep_out`: units and guardians in a drill) are
+        skipped, with the rule's timeline entry (``drill_unit_skipped``): the walk goes on as for
+        an unresolved target, but the duty officer is not told."""
         step = inc.policy["steps"][index]
         mode = step["mode"]
         run_id = tx.insert_step_run(incident_id=inc.id, step_index=index, round=rnd, mode=mode,
@@ -317,16 +332,19 @@ class Engine:
                          "targets": step["targets"]})
         recipients: dict[tuple[str, str], Recipient] = {}
         unresolved: list[str] = []
-        subject = (guardians.incident_subject(tx, inc.id, opening)
-                   if any(t.rpartition(":")[2] == "guardian" for t in step["targets"]) else None)
+        ops = self._ops(tx, now)
         for text in step["targets"]:
-            found = self._resolve_target(text, inc, now, subject)
-            if inc.drill and (skipped := [r for r in found if drills.drill_excluded(r, self.config)]):
-                for r in skipped:
-                    tx.add_timeline(inc.id, now, f"drill_{r.kind}_skipped", None,
+            found = self._resolve_target(tx, text, inc, now, opening)
+            kept: list[Recipient] = []
+            for r in found:
+                if (skip := self._kept_out(ops, inc, r)) is None:
+                    kept.append(r)
+                else:
+                    tx.add_timeline(inc.id, now, skip.type, None,
                                     {"step": index, "target": text, "recipient": r.id,
-                                     **({"name": r.name} if r.kind == "unit" else {})})
-                found = [r for r in found if r not in skipped]
+                                     **skip.detail})
+            if len(kept) < len(found):
+                found = kept
                 if not found:
                     continue
             if not found:
@@ -335,7 +353,7 @@ class Engine:
                 log.warning("target_unresolved", incident_id=inc.id, step=index, target=text)
             for r in found:
                 recipients.setdefault((r.kind, r.id), r)
-        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.kind != "guardian", now)
+        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.can_acknowledge, now)
                    for r in recipients.values())
         if unresolved:
             self._tell_duty_officer(tx, inc, run_id, recipients, unresolved, now)
@@ -344,16 +362,28 @@ class Engine:
             return False
         return True
 
-    def _resolve_target(self, text: str, inc: Incident, now: datetime,
-                        subject: str | None = None) -> list[Recipient]:
+    def _kept_out(self, ops: _Ops, inc: Incident, r: Recipient) -> Skip | None:
+        """The first rule's reason to leave ``r`` out of ``inc``'s steps, or None."""
+        return next((skip for rule in self.rules if (skip := rule.keep_out(ops, inc, r))), None)
+
+    def _resolve_target(self, tx: Tx, text: str, inc: Incident, now: datetime,
+                        opening: Mapping[str, Any] | None = None) -> list[Recipient]:
+        """Recipients of target string ``text`` for ``inc`` at ``now`` ([] for an unknown
+        target): a relative role is asked of the rules first (``guardian``), then
+        :func:`~escalator.engine.targets.resolve`."""
         try:
             target = parse_target(text, self.config)
         except UnknownTarget:
             return []
-        return resolve(target, self.config, class_id=inc.class_id, grade=inc.grade, at=now,
-                       subject=subject)
+        if target.kind == "relative":
+            ops = self._ops(tx, now)
+            for rule in self.rules:
+                found = rule.recipients(ops, tx, inc, target.name, opening)
+                if found is not None:
+                    return found
+        return resolve(target, self.config, class_id=inc.class_id, grade=inc.grade, at=now)
 
-    def _notify(self, tx: Tx, inc: Incident, run_id: int, r: Recipient, needs_ack: bool,
+    def _notify(self, tx: Tx, inc: Incident, run_id: int | None, r: Recipient, needs_ack: bool,
                 now: datetime, purpose: str = "step", note: str | None = None) -> bool:
         if not r.contacts:
             tx.add_timeline(inc.id, now, "no_contact_method", None, {"recipient": r.id})
@@ -365,8 +395,9 @@ class Engine:
             status="pending", due_at=now, attempts=0, created_at=now, updated_at=now,
             ack_token=secrets.token_urlsafe(18), needs_ack=needs_ack, purpose=purpose, note=note,
         )
-        if inc.deadline_at is not None and inc.deadline_met_at is None:
-            deadlines.told(self, tx, inc, now)  # the required level told: deadline met
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # e.g. the required level of a legal deadline told: deadline met
+            rule.on_notified(ops, tx, inc, r)
         return True
 
     def _tell_duty_officer(self, tx: Tx, inc: Incident, run_id: int,
@@ -472,10 +503,43 @@ class Engine:
                            next_step_at=None, updated_at=now)
         tx.add_timeline(inc.id, now, "resolved", actor, {"via": via, "cancelled": cancelled})
         log.info("incident_resolved", incident_id=inc.id, actor=actor, via=via)
-        if inc.deadline_at is not None and inc.deadline_met_at is None:
-            # resolved before the level the legal deadline requires was told: no deadline
-            # escalation will follow; the ledger shows it resolved_unreported (解除，未报告)
-            tx.add_timeline(inc.id, now, "resolved_before_report", actor,
-                            {"rule": inc.deadline_rule, "deadline": inc.deadline_at.isoformat(),
-                             "notify": inc.deadline_notify})
-            log.warning("resolved_before_report", incident_id=inc.id, rule=inc.deadline_rule)
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # e.g. resolved before a legal deadline's level was told
+            rule.on_resolved(ops, tx, inc, actor)
+
+
+class _Ops:
+    """The engine's :class:`~escalator.engine.rules.EngineOps`: one store transaction ``tx`` at
+    time ``now`` (every method is documented on the protocol)."""
+
+    def __init__(self, engine: Engine, tx: Tx, now: datetime) -> None:
+        self._engine, self._tx, self._now = engine, tx, now
+
+    @property
+    def config(self) -> Config:
+        return self._engine.config
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    def open_incident(self, event: Event, *, policy: str, source: str) -> IngestResult:
+        chosen = self._engine.config.policies.get(policy)
+        if chosen is None:
+            raise UnknownPolicy(f"unknown policy {policy!r}")
+        return self._engine._ingest(self._tx, event, source, self._now, (policy, chosen))
+
+    def notify(self, incident: Incident, recipients: list[Recipient], *, purpose: str,
+               note: str | None = None) -> int:
+        return sum(self._engine._notify(self._tx, incident, None, r, False, self._now,
+                                        purpose=purpose, note=note) for r in recipients)
+
+    def resolve(self, incident: Incident, *, actor: str, via: str) -> None:
+        self._engine._resolve(self._tx, incident, actor, self._now, via=via)
+
+    def recipients(self, incident: Incident, target: str) -> list[Recipient]:
+        return self._engine._resolve_target(self._tx, target, incident, self._now)
+
+    def add_timeline(self, incident_id: int, type: str, actor: str | None,
+                     detail: Mapping[str, Any]) -> None:
+        self._tx.add_timeline(incident_id, self._now, type, actor, dict(detail))

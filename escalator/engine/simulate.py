@@ -1,7 +1,7 @@
 """``escalator simulate``: the timeline of one event if nobody acts, on a simulated clock.
 
-Uses the real engine on a throw-away in-memory store and a :class:`~escalator.clock.FakeClock`;
-nothing is sent.
+Uses the real engine, with the rules of the plugins (as the daemon gets them), on a throw-away
+in-memory store and a :class:`~escalator.clock.FakeClock`; nothing is sent.
 """
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pluggy
+
 from escalator.clock import FakeClock
 from escalator.config.models import Config
 from escalator.engine.engine import Engine
 from escalator.events import Event
+from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.store import SQLiteStore
 
 
@@ -38,8 +41,11 @@ def _offset(seconds: float) -> str:
     return (f"+{days}d " if days else "+") + f"{h}:{m:02d}:{s:02d}"
 
 
-def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400) -> list[TimelineRow]:
+def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400,
+             plugin_manager: pluggy.PluginManager | None = None) -> list[TimelineRow]:
     """Walk ``event``'s chain with nobody acting, up to ``horizon_seconds`` (seconds) after it.
+    The engine's rules come from ``plugin_manager`` (default: the built-ins, the config's
+    ``plugins_dir`` and the entry points); their periodic checks (``on_tick``) do not run.
 
     Returns the planned messages in order. An event that opens no incident gives no rows.
     """
@@ -48,7 +54,8 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
         start = start.replace(tzinfo=config.school.tz)
     clock = FakeClock(start.astimezone(UTC))
     store = SQLiteStore(":memory:")
-    engine = Engine(store, config, clock)
+    pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir_of(config))
+    engine = Engine(store, config, clock, rules=collect_rules(pm, config))
     result = engine.ingest(event.model_copy(update={"occurred_at": start}), source="simulate")
     if result.incident_id is None:
         return []
@@ -56,7 +63,7 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
     while (due := engine.next_due()) is not None and due.timestamp() <= end:
         if due > clock.now():
             clock.set(due)
-        engine.tick()
+        engine.tick(periodic=False)
         with store.transaction() as tx:  # nothing is sent: mark as if delivered
             for n in tx.claim_notifications(clock.now(), 10_000):
                 tx.update_notification(n.id, status="delivered")

@@ -9,8 +9,10 @@ Target syntax (config ``steps[].targets[]``):
 
 Relative roles (DESIGN.md "Targets"): ``class_teacher`` of the event's ``class_id`` (without one:
 the ``grade_leader`` of its ``grade``); ``grade_leader`` of the event's grade; ``duty_officer``
-from the 值班 roster at the moment the step fires; ``guardian`` of the incident's single subject,
-from the guardian roster (:mod:`escalator.school.guardians`; nobody without a single subject).
+from the 值班 roster at the moment the step fires. Other relative roles (``guardian``: the
+guardians of the incident's single subject) are resolved by a rule
+(:meth:`escalator.engine.rules.Rule.recipients`; the engine asks the rules first); here they
+resolve to nobody.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ class Target:
 @dataclass(frozen=True)
 class Recipient:
     """Who gets a notification: ``kind`` ``person``|``unit``|``guardian``, its id, display name,
-    contacts. A guardian's id is ``guardian-N`` (:func:`escalator.school.guardians.recipient_id`)."""
+    contacts. A guardian's id is ``guardian-N`` (given by the guardian rule).
+    ``can_acknowledge``: False for a recipient told without an acknowledge link even in an
+    ``escalate``/``report`` step (a guardian)."""
 
     kind: Literal["person", "unit", "guardian"]
     id: str
     name: str
     contacts: tuple[ContactMethod, ...]
+    can_acknowledge: bool = True
 
 
 class UnknownTarget(ValueError):
@@ -103,13 +108,12 @@ def resolve(
     class_id: str | None,
     grade: str | None,
     at: datetime,
-    subject: str | None = None,
 ) -> list[Recipient]:
-    """Recipients of ``target`` for an event about ``class_id``/``grade`` at ``at`` (aware);
-    ``subject``: the incident's single subject id (for ``guardian``), or None.
+    """Recipients of ``target`` for an event about ``class_id``/``grade`` at ``at`` (aware).
 
     Returns an empty list when the target resolves to nobody (the caller logs
-    ``target_unresolved``). Order follows the config file; no duplicates.
+    ``target_unresolved``), and for a relative role a rule resolves (``guardian``). Order
+    follows the config file; no duplicates.
     """
     out: list[Recipient] = []
     if target.kind == "person":
@@ -141,11 +145,6 @@ def resolve(
         local = at.astimezone(config.school.tz)
         ids = [s.person for s in config.duty_roster if on_duty(s, local)]
         out = [_person(config, pid) for pid in dict.fromkeys(ids)]
-    elif target.name == "guardian":
-        from escalator.school.guardians import guardians_of
-
-        out = [Recipient("guardian", rid, g.label, g.contacts)
-               for rid, g in guardians_of(config, subject)]
     seen: set[str] = set()
     result = []
     for r in out:

@@ -8,8 +8,9 @@ groups, per-disease rules and the notifiable list are config data (``clusters:``
 :class:`~escalator.config.models.ClustersConfig`; defaults with their sources in
 :mod:`escalator.config.school_defaults`).
 
-:func:`arrived` runs inside the transaction that stores each triggering event (``Engine._ingest``),
-after the event's own incident was opened or joined (that case incident is unchanged):
+:func:`arrived` runs inside the transaction that stores each routed triggering event
+(:class:`ClusterRule` ``on_event``), after the event's own incident was opened or joined (that
+case incident is unchanged):
 
 1. **Notifiable diagnosis.** A ``diagnosis`` naming a disease of
    ``clusters.notifiable.diagnoses`` (Chinese names as substrings, English names and
@@ -49,19 +50,16 @@ after the event's own incident was opened or joined (that case incident is uncha
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import date, timedelta
 
 import structlog
 
-from escalator.config.models import ClustersConfig, Threshold
+from escalator.config.models import ClustersConfig, Config, Threshold
 from escalator.delivery.render import SYMPTOM
-from escalator.events import Category, Event, Kind
+from escalator.engine.rules import EngineOps, Rule, StoredEvent
+from escalator.events import Action, Category, Event, Kind
 from escalator.school import deadlines
 from escalator.store.base import CaseFact, Tx
-
-if TYPE_CHECKING:
-    from escalator.engine.engine import Engine
 
 log = structlog.get_logger("escalator.school.clusters")
 
@@ -132,21 +130,22 @@ def threshold_met(facts: list[CaseFact], thresholds: list[Threshold], day: date
     return None
 
 
-def arrived(engine: Engine, tx: Tx, ev: Event, src: str, event_id: str,
-            incident_id: int | None, now: datetime) -> None:
+def arrived(ops: EngineOps, tx: Tx, ev: Event, src: str, event_id: str,
+            incident_id: int | None) -> None:
     """Apply the notifiable rule and count the case (module docstring). ``ev`` is normalised."""
-    cfg = engine.config.clusters
+    cfg = ops.config.clusters
     if cfg is None:
         return
+    now = ops.now
     if incident_id is not None and (disease := notifiable(cfg, ev.diagnosis)) is not None:
         tx.add_timeline(incident_id, now, "notifiable_disease", src,
                         {"diagnosis": disease, "event_id": event_id})
-        deadlines.apply(engine, tx, incident_id, cfg.notifiable.deadline, now, now)
+        deadlines.apply(ops, tx, incident_id, cfg.notifiable.deadline, now)
     if not is_case(ev) or not (groups := groups_of(cfg, ev)):
         return
     assert ev.occurred_at is not None and ev.subject is not None
     gids = [gid for gid, _ in groups]
-    day = ev.occurred_at.astimezone(engine.config.school.tz).date()
+    day = ev.occurred_at.astimezone(ops.config.school.tz).date()
     opened = False
     for scope in scopes(ev):
         facts = {gid: CaseFact(event_id, scope, gid, ev.subject.id, day, ev.occurred_at)
@@ -156,7 +155,7 @@ def arrived(engine: Engine, tx: Tx, ev: Event, src: str, event_id: str,
         covered: set[str] = set()  # the groups of the open clusters this case joined
         while (cluster := tx.open_cluster(scope, [g for g in gids if g not in covered])):
             shared = tx.cluster_groups(cluster)
-            _join(engine, tx, cluster, facts[next(g for g in gids if g in shared)], now)
+            _join(ops, tx, cluster, facts[next(g for g in gids if g in shared)])
             covered.update(shared)
         if opened:
             continue
@@ -168,7 +167,7 @@ def arrived(engine: Engine, tx: Tx, ev: Event, src: str, event_id: str,
                                   day + timedelta(days=span - 1))
             members = threshold_met(found, thresholds, day)
             if members is not None:
-                _open(engine, tx, ev, gid, scope, members, now)
+                _open(ops, tx, ev, gid, scope, members)
                 opened = True
                 break
 
@@ -187,11 +186,11 @@ def _label(scope: str, lang: str) -> str:
     return f"宿舍{name}" if lang == "zh" else f"dormitory {name}"
 
 
-def summary(engine: Engine, tx: Tx, gid: str, scope: str, members: list[CaseFact]) -> str:
+def summary(config: Config, tx: Tx, gid: str, scope: str, members: list[CaseFact]) -> str:
     """The cluster's summary: place, count and symptoms (or disease) — never a pupil."""
-    cfg = engine.config.clusters
+    cfg = config.clusters
     assert cfg is not None
-    lang = engine.config.school.language
+    lang = config.school.language
     where, n = _label(scope, lang), len(members)
     if gid in cfg.diseases:
         disease = cfg.diseases[gid]
@@ -226,12 +225,12 @@ def _members_detail(members: list[CaseFact]) -> list[dict[str, str]]:
              "occurred_at": m.occurred_at.isoformat()} for m in members]
 
 
-def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list[CaseFact],
-          now: datetime) -> int | None:
-    cfg = engine.config.clusters
+def _open(ops: EngineOps, tx: Tx, ev: Event, gid: str, scope: str, members: list[CaseFact]
+          ) -> int | None:
+    cfg = ops.config.clusters
     assert cfg is not None
-    policy = engine.config.policies.get(cfg.policy)
-    if policy is None:  # refused by check-config; never fail the intake
+    now = ops.now
+    if cfg.policy not in ops.config.policies:  # refused by check-config; never fail the intake
         log.error("cluster_policy_unknown", policy=cfg.policy, scope=scope, group=gid)
         return None
     first = min(members, key=lambda m: m.occurred_at)
@@ -244,7 +243,7 @@ def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list
                 symptoms.append(s)
     event = Event(
         kind=Kind.incident, category=Category.infectious_disease, severity=cfg.severity,
-        summary=summary(engine, tx, gid, scope, members),
+        summary=summary(ops.config, tx, gid, scope, members),
         class_id=name if kind == "class" else None, grade=ev.grade if kind == "class" else None,
         dormitory=name if kind == "dorm" else None, symptoms=symptoms,
         occurred_at=first.occurred_at, source=ACTOR,
@@ -253,7 +252,7 @@ def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list
         drill=ev.drill,
         labels={"cluster": gid, "scope": scope},
     )
-    result = engine._ingest(tx, event, ACTOR, now, (cfg.policy, policy))
+    result = ops.open_incident(event, policy=cfg.policy, source=ACTOR)
     if result.incident_id is None:
         return None
     for m in members:
@@ -267,20 +266,21 @@ def _open(engine: Engine, tx: Tx, ev: Event, gid: str, scope: str, members: list
                     {"group": gid, "groups": groups, "scope": scope, "count": len(members),
                      "members": _members_detail(members),
                      "subjects": [m.subject_id for m in members]})
-    deadlines.apply(engine, tx, result.incident_id, cfg.deadline, first.occurred_at, now)
+    deadlines.apply(ops, tx, result.incident_id, cfg.deadline, first.occurred_at)
     log.warning("cluster_opened", incident_id=result.incident_id, group=gid, scope=scope,
                 count=len(members))
     return result.incident_id
 
 
-def _join(engine: Engine, tx: Tx, cluster: int, fact: CaseFact, now: datetime) -> None:
+def _join(ops: EngineOps, tx: Tx, cluster: int, fact: CaseFact) -> None:
+    now = ops.now
     if not tx.add_cluster_member(cluster, fact, now):
         return  # this pupil is listed already: one pupil counts once
     members = tx.cluster_members(cluster)
     inc = tx.get_incident(cluster)
     assert inc is not None
     gid = tx.cluster_groups(cluster)[0]  # the group that opened it
-    tx.update_incident(cluster, summary=summary(engine, tx, gid, fact.scope, members),
+    tx.update_incident(cluster, summary=summary(ops.config, tx, gid, fact.scope, members),
                        event_count=len(members), updated_at=now)
     tx.add_timeline(cluster, now, "cluster_member_joined", ACTOR,
                     {**_members_detail([fact])[0], "group": fact.syndrome,
@@ -299,3 +299,14 @@ def member_rows(tx: Tx, incident_id: int) -> list[dict[str, object]]:
         out.append({"event_id": m.event_id, "incident_id": ev.get("incident_id"),
                     "date": m.local_date.isoformat(), "occurred_at": m.occurred_at})
     return out
+
+
+class ClusterRule(Rule):
+    """Notifiable diagnoses and symptom clusters as a rule: every routed trigger event
+    (not ledger-only) is checked and counted (:func:`arrived`)."""
+
+    name = "clusters"
+
+    def on_event(self, ops: EngineOps, tx: Tx, event: StoredEvent) -> None:
+        if event.routed and event.event.action == Action.trigger and event.status != "ledger":
+            arrived(ops, tx, event.event, event.source, event.id, event.incident_id)

@@ -5,7 +5,8 @@ An event with ``drill: true`` opens an incident marked ``drill`` (``incidents.dr
 every message says 【演练】/[DRILL] (the templates). External units are left out unless the
 config names them for drills (``units[].drills: true``), and guardians unless
 ``guardians.drills: true``: the engine logs ``drill_unit_skipped`` / ``drill_guardian_skipped``
-and goes on as for an unresolved target, without telling the duty officer.
+and goes on as for an unresolved target, without telling the duty officer (:class:`DrillRule`,
+a rule's ``keep_out``: :mod:`escalator.engine.rules`).
 
 :func:`drill_report` reads the ledger of one drill: per level (step and round) when it fired,
 the first acknowledgement or confirmation and the seconds between; and who never answered —
@@ -21,14 +22,16 @@ from datetime import datetime
 from typing import Any
 
 from escalator.config.models import Config
-from escalator.store.base import Store
+from escalator.engine.rules import EngineOps, Rule, Skip
+from escalator.engine.targets import Recipient
+from escalator.store.base import Incident, Store
 
 ANSWERS = ("acknowledged", "step_confirmed", "step_confirmed_late", "seen")
 """Timeline entry types that answer a level."""
 
 
-def drill_excluded(recipient: Any, config: Config) -> bool:
-    """Whether a drill must not reach ``recipient`` (a :class:`~escalator.engine.targets.Recipient`):
+def drill_excluded(recipient: Recipient, config: Config) -> bool:
+    """Whether a drill must not reach ``recipient``:
     a unit without ``drills: true``, or a guardian unless ``guardians.drills`` is true."""
     if recipient.kind == "unit":
         unit = config.unit(recipient.id)
@@ -36,6 +39,19 @@ def drill_excluded(recipient: Any, config: Config) -> bool:
     if recipient.kind == "guardian":
         return config.guardians is None or not config.guardians.drills
     return False
+
+
+class DrillRule(Rule):
+    """Drills as a rule: a drill's steps leave out the recipients :func:`drill_excluded` names
+    (timeline ``drill_unit_skipped`` with the unit's name, ``drill_guardian_skipped``)."""
+
+    name = "drills"
+
+    def keep_out(self, ops: EngineOps, incident: Incident, recipient: Recipient) -> Skip | None:
+        if not incident.drill or not drill_excluded(recipient, ops.config):
+            return None
+        return Skip(f"drill_{recipient.kind}_skipped",
+                    {"name": recipient.name} if recipient.kind == "unit" else {})
 
 
 class NotADrill(ValueError):

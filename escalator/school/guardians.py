@@ -18,6 +18,9 @@ channel cell uses ``guardians.channel``.
 the incident names the same ``subject.id``. A class-level incident (no subject), a cluster
 (several pupils) or a pupil missing from the roster reaches nobody (``target_unresolved``).
 
+:class:`GuardianRule` resolves the relative role ``guardian`` for the engine (a rule,
+:mod:`escalator.engine.rules`); guardians are told without an acknowledge link.
+
 Roster contents are personal data (PIPL Arts. 28, 31): nothing here logs a name, a contact
 address or a pupil id; :class:`RosterError` messages name rows and columns, never cell values.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,10 @@ from typing import Any
 import structlog
 
 from escalator.config.models import Config, ContactMethod
+from escalator.engine.rules import EngineOps, Rule
+from escalator.engine.targets import Recipient
 from escalator.intake.textfiles import UndecodableText, decode_text
+from escalator.store.base import Incident, Tx
 
 log = structlog.get_logger("escalator.school.guardians")
 
@@ -224,7 +231,7 @@ def single_subject(bodies: list[dict[str, Any]]) -> str | None:
     return ids.pop()
 
 
-def incident_subject(tx: Any, incident_id: int, opening: dict[str, Any] | None = None
+def incident_subject(tx: Any, incident_id: int, opening: Mapping[str, Any] | None = None
                      ) -> str | None:
     """The incident's single subject from its stored events (``opening``: the body of the
     event that is opening the incident, not stored yet)."""
@@ -238,3 +245,19 @@ def contacts_of(tx: Any, config: Config, incident_id: int, rid: str) -> tuple[Co
     """The contact methods of guardian ``rid`` of the incident's subject (for failover)."""
     pupil = incident_subject(tx, incident_id)
     return next((g.contacts for i, g in guardians_of(config, pupil) if i == rid), ())
+
+
+class GuardianRule(Rule):
+    """The relative role ``guardian`` as a rule: the guardians of the incident's single
+    subject (:func:`incident_subject`, :func:`guardians_of`), each a recipient of kind
+    ``guardian`` that cannot acknowledge (told without an acknowledge link)."""
+
+    name = "guardians"
+
+    def recipients(self, ops: EngineOps, tx: Tx, incident: Incident, role: str,
+                   opening: Mapping[str, Any] | None) -> list[Recipient] | None:
+        if role != "guardian":
+            return None
+        pupil = incident_subject(tx, incident.id, opening)
+        return [Recipient("guardian", rid, g.label, g.contacts, can_acknowledge=False)
+                for rid, g in guardians_of(ops.config, pupil)]

@@ -9,8 +9,8 @@ one ``kind: heartbeat`` event per day — per school day with ``school_days_only
   answers to every name in its ``sources`` list. ``POST /api/v1/heartbeats/{name}/ping`` sets
   the label. The day it counts for is the school-local date of its ``occurred_at`` (the time
   it was received when absent). :func:`arrived` records it in ``heartbeat_days``.
-- :func:`check` is a reconcile over that table, run from the engine loop on the injected clock
-  (``Engine.check_heartbeats``), not an in-memory timer, so a deadline that passed while the
+- :func:`check` is a reconcile over that table, run at every ``Engine.tick`` on the injected
+  clock (:class:`HeartbeatRule` ``on_tick``), not an in-memory timer, so a deadline that passed while the
   daemon was down is noticed at the next start. For each monitor and each due day since it was
   first watched (at most :data:`LOOKBACK_DAYS` back) with no heartbeat and no incident yet, it
   opens an incident (dedup key ``heartbeat/<monitor>/<local date>``) that walks the monitor's
@@ -22,16 +22,14 @@ one ``kind: heartbeat`` event per day — per school day with ``school_days_only
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import structlog
 
-from escalator.events import Event
+from escalator.config.models import Config
+from escalator.engine.rules import EngineOps, Rule, StoredEvent
+from escalator.events import Action, Event, Kind
 from escalator.school.calendar import SchoolCalendar
 from escalator.store.base import Tx
-
-if TYPE_CHECKING:
-    from escalator.engine.engine import Engine
 
 log = structlog.get_logger("escalator.school.heartbeats")
 
@@ -46,9 +44,9 @@ def dedup_key(monitor: str, day: date) -> str:
     return f"heartbeat/{monitor}/{day.isoformat()}"
 
 
-def monitor_for(engine: Engine, ev: Event, src: str) -> str | None:
+def monitor_for(config: Config, ev: Event, src: str) -> str | None:
     """The monitor id a heartbeat event feeds, or None."""
-    beats = engine.config.heartbeats
+    beats = config.heartbeats
     label = ev.labels.get("monitor")
     names = [label] if label else [n for n in (ev.source, src) if n]
     for name in names:
@@ -60,31 +58,32 @@ def monitor_for(engine: Engine, ev: Event, src: str) -> str | None:
     return None
 
 
-def arrived(engine: Engine, tx: Tx, ev: Event, src: str, event_id: str, now: datetime) -> None:
+def arrived(ops: EngineOps, tx: Tx, ev: Event, src: str, event_id: str) -> None:
     """Record a heartbeat event (already normalised) and resolve that day's open incident."""
-    mid = monitor_for(engine, ev, src)
+    mid = monitor_for(ops.config, ev, src)
     if mid is None:
         return
     assert ev.occurred_at is not None
-    day = ev.occurred_at.astimezone(engine.config.school.tz).date()
+    now = ops.now
+    day = ev.occurred_at.astimezone(ops.config.school.tz).date()
     tx.record_heartbeat(mid, day, now, event_id)
     inc = tx.open_incident_by_key(dedup_key(mid, day))
     if inc is not None:
         tx.add_timeline(inc.id, now, "heartbeat_received", src,
                         {"monitor": mid, "date": day.isoformat(), "event_id": event_id})
-        engine._resolve(tx, inc, src, now, via="heartbeat")
+        ops.resolve(inc, actor=src, via="heartbeat")
 
 
-def deadline(engine: Engine, mid: str, day: date) -> datetime:
+def deadline(config: Config, mid: str, day: date) -> datetime:
     """When ``mid``'s heartbeat for ``day`` is overdue: ``expect_by`` + ``grace`` (aware)."""
-    monitor = engine.config.heartbeats[mid]
-    local = datetime.combine(day, monitor.expect_by, engine.config.school.tz)
+    monitor = config.heartbeats[mid]
+    local = datetime.combine(day, monitor.expect_by, config.school.tz)
     return local + timedelta(seconds=monitor.grace)
 
 
-def check(engine: Engine, tx: Tx, now: datetime) -> int:
+def check(ops: EngineOps, tx: Tx) -> int:
     """Open an incident for every overdue, unreported monitor day. Returns how many opened."""
-    config = engine.config
+    config, now = ops.config, ops.now
     tz = config.school.tz
     today = now.astimezone(tz).date()
     calendar = SchoolCalendar(config)
@@ -99,7 +98,7 @@ def check(engine: Engine, tx: Tx, now: datetime) -> int:
             current, day = day, day + timedelta(days=1)
             if monitor.school_days_only and not calendar.is_school_day(current):
                 continue
-            due = deadline(engine, mid, current)
+            due = deadline(config, mid, current)
             if now < due:
                 continue
             row = tx.heartbeat_day(mid, current)
@@ -114,10 +113,26 @@ def check(engine: Engine, tx: Tx, now: datetime) -> int:
                           summary=summary, source=ACTOR, occurred_at=due,
                           dedup_key=dedup_key(mid, current),
                           labels={"heartbeat_monitor": mid, "date": current.isoformat()})
-            result = engine._ingest(tx, event, ACTOR, now, (monitor.policy, policy))
+            result = ops.open_incident(event, policy=monitor.policy, source=ACTOR)
             assert result.incident_id is not None
             tx.mark_heartbeat_missed(mid, current, result.incident_id)
             log.warning("heartbeat_missed", monitor=mid, date=current.isoformat(),
                         incident_id=result.incident_id)
             opened += 1
     return opened
+
+
+class HeartbeatRule(Rule):
+    """The heartbeat monitors as a rule: a routed ``heartbeat`` trigger event is recorded
+    (:func:`arrived`); every tick reconciles the monitors (:func:`check`)."""
+
+    name = "heartbeats"
+
+    def on_event(self, ops: EngineOps, tx: Tx, event: StoredEvent) -> None:
+        ev = event.event
+        if (ev.kind == Kind.heartbeat and ev.action == Action.trigger and event.routed
+                and event.status != "ledger"):
+            arrived(ops, tx, ev, event.source, event.id)
+
+    def on_tick(self, ops: EngineOps, tx: Tx) -> int:
+        return check(ops, tx) if ops.config.heartbeats else 0

@@ -25,9 +25,10 @@ from escalator.delivery.options import STAND_IN, name_sources, secret_sources
 from escalator.delivery.pipeline import Delivery
 from escalator.engine.engine import Engine, IngestResult, Submission
 from escalator.events import Event
+from escalator.hookspecs import PluginContext
 from escalator.intake.group_commit import GroupCommit
 from escalator.intake.sources import SourceContext
-from escalator.plugins import Registry, collect, get_plugin_manager
+from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
 from escalator.service.sdnotify import Notifier
@@ -113,8 +114,7 @@ class Daemon:
                  notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        plugins_dir = config.base_dir / config.plugins_dir if config.plugins_dir else None
-        self.pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir)
+        self.pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir_of(config))
         self.registry = collect(self.pm)
         self.config = config
         channels = build_channels(config, self.registry)
@@ -122,7 +122,7 @@ class Daemon:
             config.daemon.public_base_url = settings.public_base_url
         self.store = ObservedStore(SQLiteStore(settings.database), lambda incident_id, entry:
                                    self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
-        self.engine = Engine(self.store, config, self.clock)
+        self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.purge = DailyPurge(self.engine)  # personal data past retention, once a day
         self.delivery = Delivery(self.store, config, channels, self.clock,
                                  render=lambda ctx: self.pm.hook.render_notification(context=ctx))
@@ -167,6 +167,7 @@ class Daemon:
         try:
             config = load_config(path)
             channels = build_channels(config, self.registry)
+            rules = collect_rules(self.pm, config)
         except ConfigError as e:
             errors = [str(p) for p in e.problems if p.level == "error"]
             self.last_error = f"config reload failed ({len(errors)} errors); running config kept"
@@ -177,7 +178,7 @@ class Daemon:
         config.daemon.public_base_url = config.daemon.public_base_url or self.settings.public_base_url
         self.config = config
         self._ctx.config = config
-        self.engine.reload(config)
+        self.engine.reload(config, rules=rules)
         replaced = self.delivery.channels
         self.delivery.reload(config, channels)
         self._closing = asyncio.get_running_loop().create_task(aclose_all(replaced.values()))
@@ -240,7 +241,7 @@ class Daemon:
             self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),
                                                     name="http"))
         await self._until_listening()
-        self.pm.hook.startup(daemon=self)
+        self.pm.hook.startup(context=self._plugin_context("startup"))
         engine_loop = asyncio.create_task(self._loop(), name="engine")
         log.info("escalator_started", database=str(self.settings.database),
                  inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
@@ -258,13 +259,18 @@ class Daemon:
             except TimeoutError:
                 log.warning("drain_deadline_passed", seconds=DRAIN_SECONDS)
             try:
-                self.pm.hook.shutdown(daemon=self)
+                self.pm.hook.shutdown(context=self._plugin_context("shutdown"))
             except Exception:
                 log.exception("shutdown_hook_failed")
             await aclose_all(self.delivery.channels.values())  # their connections and clients
             self.store.close()
             self.notifier.close()
             log.info("escalator_stopped")
+
+    def _plugin_context(self, hook: str) -> PluginContext:
+        """The narrow view of the daemon that the ``startup``/``shutdown`` hooks get."""
+        return PluginContext(config=self.config, clock=self.clock, submit=self.ingest,
+                             log=structlog.get_logger("escalator.plugin").bind(plugin_hook=hook))
 
     async def _until_listening(self, timeout: float = 15.0) -> None:
         """Before READY: wait until the HTTP API accepts connections (or its task ended)."""
@@ -287,11 +293,10 @@ class Daemon:
             await self._sleep()
 
     async def step(self) -> None:
-        """One pass of the engine loop: open incidents for overdue heartbeat monitors (daily
-        zero report), purge personal data past retention (once a school-local day), fire due
-        steps, then send due notifications — firing what fell due between batches of sends, so
-        a backlog of sends does not delay a step's timer."""
-        self.engine.check_heartbeats()
+        """One pass of the engine loop: purge personal data past retention (once a school-local
+        day), tick (the rules' periodic checks — overdue heartbeat monitors, the daily zero
+        report — and due timers), then send due notifications — ticking between batches of
+        sends, so a backlog of sends does not delay a step's timer."""
         self.purge.run_if_due()
         while not self._stop.is_set():
             while self.engine.tick() and not self._stop.is_set():
