@@ -182,7 +182,7 @@ async def test_channels_are_closed_after_a_reload_replaced_them_and_at_stop(tmp_
             register(Plain)
 
         @hookimpl
-        def startup(self, daemon):
+        def startup(self, context):
             started.set()
 
     text = (FIXTURES / "engine.yaml").read_text(encoding="utf-8").replace(
