@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +71,17 @@ policies:
 routes:
   - default: true
     policy: default
-"""
+{delivery}"""
+
+DIGESTS_OFF = ""
+"""DIGESTS OFF — the one place where the benchmarks' config switches delivery digests off.
+
+Today's config has no digest option (and rejects unknown keys), so this is empty. When delivery
+gains digests (issue "A morning's burst"), set it to the YAML that turns them off, e.g.
+``"delivery:\n  digest: off\n"``: ``open_loop.py`` and ``restart_drain.py`` then still measure
+one message per event (``write_config(..., digests=False)``, the default), while ``storm.py``
+runs with the daemon's defaults (``digests=True``: a digest is one of the storm's remedies; the
+receiver credits every ``bench-<n>-`` a message names)."""
 
 
 def free_port() -> int:
@@ -121,20 +134,26 @@ def stop(proc: subprocess.Popen) -> None:
 # ------------------------------------------------------------------ processes
 
 
-def write_config(tmp: Path, receiver_port: int, timeout: str = "1h") -> Path:
+def write_config(tmp: Path, receiver_port: int, timeout: str = "1h", digests: bool = False) -> Path:
+    """The bench config (:data:`BENCH_CONFIG`) in ``tmp``; ``timeout`` = the first step's
+    timeout; ``digests=False`` adds :data:`DIGESTS_OFF`."""
     path = tmp / "bench.yaml"
-    path.write_text(BENCH_CONFIG.format(receiver_port=receiver_port, timeout=timeout))
+    path.write_text(BENCH_CONFIG.format(receiver_port=receiver_port, timeout=timeout,
+                                        delivery="" if digests else DIGESTS_OFF))
     return path
 
 
-def start_escalator(tmp: Path, config: Path, port: int, database: Path | None = None
-                    ) -> subprocess.Popen:
-    """``escalator run`` (``run_daemon.py``: no per-address send limit) with ``config`` on
-    127.0.0.1:``port``; JSON logs to /dev/null."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+def start_escalator(tmp: Path, config: Path, port: int, database: Path | None = None,
+                    address_limits: bool = False) -> subprocess.Popen:
+    """``escalator run`` with ``config`` on 127.0.0.1:``port``; JSON logs to /dev/null. By
+    ``run_daemon.py``: without the per-address send limit, unless ``address_limits`` (then the
+    daemon's own, real limits: 10 messages a minute to one address)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESCALATOR_", "BENCH_ADDRESS"))}
     env.update(ESCALATOR_CONFIG=str(config), ESCALATOR_STATE_DIR=str(tmp / "state"),
                ESCALATOR_SPOOL_DIR=str(tmp / "spool"), ESCALATOR_LOG_FORMAT="json",
                ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN=TOKEN)
+    if address_limits:
+        env["BENCH_ADDRESS_LIMITS"] = "real"
     return subprocess.Popen([sys.executable, str(ROOT / "bench" / "run_daemon.py"), "run"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -142,7 +161,7 @@ def start_escalator(tmp: Path, config: Path, port: int, database: Path | None = 
 AM_CONFIG = """\
 route:
   receiver: hook
-  group_by: ['...']
+  group_by: {group_by}
   group_wait: 0s
   group_interval: 5m
   repeat_interval: 24h
@@ -154,12 +173,14 @@ receivers:
 """
 
 
-def start_alertmanager(tmp: Path, port: int, receiver_port: int) -> subprocess.Popen:
+def start_alertmanager(tmp: Path, port: int, receiver_port: int, group_by: str = "['...']"
+                       ) -> subprocess.Popen:
     """Prometheus Alertmanager on 127.0.0.1:``port``, clustering off, its own storage path,
-    ``group_wait: 0s`` and ``group_by: ['...']`` (every alert notifies on its own)."""
+    ``group_wait: 0s`` and ``group_by`` (default ``['...']``: every alert notifies on its own)."""
     am = tmp / "alertmanager"
     am.mkdir(exist_ok=True)
-    (am / "alertmanager.yml").write_text(AM_CONFIG.format(receiver_port=receiver_port))
+    (am / "alertmanager.yml").write_text(AM_CONFIG.format(receiver_port=receiver_port,
+                                                          group_by=group_by))
     return subprocess.Popen(
         [ALERTMANAGER, f"--config.file={am / 'alertmanager.yml'}", f"--storage.path={am}",
          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
@@ -171,27 +192,34 @@ def start_alertmanager(tmp: Path, port: int, receiver_port: int) -> subprocess.P
 
 def start_receiver(port: int, out: Path) -> subprocess.Popen:
     """The webhook receiver (this file run as a script) on ``port``; on SIGTERM it writes
-    ``[[id, monotonic arrival], …]`` (first arrival of each id) as JSON to ``out``."""
+    ``[[id, monotonic arrival], …]`` (first arrival of each id) as JSON to ``out``.
+
+    Besides the messages (any POST; every ``bench-<n>-`` in its body counts, once per POST) it
+    answers ``GET /count`` (ids seen), ``GET /mentions/B`` (messages naming an id below B,
+    counted once per message and id) and ``GET /wait/N`` (long poll, ≤ 30 s: when id N first
+    arrived, −1.0 if not yet)."""
     proc = subprocess.Popen([sys.executable, __file__, "receiver", str(port), str(out)])
     wait_http(port, "/ready", proc=proc)
     return proc
 
 
-def receiver_count(port: int) -> int:
+def receiver_count(port: int, what: str = "count") -> int:
+    """The receiver's ``GET /count`` (distinct ids seen), or ``what="mentions/B"``."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(f"GET /{what} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         data = b""
         while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1]:
             data += s.recv(256)
     return int(data.split(b"\r\n\r\n", 1)[1])
 
 
-def wait_delivered(port: int, expected: int, timeout: float) -> None:
-    """Until the receiver has seen ``expected`` ids, or ``timeout`` seconds of no progress."""
+def wait_delivered(port: int, expected: int, timeout: float, deadline: float = math.inf) -> None:
+    """Until the receiver has seen ``expected`` ids, or ``timeout`` seconds of no progress, or
+    the monotonic time ``deadline``."""
     last, since = -1, time.monotonic()
     while True:
         n = receiver_count(port)
-        if n >= expected:
+        if n >= expected or time.monotonic() >= deadline:
             return
         if n != last:
             last, since = n, time.monotonic()
@@ -207,6 +235,7 @@ def receiver_results(proc: subprocess.Popen, out: Path) -> dict[int, float]:
 
 async def _receive(port: int, out: Path) -> None:
     seen: dict[int, float] = {}
+    mentions: dict[int, int] = {}
     waiters: dict[int, list[asyncio.Future[float]]] = {}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -220,9 +249,12 @@ async def _receive(port: int, out: Path) -> None:
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 body = await reader.readexactly(length) if length else b""
-                if head.startswith((b"GET /count", b"GET /wait/")):
+                if head.startswith((b"GET /count", b"GET /wait/", b"GET /mentions/")):
                     if head.startswith(b"GET /count"):
                         text = str(len(seen)).encode()
+                    elif head.startswith(b"GET /mentions/"):
+                        below = int(head[14:head.index(b" ", 14)])
+                        text = str(sum(c for i, c in mentions.items() if i < below)).encode()
                     else:  # GET /wait/N: when event N's first message arrived (long poll)
                         i = int(head[10:head.index(b" ", 10)])
                         if i not in seen:
@@ -236,8 +268,8 @@ async def _receive(port: int, out: Path) -> None:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text))
                     await writer.drain()
                     continue
-                for m in ID.findall(body):
-                    i = int(m)
+                for i in {int(m) for m in ID.findall(body)}:
+                    mentions[i] = mentions.get(i, 0) + 1
                     if i not in seen:
                         seen[i] = now
                         for future in waiters.pop(i, []):
@@ -246,8 +278,8 @@ async def _receive(port: int, out: Path) -> None:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Content-Length: 11\r\n\r\n{\"ok\":true}")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # a client gone, or the receiver stopping with a long poll open
         finally:
             writer.close()
 
@@ -297,14 +329,19 @@ def post(path: str, doc: object, token: str | None = None) -> bytes:
             f"{auth}Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def escalator_request(i: int) -> bytes:
-    return post("/api/v1/events", {"kind": "incident", "category": "accident",
-                                   "summary": f"bench-{i}-", "dedup_key": f"bench/{i}"}, TOKEN)
+def escalator_request(i: int, severity: str | None = None) -> bytes:
+    """``POST /api/v1/events``: a distinct ``incident`` event named ``bench-<i>-``."""
+    doc = {"kind": "incident", "category": "accident", "summary": f"bench-{i}-",
+           "dedup_key": f"bench/{i}"}
+    if severity:
+        doc["severity"] = severity
+    return post("/api/v1/events", doc, TOKEN)
 
 
-def alertmanager_request(i: int) -> bytes:
-    return post("/api/v2/alerts", [{"labels": {"alertname": "bench", "id": f"bench-{i}-"},
-                                    "annotations": {"summary": f"bench-{i}-"}}])
+def alertmanager_request(i: int, severity: str | None = None) -> bytes:
+    """``POST /api/v2/alerts``: one alert named ``bench-<i>-`` (label ``severity`` if given)."""
+    labels = {"alertname": "bench", "id": f"bench-{i}-"} | ({"severity": severity} if severity else {})
+    return post("/api/v2/alerts", [{"labels": labels, "annotations": {"summary": f"bench-{i}-"}}])
 
 
 async def load(port: int, requests: list[bytes], concurrency: int, ok: int
@@ -357,6 +394,95 @@ async def end_to_end(port: int, receiver_port: int, requests: list[bytes], first
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latency
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One request of :func:`open_loop`: its ``scheduled`` send time, when its answer came
+    (``answered``; ``None``: no answer within the timeout, or the connection failed) and the
+    HTTP ``status`` (0 without an answer). Monotonic seconds."""
+
+    scheduled: float
+    answered: float | None
+    status: int
+
+    def latency(self) -> float:
+        """Seconds from the scheduled send time to the answer; ``inf`` without an answer."""
+        return math.inf if self.answered is None else self.answered - self.scheduled
+
+
+async def open_loop(port: int, make: Callable[[int], bytes], *, concurrency: int,
+                    n: int | None = None, rate: float | None = None, timeout: float = 30.0,
+                    stop: asyncio.Event | None = None) -> dict[int, Shot]:
+    """Open-loop load: request ``i`` is ``make(i)``, for i = 0, 1, … (``n`` of them, or until
+    ``stop`` is set). Returns {i: :class:`Shot`} for every request sent.
+
+    What "open loop" means here — nothing a request causes (its message, its incident) ever
+    holds the next request back, and every latency runs from the request's *scheduled* send
+    time, fixed in advance, so a slow server cannot slow the generator and hide its queue:
+
+    - ``rate`` given: request i is scheduled at t0 + i / ``rate``, whatever the server does.
+      At most ``concurrency`` requests are in flight (a client's connection pool); a request
+      whose time has come while all connections wait is sent as soon as one is free, and the
+      wait counts in its latency (no coordinated omission).
+    - ``rate=None`` (saturation): ``concurrency`` senders, each sending its next request the
+      moment the previous *answer* (the 2xx) arrives — never waiting for the message the event
+      causes; the scheduled time is then the moment the sender was free, i.e. the write time.
+      The server's intake alone sets the pace (accepted events/s); its delivery cannot.
+
+    A request without an answer within ``timeout`` seconds (or whose connection failed) is a
+    :class:`Shot` with ``answered=None``; its connection is replaced."""
+    if n is None and (rate is None or stop is None):
+        raise ValueError("an endless load needs a rate and a stop event")
+    shots: dict[int, Shot] = {}
+    queue: asyncio.Queue[tuple[int, float | None] | None] = asyncio.Queue()
+    t0 = time.monotonic()
+
+    async def schedule() -> None:
+        i = 0
+        while (n is None or i < n) and not (stop is not None and stop.is_set()):
+            at = None
+            if rate is not None:
+                at = t0 + i / rate
+                if (delay := at - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+            queue.put_nowait((i, at))
+            i += 1
+        for _ in range(concurrency):
+            queue.put_nowait(None)
+
+    async def sender() -> None:
+        conn = Conn(port)
+        try:
+            while (item := await queue.get()) is not None:
+                i, at = item
+                scheduled = time.monotonic() if at is None else at
+                try:
+                    status, _ = await asyncio.wait_for(conn.request(make(i)), timeout)
+                    shots[i] = Shot(scheduled, time.monotonic(), status)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                    shots[i] = Shot(scheduled, None, 0)
+                    conn.close()
+                    conn = Conn(port)
+        finally:
+            conn.close()
+
+    await asyncio.gather(schedule(), *(sender() for _ in range(concurrency)))
+    return shots
+
+
+def load_average() -> float:
+    """The 1-minute load average of the machine."""
+    return os.getloadavg()[0]
+
+
+def fmt_ms(seconds: float, bound: float | None = None, never: str | None = None) -> str:
+    """``seconds`` as milliseconds for a table; ``inf`` (never came) as ``never`` if given,
+    else ``> bound s``."""
+    if math.isinf(seconds):
+        return never or (f"> {bound:.0f} s" if bound else "never")
+    ms = seconds * 1000
+    return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
 
 
 def pct(values: list[float], p: float) -> float:

@@ -1,9 +1,11 @@
 """``escalator`` CLI for the benchmarks, with the per-address send limit switched off.
 
 The delivery throttle allows 10 messages a minute to one (channel, address)
-(``escalator.delivery.ADDRESS_LIMITS``); the benchmarks send thousands of first notifications to
+(``escalator.delivery.pipeline.ADDRESS_LIMITS``); the benchmarks send thousands of first notifications to
 one person, and Alertmanager, the comparison, has no such limit. Everything else is the real
 daemon: ``python bench/run_daemon.py run`` = ``escalator run``.
+
+``BENCH_ADDRESS_LIMITS=real``: keep the daemon's own per-address limit (``storm.py``).
 
 ``BENCH_PROFILE=FILE``: run under cProfile and write the stats to FILE on exit (read them with
 ``python -m pstats FILE``).
@@ -14,10 +16,11 @@ import os
 import sys
 import time
 
-from escalator import delivery
 from escalator.cli import main
+from escalator.delivery import pipeline as delivery
 
-delivery.Throttle.__init__.__defaults__ = ((), None)  # (address_limits, overrides)
+if os.environ.get("BENCH_ADDRESS_LIMITS") != "real":
+    delivery.Throttle.__init__.__defaults__ = ((), None)  # (address_limits, overrides)
 
 if __name__ == "__main__":
     if out := os.environ.get("BENCH_PROFILE"):

@@ -40,7 +40,7 @@ import harness as h  # noqa: E402
 
 from escalator.clock import FakeClock  # noqa: E402
 from escalator.config import load_config  # noqa: E402
-from escalator.engine import Engine  # noqa: E402
+from escalator.engine.engine import Engine  # noqa: E402
 from escalator.events import Event  # noqa: E402
 from escalator.store import SQLiteStore  # noqa: E402
 

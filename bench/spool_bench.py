@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import platform
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -65,9 +64,9 @@ class Rig:
 
         from escalator.clock import SystemClock
         from escalator.config import load_config
-        from escalator.engine import Engine
-        from escalator.settings import load_settings
-        from escalator.sources import SourceContext
+        from escalator.engine.engine import Engine
+        from escalator.intake.sources import SourceContext
+        from escalator.service.settings import load_settings
         from escalator.store import SQLiteStore
 
         self.base = base
@@ -161,6 +160,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def machine() -> str:
+    from escalator.store.sqlite import SQLITE_VERSION
+
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -175,7 +176,7 @@ def machine() -> str:
     except OSError:
         fs = "?"
     return (f"nproc {os.cpu_count()}, {model}; Linux {platform.release()}; Python "
-            f"{platform.python_version()}; SQLite {sqlite3.sqlite_version}; temp filesystem {fs}")
+            f"{platform.python_version()}; SQLite {SQLITE_VERSION}; temp filesystem {fs}")
 
 
 async def main() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from escalator import __version__
 from escalator.config import Config, ConfigError, check_config, load_config
-from escalator.intake import IntakeError, parse_events
+from escalator.intake.parsing import IntakeError, parse_events
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEMO_DIR = Path("escalator-demo")
@@ -55,7 +55,7 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _settings(args: argparse.Namespace, config: Config):
-    from escalator.settings import load_settings
+    from escalator.service.settings import load_settings
 
     overrides: dict[str, Any] = {}
     if getattr(args, "demo", False) or args.command == "demo":
@@ -87,8 +87,8 @@ def _print_table(rows: list[list[str]], headers: list[str]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from escalator.daemon import plugin_problems
     from escalator.plugins import collect, get_plugin_manager
+    from escalator.service.daemon import plugin_problems
 
     path = _config_path(args)
     config, problems = check_config(path)
@@ -105,28 +105,29 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from escalator import logs
-    from escalator.daemon import Daemon
+    from escalator.service import logs
+    from escalator.service.daemon import Daemon
 
     config = _load(args)
     settings = _settings(args, config)
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, settings.log_level)
     if args.command == "demo":
         spool = settings.spool_dir
         print(f"escalator demo — 示例小学\n  config: {config.source}\n  state:  {settings.state_dir}\n"
               f"  spool:  {spool}/incoming/  (drop an event file here)\n"
-              f"  try:    cp ../shared/cases/events/fever_single.json {spool}/incoming/\n"
+              f"  try:    cp examples/events/fever_single.json {spool}/incoming/\n"
               f"  then:   escalator incidents --demo ; escalator ack ID --demo\n"
               f"  API:    http://{settings.http_listen}/docs  (acknowledge links in messages work)\n"
               f"  stop:   Ctrl-C\n", file=sys.stderr, flush=True)
     daemon = Daemon(config, settings)
-    asyncio.run(daemon.run())
+    with asyncio.Runner(loop_factory=logs.loop_factory(settings.event_loop)) as runner:
+        runner.run(daemon.run())
     return EXIT_OK
 
 
 def _open_engine(args: argparse.Namespace):
     from escalator.clock import SystemClock
-    from escalator.engine import Engine
+    from escalator.engine.engine import Engine
     from escalator.store import SQLiteStore
 
     config = _load(args)
@@ -199,7 +200,7 @@ def _local(dt: datetime | None, config: Config) -> str:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    from escalator.engine import NotFound
+    from escalator.engine.engine import NotFound
 
     engine = _open_engine(args)
     config = engine.config
@@ -213,10 +214,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             print(f"policy {inc.policy_id}, step {inc.step_index + 1}/{len(inc.policy['steps'])}, "
                   f"events {inc.event_count}, next step {_local(inc.next_step_at, config)}")
             if inc.deadline_at is not None:  # docs/school-rules.md "Legal deadlines"
-                from escalator.deadlines import describe
+                from escalator.school.deadlines import describe
 
                 print(describe(inc, config.school.tz))
-            from escalator.clusters import member_rows
+            from escalator.school.clusters import member_rows
 
             if members := member_rows(tx, inc.id):  # a cluster: its cases, first case first
                 print(f"cluster members {len(members)}: " + ", ".join(
@@ -237,7 +238,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_drill_report(args: argparse.Namespace) -> int:
-    from escalator import drills
+    from escalator.school import drills
 
     engine = _open_engine(args)
     lang = engine.config.school.language
@@ -253,7 +254,7 @@ def cmd_drill_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from escalator.simulate import simulate
+    from escalator.engine.simulate import simulate
 
     config = _load(args)
     events = parse_events(_read_document(Path(args.event)))
@@ -291,7 +292,7 @@ def _day(text: str) -> date:
 
 
 def cmd_ledger_export(args: argparse.Namespace) -> int:
-    from escalator import ledger
+    from escalator.school import ledger
 
     if args.to < args.from_:
         raise UsageError("--to is before --from")
@@ -317,7 +318,7 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from escalator import ledger
+    from escalator.school import ledger
 
     engine = _open_engine(args)
     try:
@@ -335,7 +336,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from escalator import retention
+    from escalator.school import retention
 
     engine = _open_engine(args)
     counts = retention.purge(engine.store, engine.config, engine.clock.now(), dry_run=args.dry_run)
@@ -353,8 +354,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_warning_backtest(args: argparse.Namespace) -> int:
     """``escalator warning backtest``: EARS C1/C2/C3 beside the 2006 rule over past registers
-    or synthetic terms (escalator/early_warning/backtest.py, docs/early-warning.md)."""
-    from escalator.early_warning import backtest, synthetic
+    or synthetic terms (escalator/school/early_warning/backtest.py, docs/early-warning.md)."""
+    from escalator.school.early_warning import backtest, synthetic
 
     config = _load(args) if (args.config or args.demo or os.environ.get("ESCALATOR_CONFIG")) else None
     if args.registers is None and not args.synthetic:
@@ -484,11 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from escalator.engine import NotFound
+    from escalator.engine.engine import NotFound
     from escalator.plugins import PluginError
+    from escalator.store.base import StoreError
 
     args = build_parser().parse_args(argv)
-    from escalator import logs
+    from escalator.service import logs
 
     logs.configure(os.environ.get("ESCALATOR_LOG_FORMAT", "auto"), level=logging.WARNING)
     try:
@@ -507,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOT_FOUND
     except PluginError as e:
         print(f"escalator: plugin error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except StoreError as e:  # the database cannot be used now (full, read-only, not a database)
+        print(f"escalator: database error: {e}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK

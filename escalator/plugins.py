@@ -1,4 +1,5 @@
-"""The plugin manager: loads built-ins and entry-point plugins, collects channel and source types."""
+"""The plugin manager: loads built-ins and entry-point plugins, collects channel and source types
+and the engine's rules."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from escalator import hookspecs
+
+if TYPE_CHECKING:
+    from escalator.config.models import Config
+    from escalator.engine.rules import Rule
 
 BUILTIN_PLUGINS = (
     "escalator_plugins.console",
@@ -26,6 +31,7 @@ BUILTIN_PLUGINS = (
     "escalator_plugins.smstools",
     "escalator_plugins.aliyun_sms",
     "escalator_plugins.tencent_sms",
+    "escalator.school.plugin",
 )
 """Built-in plugin modules, registered exactly like third-party ones."""
 
@@ -132,3 +138,33 @@ def describe(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         out.append({"name": name, "origin": origin, "hooks": hooks})
     return out
+
+
+def plugins_dir_of(config: Config) -> Path | None:
+    """The config's ``plugins_dir`` (relative to the config file's folder), or None."""
+    return config.base_dir / config.plugins_dir if config.plugins_dir else None
+
+
+def collect_rules(pm: pluggy.PluginManager, config: Config) -> list[Rule]:
+    """The engine's rules from every plugin's ``escalator_rules(config)``, in plugin
+    registration order (built-ins first, then ``extra`` objects, ``plugins_dir`` files by name,
+    entry points), each plugin's in its own order. Raises :class:`PluginError` when a plugin
+    returns something that is not a list of objects with a ``name``, or two rules share a name."""
+    rules: list[Rule] = []
+    for returned in reversed(pm.hook.escalator_rules(config=config)):  # pluggy: last first
+        if not isinstance(returned, list | tuple):
+            raise PluginError(f"escalator_rules returned {type(returned).__name__}, not a list")
+        for rule in returned:
+            if not isinstance(getattr(rule, "name", None), str) or not rule.name:
+                raise PluginError(f"rule {rule!r} has no name")
+            rules.append(rule)
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise PluginError(f"two rules share a name: {', '.join(names)}")
+    return rules
+
+
+def rules_for(config: Config) -> list[Rule]:
+    """:func:`collect_rules` of the plugins ``config`` names: the built-ins, its
+    ``plugins_dir`` and the entry points (what the daemon loads)."""
+    return collect_rules(get_plugin_manager(plugins_dir=plugins_dir_of(config)), config)

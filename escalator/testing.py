@@ -16,12 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+import pluggy
+
 from escalator.clock import FakeClock
 from escalator.config.models import Config
-from escalator.delivery import Delivery
-from escalator.engine import Engine, IngestResult
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.pipeline import Delivery
+from escalator.engine.engine import Engine, IngestResult
 from escalator.events import Event
+from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.store import SQLiteStore
 
 
@@ -45,19 +48,24 @@ class RecordingChannel:
 
 class Harness:
     """Engine + delivery on a :class:`FakeClock` and a real SQLite file at ``db``; every
-    configured channel id is served by one :class:`RecordingChannel` (``channel``)."""
+    configured channel id is served by one :class:`RecordingChannel` (``channel``). The engine's
+    rules come from ``plugin_manager`` as in the daemon (default: the built-ins, the config's
+    ``plugins_dir`` and the entry points)."""
 
     START = datetime(2026, 11, 29, 23, 48, tzinfo=UTC)  # 2026-11-30 07:48 in Asia/Shanghai
 
     def __init__(self, config: Config, db: Path | str, clock: FakeClock | None = None,
-                 channel: RecordingChannel | None = None, heartbeats: bool = False) -> None:
+                 channel: RecordingChannel | None = None, heartbeats: bool = False,
+                 plugin_manager: pluggy.PluginManager | None = None) -> None:
         self.config = config
         self.heartbeats = heartbeats
-        """Whether :meth:`settle` checks heartbeat monitors, as the daemon's loop does (off by
-        default so tests of other things are not joined by a missed zero report)."""
+        """Whether :meth:`settle` runs the rules' periodic checks (``on_tick``: heartbeat
+        monitors), as the daemon's loop does (off by default so tests of other things are not
+        joined by a missed zero report)."""
         self.clock = clock or FakeClock(self.START)
         self.store = SQLiteStore(db)
-        self.engine = Engine(self.store, config, self.clock)
+        self.pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir_of(config))
+        self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.channel = channel or RecordingChannel()
         self.delivery = Delivery(self.store, config, {c: self.channel for c in config.channels},
                                  self.clock)
@@ -72,9 +80,7 @@ class Harness:
     async def settle(self) -> None:
         """Fire every due step and send every due notification at the current fake time."""
         while True:
-            if self.heartbeats:
-                self.engine.check_heartbeats()
-            fired = self.engine.tick()
+            fired = self.engine.tick(periodic=self.heartbeats)
             sent = await self.delivery.run_once()
             if not fired and not sent:
                 return

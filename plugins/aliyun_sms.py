@@ -22,7 +22,12 @@ import asyncio
 import json
 from typing import Any, ClassVar
 
-from escalator_plugins.sms_template import (
+from pydantic import Field, field_validator
+
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.options import ChannelOptions
+from escalator.delivery.sms_template import (
     CloudSmsOptions,
     check_value_names,
     load_sdk,
@@ -30,10 +35,7 @@ from escalator_plugins.sms_template import (
     quiet_sdk_debug,
     template_values,
 )
-from pydantic import Field, field_validator
-
-from escalator.channel_kit import ChannelBase, ChannelOptions, short
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.text import short
 from escalator.hookspecs import hookimpl
 
 RETRYABLE_CODES = frozenset({

@@ -29,8 +29,9 @@ from urllib.parse import quote
 import apprise
 from pydantic import field_validator
 
-from escalator.channel_kit import ChannelBase, ChannelOptions
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.options import ChannelOptions
 from escalator.hookspecs import hookimpl
 
 _NOTIFY_HAS_TIMEOUT = "timeout" in inspect.signature(apprise.Apprise.notify).parameters

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar
 
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.hookspecs import hookimpl
 
 

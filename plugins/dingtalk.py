@@ -25,21 +25,12 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, field_validator
 
-from escalator.channel_kit import (
-    NO_ADDRESS,
-    ChannelBase,
-    ChannelOptions,
-    RateLimit,
-    check_http_url,
-    classify_robot_answer,
-    fit_text,
-    http_request,
-    message_text,
-    normalise_mobile,
-    shared_limiter,
-    utf8_len,
-)
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.http import classify_robot_answer, http_request
+from escalator.delivery.options import ChannelOptions, check_http_url
+from escalator.delivery.ratelimit import RateLimit, shared_limiter
+from escalator.delivery.text import NO_ADDRESS, fit_text, message_text, normalise_mobile, utf8_len
 from escalator.hookspecs import hookimpl
 
 DEFAULT_BASE_URL = "https://oapi.dingtalk.com/robot/send"
@@ -146,11 +137,8 @@ class DingTalkChannel(ChannelBase):
         return out
 
     async def send(self, message: Message) -> DeliveryResult:
-        wait = self.limiter.try_acquire()
-        if wait:
-            return self.result(DeliveryStatus.failed_retryable,
-                               f"held back: DingTalk allows 20 messages a minute per robot "
-                               f"(room again in {wait:.0f} s)")
+        if (held := self.held_back("DingTalk allows 20 messages a minute per robot")) is not None:
+            return held
         body, note = self.payload(message)
         try:
             response = await http_request("POST", self.options.base_url, params=self.params(),

@@ -28,8 +28,10 @@ from typing import Any, ClassVar
 import aiosmtplib
 from pydantic import Field, field_validator, model_validator
 
-from escalator.channel_kit import ChannelBase, ChannelOptions, short
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.options import ChannelOptions
+from escalator.delivery.text import short
 from escalator.hookspecs import hookimpl
 
 URL_RE = re.compile(r"https?://[^\s<>\"']+")

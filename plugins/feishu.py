@@ -29,21 +29,12 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, field_validator
 
-from escalator.channel_kit import (
-    NO_ADDRESS,
-    ChannelBase,
-    ChannelOptions,
-    RateLimit,
-    check_http_url,
-    classify_robot_answer,
-    fit_text,
-    http_request,
-    json_len,
-    message_text,
-    normalise_mobile,
-    shared_limiter,
-)
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.http import classify_robot_answer, http_request
+from escalator.delivery.options import ChannelOptions, check_http_url
+from escalator.delivery.ratelimit import RateLimit, shared_limiter
+from escalator.delivery.text import NO_ADDRESS, fit_text, json_len, message_text, normalise_mobile
 from escalator.hookspecs import hookimpl
 
 DEFAULT_BASE_URL = "https://open.feishu.cn/open-apis/bot/v2/hook/"
@@ -145,11 +136,9 @@ class FeishuChannel(ChannelBase):
         return body, note
 
     async def send(self, message: Message) -> DeliveryResult:
-        wait = self.limiter.try_acquire()
-        if wait:
-            return self.result(DeliveryStatus.failed_retryable,
-                               f"held back: Feishu allows 100 requests a minute and 5 a second "
-                               f"per robot (room again in {wait:.1f} s)")
+        if (held := self.held_back("Feishu allows 100 requests a minute and 5 a second per robot")
+                ) is not None:
+            return held
         body, note = self.payload(message)
         try:
             response = await http_request("POST", self.url, json_body=body, timeout=self.options.timeout)

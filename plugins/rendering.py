@@ -6,8 +6,8 @@ first (the hook is ``firstresult``).
 
 from __future__ import annotations
 
+from escalator.delivery.render import RenderContext, Rendered, render_templates
 from escalator.hookspecs import hookimpl
-from escalator.render import RenderContext, Rendered, render_templates
 
 
 @hookimpl(trylast=True)

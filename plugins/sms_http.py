@@ -35,19 +35,11 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import Field, field_validator, model_validator
 
-from escalator.channel_kit import (
-    ChannelBase,
-    ChannelOptions,
-    check_http_url,
-    classify_http,
-    fit_sms,
-    http_request,
-    message_text,
-    normalise_mobile,
-    read_json,
-    short,
-)
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.http import classify_http, http_request, read_json
+from escalator.delivery.options import ChannelOptions, check_http_url
+from escalator.delivery.text import fit_sms, message_text, normalise_mobile, short
 from escalator.hookspecs import hookimpl
 
 PLACEHOLDERS = frozenset({"to", "text"})

@@ -38,14 +38,10 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from escalator.channel_kit import (
-    ChannelBase,
-    ChannelOptions,
-    fit_sms,
-    message_text,
-    normalise_mobile,
-)
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.options import ChannelOptions
+from escalator.delivery.text import fit_sms, message_text, normalise_mobile
 from escalator.hookspecs import hookimpl
 
 NON_BMP = re.compile(r"[^\u0000-\uffff]")

@@ -23,7 +23,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from escalator_plugins.sms_template import (
+from pydantic import Field, field_validator
+
+from escalator.delivery.channel_base import ChannelBase
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.options import ChannelOptions
+from escalator.delivery.sms_template import (
     CloudSmsOptions,
     check_value_names,
     load_sdk,
@@ -31,10 +36,7 @@ from escalator_plugins.sms_template import (
     quiet_sdk_debug,
     template_values,
 )
-from pydantic import Field, field_validator
-
-from escalator.channel_kit import ChannelBase, ChannelOptions, short
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.text import short
 from escalator.hookspecs import hookimpl
 
 RETRYABLE_PREFIXES = ("LimitExceeded", "RequestLimitExceeded", "InternalError",

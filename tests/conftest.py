@@ -1,4 +1,4 @@
-"""Shared fixtures: the sample inputs in ../shared/cases and small configs."""
+"""Shared fixtures: the sample inputs in ``examples/`` (in this repository) and small configs."""
 
 from __future__ import annotations
 
@@ -14,18 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def _cases() -> Path:
-    for base in (ROOT.parent / "shared" / "cases", ROOT / "tests" / "cases"):
-        if base.is_dir():
-            return base
-    raise RuntimeError("sample inputs not found: expected ../shared/cases next to the checkout")
-
-
-CASES = _cases()
+CASES = ROOT / "examples"
 
 
 def case(name: str) -> dict:
-    """A sample event from ../shared/cases (``events/fever_single.json``)."""
+    """A sample event from examples/ (``events/fever_single.json``)."""
     return json.loads((CASES / name).read_text(encoding="utf-8"))
 
 

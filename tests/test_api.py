@@ -15,12 +15,15 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from escalator.api import BodyLimit, Credentials, create_app, parse_listen
 from escalator.clock import FakeClock
 from escalator.config import ConfigError, load_config
-from escalator.daemon import Daemon
-from escalator.settings import Settings
+from escalator.service.daemon import Daemon
+from escalator.service.settings import Settings
 from escalator.testing import Harness
+from escalator.web.app import create_app
+from escalator.web.auth import Credentials
+from escalator.web.limits import BodyLimit
+from escalator.web.server import parse_listen
 
 from .conftest import CASES, FIXTURES, case
 
@@ -409,6 +412,17 @@ async def test_acknowledge_link_get_shows_and_post_acknowledges(api):
         assert (await c.post(f"/ack/{token}")).status_code == 404
 
 
+def test_acknowledge_pages_escape_what_they_show():
+    from escalator.web.pages import page
+    box = {"id": 7, "drill": False, "state": "triggered", "state_zh": "待处理", "severity": "high",
+           "severity_zh": "紧急", "category_zh": "<i>x</i>", "category_en": "a&b", "kind_zh": "k"}
+    html = page("ack.html", incident=box, recipient='<script>alert("x")</script>', level=1,
+                outcome=None, token='"><img src=x>', button=("确认收到并处理", "Acknowledge")).body.decode()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<i>x</i>" not in html and "a&amp;b" in html
+    assert '"><img' not in html and 'action="&#34;&gt;&lt;img src=x&gt;"' in html
+
+
 async def test_acknowledge_link_on_a_report_step_confirms_the_level(api):
     c = api.client
     iid = (await post_case(c, "events/fever_single.json")).json()["incident_id"]
@@ -645,6 +659,34 @@ async def test_http_off_starts_no_server(tmp_path, env):
     assert getattr(daemon, "http_port", None) is None
     daemon.stop()
     await asyncio.wait_for(task, 10)
+
+
+def test_every_route_and_dependency_runs_in_the_loop_thread(tmp_path, env):
+    # FastAPI runs a plain function in a worker thread; the store is used from one thread only
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from escalator.web.routers import ack, compat, events, incidents, ops
+
+    config = load_config(write_config(tmp_path))
+    daemon = Daemon(config, Settings(state_dir=tmp_path / "state"), clock=FakeClock())
+    try:
+        app = create_app(daemon)
+    finally:
+        daemon.store.close()
+
+    def calls(dependant):
+        for dep in dependant.dependencies:
+            yield dep.call
+            yield from calls(dep)
+
+    routes = [r for m in (ack, compat, events, incidents, ops) for r in m.router.routes]
+    assert {r.path for r in routes if isinstance(r, APIRoute)} == set(app.openapi()["paths"])
+    for route in routes:
+        for call in [route.endpoint, *calls(route.dependant)]:
+            assert inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+                type(call).__call__), (route.path, call)
 
 
 def test_create_app_refuses_an_unreadable_secret(tmp_path, env):

@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import chinese_calendar
 import pytest
 
-from escalator.calendar import SchoolCalendar, library_knows, startup_warnings
 from escalator.config import check_config
 from escalator.config.models import Config
+from escalator.school.calendar import SchoolCalendar, library_knows, startup_warnings
 
 SH = ZoneInfo("Asia/Shanghai")
 MAKE_UP_SATURDAY = date(2026, 10, 10)  # 国庆节调休上班 (the State Council's 2026 schedule)

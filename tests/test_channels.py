@@ -27,23 +27,16 @@ from escalator_plugins.sms_http import SmsHttpChannel
 from escalator_plugins.smstools import SmsToolsChannel
 from escalator_plugins.wecom import WeComChannel
 
-from escalator import channel_kit as kit
-from escalator.channel_kit import (
-    RateLimit,
-    RateLimiter,
-    Redactor,
-    classify_http,
-    fit_sms,
-    fit_text,
-    sms_segments,
-    utf8_len,
-)
-from escalator.channels import DeliveryStatus, Message
 from escalator.config import ConfigError, load_config
 from escalator.config.load import check_config
-from escalator.daemon import Daemon, plugin_problems
+from escalator.delivery.channels import DeliveryStatus, Message
+from escalator.delivery.http import classify_http, shared_client
+from escalator.delivery.options import Redactor, mask
+from escalator.delivery.ratelimit import RateLimit, RateLimiter
+from escalator.delivery.text import fit_sms, fit_text, sms_segments, utf8_len
 from escalator.plugins import collect, get_plugin_manager
-from escalator.settings import Settings
+from escalator.service.daemon import Daemon, plugin_problems
+from escalator.service.settings import Settings
 from tests.channel_servers import Answer, HTTPRecorder, SMTPServer, free_port
 
 D, R, P = DeliveryStatus.delivered, DeliveryStatus.failed_retryable, DeliveryStatus.failed_permanent
@@ -278,7 +271,7 @@ def test_structural_errors_of_secret_sourced_options_are_still_reported(type_, o
 
 
 # ---------------------------------------------------------------------------------------------
-# channel_kit
+# the channel kit: options, text, http, ratelimit
 # ---------------------------------------------------------------------------------------------
 
 
@@ -444,12 +437,36 @@ async def test_dingtalk_holds_back_the_21st_message_in_a_minute(http):
         assert (await ch.send(msg())).status == D
     held = await ch.send(msg())
     assert held.status == R and "20 messages a minute" in held.detail
+    assert held.retry_after == pytest.approx(60.0) and held.held_back  # typed, not parsed
     assert len(http.requests) == 20  # the 21st never reached DingTalk
     now[0] += 60.0
     assert (await ch.send(msg())).status == D
     # the window belongs to the robot, not the channel object: a reload shares it
     again = DingTalkChannel("other", {"access_token": ch.options.access_token, "base_url": http.url})
     assert again.limiter is ch.limiter
+
+
+async def test_the_shared_http_client_is_closed_when_its_last_channel_is(http, monkeypatch):
+    """``aclose`` releases the channel's count on the loop's one HTTP client: the client stays
+    open while another channel may still use it — also one built (by a reload) that has not
+    sent yet — and closes (its connections too) with the last."""
+    import weakref
+
+    from escalator.delivery import http as kit_http
+
+    monkeypatch.setattr(kit_http, "_USERS", weakref.WeakSet())  # only this test's channels
+    http.default = Answer(200, {"errcode": 0, "errmsg": "ok"})
+    old = dingtalk(http)
+    assert (await old.send(msg())).status == D
+    client = shared_client()
+    new = dingtalk(http)  # the reload's channel, no send yet
+    await old.aclose()
+    await old.aclose()  # twice: counted once
+    assert not client.is_closed
+    await new.aclose()
+    assert client.is_closed
+    assert (await old.send(msg())).status == D  # a later send gets a new client
+    assert shared_client() is not client
 
 
 async def test_dingtalk_timeout_and_closed_port_are_retryable(http):
@@ -899,6 +916,6 @@ async def test_robot_secrets_never_in_details_or_logs(http, caplog):
 
 
 def test_mask_handles_mappings_lists_and_unset():
-    shown = kit.mask({"a": "x", "headers": {"K": "v"}, "urls": ["u1", "u2"], "token": None},
+    shown = mask({"a": "x", "headers": {"K": "v"}, "urls": ["u1", "u2"], "token": None},
                      ["headers", "urls", "token"])
     assert shown == {"a": "x", "headers": {"K": "***"}, "urls": ["***", "***"], "token": None}

@@ -172,3 +172,13 @@ def test_commands_on_a_missing_database_say_so_instead_of_creating_one(tmp_path,
     demo = run("send", str(CASES / "events/bullying.json"), "--demo", cwd=tmp_path)
     assert demo.returncode == 2 and "escalator demo" in demo.stderr
     assert not (tmp_path / "escalator-demo").exists()
+
+
+def test_a_database_that_cannot_be_used_is_an_error_message_not_a_traceback(tmp_path, state):
+    db = tmp_path / "state" / "escalator.sqlite3"
+    db.parent.mkdir()
+    db.write_bytes(b"not a database\n" * 512)  # deliberately corrupt
+    r = run("incidents", env=state)
+    assert r.returncode == 1, r.stderr
+    assert "database error" in r.stderr and "Traceback" not in r.stderr
+    assert "sqlite3." not in r.stderr

@@ -13,7 +13,7 @@ import pytest
 from escalator_plugins.aliyun_sms import AliyunSmsChannel
 from escalator_plugins.tencent_sms import TencentSmsChannel
 
-from escalator.channels import DeliveryStatus, Message
+from escalator.delivery.channels import DeliveryStatus, Message
 from escalator.plugins import collect, get_plugin_manager
 from tests.channel_servers import Answer, HTTPRecorder, free_port
 

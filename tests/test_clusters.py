@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from escalator.clock import FakeClock
-from escalator.clusters import notifiable
 from escalator.config import load_config
 from escalator.config.models import ClustersConfig, Config
+from escalator.school.clusters import notifiable
 from escalator.testing import Harness
 
 from .conftest import case

@@ -10,7 +10,7 @@ import pytest
 
 from escalator.config import load_config
 from escalator.config.models import StepMode
-from escalator.targets import parse_target, resolve
+from escalator.engine.targets import parse_target, resolve
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 SHIPPED = ["demo.yaml", "example.yaml"]

@@ -21,15 +21,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from escalator import ledger
 from escalator.clock import FakeClock
 from escalator.config import load_config
 from escalator.config.models import Config, Policy, Step
-from escalator.daemon import Daemon
-from escalator.deadlines import describe, status
+from escalator.engine.simulate import simulate
 from escalator.events import Event
-from escalator.settings import Settings
-from escalator.simulate import simulate
+from escalator.school import ledger
+from escalator.school.deadlines import describe, status
+from escalator.service.daemon import Daemon
+from escalator.service.settings import Settings
 from escalator.store import SQLiteStore
 from escalator.testing import Harness
 
@@ -295,7 +295,7 @@ async def test_a_restart_after_the_deadline_shows_it_missed(slow, tmp_path):
     inc = cluster_of(after)
     assert inc.deadline_met_at == at("2026-12-01", "09:00") > inc.deadline_at
     with after.store.transaction() as tx:
-        from escalator.deadlines import status
+        from escalator.school.deadlines import status
         assert status(tx.get_incident(inc.id), at("2026-12-01", "09:00")) == "missed"
     after.close()
 

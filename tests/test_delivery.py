@@ -9,10 +9,10 @@ from typing import ClassVar
 
 import pytest
 
-from escalator.channel_kit import RateLimit
-from escalator.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.config import load_config
-from escalator.delivery import ADDRESS_LIMITS, RETRY_DEADLINE, plan_hold
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.pipeline import ADDRESS_LIMITS, RETRY_DEADLINE, plan_hold
+from escalator.delivery.ratelimit import RateLimit
 from escalator.events import Event
 from escalator.store.base import Notification
 from escalator.testing import Harness, RecordingChannel
@@ -81,7 +81,7 @@ def event(flow: str, n: int = 0) -> Event:
 
 
 class LimitedChannel(RecordingChannel):
-    """A recording channel declaring a rate limit of 2 messages a minute, as channel_kit ones do."""
+    """A recording channel declaring a rate limit of 2 messages a minute, as the built-in robots do."""
 
     rate_limits: ClassVar[tuple[RateLimit, ...]] = (RateLimit(2, 60.0, "test: 2 a minute"),)
 
@@ -98,7 +98,8 @@ class HoldingChannel(RecordingChannel):
         if self.holds:
             self.holds -= 1
             return DeliveryResult(DeliveryStatus.failed_retryable,
-                                  "held back: test allows 1 message a minute (room again in 60 s)")
+                                  "held back: test allows 1 message a minute (room again in 60 s)",
+                                  retry_after=60.0)
         return DeliveryResult(DeliveryStatus.delivered, "ok")
 
 
@@ -258,6 +259,20 @@ async def test_channel_hold_back_delays_without_using_the_retry_deadline(h):
     assert (n.status, n.attempts) == ("delivered", 1)
     assert h.ch["mail"].sent == []  # no failover
     assert ledger(h, n.id) == ["failed_retryable"] * holds + ["delivered"]  # every call a row
+
+
+async def test_held_back_is_the_typed_retry_after_not_the_detail_text(h):
+    class SaysHeldBack(RecordingChannel):  # the words without retry_after: an ordinary failure
+        async def send(self, message: Message) -> DeliveryResult:
+            self.sent.append(message)
+            return DeliveryResult(DeliveryStatus.failed_retryable, "held back (room again in 60 s)")
+
+    h.delivery.channels = dict(h.ch, sms=SaysHeldBack("sms"))
+    inc = ingest(h, event("solo"))
+    await h.settle()
+    (n,) = rows(h, inc)
+    assert (n.status, n.attempts) == ("pending", 1)  # an attempt counted: a retry, not a hold
+    assert n.first_attempt_at is not None
 
 
 def test_a_hold_moves_the_deadline_start_by_the_wait(h):

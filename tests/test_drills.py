@@ -12,8 +12,8 @@ import pytest
 
 from escalator.config import load_config
 from escalator.config.models import Policy, Step
-from escalator.drills import NotADrill, drill_report
-from escalator.engine import NotFound
+from escalator.engine.engine import NotFound
+from escalator.school.drills import NotADrill, drill_report
 from escalator.testing import Harness
 
 from .conftest import FIXTURES
@@ -128,7 +128,7 @@ async def test_drill_report_figures_and_who_never_answered(drill_harness):
 
 
 def drill_report_rows(h: Harness, incident_id: int) -> list[list[str]]:
-    from escalator.drills import report_rows
+    from escalator.school.drills import report_rows
 
     return report_rows(drill_report(h.store, incident_id), h.engine.config, "zh")
 
@@ -205,7 +205,7 @@ async def test_cli_drill_report_on_a_real_database(tmp_path, language):
 
 
 async def test_the_api_shows_the_drill(drill_harness):
-    from escalator.api import _incident_out
+    from escalator.web.models import incident_out as _incident_out
 
     incident_id = await walk_drill(drill_harness)
     assert _incident_out(drill_harness.incident(incident_id))["drill"] is True
@@ -228,7 +228,7 @@ async def test_a_drill_and_a_real_report_of_the_same_pupil_never_share_an_incide
 
 
 def test_a_given_dedup_key_cannot_take_the_drill_namespace():
-    from escalator.intake import IntakeError, parse_event
+    from escalator.intake.parsing import IntakeError, parse_event
 
     base = {"kind": "incident", "category": "fire", "summary": "实验室烟感"}
     with pytest.raises(IntakeError) as e:

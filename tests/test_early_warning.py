@@ -1,4 +1,4 @@
-"""Early warning from sickness absence (escalator/early_warning/, docs/early-warning.md): EARS
+"""Early warning from sickness absence (escalator/school/early_warning/, docs/early-warning.md): EARS
 C1/C2/C3 on daily series per class, grade and school on school days only; the published
 per-disease outbreak thresholds at school scope; side by side with the 2006 cluster rule.
 Fake clock, real SQLite, no sleeps."""
@@ -16,8 +16,8 @@ import pytest
 from escalator.clock import FakeClock
 from escalator.config import load_config
 from escalator.config.models import Config
-from escalator.early_warning import ears
-from escalator.early_warning.series import SchoolDays
+from escalator.school.early_warning import ears
+from escalator.school.early_warning.series import SchoolDays
 from escalator.testing import Harness
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "early_warning.yaml"
@@ -241,7 +241,7 @@ async def test_one_series_signals_once_a_day_and_late_registers_update_their_day
 
 
 async def test_rates_use_the_registers_class_size_over_the_config(h, config):
-    from escalator.early_warning import denominator
+    from escalator.school.early_warning import denominator
     day = date(2026, 9, 1)
     await feed(h, day, {"3-2": [("fever",)]})
     with h.store.transaction() as tx:
@@ -302,8 +302,8 @@ async def test_measles_window_is_ten_days_and_german_measles_is_rubella(h):
 
 
 async def test_ili_counts_by_its_case_definition(h):
-    from escalator.early_warning.outbreaks import is_ili
     from escalator.events import Event
+    from escalator.school.early_warning.outbreaks import is_ili
     ev = Event.model_validate({**absence("a", "3-2", date(2026, 9, 1), ("fever", "cough")),
                                "labels": {"temperature": "37.6"}})
     assert not is_ili(ev)
@@ -329,7 +329,7 @@ async def test_off_without_the_section(tmp_path):
 
 
 def test_registers_carry_class_size_and_reason(config):
-    from escalator_plugins.registers import parse_register
+    from escalator.intake.registers import parse_register
     absence_csv = ("日期,班级,学号,缺勤原因,症状,应到人数\n"
                    "2026-09-01,3-2,S1,病假,发热,44\n2026-09-01,3-2,S2,事假,,44\n").encode()
     subs = parse_register(absence_csv, config, key=b"k")
@@ -341,7 +341,7 @@ def test_registers_carry_class_size_and_reason(config):
     subs = parse_register(check_csv, config, key=b"k")
     assert [s.event.labels["reason"] for s in subs] == ["sick", "unknown", "personal"]
     bad = ("日期,班级,学号,缺勤原因,应到人数\n2026-09-01,3-2,S1,病假,很多\n").encode()
-    from escalator_plugins.registers import RegisterError
+    from escalator.intake.registers import RegisterError
     with pytest.raises(RegisterError) as e:
         parse_register(bad, config, key=b"k")
     assert e.value.errors[0]["column"] == "应到人数"
@@ -372,7 +372,7 @@ def test_cli_backtest_synthetic_is_deterministic(capsys):
 
 
 def test_cli_backtest_over_a_folder_of_registers(tmp_path, capsys):
-    from escalator.early_warning.synthetic import school_days
+    from escalator.school.early_warning.synthetic import school_days
     folder = tmp_path / "registers"
     folder.mkdir()
     for n, day in enumerate(school_days(date(2026, 9, 1), date(2026, 10, 30))):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from escalator.channels import DeliveryStatus
-from escalator.engine import NotFound, Submission
+from escalator.delivery.channels import DeliveryStatus
+from escalator.engine.engine import NotFound, Submission
 from escalator.events import Event
 from escalator.testing import Harness
 
@@ -247,7 +247,7 @@ async def test_row_keys_skip_rows_seen_before_and_ledger_only_rows_open_nothing(
 
 
 def test_a_zero_time_is_rejected_naming_occurred_at():
-    from escalator.intake import IntakeError, parse_event
+    from escalator.intake.parsing import IntakeError, parse_event
 
     with pytest.raises(IntakeError) as e:
         parse_event(dict(OTHER, occurred_at="0001-01-01T00:00:00+08:00"))

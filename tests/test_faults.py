@@ -24,21 +24,21 @@ from typing import Any
 
 import httpx
 import pytest
-from escalator_plugins.spool import SpoolSource
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from escalator.api import serve
 from escalator.clock import FakeClock
 from escalator.config import load_config
-from escalator.daemon import SEND_BATCH, Daemon, build_channels
-from escalator.delivery import RETRY_DEADLINE, RETRY_MAX_DELAY
+from escalator.delivery.pipeline import RETRY_DEADLINE, RETRY_MAX_DELAY
 from escalator.events import Event
+from escalator.intake.sources import SourceContext
+from escalator.intake.spool.source import SpoolSource
 from escalator.plugins import collect, get_plugin_manager
-from escalator.settings import Settings
-from escalator.sources import SourceContext
+from escalator.service.daemon import SEND_BATCH, Daemon, build_channels
+from escalator.service.settings import Settings
 from escalator.store.sqlite import from_db
 from escalator.testing import Harness, RecordingChannel
+from escalator.web.server import serve
 from tests.channel_servers import Answer, HTTPRecorder, SMTPServer
 from tests.conftest import FIXTURES, case
 

@@ -14,15 +14,16 @@ import io
 import json
 from pathlib import Path
 
-from escalator_plugins.registers import RegisterError, decode, parse_register
-from escalator_plugins.spool import Rejected, SpoolSource
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML, YAMLError
 
 from escalator.config import check_config, load_config
 from escalator.events import Event
-from escalator.intake import IntakeError, parse_events
+from escalator.intake.parsing import IntakeError, parse_events
+from escalator.intake.registers import RegisterError, decode, parse_register
+from escalator.intake.spool.decode import decode_json, decode_yaml
+from escalator.intake.spool.files import Rejected
 
 from .conftest import CASES, ROOT, case
 from .fuzz_strategies import JSON, STRICT_JSON, mutated, paths
@@ -103,7 +104,7 @@ def _spool_bytes() -> st.SearchStrategy[bytes]:
 @FAST
 @given(data=_spool_bytes(), fmt=st.sampled_from(["json", "yaml"]))
 def test_spool_decoders_reject_with_a_reason_or_give_events_or_intake_error(data, fmt):
-    decoder = SpoolSource._json if fmt == "json" else SpoolSource._yaml
+    decoder = decode_json if fmt == "json" else decode_yaml
     try:
         doc = decoder(data)
     except Rejected as e:

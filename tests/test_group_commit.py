@@ -7,7 +7,8 @@ import asyncio
 import sqlite3
 
 from escalator.events import Event
-from escalator.group_commit import GroupCommit
+from escalator.intake.group_commit import GroupCommit
+from escalator.store.base import StoreUnavailable
 
 OTHER = {"kind": "incident", "category": "accident", "summary": "五年级1班 学生摔伤",
          "class_id": "5-1"}
@@ -76,7 +77,7 @@ async def test_a_store_that_cannot_write_fails_every_caller(harness, monkeypatch
     monkeypatch.setattr(harness.engine, "_ingest", full)
     results = await asyncio.gather(*(gc.ingest([event(i)], "s") for i in range(4)),
                                    return_exceptions=True)
-    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    assert all(isinstance(r, StoreUnavailable) for r in results)
     monkeypatch.undo()
     [r] = await gc.ingest([event(9)], "s")  # and it goes on once the store can write
     assert r.status == "created"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from escalator.channels import DeliveryStatus
 from escalator.config import check_config, load_config
-from escalator.guardians import RosterError, parse_roster, single_subject
+from escalator.delivery.channels import DeliveryStatus
+from escalator.school.guardians import RosterError, parse_roster, single_subject
 from escalator.testing import Harness
 
 from .conftest import FIXTURES, case

@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from escalator import ledger
 from escalator.clock import FakeClock
 from escalator.config import load_config
 from escalator.config.models import Config
+from escalator.school import ledger
 from escalator.testing import Harness
 
 from .conftest import FIXTURES, case

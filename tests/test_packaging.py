@@ -15,4 +15,11 @@ def test_every_package_with_an_init_is_listed():
                for p in (ROOT / "escalator").rglob("__init__.py")}
     assert on_disk <= listed, f"missing from pyproject.toml packages: {sorted(on_disk - listed)}"
     assert conf["package-dir"]["escalator_plugins"] == "plugins"
-    assert "templates/*/*.j2" in conf["package-data"]["escalator_plugins"]
+    assert "templates/*/*.j2" in conf["package-data"]["escalator.delivery"]
+
+
+def test_the_web_pages_templates_ship_as_package_data():
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    templates = list((ROOT / "escalator" / "web" / "templates").glob("*.html"))
+    assert templates, "escalator/web/templates/ has no pages"
+    assert "templates/*.html" in conf["package-data"]["escalator.web"]

@@ -12,11 +12,11 @@ import pytest
 from escalator import hookspecs
 from escalator.clock import FakeClock
 from escalator.config import load_config
-from escalator.daemon import Daemon
 from escalator.events import Event
 from escalator.hookspecs import hookimpl
 from escalator.plugins import PluginError, collect, describe, get_plugin_manager
-from escalator.settings import Settings
+from escalator.service.daemon import Daemon
+from escalator.service.settings import Settings
 
 from .conftest import FIXTURES, ROOT
 
@@ -82,7 +82,7 @@ async def test_third_party_channel_from_plugins_dir_end_to_end(tmp_path):
 
 
 async def test_a_render_plugin_answers_before_the_builtin_templates(harness, engine_config, tmp_path):
-    from escalator.render import Rendered, template_vars
+    from escalator.delivery.render import Rendered, template_vars
 
     class Short:
         @hookimpl
@@ -100,7 +100,7 @@ async def test_a_render_plugin_answers_before_the_builtin_templates(harness, eng
 async def test_a_crashed_source_is_restarted_with_backoff_and_the_others_go_on(tmp_path, monkeypatch):
     import asyncio
 
-    import escalator.daemon as daemon_module
+    import escalator.service.daemon as daemon_module
 
     monkeypatch.setattr(daemon_module, "SOURCE_BACKOFF_MIN", 0.01)
     runs: list[str] = []
@@ -153,3 +153,58 @@ async def test_a_crashed_source_is_restarted_with_backoff_and_the_others_go_on(t
     daemon.stop()
     async with asyncio.timeout(10):
         await task
+
+
+async def test_channels_are_closed_after_a_reload_replaced_them_and_at_stop(tmp_path):
+    """The channel contract's ``aclose``: the daemon closes the old channels once a reload has
+    put new ones in place, and every channel when it stops; a channel without ``aclose``
+    (a plugin written before it) is skipped."""
+    import asyncio
+
+    from escalator.testing import RecordingChannel
+
+    closed: list[object] = []
+    started = asyncio.Event()
+
+    class Closing(RecordingChannel):
+        type_name = "closing"
+
+        async def aclose(self):
+            closed.append(self)
+
+    class Plain(RecordingChannel):  # no aclose (RecordingChannel has none): skipped
+        type_name = "plain"
+
+    class Plugin:
+        @hookimpl
+        def register_channels(self, register):
+            register(Closing)
+            register(Plain)
+
+        @hookimpl
+        def startup(self, context):
+            started.set()
+
+    text = (FIXTURES / "engine.yaml").read_text(encoding="utf-8").replace(
+        "main: {type: console}", "main: {type: closing}").replace(
+        "backup: {type: console}", "backup: {type: plain}")
+    cfg = tmp_path / "escalator.yaml"
+    cfg.write_text(text, encoding="utf-8")
+    pm = get_plugin_manager(entry_points=False, extra=(Plugin(),))
+    daemon = Daemon(load_config(cfg), Settings(state_dir=tmp_path / "s", http_listen="off"),
+                    clock=FakeClock(), plugin_manager=pm)
+    task = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(10):
+        await started.wait()
+    first = daemon.delivery.channels["main"]
+    assert closed == []
+    assert daemon.reload()
+    second = daemon.delivery.channels["main"]
+    assert second is not first
+    async with asyncio.timeout(10):
+        while closed != [first]:
+            await asyncio.sleep(0.01)
+    daemon.stop()
+    async with asyncio.timeout(10):
+        await task
+    assert closed == [first, second]

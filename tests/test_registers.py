@@ -1,4 +1,4 @@
-"""CSV registers (plugins/registers.py): the sample registers in ../shared/cases/registers read
+"""CSV registers (escalator/intake/registers.py): the sample registers in examples/registers read
 exactly as cases/README.md says — through the parser and through the spool folder with a real
 SQLite store and config/demo.yaml (classes 1-3, 3-2, 4-1) — plus encodings, the class alias
 rule, the symptom table, bad rows, and a property test that the parser raises only
@@ -15,13 +15,13 @@ import stat
 
 import pytest
 import structlog
-from escalator_plugins import registers as reg
-from escalator_plugins.registers import RegisterError, parse_register
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from escalator.config import load_config
 from escalator.events import Symptom
+from escalator.intake import registers as reg
+from escalator.intake.registers import RegisterError, parse_register
 from escalator.testing import Harness
 
 from .conftest import CASES, ROOT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from escalator.render import RenderContext, render_templates
+from escalator.delivery.render import RenderContext, render_templates
 
 from .conftest import case
 

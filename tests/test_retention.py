@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from escalator import ledger, retention
 from escalator.clock import FakeClock
 from escalator.config.models import RetentionSection
-from escalator.engine import Submission
+from escalator.engine.engine import Submission
 from escalator.events import Event
+from escalator.school import ledger, retention
 from escalator.testing import Harness
 
 from .conftest import FIXTURES, case
@@ -198,8 +198,8 @@ async def test_daily_purge_runs_once_per_school_day(built, engine_config):
 
 
 async def test_the_daemon_loop_purges(engine_config, tmp_path):
-    from escalator.daemon import Daemon
-    from escalator.settings import Settings
+    from escalator.service.daemon import Daemon
+    from escalator.service.settings import Settings
 
     state = tmp_path / "state"
     h = Harness(engine_config, state / "escalator.sqlite3")

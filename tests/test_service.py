@@ -21,7 +21,7 @@ from .conftest import CASES, FIXTURES
 
 SLOW_CHANNEL = '''
 import asyncio
-from escalator.channels import DeliveryResult, DeliveryStatus
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus
 from escalator.hookspecs import hookimpl
 
 class SlowChannel:

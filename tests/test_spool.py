@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import structlog
-from escalator_plugins.spool import SpoolSource
 
 from escalator.clock import SystemClock
 from escalator.config import load_config
 from escalator.events import Kind
-from escalator.settings import load_settings
-from escalator.sources import SourceContext
+from escalator.intake.sources import SourceContext
+from escalator.intake.spool.source import SpoolSource
+from escalator.service.settings import load_settings
 from escalator.testing import Harness
 
 from .conftest import CASES, ROOT, case
@@ -575,7 +575,7 @@ async def test_an_mtime_or_inode_change_alone_restarts_the_interval(wired, harne
 
 
 async def test_moved_to_is_taken_at_once_and_close_write_restarts_the_interval(wired, harness):
-    from escalator_plugins.spool import IN_CLOSE_WRITE, IN_MOVED_TO
+    from escalator.intake.spool.watch import IN_CLOSE_WRITE, IN_MOVED_TO
 
     wired.drop("renamed.json", dict(SMALL, summary="renamed"))
     write_in_place(wired.incoming / "written.json", json.dumps(dict(SMALL, summary="w")).encode())
@@ -594,7 +594,7 @@ async def test_moved_to_is_taken_at_once_and_close_write_restarts_the_interval(w
 
 
 async def test_inotify_events_for_ignored_names_are_ignored(wired, harness):
-    from escalator_plugins.spool import IN_MOVED_TO
+    from escalator.intake.spool.watch import IN_MOVED_TO
 
     wired.drop("x.json.part", SMALL)
     wired.source.handle_inotify_event(IN_MOVED_TO, "x.json.part")
@@ -854,7 +854,7 @@ async def test_when_inotify_cannot_be_set_up_it_says_so_and_rescans(tmp_path, mo
 
 
 async def test_a_queue_overflow_forces_a_rescan(tmp_path):
-    from escalator_plugins.spool import IN_Q_OVERFLOW
+    from escalator.intake.spool.watch import IN_Q_OVERFLOW
 
     # no inotify and no rescan for an hour: only the overflow can make the source look
     async with Live(tmp_path, settle=0, rescan_interval=3600, inotify=False) as live:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from escalator.clock import SystemClock
 from escalator.config import load_config
-from escalator.engine import Engine
-from escalator.settings import load_settings
-from escalator.sources import SourceContext
+from escalator.engine.engine import Engine
+from escalator.service.settings import load_settings
+from escalator.intake.sources import SourceContext
 from escalator.store import SQLiteStore
-from escalator_plugins.spool import SpoolSource
+from escalator.intake.spool.source import SpoolSource
 
 config_path, db, spool, state, mode = sys.argv[1:6]
 config = load_config(config_path)

@@ -1,9 +1,9 @@
-"""The SQLite store: WAL + full sync, migrations, refusing a newer schema, rollback."""
+"""The SQLite store's own behaviour: WAL + full sync, migrations, refusing a newer schema.
+What every backend must do is in the store contract suite (``tests/store_contract/``)."""
 
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 
 import pytest
 
@@ -43,14 +43,3 @@ def test_refuses_a_database_from_a_newer_escalator(tmp_path):
     conn.close()
     with pytest.raises(RuntimeError, match="upgrade escalator"):
         SQLiteStore(path)
-
-
-def test_a_failed_transaction_leaves_nothing(tmp_path):
-    s = SQLiteStore(tmp_path / "db.sqlite3")
-    now = datetime(2026, 11, 30, tzinfo=UTC)
-    with pytest.raises(RuntimeError, match="boom"), s.transaction() as tx:
-        tx.add_spool_file(sha256="y", name="b.json", taken_at=now, events=1)
-        raise RuntimeError("boom")
-    with s.transaction() as tx:
-        assert not tx.spool_file_seen("y")
-    s.close()

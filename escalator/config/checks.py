@@ -19,7 +19,7 @@ from escalator.config.models import (
     Person,
     StepMode,
 )
-from escalator.targets import Target, UnknownTarget, parse_target
+from escalator.engine.targets import Target, UnknownTarget, parse_target
 
 Finding = tuple[tuple[Any, ...], str, str]
 
@@ -254,7 +254,7 @@ def check_channel_templates(config: Config) -> Iterator[Finding]:
     """Rule 16: every channel template override compiles (a broken one would fail each send)."""
     import jinja2
 
-    from escalator.render import compile_template
+    from escalator.delivery.render import compile_template
 
     for cid, channel in config.channels.items():
         for part, source in channel.templates.items():
@@ -288,7 +288,7 @@ def check_calendar_years(config: Config) -> Iterator[Finding]:
     """Rule 15 (warning): when a heartbeat monitor expects reports on school days only, the
     holiday calendar knows this year (and every year a term touches), or the administrator
     entered overrides for it; else school days in that year are taken as Monday–Friday."""
-    from escalator.calendar import startup_warnings
+    from escalator.school.calendar import startup_warnings
 
     for message in startup_warnings(config, datetime.now(config.school.tz).date()):
         yield _warning(("school", "calendar"), message)
@@ -298,7 +298,7 @@ def check_guardian_roster(config: Config) -> Iterator[Finding]:
     """Rule 17: when a step targets ``guardian``, ``guardians.roster`` is configured, exists and
     parses (every row complete, every channel configured and not a chat group). Errors name
     rows and columns, never a cell's value (the roster is personal data)."""
-    from escalator.guardians import RosterError, load_roster, roster_path
+    from escalator.school.guardians import RosterError, load_roster, roster_path
 
     uses = [loc for loc, text in _step_targets(config) if text.rpartition(":")[2] == "guardian"]
     if not uses and config.guardians is None:
@@ -324,7 +324,7 @@ def check_guardian_roster(config: Config) -> Iterator[Finding]:
 def check_cluster_references(config: Config) -> Iterator[Finding]:
     """Rule 18: ``clusters.policy`` is a defined policy; the deadline rules that ``clusters``
     names exist; every deadline rule's ``notify`` target names a known role, person or unit."""
-    from escalator.deadlines import settings
+    from escalator.school.deadlines import settings
 
     rules = settings(config).rules
     if config.clusters is not None:
@@ -400,7 +400,7 @@ def check_deadline_chains(config: Config) -> Iterator[Finding]:
       acts, before the deadline less the lead time. Otherwise the engine tells the level
       itself at that moment (``deadline_escalation``): the chain never tells some of them, tells
       them only past the deadline, or tells them after the deadline escalation has fired."""
-    from escalator.deadlines import lead, settings
+    from escalator.school.deadlines import lead, settings
 
     rules = settings(config).rules
     for rid, rule in rules.items():
@@ -453,9 +453,9 @@ def check_early_warning(config: Config) -> Iterator[Finding]:
     ew = config.early_warning
     if ew is None or not ew.enabled:
         return
-    from escalator.deadlines import settings
-    from escalator.early_warning.outbreaks import policy_id
-    from escalator.early_warning.series import syndromes
+    from escalator.school.deadlines import settings
+    from escalator.school.early_warning.outbreaks import policy_id
+    from escalator.school.early_warning.series import syndromes
 
     for j, text in enumerate(ew.notify):
         try:

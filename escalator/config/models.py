@@ -428,7 +428,7 @@ class DeadlinesConfig(_Model):
 
 
 # ------------------------------------------------------------------ early warning
-# (docs/early-warning.md; escalator/early_warning/). Defaults with their sources:
+# (docs/early-warning.md; escalator/school/early_warning/). Defaults with their sources:
 # escalator/config/early_warning_defaults.py.
 
 
@@ -493,12 +493,18 @@ class OutbreaksConfig(_Model):
         return {**copy.deepcopy(early_warning_defaults.OUTBREAK_RULES), **value}
 
 
+EARLY_WARNING_POLICY = "early_warning"
+"""The policy id early-warning signals walk when ``early_warning.policy`` is not set: one
+``inform`` step to ``early_warning.notify``, added to ``policies`` when the config is loaded
+unless the config defines a policy with this id (:meth:`Config._early_warning_policy`)."""
+
+
 class EarlyWarningConfig(_Model):
     """``early_warning`` (docs/early-warning.md): daily sickness-absence series per class,
     grade and school, overall and per syndrome group (``clusters.syndromes``, or the default
     groups), judged by EARS C1/C2/C3 on school days only; a signal opens an ``early_warning``
-    incident that tells ``notify`` (inform steps; default the school doctor) or walks
-    ``policy`` when given. ``kinds``: which events are counted (``absence``: sickness absence;
+    incident that tells ``notify`` (one inform step, the policy :data:`EARLY_WARNING_POLICY`;
+    default the school doctor) or walks ``policy`` when given. ``kinds``: which events are counted (``absence``: sickness absence;
     add ``suspected_case`` to count pupils at school with symptoms). ``scopes``: which series.
     ``min_sd``: floor of the baseline sd (pupils). ``evaluate_at``: school-local time after which
     the daily reconcile judges today's series (events are judged as they arrive).
@@ -620,7 +626,7 @@ class Config(_Model):
     """Targets told about the daemon's own problems (a config reload that failed)."""
     api: ApiSection = Field(default_factory=ApiSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
-    """How long personal data is kept (:mod:`escalator.retention`)."""
+    """How long personal data is kept (:mod:`escalator.school.retention`)."""
     guardians: GuardiansConfig | None = None
     """The guardian roster (relative role ``guardian``); None: ``guardian`` reaches nobody."""
     clusters: ClustersConfig | None = None
@@ -633,6 +639,20 @@ class Config(_Model):
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
     _warnings: list[Any] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _early_warning_policy(self) -> Config:
+        """Early warning on without its own ``policy``: add the policy
+        :data:`EARLY_WARNING_POLICY` (one ``inform`` step to ``early_warning.notify``, named in
+        ``school.language``) unless ``policies`` has one with that id."""
+        ew = self.early_warning
+        if (ew is not None and ew.enabled and ew.policy is None
+                and EARLY_WARNING_POLICY not in self.policies):
+            name = ("因病缺勤早期预警" if self.school.language == "zh"
+                    else "Sickness-absence early warning")
+            self.policies[EARLY_WARNING_POLICY] = Policy(
+                name=name, steps=[Step(targets=list(ew.notify), mode=StepMode.inform)])
+        return self
 
     @property
     def base_dir(self) -> Path:

@@ -1,17 +1,51 @@
-"""The store interface: the narrow set of operations the engine, delivery and intake need.
+"""The store interface: the one door to persistence for the engine, delivery, intake and the
+school rules. Nothing outside :mod:`escalator.store` speaks SQL or sees a driver.
 
-A backend (SQLite here; PostgreSQL later) implements :class:`Store` and :class:`Tx`. Every
-method of :class:`Tx` runs inside one transaction that commits durably (fsync) when the
-``with store.transaction()`` block exits without an exception, and rolls back otherwise.
-All datetimes are aware UTC.
+A backend (SQLite here; PostgreSQL later) implements :class:`Store` and a transaction object
+with every method of :class:`Tx`, which is the combination of
+
+- :class:`CoreTx` — events, incidents, step runs, the outbox (notifications, deliveries), the
+  timeline and timers, spool files: what the engine and delivery need;
+- :class:`SchoolTx` — the school rules' own rows: heartbeat days, case facts, clusters, the
+  reporting deadline met, early warning's counted cases, signals, outbreaks and links;
+- :class:`ReportReads` — read-only queries for the work ledger and the monthly report;
+- :class:`RetentionTx` — the purge of personal data past the retention period.
+
+A new backend must implement all four and pass the store contract suite
+(``tests/store_contract/``), which runs every behaviour against every backend. Every method
+runs inside one transaction that commits durably (fsync) when the ``with store.transaction()``
+block exits without an exception, and rolls back otherwise. Driver errors never leave the
+store: they become :class:`StoreUnavailable` or :class:`Conflict`. All datetimes are aware UTC.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """Base of the errors a store raises; backends translate their driver's errors into these,
+    so nothing outside :mod:`escalator.store` needs to know the driver."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot read or write now (disk or database full, I/O error, read-only, locked
+    too long, connection lost). The transaction was rolled back: nothing of it was stored, and
+    the caller may try again later. ``cause`` is a short text naming the backend's reason."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class Conflict(StoreError):
+    """A write lost a race with another writer (a unique key taken, a serialization failure).
+    The transaction was rolled back; running it again sees the other writer's row."""
+
 
 INCIDENT_STATES = ("triggered", "acknowledged", "resolved")
 OPEN_STATES = ("triggered", "acknowledged")
@@ -129,7 +163,7 @@ class HeartbeatDay:
 
 @dataclass
 class CaseFact:
-    """One case counted for symptom clusters (:mod:`escalator.clusters`): the event, its
+    """One case counted for symptom clusters (:mod:`escalator.school.clusters`): the event, its
     ``scope`` (``class:3-2``, ``dorm:<name>``; ``drill/`` in front for drills), one
     ``syndrome`` group or disease id it counts under (a case has a fact per group it touches), the pupil (``subject_id``), the school-local date of
     ``occurred_at`` (aware UTC)."""
@@ -142,8 +176,101 @@ class CaseFact:
     occurred_at: datetime
 
 
-class Tx(Protocol):
-    """Operations inside one transaction."""
+@dataclass(frozen=True)
+class EwCase:
+    """One case counted by early warning (:mod:`escalator.school.early_warning`; an
+    ``ew_cases`` row): ``grp`` is ``all``, a syndrome group id or ``disease:<rule id>``;
+    ``local_date`` school-local; ``pupil`` a digest of the subject id (never the id itself; one
+    pupil counts once a day); ``class_size`` the register's 应到人数 or None."""
+
+    event_id: str
+    grp: str
+    local_date: date
+    class_id: str | None
+    grade: str | None
+    dormitory: str | None
+    pupil: str
+    class_size: int | None = None
+
+
+@dataclass
+class Delivery:
+    """One delivery attempt of a notification (the ledger's record of a send): ``outcome``
+    (``delivered``, ``failed_retryable``, ``failed_permanent``, ``deduplicated`` …), the channel's
+    ``detail`` and the text sent (``body``)."""
+
+    id: int
+    notification_id: int
+    at: datetime
+    outcome: str
+    detail: str
+    body: str
+
+
+@dataclass
+class NotificationRow:
+    """A notification as the ledger lists it: the row, its incident's ``category``, and the
+    step run's ``step_index`` and ``mode`` (None for a notice without a step run)."""
+
+    notification: Notification
+    category: str
+    step_index: int | None
+    mode: str | None
+
+
+@dataclass
+class DeliveryRow:
+    """A delivery attempt as the ledger lists it, with its notification."""
+
+    delivery: Delivery
+    notification: Notification
+
+
+@dataclass(frozen=True)
+class PurgeRules:
+    """What personal data is, for :meth:`RetentionTx.purge_personal_data` — the school's
+    decisions (:mod:`escalator.school.retention`); the store only applies them.
+
+    ``body_fields``: keys removed from an event body. ``detail_keys``: keys removed from a
+    timeline detail. ``scrub_key``: a dedup key (or a timeline detail text) with its pupil id
+    removed; ``key_marker`` is the text a key holding a pupil id contains (``subject:``) and
+    ``scrubbed_marker`` the same once scrubbed (``subject:-/``): only keys with the first and
+    without the second are read. ``purged``: the text written in place of a purged field.
+    ``guardian_kind``: the ``recipient_kind`` whose name, address and delivery details are a
+    pupil's personal data."""
+
+    body_fields: tuple[str, ...]
+    detail_keys: frozenset[str]
+    scrub_key: Callable[[str], str]
+    key_marker: str
+    scrubbed_marker: str
+    purged: str
+    guardian_kind: str
+
+
+@dataclass
+class PurgeCounts:
+    """How many rows a purge changed (or would change, with ``dry_run``)."""
+
+    events: int = 0
+    incidents: int = 0
+    timeline: int = 0
+    notifications: int = 0
+    deliveries: int = 0
+    case_facts: int = 0
+    cluster_members: int = 0
+    held_open: int = 0
+    """Incidents opened before the cutoff and still open: their data is kept until resolved."""
+
+    @property
+    def changed(self) -> int:
+        return (self.events + self.incidents + self.timeline + self.notifications
+                + self.deliveries + self.case_facts + self.cluster_members)
+
+
+class CoreTx(Protocol):
+    """The core operations inside one transaction: events, incidents, step runs, the outbox,
+    the timeline and timers, spool files. Every backend implements these."""
 
     # events
     def insert_event(self, *, id: str, received_at: datetime, source: str, kind: str, category: str,
@@ -186,6 +313,9 @@ class Tx(Protocol):
         ...
     def add_delivery(self, *, notification_id: int, at: datetime, outcome: str, detail: str,
                      body: str) -> None: ...
+    def deliveries_of(self, notification_id: int) -> list[Delivery]:
+        """The delivery attempts of one notification, oldest first."""
+        ...
 
     # timeline and timers
     def add_timeline(self, incident_id: int, at: datetime, type: str, actor: str | None,
@@ -197,7 +327,12 @@ class Tx(Protocol):
     def spool_file_seen(self, sha256: str) -> bool: ...
     def add_spool_file(self, *, sha256: str, name: str, taken_at: datetime, events: int) -> None: ...
 
-    # heartbeat monitors (escalator/heartbeats.py)
+
+class SchoolTx(Protocol):
+    """The school rules' own rows (:mod:`escalator.school`): heartbeat days, case facts and
+    clusters, the reporting deadline met, early warning's rows."""
+
+    # heartbeat monitors (escalator/school/heartbeats.py)
     def heartbeat_watched_since(self, monitor: str, today: date) -> date:
         """The date ``monitor`` is watched since; records ``today`` the first time."""
         ...
@@ -207,7 +342,7 @@ class Tx(Protocol):
         ...
     def mark_heartbeat_missed(self, monitor: str, day: date, incident_id: int) -> None: ...
 
-    # symptom clusters and deadlines (escalator/clusters.py, escalator/deadlines.py)
+    # symptom clusters and deadlines (escalator/school/clusters.py, …/deadlines.py)
     def add_case_fact(self, fact: CaseFact) -> None: ...
     def case_facts(self, scope: str, syndrome: str, first: date, last: date) -> list[CaseFact]:
         """Facts of ``scope`` and ``syndrome`` with a local date in ``first..last``, except
@@ -234,9 +369,114 @@ class Tx(Protocol):
         """Set ``deadline_met_at`` (and stop the deadline timer) unless already set."""
         ...
 
+    # early warning from sickness absence (escalator/school/early_warning/). A scope is
+    # ``school``, ``grade:3``, ``class:3-2`` or ``dormitory:B301`` (ValueError otherwise); dates
+    # are school-local
+    def ew_add_case(self, case: EwCase) -> None:
+        """Count ``case`` (once per event and group: a second one is ignored)."""
+        ...
+    def ew_daily_counts(self, grp: str, scope: str, first: date, last: date) -> dict[date, int]:
+        """Distinct pupils per date of ``grp`` in ``scope`` over ``first..last`` (dates with
+        none are absent)."""
+        ...
+    def ew_window_count(self, grp: str, scope: str, first: date, last: date) -> int:
+        """Distinct pupils of ``grp`` in ``scope`` over the dates ``first..last``."""
+        ...
+    def ew_first_date(self) -> date | None:
+        """The earliest date any case was counted in group ``all`` (the start of every series)."""
+        ...
+    def ew_register_sizes(self, last: date) -> dict[str, int]:
+        """Per class, the latest 应到人数 a counted case gave on or before ``last``."""
+        ...
+    def ew_classes(self) -> list[str]:
+        """Every class id with a counted case, sorted."""
+        ...
+    def ew_signal(self, series: str, day: date) -> tuple[int | None, list[str]] | None:
+        """The signal of ``series`` on ``day``: (incident id, methods), or None."""
+        ...
+    def ew_record_signal(self, series: str, day: date, incident_id: int | None,
+                         methods: list[str], at: datetime) -> None:
+        """Record the signal of ``series`` on ``day``; a second call replaces its methods only."""
+        ...
+    def ew_open_signals(self, series: list[str], first: date, last: date
+                        ) -> list[tuple[str, date, int]]:
+        """Signals of these series on ``first..last`` whose incident is not resolved:
+        (series, date, incident id), oldest date first."""
+        ...
+    def ew_open_outbreak(self, rule: str, scope: str) -> int | None:
+        """The oldest unresolved outbreak incident of ``rule`` in ``scope``, or None."""
+        ...
+    def ew_outbreak_since(self, rule: str, scope: str) -> datetime | None:
+        """When the last resolved outbreak incident of ``rule`` in ``scope`` was resolved."""
+        ...
+    def ew_add_outbreak(self, incident_id: int, rule: str, scope: str, first: date,
+                        at: datetime) -> None:
+        """Record ``incident_id`` as the outbreak incident of ``rule`` in ``scope`` whose window
+        starts on ``first`` (a second call is ignored)."""
+        ...
+    def ew_link(self, warning_id: int, other_id: int, at: datetime) -> bool:
+        """Record that early-warning incident ``warning_id`` is linked to ``other_id`` (a
+        cluster); False when that link existed."""
+        ...
+    def ew_purge(self, before: date) -> int:
+        """Delete counted cases dated before ``before``; returns how many rows."""
+        ...
+
+
+class ReportReads(Protocol):
+    """Read-only queries for the work ledger and the monthly report
+    (:mod:`escalator.school.ledger`). Time ranges are half-open ``[start, end)``, aware UTC."""
+
+    def incidents_created(self, start: datetime, end: datetime) -> list[Incident]:
+        """Incidents opened in ``[start, end)``, by ``created_at`` then id."""
+        ...
+    def first_timeline_entry(self, incident_id: int, types: tuple[str, ...]) -> TimelineEntry | None:
+        """The incident's earliest timeline entry of one of ``types`` (by ``at`` then id)."""
+        ...
+    def timeline_between(self, start: datetime, end: datetime,
+                         types: tuple[str, ...]) -> list[TimelineEntry]:
+        """Timeline entries of ``types`` (any incident) at ``[start, end)``, by ``at`` then id."""
+        ...
+    def notifications_created(self, start: datetime, end: datetime) -> list[NotificationRow]:
+        """Notifications written in ``[start, end)``, by ``created_at`` then id."""
+        ...
+    def deliveries_between(self, start: datetime, end: datetime) -> list[DeliveryRow]:
+        """Delivery attempts at ``[start, end)``, by ``at`` then id."""
+        ...
+    def heartbeat_days_between(self, first: date, last: date) -> list[HeartbeatDay]:
+        """Heartbeat days with a school-local date in ``first..last`` (both included), by date
+        then monitor."""
+        ...
+
+
+class RetentionTx(Protocol):
+    """The purge of pupils' personal data (:mod:`escalator.school.retention`)."""
+
+    def purge_personal_data(self, before: datetime, rules: PurgeRules) -> PurgeCounts:
+        """Apply ``rules`` to what is older than ``before``: events received before it (without
+        an incident, or of an incident resolved before it) and everything of incidents resolved
+        before it (an open incident keeps its data; ``held_open`` counts the open ones opened
+        before ``before``). Row keys become a one-way
+        digest that :meth:`CoreTx.row_key_seen` still matches; pupil ids in case facts and
+        cluster members become ``purged-<row>`` (distinct per row). Idempotent: a purged row no
+        longer matches. Returns the counts of rows changed."""
+        ...
+
+
+class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, Protocol):
+    """Every operation inside one transaction: what ``store.transaction()`` yields."""
+
 
 class Store(Protocol):
     """A durable store. ``transaction()`` yields a :class:`Tx`; exiting cleanly commits (fsync)."""
 
-    def transaction(self) -> AbstractContextManager[Tx]: ...
-    def close(self) -> None: ...
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """One transaction: commits durably when the block exits cleanly, rolls back when it
+        raises. A driver error — raised by a method inside the block or by the commit — leaves
+        the block as :class:`StoreUnavailable` or :class:`Conflict` (nothing of the transaction
+        stored); catch those outside the block, not inside it. Any other exception leaves as it
+        is, after the rollback."""
+        ...
+    def close(self) -> None:
+        """Close the store; :class:`StoreUnavailable` if the backend fails to."""
+        ...

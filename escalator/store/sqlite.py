@@ -7,45 +7,42 @@ Datetimes are stored as fixed-width UTC ISO-8601 text, so they sort and compare 
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from escalator.store import early_warning
 from escalator.store.base import (
     CaseFact,
+    Conflict,
+    Delivery,
     HeartbeatDay,
     Incident,
     Notification,
     StepRun,
+    StoreUnavailable,
     TimelineEntry,
 )
+from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
+from escalator.store.sqlite_reports import SQLiteReports
+from escalator.store.sqlite_rows import (
+    case_fact,
+    encode,
+    event_dict,
+    from_db,
+    row_key_digest,
+    row_to,
+    to_db,
+)
 
-_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
+__all__ = ["MIGRATIONS", "SQLITE_VERSION", "SQLiteStore", "SQLiteTx", "from_db", "row_key_digest",
+           "to_db"]
 
-
-def to_db(dt: datetime | None) -> str | None:
-    """Aware datetime → fixed-width UTC text (``2026-11-30T07:48:00.000000Z``)."""
-    return None if dt is None else dt.astimezone(UTC).strftime(_FMT)
-
-
-def from_db(text: str | None) -> datetime | None:
-    # (fromisoformat reads the fixed-width format exactly, ~20 times faster than strptime)
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def row_key_digest(row_key: str) -> str:
-    """The one-way form a row key takes when its pupil id is purged (escalator/retention.py);
-    :meth:`SQLiteTx.row_key_seen` matches either form."""
-    return "sha256:" + hashlib.sha256(row_key.encode()).hexdigest()
+SQLITE_VERSION = sqlite3.sqlite_version
+"""The SQLite library's version (``3.40.1``), for reports such as the benchmarks'."""
 
 
 MIGRATIONS: list[str] = [
@@ -221,51 +218,58 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX cluster_groups_scope ON cluster_groups(scope, syndrome);
     """,
-    # 5: early warning from sickness absence (docs/early-warning.md): its own tables
-    early_warning.MIGRATION,
+    # 5: early warning from sickness absence (docs/early-warning.md). ew_cases: one row per
+    #    counted event and group (``all``, a syndrome group id, or ``disease:<rule>``), with its
+    #    school-local date, class, grade, dormitory, the pupil as a SHA-256 digest of the subject
+    #    id (one pupil counts once a day; purged after the retention period) and the class size
+    #    the register gave (应到人数). ew_signals: one row per series and date that signalled
+    #    (``methods``: JSON list), with its incident. ew_outbreaks: incidents opened by a fixed
+    #    outbreak threshold. ew_links: an early-warning incident linked to a cluster.
+    """
+    CREATE TABLE ew_cases (
+        event_id TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        local_date TEXT NOT NULL,
+        class_id TEXT,
+        grade TEXT,
+        dormitory TEXT,
+        pupil TEXT NOT NULL,
+        class_size INTEGER,
+        PRIMARY KEY (event_id, grp)
+    );
+    CREATE INDEX ew_cases_day ON ew_cases(grp, local_date);
+    CREATE TABLE ew_signals (
+        series TEXT NOT NULL,
+        local_date TEXT NOT NULL,
+        incident_id INTEGER REFERENCES incidents(id),
+        methods TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (series, local_date)
+    );
+    CREATE TABLE ew_outbreaks (
+        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        rule TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        first_date TEXT NOT NULL,
+        opened_at TEXT NOT NULL
+    );
+    CREATE INDEX ew_outbreaks_scope ON ew_outbreaks(rule, scope);
+    CREATE TABLE ew_links (
+        warning_id INTEGER NOT NULL REFERENCES incidents(id),
+        other_id INTEGER NOT NULL REFERENCES incidents(id),
+        at TEXT NOT NULL,
+        PRIMARY KEY (warning_id, other_id)
+    );
+    """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-@functools.cache
-def _columns(cls: type) -> tuple[tuple[str, str], ...]:
-    """Each field of ``cls`` and how its column is read (worked out once per class: a row is
-    read several times per event)."""
-    return tuple((f.name, "json" if f.name in {"policy", "detail", "deadline_notify"}
-                  else "bool" if f.name in {"drill", "needs_ack"}
-                  else "time" if f.name.endswith("_at") or f.name == "at" else "")
-                 for f in fields(cls))
-
-
-def _row_to(cls: type, row: sqlite3.Row) -> Any:
-    data = {}
-    for name, kind in _columns(cls):
-        v = row[name]
-        if kind == "json" and v is not None:
-            v = json.loads(v)
-        elif kind == "bool":
-            v = bool(v)
-        elif kind == "time" and isinstance(v, str):
-            v = from_db(v)
-        data[name] = v
-    return cls(**data)
-
-
-def _encode(value: Any) -> Any:
-    if value is None or type(value) in (str, int, float):  # most values: as they are
-        return value
-    if isinstance(value, datetime):
-        return to_db(value)
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    if isinstance(value, bool):
-        return int(value)
-    return value
-
-
-class SQLiteTx(early_warning.EarlyWarningSQL):
-    """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`, and
-    :class:`escalator.store.early_warning.EarlyWarningTx` through its mixin)."""
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning):
+    """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
+    ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
+    early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`).
+    ``c`` is the connection: for this module and SQLite-specific tests only."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
@@ -274,14 +278,14 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         cur = self.c.execute(
-            f"INSERT INTO {table} ({cols}) VALUES ({marks})", [_encode(v) for v in values.values()]
+            f"INSERT INTO {table} ({cols}) VALUES ({marks})", [encode(v) for v in values.values()]
         )
         return int(cur.lastrowid or 0)
 
     def _update(self, table: str, key: Any, values: dict[str, Any]) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
         self.c.execute(
-            f"UPDATE {table} SET {sets} WHERE id = ?", [*(_encode(v) for v in values.values()), key]
+            f"UPDATE {table} SET {sets} WHERE id = ?", [*(encode(v) for v in values.values()), key]
         )
 
     # events
@@ -290,27 +294,27 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         row = self.c.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
-        return _event_dict(row) if row else None
+        return event_dict(row) if row else None
 
     def events_of(self, incident_id: int) -> list[dict[str, Any]]:
         rows = self.c.execute(
             "SELECT * FROM events WHERE incident_id = ? ORDER BY received_at, rowid", (incident_id,)
         )
-        return [_event_dict(r) for r in rows]
+        return [event_dict(r) for r in rows]
 
     # incidents
     def open_incident_by_key(self, dedup_key: str) -> Incident | None:
         row = self.c.execute(
             "SELECT * FROM incidents WHERE dedup_key = ? AND state != 'resolved'", (dedup_key,)
         ).fetchone()
-        return _row_to(Incident, row) if row else None
+        return row_to(Incident, row) if row else None
 
     def insert_incident(self, **values: Any) -> int:
         return self._insert("incidents", values)
 
     def get_incident(self, incident_id: int) -> Incident | None:
         row = self.c.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        return _row_to(Incident, row) if row else None
+        return row_to(Incident, row) if row else None
 
     def update_incident(self, incident_id: int, **values: Any) -> None:
         self._update("incidents", incident_id, values)
@@ -321,7 +325,7 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
             f"SELECT * FROM incidents WHERE state IN ({marks}) ORDER BY id DESC LIMIT ?",
             (*states, limit),
         )
-        return [_row_to(Incident, r) for r in rows]
+        return [row_to(Incident, r) for r in rows]
 
     def due_incidents(self, now: datetime, limit: int) -> list[int]:
         rows = self.c.execute(
@@ -347,13 +351,13 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
 
     def get_step_run(self, step_run_id: int) -> StepRun | None:
         row = self.c.execute("SELECT * FROM step_runs WHERE id = ?", (step_run_id,)).fetchone()
-        return _row_to(StepRun, row) if row else None
+        return row_to(StepRun, row) if row else None
 
     def latest_step_run(self, incident_id: int) -> StepRun | None:
         row = self.c.execute(
             "SELECT * FROM step_runs WHERE incident_id = ? ORDER BY id DESC LIMIT 1", (incident_id,)
         ).fetchone()
-        return _row_to(StepRun, row) if row else None
+        return row_to(StepRun, row) if row else None
 
     def close_step_run(self, step_run_id: int, status: str, at: datetime) -> None:
         self.c.execute(
@@ -369,19 +373,19 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
         row = self.c.execute(
             "SELECT * FROM notifications WHERE id = ?", (notification_id,)
         ).fetchone()
-        return _row_to(Notification, row) if row else None
+        return row_to(Notification, row) if row else None
 
     def notification_by_token(self, token: str) -> Notification | None:
         row = self.c.execute(
             "SELECT * FROM notifications WHERE ack_token = ?", (token,)
         ).fetchone()
-        return _row_to(Notification, row) if row else None
+        return row_to(Notification, row) if row else None
 
     def notifications_of(self, incident_id: int) -> list[Notification]:
         rows = self.c.execute(
             "SELECT * FROM notifications WHERE incident_id = ? ORDER BY id", (incident_id,)
         )
-        return [_row_to(Notification, r) for r in rows]
+        return [row_to(Notification, r) for r in rows]
 
     def cancel_notifications(self, incident_id: int, step_run_id: int | None, at: datetime) -> int:
         sql = (
@@ -401,7 +405,7 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
             " ORDER BY due_at, id LIMIT ?) RETURNING *",
             (to_db(now), to_db(now), limit),
         ).fetchall()
-        return sorted((_row_to(Notification, r) for r in rows), key=lambda n: (n.due_at, n.id))
+        return sorted((row_to(Notification, r) for r in rows), key=lambda n: (n.due_at, n.id))
 
     def update_notification(self, notification_id: int, **values: Any) -> None:
         self._update("notifications", notification_id, values)
@@ -418,10 +422,16 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
             "SELECT * FROM notifications INDEXED BY notifications_due WHERE status = 'pending'"
             " AND channel = ? AND address = ? AND id < ? ORDER BY id LIMIT 1",
             (channel, address, before_id)).fetchone()
-        return _row_to(Notification, row) if row else None
+        return row_to(Notification, row) if row else None
 
     def add_delivery(self, **values: Any) -> None:
         self._insert("deliveries", values)
+
+    def deliveries_of(self, notification_id: int) -> list[Delivery]:
+        rows = self.c.execute(
+            "SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id", (notification_id,)
+        )
+        return [row_to(Delivery, r) for r in rows]
 
     # timeline and timers
     def add_timeline(self, incident_id: int, at: datetime, type: str, actor: str | None,
@@ -433,7 +443,7 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
         rows = self.c.execute(
             "SELECT * FROM timeline WHERE incident_id = ? ORDER BY id", (incident_id,)
         )
-        return [_row_to(TimelineEntry, r) for r in rows]
+        return [row_to(TimelineEntry, r) for r in rows]
 
     def next_due(self) -> datetime | None:
         row = self.c.execute(
@@ -472,7 +482,7 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
             "SELECT * FROM heartbeat_days WHERE monitor = ? AND local_date = ?",
             (monitor, day.isoformat()),
         ).fetchone()
-        return None if row is None else _row_to(HeartbeatDay, row)
+        return None if row is None else row_to(HeartbeatDay, row)
 
     def record_heartbeat(self, monitor: str, day: date, at: datetime, event_id: str) -> None:
         self.c.execute(
@@ -512,9 +522,7 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
             " ORDER BY occurred_at, rowid",
             (scope, syndrome, first.isoformat(), last.isoformat()),
         )
-        return [CaseFact(r["event_id"], r["scope"], r["syndrome"], r["subject_id"],
-                         date.fromisoformat(r["local_date"]), from_db(r["occurred_at"]))  # type: ignore[arg-type]
-                for r in rows]
+        return [case_fact(r) for r in rows]
 
     def fact_groups(self, scope: str, event_ids: list[str]) -> list[str]:
         marks = ", ".join("?" * len(event_ids))
@@ -561,9 +569,7 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
             "SELECT * FROM cluster_members WHERE incident_id = ? ORDER BY occurred_at, rowid",
             (incident_id,),
         )
-        return [CaseFact(r["event_id"], r["scope"], r["syndrome"], r["subject_id"],
-                         date.fromisoformat(r["local_date"]), from_db(r["occurred_at"]))  # type: ignore[arg-type]
-                for r in rows]
+        return [case_fact(r) for r in rows]
 
     def mark_deadline_met(self, incident_id: int, at: datetime) -> bool:
         return self.c.execute(
@@ -572,18 +578,32 @@ class SQLiteTx(early_warning.EarlyWarningSQL):
         ).rowcount == 1
 
 
-def _event_dict(row: sqlite3.Row) -> dict[str, Any]:
-    d = dict(row)
-    d["body"] = json.loads(d["body"])
-    d["received_at"] = from_db(d["received_at"])
-    return d
+def _cause(e: sqlite3.Error) -> str:
+    """``database or disk is full (SQLITE_FULL)``: the message and SQLite's error name."""
+    return f"{e} ({getattr(e, 'sqlite_errorname', None) or type(e).__name__})"
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn a driver error into the store's typed errors: a constraint (unique key taken)
+    into :class:`Conflict`, any other ``sqlite3`` error (full, I/O, read-only, locked, not a
+    database, closed) into :class:`StoreUnavailable`. Every entry point of :class:`SQLiteStore`
+    runs inside it, so no ``sqlite3`` error reaches a caller."""
+    try:
+        yield
+    except sqlite3.IntegrityError as e:
+        raise Conflict(_cause(e)) from e
+    except sqlite3.Error as e:
+        raise StoreUnavailable(_cause(e)) from e
 
 
 class SQLiteStore:
     """The SQLite store at ``path`` (a file; ``":memory:"`` for a throw-away simulation).
 
     Opens in WAL mode with ``synchronous=FULL``, applies :data:`MIGRATIONS`, and refuses a
-    database written by a newer escalator (``RuntimeError``).
+    database written by a newer escalator (``RuntimeError``). A file that cannot be opened,
+    read or migrated (not a database, no access, disk full) raises :class:`StoreUnavailable`;
+    a folder that cannot be created, ``OSError``.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -591,14 +611,19 @@ class SQLiteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                     timeout=30.0)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        with translated():
+            self._conn = sqlite3.connect(self.path, isolation_level=None,
+                                         check_same_thread=False, timeout=30.0)
+            try:
+                self._conn.row_factory = sqlite3.Row
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self._conn.execute("PRAGMA busy_timeout=30000")
+                self._migrate()
+            except BaseException:
+                self._conn.close()
+                raise
 
     def _migrate(self) -> None:
         with self._lock:
@@ -617,21 +642,26 @@ class SQLiteStore:
                     self._conn.execute(f"PRAGMA user_version = {i + 1}")
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
 
     @property
     def schema_version(self) -> int:
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        """How many :data:`MIGRATIONS` the database has (``PRAGMA user_version``);
+        :class:`StoreUnavailable` when it cannot be read."""
+        with self._lock, translated():
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTx]:
         """A write transaction; commits durably on clean exit, rolls back on exception.
 
-        The caller gets the original error: SQLite may already have rolled the transaction
-        back itself (e.g. ``SQLITE_FULL``, ``SQLITE_IOERR``), and a failed ``COMMIT`` is rolled
-        back too, so the connection is never left inside a transaction."""
-        with self._lock:
+        A driver error becomes :class:`Conflict` or :class:`StoreUnavailable` (:func:`translated`);
+        any other exception reaches the caller as it is. SQLite may already have rolled the
+        transaction back itself (e.g. ``SQLITE_FULL``, ``SQLITE_IOERR``), and a failed
+        ``COMMIT`` is rolled back too, so the connection is never left inside a transaction."""
+        with self._lock, translated():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield SQLiteTx(self._conn)
@@ -642,5 +672,6 @@ class SQLiteStore:
                 raise
 
     def close(self) -> None:
-        with self._lock:
+        """Close the connection (idempotent)."""
+        with self._lock, translated():
             self._conn.close()

@@ -3,7 +3,7 @@ every message as a JSON line to the file named by its ``path`` option."""
 
 import json
 
-from escalator.channels import DeliveryResult, DeliveryStatus
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus
 from escalator.hookspecs import hookimpl
 
 

@@ -1,0 +1,485 @@
+"""The delivery worker: a pipeline of small stages over the durable outbox (docs/delivery.md).
+
+For each claimed notification row, in order (after Alertmanager's ``notify`` pipeline):
+
+1. **re-check** (:func:`recheck`) — the row is still ``sending`` and its incident still wants it;
+2. **dedup** (:func:`find_twin`) — the same message (incident, step run, channel, address,
+   purpose) was already delivered: the row becomes ``delivered`` with a ledger row
+   ``deduplicated``, nothing is sent;
+2b. **order** (:func:`plan_queue`) — an earlier row to the same channel and address is still
+   pending: this one waits behind it, so one recipient gets messages in creation order;
+3. **throttle** (:class:`Throttle`) — per channel (the channel class's ``rate_limits``) and per
+   address (:data:`ADDRESS_LIMITS`); over a limit the row waits (its ``due_at`` moves), without
+   counting an attempt or using up the retry deadline;
+4. **render** (``Delivery.render``) and **send** (:func:`send`);
+5. **retry** (:func:`plan_next`) — the only place that retries: exponential backoff with jitter,
+   due times stored as rows, until :data:`RETRY_DEADLINE`; then, or on a permanent failure,
+   failover to the recipient's next contact method (:func:`failover`);
+6. **record** (:func:`record`) — every attempt a ``deliveries`` row (the ledger), the row's new
+   state and the timeline, in one transaction.
+
+A crash between claim and record leaves the row ``sending``; start-up releases it, so a message
+is sent at least once, and at most twice (a crash after the send, before its record). All times are aware UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from escalator.clock import Clock
+from escalator.config.models import Config
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
+from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
+from escalator.store.base import Incident, Notification, Store, Tx
+
+log = structlog.get_logger("escalator.delivery.pipeline")
+
+SEND_TIMEOUT = 30.0
+"""Seconds one channel ``send`` may take before it counts as a retryable failure."""
+RETRY_BASE = 5.0
+"""First retry delay (seconds); doubled each attempt, capped at :data:`RETRY_MAX_DELAY`."""
+RETRY_MAX_DELAY = 300.0
+"""Longest retry delay (seconds), before jitter."""
+RETRY_DEADLINE = 900.0
+"""Seconds of retrying after the first attempt after which a contact method is given up
+(failover). Time a row spends held back by a rate limit does not count."""
+ADDRESS_LIMITS: tuple[RateLimit, ...] = (
+    RateLimit(10, 60.0, "escalator: at most 10 messages a minute to one address of one channel"),
+)
+"""Per-recipient limit: messages to one (channel id, address) in a sliding window."""
+MIN_HOLD = 1.0
+"""Shortest wait (seconds) after a channel's own hold, when its ``retry_after`` is shorter."""
+DETAIL_MAX = 500
+"""Longest detail kept in the ledger and ``last_error`` (characters)."""
+
+
+def backoff(attempts: int, rng: random.Random | None = None) -> float:
+    """Delay before retry number ``attempts`` (1-based): ``min(5·2^(n-1), 300)`` s, ±20 % jitter."""
+    base = min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX_DELAY)
+    return base * (0.8 + 0.4 * (rng or random).random())
+
+
+def later(now: datetime, seconds: float) -> datetime:
+    """``now`` plus ``seconds`` rounded up to the next millisecond (never ``now`` itself), so a
+    row held until then is not claimed again before the window has room."""
+    return now + timedelta(milliseconds=max(1, math.ceil(seconds * 1000)))
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: re-check
+# --------------------------------------------------------------------------------------------
+
+
+def recheck(tx: Tx, n: Notification, now: datetime) -> Incident | None:
+    """The row's incident if the row should still go out; else ``None`` (cancelling the row
+    when its incident was resolved, or acknowledged and the row needs an acknowledgement)."""
+    current = tx.get_notification(n.id)
+    inc = tx.get_incident(n.incident_id)
+    if current is None or inc is None or current.status != "sending":
+        return None  # cancelled by an acknowledgement after the claim
+    if inc.state == "resolved" or (inc.state == "acknowledged" and n.needs_ack):
+        tx.update_notification(n.id, status="cancelled", updated_at=now)
+        return None
+    return inc
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: dedup against the ledger
+# --------------------------------------------------------------------------------------------
+
+
+def find_twin(tx: Tx, n: Notification) -> Notification | None:
+    """An earlier row of the same step run already delivered with the same message: same
+    channel, address and purpose (e.g. two people of one step sharing a group robot)."""
+    if n.step_run_id is None:
+        return None
+    for other in tx.notifications_of(n.incident_id):
+        if (other.id != n.id and other.status == "delivered" and other.step_run_id == n.step_run_id
+                and other.channel == n.channel and other.address == n.address
+                and other.purpose == n.purpose):
+            return other
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# stage 3: throttle
+# --------------------------------------------------------------------------------------------
+
+
+class Throttle:
+    """In-memory rate limits per channel id (the channel class's ``rate_limits``, or
+    ``overrides[channel_id]``) and per (channel id, address) (:data:`ADDRESS_LIMITS`).
+
+    One :class:`~escalator.delivery.ratelimit.RateLimiter` per key, on the injected clock (UTC
+    epoch seconds). State is lost on restart; a channel's own limiter
+    (:func:`~escalator.delivery.ratelimit.shared_limiter`) still protects the service then.
+    """
+
+    def __init__(self, clock: Clock, address_limits: Sequence[RateLimit] = ADDRESS_LIMITS,
+                 overrides: Mapping[str, Sequence[RateLimit]] | None = None) -> None:
+        self.clock = clock
+        self.address_limits = tuple(address_limits)
+        self.overrides = dict(overrides or {})
+        self._limiters: dict[tuple[str, ...], RateLimiter] = {}
+
+    def channel_limits(self, channel_id: str, channel: Any) -> tuple[RateLimit, ...]:
+        """The limits for ``channel_id``: an override if set, else the channel's declared ones."""
+        if channel_id in self.overrides:
+            return tuple(self.overrides[channel_id])
+        return tuple(getattr(channel, "rate_limits", ()) or ())
+
+    def acquire(self, channel_id: str, channel: Any, address: str) -> float:
+        """Take a slot in both windows and return 0, or return the seconds until both have
+        room (taking nothing)."""
+        return acquire_all([self._limiter(("channel", channel_id),
+                                          self.channel_limits(channel_id, channel)),
+                            self._limiter(("address", channel_id, address), self.address_limits)],
+                           self._now())
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def _limiter(self, key: tuple[str, ...], limits: tuple[RateLimit, ...]) -> RateLimiter:
+        """The limiter of ``key``, with ``limits`` in force (a reload or an override may
+        change a channel's limits; the sends already counted stay)."""
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = RateLimiter(limits, now=self._now)
+        limiter.limits = limits
+        return limiter
+
+
+def channel_hold(result: DeliveryResult) -> float | None:
+    """Seconds to wait when the channel held the message back unsent for its own rate limit
+    (:attr:`DeliveryResult.held_back`): its ``retry_after``, at least :data:`MIN_HOLD` and at
+    most :data:`RETRY_MAX_DELAY`; else ``None``."""
+    if not result.held_back or result.retry_after is None:
+        return None
+    seconds = 0.0 if math.isnan(result.retry_after) else result.retry_after
+    return min(max(seconds, MIN_HOLD), RETRY_MAX_DELAY)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 4: send
+# --------------------------------------------------------------------------------------------
+
+
+async def send(channel: Any, message: Message, timeout: float = SEND_TIMEOUT) -> DeliveryResult:
+    """The channel's answer; a missing channel is permanent, an exception or a timeout
+    (``timeout`` seconds) retryable — a channel bug never stops the worker."""
+    if channel is None:
+        return DeliveryResult(DeliveryStatus.failed_permanent, f"no channel {message.channel_id!r}")
+    try:
+        return await asyncio.wait_for(channel.send(message), timeout)
+    except Exception as e:
+        return DeliveryResult(DeliveryStatus.failed_retryable, f"{type(e).__name__}: {e}")
+
+
+# --------------------------------------------------------------------------------------------
+# stage 5: retry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What becomes of a row after an answer: its new ``status`` (``delivered``, ``pending``
+    or ``failed``), counters, the next ``due_at`` (UTC) when pending, and whether to fail over."""
+
+    status: str
+    attempts: int
+    first_attempt_at: datetime | None
+    due_at: datetime | None = None
+    failover: bool = False
+    held: bool = False
+
+
+def plan_hold(n: Notification, now: datetime, seconds: float) -> Plan:
+    """Wait ``seconds`` for a rate limit: pending again, no attempt counted, and the retry
+    deadline's start (``first_attempt_at``) moved forward by the wait so none of it is used."""
+    due = later(now, seconds)
+    first = n.first_attempt_at + (due - now) if n.first_attempt_at else None
+    return Plan("pending", n.attempts, first, due_at=due, held=True)
+
+
+def plan_queue(n: Notification, now: datetime, head: Notification) -> Plan:
+    """Wait behind ``head``, an earlier row to the same channel and address that is still
+    pending, so messages to one recipient go out in creation order: pending until the head's
+    due time (claimed after it, by id), no attempt counted. The retry deadline runs from the
+    first such wait, so when an address is down every message waiting for it fails over by the
+    deadline, not one deadline after another."""
+    due = head.due_at if head.due_at > now else later(now, 0)
+    return Plan("pending", n.attempts, n.first_attempt_at or now, due_at=due, held=True)
+
+
+def plan_next(n: Notification, result: DeliveryResult, started: datetime, now: datetime,
+              rng: random.Random | None = None) -> Plan:
+    """The retry decision: delivered; held back by the channel (:func:`plan_hold`); retry after
+    :func:`backoff` while within :data:`RETRY_DEADLINE` seconds of the first attempt; else failed
+    with failover."""
+    if (hold := channel_hold(result)) is not None:
+        return plan_hold(n, now, hold)
+    first = n.first_attempt_at or started
+    attempts = n.attempts + 1
+    if result.status == DeliveryStatus.delivered:
+        return Plan("delivered", attempts, first)
+    if (result.status == DeliveryStatus.failed_retryable
+            and (now - first).total_seconds() < RETRY_DEADLINE):
+        return Plan("pending", attempts, first, due_at=later(now, backoff(attempts, rng)))
+    return Plan("failed", attempts, first, failover=True)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 6: record
+# --------------------------------------------------------------------------------------------
+
+
+def record(tx: Tx, config: Config, n: Notification, inc: Incident, result: DeliveryResult,
+           plan: Plan, body: str, now: datetime) -> None:
+    """Write the attempt to the ledger, then the row's new state, the timeline and any failover."""
+    detail = result.detail[:DETAIL_MAX]
+    tx.add_delivery(notification_id=n.id, at=now, outcome=result.status.value, detail=detail,
+                    body=body)
+    bound = log.bind(incident_id=inc.id, notification_id=n.id, channel=n.channel,
+                     recipient=n.recipient_id)
+    current = tx.get_notification(n.id)
+    if current is None or current.status != "sending":  # cancelled while sending
+        tx.update_notification(n.id, attempts=plan.attempts, first_attempt_at=plan.first_attempt_at)
+        return
+    if plan.status == "delivered":
+        tx.update_notification(n.id, status="delivered", attempts=plan.attempts,
+                               first_attempt_at=plan.first_attempt_at, updated_at=now)
+        tx.add_timeline(inc.id, now, "notified", None,
+                        {"recipient": n.recipient_id, "name": n.recipient_name,
+                         "channel": n.channel, "notification_id": n.id})
+        bound.info("notification_delivered")
+    elif plan.status == "pending":
+        tx.update_notification(n.id, status="pending", attempts=plan.attempts, due_at=plan.due_at,
+                               first_attempt_at=plan.first_attempt_at, last_error=detail,
+                               updated_at=now)
+        bound.warning("notification_held" if plan.held else "notification_retry",
+                      attempts=plan.attempts, due_at=plan.due_at.isoformat(), detail=result.detail)
+    else:
+        tx.update_notification(n.id, status="failed", attempts=plan.attempts,
+                               first_attempt_at=plan.first_attempt_at, last_error=detail,
+                               updated_at=now)
+        bound.warning("notification_failed", detail=result.detail)
+        failover(tx, config, n, inc, now, result.detail)
+
+
+def record_duplicate(tx: Tx, n: Notification, inc: Incident, twin: Notification,
+                     now: datetime) -> None:
+    """Mark ``n`` delivered by ``twin``'s message: a ledger row ``deduplicated``, no send."""
+    tx.add_delivery(notification_id=n.id, at=now, outcome="deduplicated",
+                    detail=f"same message as notification {twin.id}", body="")
+    tx.update_notification(n.id, status="delivered", updated_at=now)
+    tx.add_timeline(inc.id, now, "notified", None,
+                    {"recipient": n.recipient_id, "name": n.recipient_name, "channel": n.channel,
+                     "notification_id": n.id, "deduplicated_with": twin.id})
+    log.info("notification_deduplicated", incident_id=inc.id, notification_id=n.id,
+             channel=n.channel, same_as=twin.id)
+
+
+def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: datetime,
+             why: str) -> None:
+    """Queue the recipient's next contact method now, or log ``delivery_failed`` after the last."""
+    if n.recipient_kind == "guardian":  # from the guardian roster (escalator/guardians.py)
+        from escalator.school.guardians import contacts_of
+
+        contacts: Any = contacts_of(tx, config, inc.id, n.recipient_id)
+    else:
+        owner = (config.person(n.recipient_id) if n.recipient_kind == "person"
+                 else config.unit(n.recipient_id))
+        contacts = owner.contacts if owner else []
+    nxt = n.contact_index + 1
+    if nxt < len(contacts):
+        c = contacts[nxt]
+        tx.insert_notification(
+            incident_id=n.incident_id, step_run_id=n.step_run_id, recipient_kind=n.recipient_kind,
+            recipient_id=n.recipient_id, recipient_name=n.recipient_name, channel=c.channel,
+            address=c.to, contact_index=nxt, status="pending", due_at=now, attempts=0,
+            created_at=now, updated_at=now, ack_token=n.ack_token + f".{nxt}",
+            needs_ack=n.needs_ack, purpose=n.purpose, note=n.note,
+        )
+        tx.add_timeline(inc.id, now, "failover", None,
+                        {"recipient": n.recipient_id, "from": n.channel, "to": c.channel,
+                         "reason": why[:200]})
+    else:
+        tx.add_timeline(inc.id, now, "delivery_failed", None,
+                        {"recipient": n.recipient_id, "channel": n.channel, "reason": why[:200]})
+
+
+# --------------------------------------------------------------------------------------------
+# the worker
+# --------------------------------------------------------------------------------------------
+
+
+class Delivery:
+    """Sends due notifications through the stages above. ``channels``: channel id → instance."""
+
+    metrics: Any = None  # an escalator.service.metrics.Metrics when the API serves /metrics
+    observer: Callable[[Notification, DeliveryResult], None] | None = None
+    """Called after each attempt is recorded (the daemon connects ``track_delivery`` here)."""
+
+    def __init__(self, store: Store, config: Config, channels: dict[str, Any], clock: Clock,
+                 render: Callable[[RenderContext], Rendered] = render_templates) -> None:
+        self.render = render
+        self.store = store
+        self.config = config
+        self.channels = channels
+        self.clock = clock
+        self.throttle = Throttle(clock)
+        self.rng: random.Random | None = None
+        """Jitter source for :func:`backoff` (``None``: the ``random`` module); tests pin it."""
+        self._unrecorded: dict[int, tuple[Any, ...]] = {}
+        """Attempts made whose ledger row could not be written yet (row id → record args)."""
+
+    def reload(self, config: Config, channels: dict[str, Any]) -> None:
+        """Use a new config and channels; throttle windows (keyed by channel id) carry over."""
+        self.config, self.channels = config, channels
+
+    def release_claims(self) -> int:
+        """Return rows left ``sending`` by a crash to ``pending`` (call once at start-up)."""
+        with self.store.transaction() as tx:
+            return tx.release_claims()
+
+    async def run_once(self, limit: int = 50) -> int:
+        """Claim and process every due notification (up to ``limit``). Returns how many were claimed.
+
+        When the store cannot write (full disk, I/O error) the error is raised, after
+        returning the claimed rows not yet sent to ``pending``; an attempt already made is
+        kept in memory (its row stays ``sending``, so it is not sent again) and recorded first
+        on the next call (:meth:`record_late`)."""
+        self.record_late()
+        with self.store.transaction() as tx:
+            claimed = tx.claim_notifications(self.clock.now(), limit)
+        batch: dict[int, tuple[Any, ...]] = {}  # attempts made, recorded together at the end
+        for i, n in enumerate(claimed):
+            try:
+                await self._deliver(n, batch)
+            except BaseException:
+                self._unrecorded.update(batch)
+                self._unclaim([m.id for m in claimed[i:] if m.id not in self._unrecorded])
+                raise
+        self._record(batch)
+        return len(claimed)
+
+    def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
+        """Record attempts (row id → :func:`record` args) in one transaction — one fsync for a
+        batch of sends; when the store cannot write, keep them for :meth:`record_late` (their
+        rows stay ``sending``, so they are not sent again) and raise."""
+        if not batch:
+            return
+        try:
+            with self.store.transaction() as tx:
+                for args in batch.values():
+                    record(tx, self.config, *args)
+        except Exception:
+            self._unrecorded.update(batch)
+            raise
+        for n, _, result, *_ in batch.values():
+            self._observe(n, result)
+
+    def record_late(self) -> None:
+        """Record the attempts whose record failed (oldest first); raises if the store still
+        cannot write."""
+        for nid, args in list(self._unrecorded.items()):
+            with self.store.transaction() as tx:
+                record(tx, self.config, *args)
+            del self._unrecorded[nid]
+            log.warning("notification_recorded_late", notification_id=nid)
+            self._observe(args[0], args[2])
+
+    def _unclaim(self, ids: list[int]) -> None:
+        """Best effort: rows claimed but not sent go back to ``pending`` (else a restart does)."""
+        if not ids:
+            return
+        try:
+            with self.store.transaction() as tx:
+                for nid in ids:
+                    current = tx.get_notification(nid)
+                    if current is not None and current.status == "sending":
+                        tx.update_notification(nid, status="pending")
+        except Exception:
+            log.exception("notifications_not_unclaimed", notification_ids=ids)
+
+    async def _deliver(self, n: Notification, batch: dict[int, tuple[Any, ...]] | None = None
+                       ) -> None:
+        """Run one claimed row through re-check → dedup → throttle → render → send → retry → record.
+        With ``batch`` the attempt is added to it, for the caller to record (:meth:`_record`)."""
+        if batch and any(m.step_run_id == n.step_run_id or (
+                (m.channel, m.address) == (n.channel, n.address) and plan.status != "delivered")
+                for m, _, _, plan, *_ in batch.values()):
+            self._record(batch)  # a twin (dedup) or an earlier message still to go out to this
+            batch.clear()        # address (order) must be on record before this row is looked at
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            inc = recheck(tx, n, now)
+            if inc is None:
+                return
+            if (twin := find_twin(tx, n)) is not None:
+                record_duplicate(tx, n, inc, twin, now)
+                return
+            if (head := tx.waiting_ahead(n.channel, n.address, n.id)) is not None:
+                plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
+                tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                       first_attempt_at=plan.first_attempt_at, updated_at=now)
+                log.info("notification_queued", notification_id=n.id, channel=n.channel,
+                         behind=head.id, due_at=plan.due_at.isoformat())
+                return
+            channel = self.channels.get(n.channel)
+            if wait := self.throttle.acquire(n.channel, channel, n.address):
+                plan = plan_hold(n, now, wait)
+                tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                       first_attempt_at=plan.first_attempt_at, updated_at=now)
+                log.info("notification_throttled", notification_id=n.id, channel=n.channel,
+                         due_at=plan.due_at.isoformat())
+                return
+            first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+            run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
+        message, body = self._render(n, inc, channel, first["body"] if first else {}, run)
+        started = self.clock.now()
+        result = await send(channel, message)
+        now = self.clock.now()
+        plan = plan_next(n, result, started, now, self.rng)
+        if self.metrics is not None:
+            self.metrics.notification(n.channel, result.status.value)
+        if batch is not None:
+            batch[n.id] = (n, inc, result, plan, body, now)
+        else:
+            self._record({n.id: (n, inc, result, plan, body, now)})
+
+    def _observe(self, n: Notification, result: DeliveryResult) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(n, result)
+            except Exception:
+                log.exception("track_delivery_failed", notification_id=n.id)
+
+    def _render(self, n: Notification, inc: Incident, channel: Any, event: dict[str, Any],
+                run: Any) -> tuple[Message, str]:
+        """The message for ``n`` and the text kept in the ledger. ``event``: the incident's
+        first event body."""
+        step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
+        ch = self.config.channels.get(n.channel)
+        ctx = RenderContext(inc, n, self.config, audience=getattr(channel, "audience", "person"),
+                            occurred_local=self._local(event.get("occurred_at")), step=step,
+                            templates=dict(ch.templates) if ch is not None else {}, event=event)
+        r = self.render(ctx)
+        message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
+                          r.ack_hint, inc.drill, values=template_vars(ctx))
+        return message, f"{r.title}\n{r.body}"
+
+    def _local(self, when: str | None) -> str | None:
+        if not when:
+            return None
+        return datetime.fromisoformat(when).astimezone(self.config.school.tz).strftime("%Y-%m-%d %H:%M")
+

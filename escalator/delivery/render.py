@@ -1,0 +1,254 @@
+"""Rendering a notification into a message for one recipient (Simplified Chinese or English).
+
+The render stage calls the ``render_notification`` hook with a :class:`RenderContext`; the
+built-in plugin ``escalator_plugins.rendering`` answers with Jinja2 templates (per language,
+overridable per channel in config), and a third-party plugin may answer first.
+
+Privacy (PIPL Arts. 28, 31: all personal information of a child under 14 is sensitive): the
+template variables (:func:`template_vars`) never carry a pupil's id or name; for a ``group``
+audience (chat-group robots) they carry no free-text summary either — only the category,
+class/place, the count and the incident number — because a summary written by a teacher may
+contain a name.
+
+Guardians (``notification.recipient_kind == "guardian"``) are an audience of their own
+(:func:`guardian_vars`): they see only their own child's facts — class, kind, time, symptoms —
+what to do and the school's contact, never the summary, details, reporter, counts or anything
+that could name or count other pupils, and they get their own templates
+(``{zh,en}/guardian_{title,body}.j2``; channel overrides do not apply to them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from escalator.config.models import Config
+from escalator.store.base import Incident, Notification
+
+CATEGORY = {
+    "zh": {
+        "fire": "火警", "traffic": "交通安全", "food_safety": "食品安全", "building": "校舍安全",
+        "public_security": "治安安全", "infectious_disease": "传染病", "bullying": "学生欺凌",
+        "mental_health": "心理健康", "accident": "意外伤害", "other": "其他",
+    },
+    "en": {
+        "fire": "fire", "traffic": "traffic", "food_safety": "food safety", "building": "building",
+        "public_security": "public security", "infectious_disease": "infectious disease",
+        "bullying": "bullying", "mental_health": "mental health", "accident": "accident",
+        "other": "other",
+    },
+}
+SEVERITY = {
+    "zh": {"critical": "特急", "high": "紧急", "medium": "一般", "low": "较低", "info": "通知"},
+    "en": {"critical": "CRITICAL", "high": "HIGH", "medium": "MEDIUM", "low": "LOW", "info": "INFO"},
+}
+KIND = {
+    "zh": {"incident": "突发事件", "suspected_case": "疑似病例", "absence": "因病缺勤",
+           "heartbeat": "报告", "cluster": "聚集性疫情"},
+    "en": {"incident": "incident", "suspected_case": "suspected case", "absence": "sickness absence",
+           "heartbeat": "report", "cluster": "school cluster"},
+}
+"""Kinds as words; ``cluster``: a school cluster incident (escalator/clusters.py; its event's
+label ``cluster``), which is kind ``incident`` in the store."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """``title`` (one line), ``body`` (several lines), ``ack_hint`` (None when no ack is asked)."""
+
+    title: str
+    body: str
+    ack_hint: str | None
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What the render stage knows about one message.
+
+    ``audience``: ``person`` or ``group`` (the channel's); ``occurred_local``: the event time in
+    the school's zone, formatted; ``step``: (0-based step index, step name) or None;
+    ``templates``: per-channel overrides ``{"title": …, "body": …}`` (Jinja2 source);
+    ``event``: the first event's body.
+    """
+
+    incident: Incident
+    notification: Notification
+    config: Config
+    audience: str = "person"
+    occurred_local: str | None = None
+    step: tuple[int, str | None] | None = None
+    templates: dict[str, str] = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
+    """The incident's first event body (JSON form), for symptoms, count, details, reporter."""
+
+    @property
+    def language(self) -> str:
+        return self.config.school.language
+
+
+def ack_url(ctx: RenderContext) -> str | None:
+    """The acknowledge link (``{public_base_url}/ack/{token}``), or None without a base URL."""
+    base = ctx.config.daemon.public_base_url
+    return f"{base.rstrip('/')}/ack/{ctx.notification.ack_token}" if base else None
+
+
+ROLE = {
+    "zh": {"class_teacher": "班主任", "grade_leader": "年级组长", "duty_officer": "值班人员",
+           "guardian": "监护人"},
+    "en": {"class_teacher": "class teacher", "grade_leader": "grade leader",
+           "duty_officer": "duty officer", "guardian": "guardian"},
+}
+SYMPTOM = {
+    "zh": {"fever": "发热", "cough": "咳嗽", "headache": "头痛", "sore_throat": "咽痛",
+           "parotid_swelling": "腮腺肿大", "abdominal_pain": "腹痛", "diarrhoea": "腹泻",
+           "vomiting": "呕吐", "rash": "皮疹", "dizziness": "头晕", "fatigue": "乏力",
+           "conjunctival_congestion": "结膜充血", "jaundice": "黄疸"},
+    "en": {},
+}
+DETAILS_SHOWN = 200
+"""Characters of an event's ``details`` shown to a person (never to a group)."""
+
+
+def target_label(target: str, config: Config, lang: str) -> str:
+    """A step target as a person reads it: 班主任, a role's or unit's or person's name."""
+    kind, _, name = target.rpartition(":")
+    if name in ROLE[lang]:
+        return ROLE[lang][name]
+    if kind in ("", "role") and name in config.roles and config.roles[name].name:
+        return config.roles[name].name
+    if kind in ("", "unit") and (unit := config.unit(name)) is not None:
+        return unit.name
+    if kind == "person" and (person := config.person(name)) is not None:
+        return person.name
+    return target
+
+
+GUARDIAN_ACTION = {
+    "zh": {"suspected_case": "请尽快来校接孩子，并带孩子到医院就诊，就诊后请将诊断结果告知班主任。",
+           "absence": "请关注孩子的健康状况，就诊后请将诊断结果告知班主任，痊愈后凭复课证明返校。",
+           "": "请尽快与学校联系。"},
+    "en": {"suspected_case": "Please come to the school to collect your child as soon as "
+                             "possible and take them to a doctor; tell the class teacher the "
+                             "diagnosis.",
+           "absence": "Please watch your child's health, tell the class teacher the diagnosis "
+                      "after seeing a doctor, and bring a recovery note when they return.",
+           "": "Please contact the school as soon as possible."},
+}
+
+
+def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
+    """The variables of a guardian's message: the same names as :func:`template_vars` (so a
+    cloud SMS mapping still works) but only the child's own facts. No summary, details,
+    reporter, affected count, event count, step or acknowledge link; plus ``action`` (what to
+    do: ``guardians.message``, else per event kind) and ``contact`` (``guardians.contact``)."""
+    inc, lang, ev, config = ctx.incident, ctx.language, ctx.event, ctx.config
+    sep = "、" if lang == "zh" else ", "
+    g = config.guardians
+    actions = GUARDIAN_ACTION[lang]
+    return {
+        "school": config.school.name,
+        "symptoms": sep.join(SYMPTOM[lang].get(s, s.replace("_", " ")) for s in ev.get("symptoms", [])),
+        "affected_count": None, "details": None, "reported_by": None, "summary": None,
+        "id": inc.id, "drill": inc.drill,
+        "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "category": CATEGORY[lang].get(inc.category, inc.category),
+        "kind": KIND[lang].get(inc.kind, inc.kind),
+        "event_kind": inc.kind,
+        "class_id": inc.class_id, "grade": inc.grade, "place": None,
+        "occurred": ctx.occurred_local, "step": None, "event_count": 1,
+        "unresolved_targets": None, "needs_ack": False, "ack_url": None,
+        "recipient_name": ctx.notification.recipient_name, "audience": "guardian",
+        "action": (g.message if g and g.message else actions.get(inc.kind, actions[""])),
+        "contact": g.contact if g else None,
+        "deadline": None, "deadline_escalation": False,
+    }
+
+
+def template_vars(ctx: RenderContext) -> dict[str, Any]:
+    """The variables a template sees. No pupil id or name; no summary or details for a group
+    audience; a guardian's own set (:func:`guardian_vars`). ``deadline``: the legal reporting
+    deadline, school-local, or None; ``deadline_escalation``: this message was sent because that
+    deadline is near and this level had not been told (``notifications.purpose`` ``deadline``)."""
+    if ctx.notification.recipient_kind == "guardian":
+        return guardian_vars(ctx)
+    inc, n, lang, ev, config = ctx.incident, ctx.notification, ctx.language, ctx.event, ctx.config
+    person = ctx.audience == "person"
+    sep = "、" if lang == "zh" else ", "
+    count = ev.get("affected_count") or ev.get("labels", {}).get("affected_count")
+    reporter = ev.get("reported_by")
+    if reporter and (who := config.person(reporter)) is not None:
+        reporter = who.name
+    details = ev.get("details") if person else None
+    if details and len(details) > DETAILS_SHOWN:
+        details = details[:DETAILS_SHOWN] + "…"
+    unresolved = None
+    if n.purpose == "target_unresolved" and n.note:
+        unresolved = sep.join(target_label(t.strip(), config, lang) for t in n.note.split(","))
+    return {
+        "school": config.school.name,
+        "symptoms": sep.join(SYMPTOM[lang].get(s, s.replace("_", " ")) for s in ev.get("symptoms", [])),
+        "affected_count": count,
+        "details": details,
+        "reported_by": reporter if person else None,
+        "id": inc.id,
+        "drill": inc.drill,
+        "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "category": CATEGORY[lang].get(inc.category, inc.category),
+        "kind": KIND[lang]["cluster"] if ev.get("labels", {}).get("cluster")
+        else KIND[lang].get(inc.kind, inc.kind),
+        "summary": inc.summary if ctx.audience == "person" else None,
+        "class_id": inc.class_id,
+        "grade": inc.grade,
+        "place": inc.place,
+        "occurred": ctx.occurred_local,
+        "step": {"number": ctx.step[0] + 1, "name": ctx.step[1]} if ctx.step else None,
+        "event_count": inc.event_count,
+        "unresolved_targets": unresolved,
+        "needs_ack": n.needs_ack,
+        "ack_url": ack_url(ctx) if n.needs_ack else None,
+        "recipient_name": n.recipient_name,
+        "audience": ctx.audience,
+        "deadline": _deadline_local(ctx),
+        "deadline_escalation": n.purpose == "deadline",
+    }
+
+
+def _deadline_local(ctx: RenderContext) -> str | None:
+    """The incident's legal reporting deadline (escalator/deadlines.py), school-local
+    ``YYYY-MM-DD HH:MM``, or None."""
+    at = ctx.incident.deadline_at
+    return at.astimezone(ctx.config.school.tz).strftime("%Y-%m-%d %H:%M") if at else None
+
+
+_env = SandboxedEnvironment(
+    loader=jinja2.PackageLoader("escalator.delivery", "templates"),
+    autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+)
+
+
+def render_templates(ctx: RenderContext) -> Rendered:
+    """Render with the channel's override templates, else the packaged ones for the language.
+
+    Raises ``jinja2.TemplateError`` for a broken override (``check-config`` compiles them).
+    """
+    values = template_vars(ctx)
+    guardian = ctx.notification.recipient_kind == "guardian"
+    out = {}
+    for part in ("title", "body"):
+        source = None if guardian else ctx.templates.get(part)
+        name = f"{ctx.language}/guardian_{part}.j2" if guardian else f"{ctx.language}/{part}.j2"
+        tpl = _env.from_string(source) if source else _env.get_template(name)
+        out[part] = tpl.render(values).strip()
+    hint = None
+    if ctx.notification.needs_ack:
+        url = values["ack_url"]
+        hint = url or f"escalator ack {ctx.incident.id}"
+    return Rendered(out["title"].splitlines()[0] if out["title"] else "", out["body"], hint)
+
+
+def compile_template(source: str) -> None:
+    """Raise ``jinja2.TemplateSyntaxError`` if ``source`` is not a valid template."""
+    _env.from_string(source)

@@ -1,0 +1,545 @@
+"""The escalation engine: intake → route → incident → steps → notification rows.
+
+Every operation runs in one store transaction and reads time from the injected clock, so it is
+deterministic in tests. Timers are rows (``incidents.next_step_at``); :meth:`Engine.tick` fires
+what is due, so a restarted process resumes every walk where the store says it is (GoAlert's
+reconcile-on-tick design). Step modes, per DESIGN.md "Escalation policy":
+
+- ``escalate``: an acknowledgement by any target acknowledges the incident and stops the walk;
+  with none before the timeout, the next step fires.
+- ``report`` (逐级上报): an acknowledgement confirms this level — its pending sends are cancelled,
+  ``step_confirmed`` is logged and the next step fires at once. A timeout fires the next step and
+  logs ``step_overdue``. The incident stays ``triggered`` until an ``escalate`` step or the last
+  step is acknowledged, or it is resolved.
+- ``inform`` (抄送): notify and go straight on; a reply from an informed person is logged as
+  ``seen`` and changes nothing.
+
+A target that resolves to nobody is logged ``target_unresolved``, the duty officer is told, and
+when a step reaches nobody at all the walk goes on as if it had timed out.
+
+Rules (:mod:`escalator.engine.rules`): the school rules — heartbeat monitors, legal deadlines,
+symptom clusters, guardians, drills (docs/school-rules.md) — and a district's own plug in as
+:class:`~escalator.engine.rules.Rule` objects handed to the engine (the daemon, the test harness
+and ``simulate`` collect them through the plugin manager: :func:`escalator.plugins.collect_rules`).
+The engine imports none of them. It calls each rule, in their order, inside its own
+transactions: on every stored event (:meth:`Engine.ingest`), at every :meth:`Engine.tick`
+(``on_tick``, then ``on_due`` for each due incident before its step fires), after every
+notification row it writes, after every resolve, for relative roles it does not know itself
+(``guardian``) and to leave recipients out of a step (drills).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from escalator.clock import Clock
+from escalator.config.models import Config, Policy
+from escalator.engine.routing import NO_POLICY, route
+from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
+from escalator.engine.targets import Recipient, Target, UnknownTarget, parse_target, resolve
+from escalator.events import Action, Event, Kind
+from escalator.store.base import Incident, StepRun, Store, Tx
+
+log = structlog.get_logger("escalator.engine.engine")
+
+
+class NotFound(LookupError):
+    """No incident (or acknowledge token) with that id."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The intake answer for one event.
+
+    ``status``: ``created`` (a new incident), ``deduplicated`` (counted on an open incident),
+    ``logged`` (stored, no incident: route ``none`` or a heartbeat), ``acknowledged`` /
+    ``resolved`` (an ``action`` applied to the open incident with the key), ``ignored`` (an
+    action for a key with no open incident), ``ledger`` (recorded only, see
+    :class:`Submission`), ``duplicate_row`` (a row key seen before; nothing stored,
+    ``event_id`` empty). ``source``: the source recorded for the event.
+    """
+
+    event_id: str
+    incident_id: int | None
+    status: str
+    dedup_key: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An event with intake options, as a source hands it in.
+
+    ``row_key``: the source's own key for this input row (e.g. a register's date + pupil); an
+    event whose ``row_key`` was stored before is skipped (status ``duplicate_row``), so a
+    re-exported register adds only its new rows. ``ledger_only``: record the event in the
+    ledger without routing it (status ``ledger``; e.g. a 事假 personal-leave row).
+    """
+
+    event: Event
+    row_key: str | None = None
+    ledger_only: bool = False
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an acknowledge or resolve did: ``outcome`` is one of ``acknowledged``,
+    ``step_confirmed`` (a ``report`` level confirmed; next level told), ``seen`` (an ``inform``
+    recipient replied), ``resolved``, ``already_acknowledged``, ``already_resolved``,
+    ``step_confirmed_late`` (a report level confirmed after it was overdue)."""
+
+    incident_id: int
+    outcome: str
+    state: str
+
+
+class Engine:
+    """Owns every incident state change. ``store``: a :class:`~escalator.store.base.Store`;
+    ``config``: the running config (swap with :meth:`reload`); ``clock``: time source (UTC);
+    ``rules``: the :class:`~escalator.engine.rules.Rule` objects to call, in order — None for
+    those of the plugins ``config`` names (:func:`escalator.plugins.rules_for`: the built-in
+    school rules, ``plugins_dir``, entry points; raises :class:`~escalator.plugins.PluginError`
+    when one cannot be loaded)."""
+
+    metrics: Any = None  # an escalator.service.metrics.Metrics when the API serves /metrics
+
+    def __init__(self, store: Store, config: Config, clock: Clock,
+                 rules: Sequence[Rule] | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.rules: tuple[Rule, ...] = ()
+        self._use(config, rules)
+
+    def reload(self, config: Config, rules: Sequence[Rule] | None = None) -> None:
+        """Use ``config`` (and ``rules``, when given) from now on. Walks under way keep their
+        policy snapshot."""
+        self.config = config
+        if rules is not None:
+            self._use(config, rules)
+
+    def _use(self, config: Config, rules: Sequence[Rule] | None) -> None:
+        if rules is None:
+            from escalator.plugins import rules_for  # the plugin manager knows where rules live
+
+            rules = rules_for(config)
+        self.rules = tuple(rules)
+
+    def _ops(self, tx: Tx, now: datetime) -> _Ops:
+        """The :class:`~escalator.engine.rules.EngineOps` rules get in transaction ``tx``."""
+        return _Ops(self, tx, now)
+
+    # ----------------------------------------------------------------- intake
+
+    def ingest(self, event: Event | Submission, *, source: str | None = None,
+               policy: tuple[str, Policy] | None = None) -> IngestResult:
+        """Store ``event``, route and dedup it, and fire a new incident's first step — all in one
+        durable transaction. Returns the :class:`IngestResult`.
+
+        ``policy``: ``(id, Policy)`` to use instead of routing (the daemon's own notices to the
+        administrators)."""
+        with self.store.transaction() as tx:
+            result = self._ingest(tx, event, source, self.clock.now(), policy)
+        return self._counted([result])[0]
+
+    def ingest_many(self, events: list[Event | Submission], *, source: str | None = None
+                    ) -> list[IngestResult]:
+        """:meth:`ingest` for several events in one transaction (all or nothing)."""
+        return self.ingest_batches([(events, source)])[0]
+
+    def ingest_batches(self, batches: list[tuple[list[Event | Submission], str | None]]
+                       ) -> list[list[IngestResult]]:
+        """:meth:`ingest_many` for several callers' ``(events, source)`` in one transaction
+        (group commit: one fsync for all; all or nothing). Returns each caller's results."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            out = [[self._ingest(tx, e, source, now) for e in events] for events, source in batches]
+        self._counted([r for results in out for r in results])
+        return out
+
+    def ingest_file(
+        self, events: list[Event | Submission], *, sha256: str, name: str, source: str
+    ) -> list[IngestResult] | None:
+        """Ingest every event of one spool file and record its content hash in the same
+        transaction. Returns None (and stores nothing) when that hash was taken before."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            if tx.spool_file_seen(sha256):
+                return None
+            results = [self._ingest(tx, e, source, now) for e in events]
+            tx.add_spool_file(sha256=sha256, name=name, taken_at=now, events=len(events))
+        return self._counted(results)
+
+    def _counted(self, results: list[IngestResult]) -> list[IngestResult]:
+        """Count committed events in the metrics (after the commit, never for a rollback)."""
+        if self.metrics is not None:
+            for r in results:
+                self.metrics.event(r.source, r.status)
+        return results
+
+    def _ingest(self, tx: Tx, item: Event | Submission, source: str | None,
+                now: datetime, policy: tuple[str, Policy] | None = None) -> IngestResult:
+        sub = item if isinstance(item, Submission) else Submission(item)
+        tz = self.config.school.tz
+        ev = sub.event.normalised(now, tz)
+        key = ev.derived_dedup_key(tz)
+        if sub.row_key is not None and tx.row_key_seen(sub.row_key):
+            return IngestResult("", None, "duplicate_row", key, source or sub.event.source or "unknown")
+        event_id = uuid.uuid4().hex
+        src = source or ev.source or "unknown"
+        incident_id: int | None = None
+        open_incident = tx.open_incident_by_key(key)
+        if sub.ledger_only:
+            status = "ledger"
+        elif ev.action == Action.trigger:
+            if open_incident is not None:
+                incident_id, status = open_incident.id, "deduplicated"
+                tx.update_incident(incident_id, event_count=open_incident.event_count + 1, updated_at=now)
+                tx.add_timeline(incident_id, now, "deduplicated", src,
+                                {"event_id": event_id, "count": open_incident.event_count + 1})
+            elif policy is None and (ev.kind == Kind.heartbeat
+                                     or (policy_id := route(ev, self.config)) == NO_POLICY):
+                status = "logged"
+            else:
+                chosen = policy or (policy_id, self.config.policies[policy_id])
+                incident_id, status = self._open(tx, ev, key, chosen, event_id, src, now), "created"
+        elif open_incident is None:
+            status = "ignored"
+        else:
+            incident_id = open_incident.id
+            if ev.action == Action.acknowledge:
+                self._acknowledge_incident(tx, open_incident, src, now, via="event")
+                status = "acknowledged"
+            else:
+                self._resolve(tx, open_incident, src, now, via="event")
+                status = "resolved"
+        tx.insert_event(
+            id=event_id, received_at=now, source=src, kind=ev.kind.value, category=ev.category.value,
+            action=ev.action.value, dedup_key=key, incident_id=incident_id, outcome=status,
+            body=ev.model_dump(mode="json", exclude_none=True), row_key=sub.row_key,
+        )
+        stored = StoredEvent(ev, event_id, src, status, incident_id, routed=policy is None)
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # school rules and a district's own (escalator/engine/rules.py)
+            rule.on_event(ops, tx, stored)
+        log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
+                 source=src, kind=ev.kind.value, category=ev.category.value)
+        return IngestResult(event_id, incident_id, status, key, src)
+
+    def _open(self, tx: Tx, ev: Event, key: str, chosen: tuple[str, Policy], event_id: str,
+              src: str, now: datetime) -> int:
+        policy_id, policy = chosen
+        incident_id = tx.insert_incident(
+            dedup_key=key, state="triggered", kind=ev.kind.value, category=ev.category.value,
+            severity=ev.severity.value, summary=ev.summary, class_id=ev.class_id, grade=ev.grade,
+            place=ev.place, drill=ev.drill, policy_id=policy_id,
+            policy=policy.model_dump(mode="json"), step_index=-1, round=0, next_step_at=now,
+            event_count=1, created_at=now, updated_at=now, first_event_id=event_id,
+        )
+        tx.add_timeline(incident_id, now, "triggered", src,
+                        {"event_id": event_id, "policy": policy_id, "dedup_key": key,
+                         **({"drill": True} if ev.drill else {})})
+        inc = tx.get_incident(incident_id)
+        assert inc is not None
+        self._advance(tx, inc, now, opening=ev.model_dump(mode="json", exclude_none=True))
+        return incident_id
+
+    # ----------------------------------------------------------------- timers
+
+    def tick(self, limit: int = 500, *, periodic: bool = True) -> int:
+        """Fire every timer that is due (at most ``limit`` incidents): each rule's ``on_due``
+        (e.g. a legal deadline), then the incident's step — one transaction. With ``periodic``,
+        every rule's ``on_tick`` runs first in it (e.g. the heartbeat monitors' reconcile: the
+        daily zero report). Returns how many incidents advanced, plus what ``on_tick`` counted.
+        Overdue timers (e.g. after a restart) fire at once."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            ops = self._ops(tx, now)
+            opened = sum(rule.on_tick(ops, tx) for rule in self.rules) if periodic else 0
+            due = tx.due_incidents(now, limit)
+            for incident_id in due:
+                inc = tx.get_incident(incident_id)
+                if inc is not None and any([rule.on_due(ops, tx, inc) for rule in self.rules]):
+                    inc = tx.get_incident(incident_id)  # a rule's timer (a legal deadline) fired
+                    if inc is not None and (inc.next_step_at is None or inc.next_step_at > now):
+                        continue
+                if inc is not None and inc.state == "triggered":
+                    if self.metrics is not None:
+                        self.metrics.step_fired(inc.next_step_at, now)
+                    self._advance(tx, inc, now)
+                elif inc is not None:
+                    tx.update_incident(incident_id, next_step_at=None)
+        return opened + len(due)
+
+    def next_due(self) -> datetime | None:
+        """The earliest timer (step or delivery) in the store, or None."""
+        with self.store.transaction() as tx:  # read only: nothing to observe
+            return tx.next_due()
+
+    def _advance(self, tx: Tx, inc: Incident, now: datetime,
+                 opening: dict[str, Any] | None = None) -> None:
+        """Close the current step (timed out) and fire the next ones until one must wait.
+        ``opening``: the body of the event opening the incident (not stored yet)."""
+        steps: list[dict[str, Any]] = inc.policy["steps"]
+        current = tx.latest_step_run(inc.id) if inc.step_index >= 0 else None
+        if current is not None and current.status == "open":
+            overdue = current.mode == "report"
+            tx.close_step_run(current.id, "overdue" if overdue else "timed_out", now)
+            tx.add_timeline(inc.id, now, "step_overdue" if overdue else "step_timed_out", None,
+                            {"step": current.step_index, "round": current.round})
+        index, rnd = inc.step_index + 1, inc.round
+        for _ in range(len(steps) * (inc.policy.get("repeat", 0) + 1) + 1):
+            if index >= len(steps):
+                if rnd < inc.policy.get("repeat", 0):
+                    index, rnd = 0, rnd + 1
+                    tx.add_timeline(inc.id, now, "repeat", None, {"round": rnd})
+                else:
+                    tx.update_incident(inc.id, step_index=len(steps) - 1, round=rnd,
+                                       next_step_at=None, updated_at=now)
+                    tx.add_timeline(inc.id, now, "escalation_exhausted", None, {"round": rnd})
+                    return
+            if self._fire_step(tx, inc, index, rnd, now, opening):
+                timeout = float(steps[index]["timeout"])
+                tx.update_incident(inc.id, step_index=index, round=rnd, updated_at=now,
+                                   next_step_at=now + timedelta(seconds=timeout))
+                return
+            index += 1
+
+    def _fire_step(self, tx: Tx, inc: Incident, index: int, rnd: int, now: datetime,
+                   opening: dict[str, Any] | None = None) -> bool:
+        """Fire step ``index``: resolve targets and write notification rows. Returns True when
+        the walk must wait for this step (escalate/report with someone told).
+
+        Relative roles the engine does not know (``guardian``) are resolved by the rules
+        (:meth:`~escalator.engine.rules.Rule.recipients`); a recipient that cannot acknowledge
+        (a guardian) is told without an acknowledge link. Recipients a rule keeps out
+        (:meth:`~escalator.engine.rules.Rule.keep_out`: units and guardians in a drill) are
+        skipped, with the rule's timeline entry (``drill_unit_skipped``): the walk goes on as for
+        an unresolved target, but the duty officer is not told."""
+        step = inc.policy["steps"][index]
+        mode = step["mode"]
+        run_id = tx.insert_step_run(incident_id=inc.id, step_index=index, round=rnd, mode=mode,
+                                    fired_at=now)
+        tx.add_timeline(inc.id, now, "step_fired", None,
+                        {"step": index, "round": rnd, "mode": mode, "name": step.get("name"),
+                         "targets": step["targets"]})
+        recipients: dict[tuple[str, str], Recipient] = {}
+        unresolved: list[str] = []
+        ops = self._ops(tx, now)
+        for text in step["targets"]:
+            found = self._resolve_target(tx, text, inc, now, opening)
+            kept: list[Recipient] = []
+            for r in found:
+                if (skip := self._kept_out(ops, inc, r)) is None:
+                    kept.append(r)
+                else:
+                    tx.add_timeline(inc.id, now, skip.type, None,
+                                    {"step": index, "target": text, "recipient": r.id,
+                                     **skip.detail})
+            if len(kept) < len(found):
+                found = kept
+                if not found:
+                    continue
+            if not found:
+                unresolved.append(text)
+                tx.add_timeline(inc.id, now, "target_unresolved", None, {"step": index, "target": text})
+                log.warning("target_unresolved", incident_id=inc.id, step=index, target=text)
+            for r in found:
+                recipients.setdefault((r.kind, r.id), r)
+        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.can_acknowledge, now)
+                   for r in recipients.values())
+        if unresolved:
+            self._tell_duty_officer(tx, inc, run_id, recipients, unresolved, now)
+        if mode == "inform" or told == 0:
+            tx.close_step_run(run_id, "done" if mode == "inform" else "unresolved", now)
+            return False
+        return True
+
+    def _kept_out(self, ops: _Ops, inc: Incident, r: Recipient) -> Skip | None:
+        """The first rule's reason to leave ``r`` out of ``inc``'s steps, or None."""
+        return next((skip for rule in self.rules if (skip := rule.keep_out(ops, inc, r))), None)
+
+    def _resolve_target(self, tx: Tx, text: str, inc: Incident, now: datetime,
+                        opening: Mapping[str, Any] | None = None) -> list[Recipient]:
+        """Recipients of target string ``text`` for ``inc`` at ``now`` ([] for an unknown
+        target): a relative role is asked of the rules first (``guardian``), then
+        :func:`~escalator.engine.targets.resolve`."""
+        try:
+            target = parse_target(text, self.config)
+        except UnknownTarget:
+            return []
+        if target.kind == "relative":
+            ops = self._ops(tx, now)
+            for rule in self.rules:
+                found = rule.recipients(ops, tx, inc, target.name, opening)
+                if found is not None:
+                    return found
+        return resolve(target, self.config, class_id=inc.class_id, grade=inc.grade, at=now)
+
+    def _notify(self, tx: Tx, inc: Incident, run_id: int | None, r: Recipient, needs_ack: bool,
+                now: datetime, purpose: str = "step", note: str | None = None) -> bool:
+        if not r.contacts:
+            tx.add_timeline(inc.id, now, "no_contact_method", None, {"recipient": r.id})
+            return False
+        contact = r.contacts[0]
+        tx.insert_notification(
+            incident_id=inc.id, step_run_id=run_id, recipient_kind=r.kind, recipient_id=r.id,
+            recipient_name=r.name, channel=contact.channel, address=contact.to, contact_index=0,
+            status="pending", due_at=now, attempts=0, created_at=now, updated_at=now,
+            ack_token=secrets.token_urlsafe(18), needs_ack=needs_ack, purpose=purpose, note=note,
+        )
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # e.g. the required level of a legal deadline told: deadline met
+            rule.on_notified(ops, tx, inc, r)
+        return True
+
+    def _tell_duty_officer(self, tx: Tx, inc: Incident, run_id: int,
+                           already: dict[tuple[str, str], Recipient], unresolved: list[str],
+                           now: datetime) -> None:
+        officers = resolve(Target("relative", "duty_officer"), self.config, class_id=None,
+                           grade=None, at=now)
+        for r in officers:
+            if ("person", r.id) not in already:
+                self._notify(tx, inc, run_id, r, True, now, purpose="target_unresolved",
+                             note=", ".join(unresolved))
+        if not officers:
+            log.error("duty_officer_unresolved", incident_id=inc.id, targets=unresolved)
+
+    # ----------------------------------------------------------------- actions
+
+    def acknowledge(self, incident_id: int | None = None, *, actor: str, via: str,
+                    token: str | None = None) -> ActionResult:
+        """Acknowledge an incident, or, with ``token``, the step whose notification carried it.
+
+        Without a token (CLI, API) the current step is acknowledged with its mode's meaning;
+        with a token from an ``inform`` step the reply is logged ``seen``. Pending sends covered
+        are cancelled in the same transaction. Raises :class:`NotFound`.
+        """
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            if token is not None:
+                n = tx.notification_by_token(token)
+                if n is None:
+                    raise NotFound("unknown acknowledge token")
+                inc, run = tx.get_incident(n.incident_id), tx.get_step_run(n.step_run_id or 0)
+            else:
+                inc = tx.get_incident(incident_id or 0)
+                run = tx.latest_step_run(inc.id) if inc else None
+            if inc is None:
+                raise NotFound(f"no incident {incident_id}")
+            if inc.state != "triggered":
+                return ActionResult(inc.id, f"already_{inc.state}", inc.state)
+            if run is not None and run.mode == "inform" and token is not None:
+                tx.add_timeline(inc.id, now, "seen", actor, {"step": run.step_index, "via": via})
+                return ActionResult(inc.id, "seen", inc.state)
+            if run is not None and run.mode == "report":
+                return self._confirm_level(tx, inc, run, actor, via, now)
+            self._acknowledge_incident(tx, inc, actor, now, via=via)
+            return ActionResult(inc.id, "acknowledged", "acknowledged")
+
+    def _confirm_level(self, tx: Tx, inc: Incident, run: StepRun, actor: str, via: str,
+                       now: datetime) -> ActionResult:
+        last = run.step_index == len(inc.policy["steps"]) - 1
+        if run.status != "open":
+            tx.add_timeline(inc.id, now, "step_confirmed_late", actor,
+                            {"step": run.step_index, "round": run.round, "via": via})
+            if last:
+                self._acknowledge_incident(tx, inc, actor, now, via=via)
+                return ActionResult(inc.id, "acknowledged", "acknowledged")
+            return ActionResult(inc.id, "step_confirmed_late", inc.state)
+        tx.close_step_run(run.id, "confirmed", now)
+        cancelled = tx.cancel_notifications(inc.id, run.id, now)
+        tx.add_timeline(inc.id, now, "step_confirmed", actor,
+                        {"step": run.step_index, "round": run.round, "via": via,
+                         "cancelled": cancelled})
+        if last:
+            self._acknowledge_incident(tx, inc, actor, now, via=via)
+            return ActionResult(inc.id, "acknowledged", "acknowledged")
+        if run.step_index == inc.step_index and run.round == inc.round:
+            self._advance(tx, inc, now)  # the next level is told at once
+        return ActionResult(inc.id, "step_confirmed", "triggered")
+
+    def _acknowledge_incident(self, tx: Tx, inc: Incident, actor: str, now: datetime, *,
+                              via: str) -> None:
+        if inc.state != "triggered":
+            return
+        run = tx.latest_step_run(inc.id)
+        if run is not None:
+            tx.close_step_run(run.id, "confirmed", now)
+        cancelled = tx.cancel_notifications(inc.id, None, now)
+        tx.update_incident(inc.id, state="acknowledged", acknowledged_at=now, acknowledged_by=actor,
+                           next_step_at=None, updated_at=now)
+        tx.add_timeline(inc.id, now, "acknowledged", actor, {"via": via, "cancelled": cancelled})
+        log.info("incident_acknowledged", incident_id=inc.id, actor=actor, via=via)
+
+    def resolve(self, incident_id: int, *, actor: str, via: str) -> ActionResult:
+        """Resolve an incident: stop its walk and cancel every pending send, in one transaction.
+        Raises :class:`NotFound`."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            inc = tx.get_incident(incident_id)
+            if inc is None:
+                raise NotFound(f"no incident {incident_id}")
+            if inc.state == "resolved":
+                return ActionResult(inc.id, "already_resolved", "resolved")
+            self._resolve(tx, inc, actor, now, via=via)
+            return ActionResult(inc.id, "resolved", "resolved")
+
+    def _resolve(self, tx: Tx, inc: Incident, actor: str, now: datetime, *, via: str) -> None:
+        if inc.state == "resolved":
+            return
+        run = tx.latest_step_run(inc.id)
+        if run is not None:
+            tx.close_step_run(run.id, "done", now)
+        cancelled = tx.cancel_notifications(inc.id, None, now)
+        tx.update_incident(inc.id, state="resolved", resolved_at=now, resolved_by=actor,
+                           next_step_at=None, updated_at=now)
+        tx.add_timeline(inc.id, now, "resolved", actor, {"via": via, "cancelled": cancelled})
+        log.info("incident_resolved", incident_id=inc.id, actor=actor, via=via)
+        ops = self._ops(tx, now)
+        for rule in self.rules:  # e.g. resolved before a legal deadline's level was told
+            rule.on_resolved(ops, tx, inc, actor)
+
+
+class _Ops:
+    """The engine's :class:`~escalator.engine.rules.EngineOps`: one store transaction ``tx`` at
+    time ``now`` (every method is documented on the protocol)."""
+
+    def __init__(self, engine: Engine, tx: Tx, now: datetime) -> None:
+        self._engine, self._tx, self._now = engine, tx, now
+
+    @property
+    def config(self) -> Config:
+        return self._engine.config
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    def open_incident(self, event: Event, *, policy: str, source: str) -> IngestResult:
+        chosen = self._engine.config.policies.get(policy)
+        if chosen is None:
+            raise UnknownPolicy(f"unknown policy {policy!r}")
+        return self._engine._ingest(self._tx, event, source, self._now, (policy, chosen))
+
+    def notify(self, incident: Incident, recipients: list[Recipient], *, purpose: str,
+               note: str | None = None) -> int:
+        return sum(self._engine._notify(self._tx, incident, None, r, False, self._now,
+                                        purpose=purpose, note=note) for r in recipients)
+
+    def resolve(self, incident: Incident, *, actor: str, via: str) -> None:
+        self._engine._resolve(self._tx, incident, actor, self._now, via=via)
+
+    def recipients(self, incident: Incident, target: str) -> list[Recipient]:
+        return self._engine._resolve_target(self._tx, target, incident, self._now)
+
+    def add_timeline(self, incident_id: int, type: str, actor: str | None,
+                     detail: Mapping[str, Any]) -> None:
+        self._tx.add_timeline(incident_id, self._now, type, actor, dict(detail))

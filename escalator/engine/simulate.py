@@ -1,0 +1,97 @@
+"""``escalator simulate``: the timeline of one event if nobody acts, on a simulated clock.
+
+Uses the real engine, with the rules of the plugins (as the daemon gets them), on a throw-away
+in-memory store and a :class:`~escalator.clock.FakeClock`; nothing is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pluggy
+
+from escalator.clock import FakeClock
+from escalator.config.models import Config
+from escalator.engine.engine import Engine
+from escalator.events import Event
+from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
+from escalator.store import SQLiteStore
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One planned message: ``offset`` from the event (``+0:15:00``), the school-local time,
+    the step (1-based, with round), its mode, the recipient, channel and address."""
+
+    offset: str
+    local_time: str
+    step: str
+    mode: str
+    recipient: str
+    channel: str
+    address: str
+
+
+def _offset(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"+{days}d " if days else "+") + f"{h}:{m:02d}:{s:02d}"
+
+
+def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400,
+             plugin_manager: pluggy.PluginManager | None = None) -> list[TimelineRow]:
+    """Walk ``event``'s chain with nobody acting, up to ``horizon_seconds`` (seconds) after it.
+    The engine's rules come from ``plugin_manager`` (default: the built-ins, the config's
+    ``plugins_dir`` and the entry points); their periodic checks (``on_tick``) do not run.
+
+    Returns the planned messages in order. An event that opens no incident gives no rows.
+    """
+    start = event.occurred_at or datetime.now(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=config.school.tz)
+    clock = FakeClock(start.astimezone(UTC))
+    store = SQLiteStore(":memory:")
+    pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir_of(config))
+    engine = Engine(store, config, clock, rules=collect_rules(pm, config))
+    result = engine.ingest(event.model_copy(update={"occurred_at": start}), source="simulate")
+    if result.incident_id is None:
+        return []
+    end = clock.now().timestamp() + horizon_seconds
+    while (due := engine.next_due()) is not None and due.timestamp() <= end:
+        if due > clock.now():
+            clock.set(due)
+        engine.tick(periodic=False)
+        with store.transaction() as tx:  # nothing is sent: mark as if delivered
+            for n in tx.claim_notifications(clock.now(), 10_000):
+                tx.update_notification(n.id, status="delivered")
+    rows = []
+    with store.transaction() as tx:
+        runs = {}
+        inc = tx.get_incident(result.incident_id)
+        for n in tx.notifications_of(result.incident_id):
+            if n.step_run_id is None:  # told by escalator itself: a legal deadline
+                step, mode = "deadline", n.note or n.purpose
+            else:
+                run = runs.get(n.step_run_id) or tx.get_step_run(n.step_run_id)
+                runs[n.step_run_id] = run
+                step = f"{run.step_index + 1}" + (f" (round {run.round + 1})" if run.round else "")
+                mode = run.mode
+            who = n.recipient_name + (" [target unresolved]" if n.purpose == "target_unresolved" else "")
+            rows.append(TimelineRow(
+                _offset((n.created_at - start).total_seconds()),
+                n.created_at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"),
+                step, mode, who, n.channel, n.address))
+        if inc is not None and inc.deadline_at is not None:  # docs/school-rules.md "Legal deadlines"
+            at = inc.deadline_at
+            rows.append(TimelineRow(
+                _offset((at - start).total_seconds()),
+                at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"), "deadline",
+                inc.deadline_rule or "", f"[legal deadline: {', '.join(inc.deadline_notify or [])} "
+                f"{'told' if inc.deadline_met_at and inc.deadline_met_at <= at else 'NOT told'}]",
+                "", ""))
+            rows.sort(key=lambda r: r.local_time)
+    store.close()
+    return rows

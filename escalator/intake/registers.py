@@ -1,0 +1,805 @@
+"""CSV registers (登记表) → events: the sickness-absence register (因病缺勤登记) and the
+morning/noon-check register (晨午检登记表), as schools really export them from a spreadsheet.
+
+Pure functions: bytes in, :class:`~escalator.engine.engine.Submission` items out, no I/O. The only
+exception :func:`parse_register` raises is :class:`RegisterError` (a ``ValueError``); a file with
+bad rows is rejected as a whole, and the error lists every bad row with its row number, column
+and reason. ``docs/spool.md`` is the writer-facing description of everything here.
+
+Encodings (:func:`decode`): a declared encoding, else a byte-order mark (UTF-8 or UTF-16), else
+strict UTF-8, else strict GB18030 (a superset of GBK and GB2312, which is what a Chinese Windows
+spreadsheet writes). Delimiter: comma, tab or semicolon, whichever the header line has most of.
+Title rows above the header (e.g. ``示例小学晨午检登记表,,,``) are skipped: the header is the first
+of the first :data:`HEADER_SEARCH_ROWS` rows that names a known register's columns.
+
+Row numbers: ``row`` counts the records after the header (1 = the first data row, as in
+``cases/README.md``); ``line`` is the line of the file where the record starts (the header's line
+is the spreadsheet's header row), so ``line`` is the row number a spreadsheet program shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, tzinfo
+from typing import Any
+
+from pydantic import ValidationError
+
+from escalator.config.models import Config
+from escalator.engine.engine import Submission
+from escalator.events import Event, Symptom
+from escalator.intake.textfiles import UndecodableText, decode_text
+
+__all__ = [
+    "ABSENCE", "CHENWUJIAN", "SYMPTOM_WORDS", "SYMPTOM_ZH", "RegisterError", "chinese_number",
+    "class_id", "class_label", "decode", "map_symptoms", "parse_register", "pseudonym",
+]
+
+ABSENCE = "absence"
+"""Register type of the sickness-absence register (因病缺勤登记)."""
+CHENWUJIAN = "chenwujian"
+"""Register type of the morning/noon-check register (晨午检登记表)."""
+
+HEADER_SEARCH_ROWS = 5
+"""How many leading records may be title rows before the header."""
+
+# ----------------------------------------------------------------------------- symptoms
+
+SYMPTOM_WORDS: dict[str, Symptom] = {
+    # fever
+    "发热": Symptom.fever, "发烧": Symptom.fever, "高热": Symptom.fever, "低热": Symptom.fever,
+    "高烧": Symptom.fever, "低烧": Symptom.fever,
+    # cough
+    "咳嗽": Symptom.cough, "干咳": Symptom.cough, "咳痰": Symptom.cough,
+    # sore throat
+    "咽痛": Symptom.sore_throat, "咽喉痛": Symptom.sore_throat, "喉咙痛": Symptom.sore_throat,
+    "嗓子痛": Symptom.sore_throat, "咽喉肿痛": Symptom.sore_throat,
+    "咽部疼痛": Symptom.sore_throat,
+    # diarrhoea, vomiting
+    "腹泻": Symptom.diarrhoea, "拉肚子": Symptom.diarrhoea,
+    "呕吐": Symptom.vomiting, "吐": Symptom.vomiting,
+    # rash
+    "皮疹": Symptom.rash, "出疹": Symptom.rash, "红疹": Symptom.rash, "疱疹": Symptom.rash,
+    # parotid swelling (the check register's column is 腮腺肿大或疼痛)
+    "腮腺肿大": Symptom.parotid_swelling, "腮腺肿痛": Symptom.parotid_swelling,
+    "腮腺疼痛": Symptom.parotid_swelling, "腮腺肿大或疼痛": Symptom.parotid_swelling,
+    # headache, abdominal pain
+    "头痛": Symptom.headache, "头疼": Symptom.headache,
+    "腹痛": Symptom.abdominal_pain, "肚子痛": Symptom.abdominal_pain,
+    "肚子疼": Symptom.abdominal_pain,
+    # fatigue, dizziness
+    "乏力": Symptom.fatigue, "无力": Symptom.fatigue, "疲乏": Symptom.fatigue,
+    "头晕": Symptom.dizziness, "眩晕": Symptom.dizziness,
+    # conjunctival congestion
+    "结膜充血": Symptom.conjunctival_congestion, "红眼": Symptom.conjunctival_congestion,
+    "眼红": Symptom.conjunctival_congestion,
+    # jaundice
+    "黄疸": Symptom.jaundice, "皮肤发黄": Symptom.jaundice, "眼黄": Symptom.jaundice,
+}
+"""Register words → WS/T 772 symptom codes (the table in ``docs/spool.md``). A word is matched
+whole; inside a longer phrase a word of two or more characters is found too, unless the phrase
+holds a negation (不, 无, 没, 未, 否: ``无发热`` maps to nothing)."""
+
+SYMPTOM_ZH: dict[Symptom, str] = {
+    Symptom.fever: "发热", Symptom.cough: "咳嗽", Symptom.headache: "头痛",
+    Symptom.sore_throat: "咽痛", Symptom.parotid_swelling: "腮腺肿大", Symptom.abdominal_pain: "腹痛",
+    Symptom.diarrhoea: "腹泻", Symptom.vomiting: "呕吐", Symptom.rash: "皮疹",
+    Symptom.dizziness: "头晕", Symptom.fatigue: "乏力", Symptom.conjunctival_congestion: "结膜充血",
+    Symptom.jaundice: "黄疸",
+}
+"""The Chinese word used for each code in summaries."""
+
+FEVER_FROM = 37.3
+"""A temperature at or above this (°C) counts as fever even without a tick (晨检 practice)."""
+
+_NEGATION = set("不无没未否")
+_SEPARATORS = re.compile(r"[;；,，、/|\s]+|(?:伴有|伴|及|和|并)")
+_SUBSTRING_WORDS = sorted((w for w in SYMPTOM_WORDS if len(w) >= 2), key=len, reverse=True)
+
+PERSONAL_LEAVE_WORDS = ("事假", "私事", "家中有事", "家里有事", "探亲")
+SICK_LEAVE_WORDS = ("病假", "因病")
+
+
+def map_symptoms(text: str) -> tuple[list[Symptom], list[str]]:
+    """Map free text (``发热;咳嗽``, ``咽痛``, ``发热伴咳嗽``) to WS/T 772 codes.
+
+    Returns ``(codes, other)``: the codes in first-seen order without repeats, and the pieces of
+    text that are not exactly a known word (kept so nothing the writer said is lost).
+    """
+    codes: list[Symptom] = []
+    other: list[str] = []
+    for piece in _SEPARATORS.split(_norm(text)):
+        if not piece or piece in {"/", "-", "无"}:
+            continue
+        if piece in SYMPTOM_WORDS:
+            if SYMPTOM_WORDS[piece] not in codes:
+                codes.append(SYMPTOM_WORDS[piece])
+            continue
+        other.append(piece)
+        if _NEGATION & set(piece):
+            continue
+        rest = piece
+        for word in _SUBSTRING_WORDS:
+            if word in rest:
+                rest = rest.replace(word, "\x00")
+                if SYMPTOM_WORDS[word] not in codes:
+                    codes.append(SYMPTOM_WORDS[word])
+    return codes, other
+
+
+# ----------------------------------------------------------------------------- classes
+
+_CN_DIGITS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_CN_TENS = re.compile(r"^([一二三四五六七八九]?)十([一二三四五六七八九]?)$")
+_OPEN, _CLOSE = "([【〔〈<{", ")]】〕〉>}"
+_NUM = r"([0-9]{1,2}|[一二三四五六七八九十]{1,3})"
+_GRADE_ONLY = re.compile(rf"^{_NUM}(?:年级|年)?$")
+_CLASS_ONLY = re.compile(rf"^{_NUM}班?$")
+_COMBINED = (
+    re.compile(rf"^{_NUM}(?:年级|年)\(?{_NUM}\)?班?$"),    # 三年级2班, 3年级(2)班
+    re.compile(rf"^{_NUM}\({_NUM}\)班?$"),                 # 三(2)班
+    re.compile(rf"^{_NUM}[-._/·]{_NUM}班?$"),               # 3-2, 3.2, 3/2班
+)
+
+
+def chinese_number(text: str) -> int:
+    """An integer 1..99 written in Arabic digits (full-width too) or Chinese numerals
+    (``三`` → 3, ``十二`` → 12, ``二十一`` → 21). Raises ``ValueError`` otherwise."""
+    t = _norm(text)
+    value = 0
+    if t.isascii() and t.isdigit():
+        value = int(t)
+    elif t in _CN_DIGITS:
+        value = _CN_DIGITS[t]
+    elif m := _CN_TENS.match(t):
+        value = _CN_DIGITS.get(m.group(1), 1) * 10 + _CN_DIGITS.get(m.group(2), 0)
+    if 0 < value < 100:
+        return value
+    raise ValueError(f"not a number: {text!r}")
+
+
+def _brackets(text: str) -> str:
+    """No spaces; every kind of bracket as ``(``/``)`` (after NFKC full-width ones already are)."""
+    text = re.sub(r"\s+", "", _norm(text))
+    return text.translate(str.maketrans(_OPEN + _CLOSE, "(" * len(_OPEN) + ")" * len(_CLOSE)))
+
+
+def class_id(grade: str | None, cls: str, classes: Sequence[str] = ()) -> str:
+    """The school's class id (``"3-2"``) for a register's grade and class cells.
+
+    The alias rule (``docs/spool.md``): both cells are NFKC-normalised (full-width ``（２）`` →
+    ``(2)``), spaces dropped, every bracket read as ``(``/``)``; a grade is a number with an
+    optional ``年级``, a class a number with an optional ``班``, either in brackets; a number is
+    Arabic (1–99) or Chinese (一 … 九十九). With no grade cell, the class cell holds both:
+    ``3-2``, ``3.2``, ``三年级2班``, ``三(2)班``, ``3年级(2)班``; a class cell that repeats the
+    grade (``三年级`` + ``三年级2班``) is read the same. So ``三年级`` + ``2班``, ``三年级`` +
+    ``(2)班``, ``三年级`` + ``（２）班`` and ``3`` + ``2`` all give ``3-2``. With ``classes`` (the
+    school's configured class ids) non-empty, the result must be one of them. Raises
+    ``ValueError`` with a message naming what was read.
+    """
+    g_text = _brackets(grade or "")
+    c_text = _brackets(cls)
+    if not c_text:
+        raise ValueError("the class is empty")
+    g: int | None = None
+    c: int | None = None
+    if g_text:
+        gm = _GRADE_ONLY.match(g_text.strip("()"))
+        if not gm:
+            raise ValueError(f"not a grade: {grade!r} (write e.g. 三年级 or 3)")
+        cm = _CLASS_ONLY.match(re.sub(r"^\((.*)\)(班?)$", r"\1\2", c_text))
+        if cm:
+            g, c = chinese_number(gm.group(1)), chinese_number(cm.group(1))
+        elif (both := _combined(c_text)) and both[0] == chinese_number(gm.group(1)):
+            g, c = both
+    else:
+        both = _combined(c_text)
+        if both:
+            g, c = both
+    if g is None or c is None:
+        raise ValueError(f"not a class: {cls!r} (write e.g. 2班, (2)班 or 3-2)")
+    cid = f"{g}-{c}"
+    if classes and cid not in classes:
+        shown = ", ".join(list(classes)[:30]) + (", …" if len(classes) > 30 else "")
+        got = f"{grade} {cls}" if g_text else cls
+        raise ValueError(f"unknown class {got!r} (read as {cid}); the school's classes: {shown}")
+    return cid
+
+
+def _combined(text: str) -> tuple[int, int] | None:
+    for pattern in _COMBINED:
+        m = pattern.match(text)
+        if m:
+            return chinese_number(m.group(1)), chinese_number(m.group(2))
+    return None
+
+
+_CN_GRADE = ["", "一", "二", "三", "四", "五", "六", "七", "八", "九", "十", "十一", "十二"]
+
+
+def class_label(cid: str) -> str:
+    """``"3-2"`` → ``"三年级2班"`` (the form used in summaries)."""
+    g, c = cid.split("-")
+    grade = _CN_GRADE[int(g)] if 0 < int(g) < len(_CN_GRADE) else g
+    return f"{grade}年级{int(c)}班"
+
+
+# ----------------------------------------------------------------------------- pseudonyms
+
+
+def pseudonym(key: bytes, school: str, cid: str, name: str) -> str:
+    """A stable pseudonymous pupil id: ``P-`` + the first 16 hex digits of
+    HMAC-SHA256(``key``, school name ␟ class id ␟ name), the name NFKC-normalised without
+    spaces. The same pupil in the same class gets the same id on every register; without the
+    key (``<state_dir>/pseudonym.key``) the id cannot be linked back to the name."""
+    msg = "\x1f".join((_norm(school), cid, re.sub(r"\s+", "", _norm(name))))
+    return "P-" + hmac.new(key, msg.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class RegisterError(ValueError):
+    """A register rejected as a whole. ``reason``: one line; ``errors``: a list of
+    ``{"field", "message"}`` dicts, for row errors also ``row`` (1 = first data row), ``line``
+    (line in the file) and ``column`` (the header text)."""
+
+    def __init__(self, reason: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = errors or []
+
+
+class _KeyFailure(Exception):
+    def __init__(self, original: Exception) -> None:
+        self.original = original
+
+
+@dataclass
+class _CellError(Exception):
+    column: str
+    message: str
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def decode(data: bytes, encoding: str | None = None) -> tuple[str, str]:
+    """Decode a register's bytes (:func:`escalator.intake.textfiles.decode_text`). Returns ``(text,
+    encoding used)``; raises :class:`RegisterError` naming the byte offset."""
+    try:
+        return decode_text(data, encoding,
+                           hint="save the register as UTF-8 or GBK, or declare the encoding")
+    except UndecodableText as e:
+        raise RegisterError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------- columns
+
+_ABSENCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "date": ("日期", "缺勤日期", "登记日期"),
+    "class": ("班级",),
+    "grade": ("年级",),
+    "pupil": ("学号", "学生编号", "学籍号"),
+    "reason": ("缺勤原因", "原因", "请假类型"),
+    "symptoms": ("症状", "主要症状"),
+    "onset": ("发病时间", "发病日期"),
+    "reporter": ("报告人", "登记人", "填报人"),
+    "enrolled": ("应到人数", "应到", "班级人数"),
+}
+_ABSENCE_REQUIRED = ("date", "class", "pupil", "reason")
+
+_CHECK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "no": ("编号", "序号"),
+    "grade": ("年级",),
+    "class": ("班级",),
+    "name": ("姓名", "学生姓名"),
+    "sex": ("性别",),
+    "age": ("年龄",),
+    "phone": ("联系电话", "家长电话", "家长联系电话", "监护人电话", "电话"),
+    "present": ("是否出勤", "出勤", "出勤情况"),
+    "other": ("其他", "其它", "其他症状"),
+    "temperature": ("体温",),
+    "seen_doctor": ("是否就诊", "就诊", "就诊情况"),
+    "diagnosis": ("初步诊断", "诊断"),
+    "date": ("晨检日期", "午检日期", "晨午检日期", "检查日期", "日期"),
+    "enrolled": ("应到人数", "应到", "班级人数"),
+}
+_CHECK_REQUIRED = ("class", "name", "present", "date")
+
+
+def _header_key(cell: str) -> str:
+    """A header cell as matched: NFKC, no spaces, a trailing ``(…)`` note dropped
+    (``其他(请注明)`` → ``其他``, ``体温(℃)`` → ``体温``)."""
+    text = re.sub(r"\s+", "", _norm(cell))
+    return re.sub(r"\([^()]*\)$", "", text) or text
+
+
+@dataclass
+class _Header:
+    kind: str
+    columns: dict[str, int]          # logical name → index
+    titles: list[str]                 # header text per index
+    ticks: list[tuple[int, Symptom]]  # tick columns of the check register
+    date_title: str = ""
+
+
+def _match_header(cells: list[str]) -> _Header | None:
+    keys = [_header_key(c) for c in cells]
+
+    def find(table: dict[str, tuple[str, ...]]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for logical, names in table.items():
+            for name in names:
+                if name in keys:
+                    found[logical] = keys.index(name)
+                    break
+        return found
+
+    titles = [c.strip() for c in cells]
+    check = find(_CHECK_COLUMNS)
+    ticks = [(i, SYMPTOM_WORDS[k]) for i, k in enumerate(keys)
+             if k in SYMPTOM_WORDS and i not in check.values()]
+    # recognised by a pupil column and at least three known columns in all; the required
+    # ones are checked afterwards, so a header missing one is told which
+    if "name" in check and ("present" in check or ticks) and len(check) + len(ticks) >= 3:
+        return _Header(CHENWUJIAN, check, titles, ticks,
+                       keys[check["date"]] if "date" in check else "")
+    absence = find(_ABSENCE_COLUMNS)
+    if "pupil" in absence and len(absence) >= 3:
+        return _Header(ABSENCE, absence, titles, [])
+    return None
+
+
+def _columns_text(table: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> str:
+    optional = [names[0] for logical, names in table.items() if logical not in required]
+    return (", ".join(table[r][0] for r in required) + "; optional: " + ", ".join(optional))
+
+
+# ----------------------------------------------------------------------------- cell readers
+
+_EMPTY = {"", "/", "-", "—", "--", "无", "N/A", "n/a", "NA"}
+_TICK_YES = {"√", "✓", "✔", "☑", "✅", "是", "有", "y", "Y", "yes", "YES", "Yes", "1"}
+_TICK_NO = _EMPTY | {"否", "0", "×", "x", "X", "✗", "✘", "n", "N", "no", "NO", "No"}
+_PRESENT = {"是", "出勤", "在校", "到", "y", "Y", "yes", "√", "1"}
+_ABSENT = {"否", "缺勤", "未到", "未出勤", "n", "N", "no", "×", "0"}
+_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
+_DATETIME = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
+                       r"(?:\s*[T\s]\s*|\s*)(\d{1,2})\s*[:时]\s*(\d{1,2})\s*分?"
+                       r"(?:\s*:\s*(\d{1,2})(?:\.\d+)?)?$")
+_PHONE = re.compile(r"^\+?[0-9]{5,20}$")
+YEARS = (2000, 2099)
+"""Register dates and times must fall in these years (a typo like 0226 is a row error)."""
+
+
+def _norm(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def _date(text: str, column: str) -> date:
+    t = _norm(text)
+    m = _DATE.match(t)
+    if not m:
+        if not t:
+            raise _CellError(column, "required: the date")
+        raise _CellError(column, f"not a date: {text!r} (write e.g. 2026-11-30 or 2026年11月30日)")
+    try:
+        day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        raise _CellError(column, f"no such date: {text!r}") from None
+    if not YEARS[0] <= day.year <= YEARS[1]:
+        raise _CellError(column, f"date {text!r} is outside the years {YEARS[0]}–{YEARS[1]}")
+    return day
+
+
+def _datetime(text: str, column: str, tz: tzinfo) -> datetime:
+    """A register time; without a zone it is school-local (``tz``)."""
+    t = _norm(text)
+    m = _DATETIME.match(t)
+    try:
+        if m:
+            y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+            parsed = datetime(y, mo, d, h, mi, s, tzinfo=tz)
+        else:
+            parsed = datetime.fromisoformat(t)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=tz)
+        if not YEARS[0] <= parsed.year <= YEARS[1]:
+            raise ValueError("year out of range")
+        parsed.astimezone(tz)  # an offset that cannot be shown in the school's zone fails here
+        return parsed
+    except (ValueError, OverflowError):
+        raise _CellError(column, f"not a time: {text!r} (write e.g. 2026-11-30 06:30)") from None
+
+
+def _temperature(text: str, column: str) -> float | None:
+    t = _norm(text)
+    if t in _EMPTY:
+        return None
+    t = re.sub(r"\s*(℃|°C|°c|°|度|C|c)$", "", t)
+    try:
+        value = float(t)
+    except ValueError:
+        raise _CellError(column, f"not a temperature: {text!r} (write e.g. 37.8, or / when "
+                                 "not taken)") from None
+    if not 34.0 <= value <= 43.0:
+        raise _CellError(column, f"temperature {text!r} is outside 34–43 ℃")
+    return value
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_register(data: bytes, config: Config, *, key: bytes | Callable[[], bytes],
+                   encoding: str | None = None) -> list[Submission]:
+    """Read one CSV register and return its :class:`~escalator.engine.engine.Submission` items.
+
+    ``config``: the school (name, timezone, classes; people, to map a reporter's name to their
+    id). ``key``: the pseudonym key (bytes, or a function returning them, called only when a
+    pupil without an id needs one — see :func:`pseudonym`). ``encoding``: declared encoding, or
+    None to detect (:func:`decode`).
+
+    The register type is recognised by its header (see :data:`ABSENCE`, :data:`CHENWUJIAN`).
+    Every submission carries a ``row_key`` (``register type/date/pupil id``), so re-dropping a
+    re-exported register adds only its new rows. Rows of healthy pupils who are present give
+    nothing. Raises :class:`RegisterError` (undecodable bytes, not a CSV, no known header,
+    missing columns, or bad rows — all bad rows listed); an exception raised by a ``key``
+    function is raised unchanged (it is not the register's fault).
+    """
+    text, _ = decode(data, encoding)
+    records = _records(text)
+    if not any(any(c.strip() for c in cells) for _, cells in records):
+        raise RegisterError("empty register: no header and no rows")
+    header: _Header | None = None
+    start = 0
+    for i, (_, cells) in enumerate(records[:HEADER_SEARCH_ROWS]):
+        header = _match_header(cells)
+        if header is not None:
+            start = i + 1
+            break
+    if header is None:
+        raise RegisterError(
+            "not a known register: no header row names the columns of the absence register "
+            f"({_columns_text(_ABSENCE_COLUMNS, _ABSENCE_REQUIRED)}) or of the morning-check "
+            f"register ({_columns_text(_CHECK_COLUMNS, _CHECK_REQUIRED)}, and one tick column "
+            "per symptom)")
+    required = _ABSENCE_REQUIRED if header.kind == ABSENCE else _CHECK_REQUIRED
+    table = _ABSENCE_COLUMNS if header.kind == ABSENCE else _CHECK_COLUMNS
+    missing = [table[r][0] for r in required if r not in header.columns]
+    if missing:
+        raise RegisterError(f"{header.kind} register: required column(s) missing: "
+                            f"{', '.join(missing)}",
+                            [{"field": "(header)", "column": m, "message": "required column missing"}
+                             for m in missing])
+    try:
+        return _parse_rows(config, header, key, records[start:])
+    except _KeyFailure as e:
+        raise e.original from None
+
+
+def _parse_rows(config: Config, header: _Header, key: bytes | Callable[[], bytes],
+                records: list[tuple[int, list[str]]]) -> list[Submission]:
+    reader = _Rows(config, header, key)
+    out: list[Submission] = []
+    errors: list[dict[str, Any]] = []
+    for row, (line, cells) in enumerate(records, start=1):
+        if not any(c.strip() for c in cells):
+            continue
+        problems: list[_CellError] = []
+        if len(cells) > len(header.titles) and any(c.strip() for c in cells[len(header.titles):]):
+            problems.append(_CellError(
+                "(row)", f"{len(cells)} cells but the header has {len(header.titles)} columns "
+                         "(an unquoted comma in a cell?)"))
+        else:
+            try:
+                out.extend(reader.row(row, cells, problems))
+            except (ValueError, OverflowError, ArithmeticError) as e:  # never escape as-is
+                problems.append(_CellError("(row)", f"cannot read the row: {e}"))
+        for p in problems:
+            errors.append({"field": f"row {row} (line {line}), {p.column}", "row": row,
+                           "line": line, "column": p.column, "message": p.message})
+    if errors:
+        bad_rows = sorted({e["row"] for e in errors})
+        raise RegisterError(
+            f"{header.kind} register: {len(bad_rows)} bad row(s): "
+            + ", ".join(str(r) for r in bad_rows[:20]) + (", …" if len(bad_rows) > 20 else ""),
+            errors)
+    return out
+
+
+def _records(text: str) -> list[tuple[int, list[str]]]:
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    delimiter = max((",", "\t", ";"), key=first.count) if first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    out: list[tuple[int, list[str]]] = []
+    line = 1
+    try:
+        for cells in reader:
+            out.append((line, cells))
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise RegisterError(f"not a valid CSV file: {e} (line {reader.line_num})") from None
+    return out
+
+
+class _Rows:
+    """Turns one register's rows into submissions (state: the lazily loaded key)."""
+
+    def __init__(self, config: Config, header: _Header, key: bytes | Callable[[], bytes]) -> None:
+        self.config = config
+        self.school = config.school
+        self.tz = config.school.tz
+        self.h = header
+        self._key = key
+        check = "午检" if "午检" in header.date_title and "晨" not in header.date_title else (
+            "晨检" if "晨检" in header.date_title and "午" not in header.date_title else "晨午检")
+        self.check = check
+
+    def key(self) -> bytes:
+        if callable(self._key):
+            try:
+                self._key = self._key()
+            except Exception as e:  # not a row's fault: raised unchanged by parse_register
+                raise _KeyFailure(e) from e
+        return self._key
+
+    def get(self, cells: list[str], logical: str) -> str:
+        i = self.h.columns.get(logical)
+        return cells[i].strip() if i is not None and i < len(cells) else ""
+
+    def title(self, logical: str) -> str:
+        i = self.h.columns.get(logical)
+        return self.h.titles[i] if i is not None else logical
+
+    def row(self, row: int, cells: list[str], problems: list[_CellError]) -> list[Submission]:
+        if self.h.kind == ABSENCE:
+            return self._absence(row, cells, problems)
+        return self._check(row, cells, problems)
+
+    def _cell(self, problems: list[_CellError], fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _CellError as e:
+            problems.append(e)
+            return None
+
+    def _class(self, cells: list[str]) -> str:
+        grade = self.get(cells, "grade") if "grade" in self.h.columns else None
+        try:
+            return class_id(grade, self.get(cells, "class"), self.school.classes)
+        except ValueError as e:
+            raise _CellError(self.title("class"), str(e)) from None
+
+    def _enrolled(self, cells: list[str], problems: list[_CellError]) -> str | None:
+        """The optional 应到人数 cell (pupils in the class, 1–500) as text, or None."""
+        text = _norm(self.get(cells, "enrolled"))
+        if not text or text in _EMPTY:
+            return None
+        text = re.sub(r"\s*人$", "", text)
+        if text.isascii() and text.isdigit() and 0 < int(text) <= 500:
+            return str(int(text))
+        problems.append(_CellError(self.title("enrolled"), f"not a number of pupils: {text!r}"))
+        return None
+
+    def _reporter(self, name: str) -> str | None:
+        name = name.strip()
+        if not name or name in _EMPTY:
+            return None
+        ids = [p.id for p in self.config.people if p.name == name]
+        return ids[0] if len(ids) == 1 else name[:200]
+
+    def _event(self, data: dict[str, Any], problems: list[_CellError]) -> Event | None:
+        try:
+            return Event.model_validate(data)
+        except ValidationError as e:
+            for err in e.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+                problems.append(_CellError("(row)", f"{loc}: {err['msg']}"))
+            return None
+
+    # --- 因病缺勤登记 -----------------------------------------------------------------------
+
+    def _absence(self, row: int, cells: list[str], problems: list[_CellError]) -> list[Submission]:
+        day = self._cell(problems, lambda: _date(self.get(cells, "date"), self.title("date")))
+        cid = self._cell(problems, lambda: self._class(cells))
+        pupil = _norm(self.get(cells, "pupil"))
+        if not pupil:
+            problems.append(_CellError(self.title("pupil"), "required: the pupil's number"))
+        elif len(pupil) > 64 or re.search(r"\s", pupil):
+            problems.append(_CellError(self.title("pupil"),
+                                       "not a pupil number (at most 64 characters, no spaces)"))
+        reason_text = _norm(self.get(cells, "reason"))
+        sick = any(w in reason_text for w in SICK_LEAVE_WORDS)
+        personal = any(w in reason_text for w in PERSONAL_LEAVE_WORDS)
+        if sick == personal:
+            problems.append(_CellError(
+                self.title("reason"),
+                f"unknown absence reason {reason_text!r}: write 病假 (sick leave) or 事假 "
+                "(personal leave)" if reason_text else "required: 病假 or 事假"))
+        symptoms, other = map_symptoms(self.get(cells, "symptoms"))
+        onset_text = self.get(cells, "onset")
+        onset = None
+        if onset_text and _norm(onset_text) not in _EMPTY:
+            onset = self._cell(problems, lambda: _datetime(onset_text, self.title("onset"), self.tz))
+        if onset is not None and day is not None and onset.astimezone(self.tz).date() > day:
+            problems.append(_CellError(self.title("onset"),
+                                       f"onset {onset_text!r} is after the register date {day}"))
+        if problems:
+            return []
+        assert day is not None and cid is not None
+        day_start = datetime.combine(day, time(0), self.tz)
+        occurred = onset if onset is not None and onset.astimezone(self.tz).date() == day else day_start
+        label = class_label(cid)
+        words = "、".join(SYMPTOM_ZH[s] for s in symptoms)
+        details = [f"因病缺勤登记第{row}行：{'病假' if sick else '事假'}"]
+        if symptoms:
+            details.append(f"症状：{words}")
+        if other:
+            details.append(f"其他：{'、'.join(other)}")
+        labels = {"register": ABSENCE, "row": str(row), "reason": "sick" if sick else "personal"}
+        if enrolled := self._enrolled(cells, problems):
+            labels["class_size"] = enrolled  # 应到人数: early warning's denominator
+        if onset is not None:
+            details.append(f"发病时间：{onset.astimezone(self.tz):%Y-%m-%d %H:%M}")
+            labels["onset_at"] = onset.astimezone(self.tz).isoformat()
+        data: dict[str, Any] = {
+            "kind": "absence", "category": "infectious_disease",
+            "summary": (f"{label} 1名学生因病缺勤" + (f"：{words}" if words else "")) if sick
+            else f"{label} 1名学生事假缺勤",
+            "severity": "medium" if sick else "info",
+            "details": "；".join(details)[:4000],
+            "class_id": cid, "grade": cid.split("-")[0], "subject": {"id": pupil},
+            "symptoms": [s.value for s in symptoms], "occurred_at": occurred,
+            "source": "absence-register", "labels": labels,
+        }
+        if reporter := self._reporter(self.get(cells, "reporter")):
+            data["reported_by"] = reporter
+        event = self._event(data, problems)
+        if event is None:
+            return []
+        return [Submission(event, row_key=f"{ABSENCE}/{day.isoformat()}/{pupil}",
+                           ledger_only=not sick)]
+
+    # --- 晨午检登记表 ------------------------------------------------------------------------
+
+    def _check(self, row: int, cells: list[str], problems: list[_CellError]) -> list[Submission]:
+        day = self._cell(problems, lambda: _date(self.get(cells, "date"), self.title("date")))
+        cid = self._cell(problems, lambda: self._class(cells))
+        name = re.sub(r"\s+", "", _norm(self.get(cells, "name")))
+        if not name:
+            problems.append(_CellError(self.title("name"),
+                                       "required: the pupil's name (their pseudonymous id is "
+                                       "derived from it)"))
+        elif len(name) > 50:
+            problems.append(_CellError(self.title("name"), "too long: at most 50 characters"))
+        present_text = _norm(self.get(cells, "present"))
+        present: bool | None = None
+        if present_text in _PRESENT:
+            present = True
+        elif present_text in _ABSENT:
+            present = False
+        else:
+            problems.append(_CellError(self.title("present"),
+                                       f"not 是/否: {present_text!r}" if present_text
+                                       else "required: 是 (present) or 否 (absent)"))
+        symptoms: list[Symptom] = []
+        for index, code in self.h.ticks:
+            value = _norm(cells[index]) if index < len(cells) else ""
+            if value in _TICK_YES:
+                if code not in symptoms:
+                    symptoms.append(code)
+            elif value not in _TICK_NO:
+                problems.append(_CellError(self.h.titles[index],
+                                           f"not a tick: {value!r} (write √, or leave empty)"))
+        other_text = self.get(cells, "other")
+        more, other = map_symptoms(other_text)
+        symptoms += [s for s in more if s not in symptoms]
+        personal = any(w in other_text for w in PERSONAL_LEAVE_WORDS)
+        sick_word = any(w in other_text for w in SICK_LEAVE_WORDS)
+        temperature = self._cell(problems, lambda: _temperature(self.get(cells, "temperature"),
+                                                                 self.title("temperature")))
+        if temperature is not None and temperature >= FEVER_FROM and Symptom.fever not in symptoms:
+            symptoms.insert(0, Symptom.fever)
+        seen_text = _norm(self.get(cells, "seen_doctor"))
+        seen: str | None = None
+        if seen_text in {"是", "已就诊", "就诊", "y", "Y", "yes", "√"}:
+            seen = "yes"
+        elif seen_text in {"否", "未就诊", "n", "N", "no", "×"}:
+            seen = "no"
+        elif seen_text not in _EMPTY:
+            problems.append(_CellError(self.title("seen_doctor"), f"not 是/否: {seen_text!r}"))
+        diagnosis = _norm(self.get(cells, "diagnosis"))
+        diagnosis = None if diagnosis in _EMPTY else diagnosis
+        if diagnosis and len(diagnosis) > 200:
+            problems.append(_CellError(self.title("diagnosis"), "too long: at most 200 characters"))
+        sex_text = _norm(self.get(cells, "sex"))
+        sex = {"男": "男", "男生": "男", "m": "男", "male": "男",
+               "女": "女", "女生": "女", "f": "女", "female": "女"}.get(sex_text.lower())
+        if sex is None and sex_text not in _EMPTY:
+            problems.append(_CellError(self.title("sex"), f"not 男/女: {sex_text!r}"))
+        age_text = re.sub(r"\s*(岁|周岁)$", "", _norm(self.get(cells, "age")))
+        age: int | None = None
+        if age_text not in _EMPTY:
+            if age_text.isascii() and age_text.isdigit() and int(age_text) <= 150:
+                age = int(age_text)
+            else:
+                problems.append(_CellError(self.title("age"), "not an age in years"))
+        phone = re.sub(r"[\s\-()]", "", _norm(self.get(cells, "phone")))
+        if phone in _EMPTY:
+            phone = ""
+        elif not _PHONE.match(phone):
+            # the value itself is personal data: not echoed
+            problems.append(_CellError(self.title("phone"), "not a phone number (5–20 digits)"))
+        enrolled = self._enrolled(cells, problems)
+        if problems:
+            return []
+        assert day is not None and cid is not None and present is not None
+
+        label = class_label(cid)
+        words = "、".join(SYMPTOM_ZH[s] for s in symptoms)
+        tag = f"（{self.check}）"
+        ledger_only = False
+        if symptoms:
+            kind = "absence" if not present else "suspected_case"
+            summary = f"{label} 1名学生{'因病缺勤' if not present else '带病来校'}：{words}{tag}"
+        elif present:
+            return []  # a healthy pupil at school: nothing to record
+        elif personal and not sick_word:
+            kind, ledger_only = "absence", True
+            summary = f"{label} 1名学生事假缺勤{tag}"
+        elif sick_word or diagnosis:
+            kind = "absence"
+            summary = f"{label} 1名学生因病缺勤{tag}"
+        else:
+            kind = "absence"
+            summary = f"{label} 1名学生缺勤，原因待查{tag}"
+        details = [f"{self.check}登记表第{row}行：{'出勤' if present else '缺勤'}"]
+        if symptoms:
+            details.append(f"症状：{words}")
+        if other:
+            details.append(f"其他：{'、'.join(other)}")
+        labels = {"register": CHENWUJIAN, "row": str(row), "check": self.check,
+                  "attendance": "present" if present else "absent"}
+        if not present:  # early warning counts sick absences only (docs/early-warning.md)
+            labels["reason"] = ("personal" if ledger_only else "sick"
+                                if symptoms or sick_word or diagnosis else "unknown")
+        if enrolled:
+            labels["class_size"] = enrolled
+        if temperature is not None:
+            details.append(f"体温{temperature:g}℃")
+            labels["temperature"] = f"{temperature:g}"
+        if seen is not None:
+            details.append("已就诊" if seen == "yes" else "未就诊")
+            labels["seen_doctor"] = seen
+        if diagnosis:
+            details.append(f"初步诊断：{diagnosis}")
+        pid = pseudonym(self.key(), self.school.name, cid, name)
+        subject: dict[str, Any] = {"id": pid, "name": name}
+        if phone:
+            subject["guardian_phone"] = phone
+        if sex:
+            subject["sex"] = sex
+        if age is not None:
+            subject["age"] = age
+        data: dict[str, Any] = {
+            "kind": kind, "category": "infectious_disease", "summary": summary,
+            "severity": "info" if ledger_only else "medium",
+            "details": "；".join(details)[:4000], "class_id": cid, "grade": cid.split("-")[0],
+            "subject": subject, "symptoms": [s.value for s in symptoms],
+            "occurred_at": datetime.combine(day, time(0), self.tz),
+            "source": "morning-check-register", "labels": labels,
+        }
+        if diagnosis:
+            data["diagnosis"] = diagnosis
+        event = self._event(data, problems)
+        if event is None:
+            return []
+        return [Submission(event, row_key=f"{CHENWUJIAN}/{day.isoformat()}/{pid}",
+                           ledger_only=ledger_only)]

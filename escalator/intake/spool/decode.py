@@ -1,0 +1,111 @@
+"""A spool file's bytes → submissions, by extension: ``.csv`` registers
+(:mod:`escalator.intake.registers`), ``.yaml`` / ``.yml`` (one event or a list; safe loader),
+anything else JSON (one event or a list). A file that cannot be read raises
+:class:`~escalator.intake.spool.files.Rejected` with the reason (and errors) for its sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import PurePath
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
+from ruamel.yaml.error import YAMLError
+
+from escalator.config.models import Config
+from escalator.engine.engine import Submission
+from escalator.events import Event
+from escalator.intake.parsing import IntakeError, parse_events
+from escalator.intake.registers import RegisterError, parse_register
+from escalator.intake.spool.files import Rejected
+
+YAML_MAX_NODES = 100_000
+"""Largest YAML document, counted in nodes with every alias expanded."""
+
+
+def decode_file(name: str, data: bytes, config: Config, *, key: Callable[[], bytes],
+                encoding: str | None = None) -> list[Event | Submission]:
+    """The submissions in file ``name`` with content ``data``. ``key``: returns the pseudonym
+    key, called only when a register needs it (its exception passes through); ``encoding``: of
+    CSV registers (``None``: detected). Raises :class:`Rejected`."""
+    suffix = PurePath(name).suffix.lower()
+    if suffix == ".csv":
+        try:
+            return list(parse_register(data, config, key=key, encoding=encoding))
+        except RegisterError as e:
+            raise Rejected(e.reason, e.errors) from None
+    doc = decode_yaml(data) if suffix in (".yaml", ".yml") else decode_json(data)
+    try:
+        return list(parse_events(doc))
+    except IntakeError as e:
+        raise Rejected("invalid event", e.errors) from None
+
+
+def decode_text(data: bytes) -> str:
+    """``data`` as UTF-8 text (a byte-order mark dropped). Raises :class:`Rejected`."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise Rejected(f"not UTF-8 text (byte {e.start})") from None
+
+
+def decode_json(data: bytes) -> Any:
+    """The JSON document in ``data``. Raises :class:`Rejected` saying where it is broken."""
+    text = decode_text(data)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise Rejected(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise Rejected("not valid JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer over the interpreter's digit limit
+        raise Rejected(f"not valid JSON: {e}") from None
+
+
+class _StringTimestamps(SafeConstructor):
+    """Timestamps stay strings, so a YAML file reads exactly like the same JSON file."""
+
+
+_StringTimestamps.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+
+def decode_yaml(data: bytes) -> Any:
+    """The YAML document in ``data`` (safe loader; timestamps stay strings; at most
+    :data:`YAML_MAX_NODES` nodes with aliases expanded). Raises :class:`Rejected` saying where
+    it is broken."""
+    text = decode_text(data)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Constructor = _StringTimestamps
+    try:
+        doc = yaml.load(text)
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise Rejected(f"not valid YAML: {problem}{where}") from None
+    except RecursionError:
+        raise Rejected("not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        raise Rejected(f"not valid YAML: {e}") from None
+    bounded(doc, YAML_MAX_NODES)
+    return doc
+
+
+def bounded(doc: Any, limit: int) -> None:
+    """Reject a document with more than ``limit`` nodes, aliases expanded (a YAML alias bomb
+    is small on disk and huge in memory once walked). Raises :class:`Rejected`."""
+    stack, seen = [doc], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise Rejected(f"YAML document too large: over {limit} values once aliases are expanded")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)

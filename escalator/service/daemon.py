@@ -1,0 +1,336 @@
+"""The daemon: wires config, store, plugins, engine, delivery and sources, and runs the loop.
+
+One asyncio loop. The engine loop ticks (fires due steps), runs the delivery worker, then
+sleeps until the next timer in the store, a wake-up from intake, or at most
+:data:`MAX_IDLE` seconds (so rows written by another process, e.g. ``escalator ack``, are seen).
+Sources run as supervised tasks: a crashed source is logged and restarted with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import pluggy
+import structlog
+
+from escalator.clock import Clock, SystemClock
+from escalator.config import Config, ConfigError, Problem, load_config
+from escalator.config.load import resolve_secrets
+from escalator.config.models import Policy, Step
+from escalator.delivery.channels import aclose_all
+from escalator.delivery.options import STAND_IN, name_sources, secret_sources
+from escalator.delivery.pipeline import Delivery
+from escalator.engine.engine import Engine, IngestResult, Submission
+from escalator.events import Event
+from escalator.hookspecs import PluginContext
+from escalator.intake.group_commit import GroupCommit
+from escalator.intake.sources import SourceContext
+from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
+from escalator.school.calendar import startup_warnings
+from escalator.school.retention import DailyPurge
+from escalator.service.sdnotify import Notifier
+from escalator.service.settings import Settings
+from escalator.store import SQLiteStore
+from escalator.store.observed import ObservedStore
+
+log = structlog.get_logger("escalator.service.daemon")
+
+MAX_IDLE = 1.0
+"""Longest sleep of the engine loop (seconds)."""
+SOURCE_BACKOFF_MIN = 1.0
+"""First restart delay (seconds) of a crashed source; doubled each crash up to the max."""
+SOURCE_BACKOFF_MAX = 60.0
+DRAIN_SECONDS = 20.0
+"""On SIGTERM, how long sends in flight may take to finish (the unit's TimeoutStopSec is 30 s)."""
+SEND_BATCH = 10
+"""Notifications claimed at a time by the engine loop; due steps are fired between batches."""
+STATUS_INTERVAL = 5.0
+"""Seconds between STATUS= updates to systemd."""
+
+
+def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
+    """Channel and source types in ``config`` that no installed plugin provides, and channel
+    options the channel's ``options_model`` rejects. Secrets from ``*_env``/``*_file`` are not
+    read here: a stand-in is checked in their place, and only errors the real value cannot
+    change are reported (:meth:`~escalator.delivery.options.ChannelOptions.check_unresolved`); the
+    real value is checked by :func:`build_channels` when the daemon starts."""
+    out = []
+    for cid, ch in config.channels.items():
+        if ch.type not in registry.channels:
+            out.append(Problem(f"channels.{cid}.type", None,
+                               f"unknown channel type {ch.type!r} (installed: "
+                               f"{', '.join(sorted(registry.channels))})"))
+            continue
+        model = getattr(registry.channels[ch.type], "options_model", None)
+        if model is None:
+            continue
+        try:
+            if hasattr(model, "check_unresolved"):
+                model.check_unresolved(ch.options)
+            else:  # an options model not built on ChannelOptions: the plain stand-in
+                option_of = {key: name for name, key in secret_sources(ch.options).items()}
+                model.parse({option_of.get(key, key): STAND_IN if key in option_of else value
+                             for key, value in ch.options.items()})
+        except ValueError as e:
+            out.append(Problem(f"channels.{cid}.options", None, str(e)))
+    for sid, src in config.sources.items():
+        if src.type not in registry.sources:
+            out.append(Problem(f"sources.{sid}.type", None,
+                               f"unknown source type {src.type!r} (installed: "
+                               f"{', '.join(sorted(registry.sources))})"))
+    return out
+
+
+def build_channels(config: Config, registry: Registry) -> dict[str, Any]:
+    """Instantiate every configured channel with its secrets read. Raises :class:`ConfigError`
+    naming each bad one (unknown type, missing secret, bad option — a bad secret-sourced value
+    is named by its ``*_env``/``*_file`` key); secret values never appear in the message."""
+    problems = plugin_problems(config, registry)
+    reported = {p.path for p in problems}
+    channels: dict[str, Any] = {}
+    for cid, ch in config.channels.items():
+        if ch.type not in registry.channels or f"channels.{cid}.options" in reported:
+            continue
+        try:
+            channels[cid] = registry.channels[ch.type](cid, resolve_secrets(ch.options, config.base_dir))
+        except (ValueError, TypeError) as e:
+            problems.append(Problem(f"channels.{cid}.options", None,
+                                    name_sources(str(e), secret_sources(ch.options))))
+    if problems:
+        raise ConfigError(config.source or "config", problems)
+    return channels
+
+
+class Daemon:
+    """A running escalator. ``clock`` defaults to the wall clock; ``plugin_manager`` to the
+    built-ins, the config's ``plugins_dir`` and entry points; ``notifier`` to systemd's
+    ``NOTIFY_SOCKET`` (a no-op outside systemd)."""
+
+    def __init__(self, config: Config, settings: Settings, *, clock: Clock | None = None,
+                 plugin_manager: pluggy.PluginManager | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir_of(config))
+        self.registry = collect(self.pm)
+        self.config = config
+        channels = build_channels(config, self.registry)
+        if config.daemon.public_base_url is None and settings.public_base_url:
+            config.daemon.public_base_url = settings.public_base_url
+        self.store = ObservedStore(SQLiteStore(settings.database), lambda incident_id, entry:
+                                   self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
+        self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
+        self.purge = DailyPurge(self.engine)  # personal data past retention, once a day
+        self.delivery = Delivery(self.store, config, channels, self.clock,
+                                 render=lambda ctx: self.pm.hook.render_notification(context=ctx))
+        self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(
+            notification=n, result=result)
+        self.notifier = notifier or Notifier()
+        self.last_loop_at = self.clock.now()
+        self.last_error: str | None = None
+        self.http_port: int | None = None
+        self._wake = asyncio.Event()
+        self.group_commit = GroupCommit(self.engine, on_commit=self._wake.set)
+        self._stop = asyncio.Event()
+        self._inputs: list[asyncio.Task[None]] = []
+        self._ctx = SourceContext(settings=settings, config=config, clock=self.clock,
+                                  ingest=self.ingest, ingest_file=self.ingest_file)
+        self._watchdog_at = 0.0
+        self._status_at = 0.0
+        for warning in startup_warnings(config, self.clock.now().astimezone(config.school.tz).date()):
+            log.warning("school_calendar_incomplete", detail=warning)  # docs/school-rules.md
+
+    # intake for sources and the HTTP API: concurrent callers share one commit
+    async def ingest(self, events: list[Event | Submission], source: str) -> list[IngestResult]:
+        return await self.group_commit.ingest(events, source)
+
+    async def ingest_file(self, events: list[Event | Submission], sha256: str, name: str,
+                          source: str) -> list[IngestResult] | None:
+        results = self.engine.ingest_file(events, sha256=sha256, name=name, source=source)
+        self._wake.set()
+        return results
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (SIGTERM, SIGINT): input stops, sends in flight finish."""
+        self._stop.set()
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """Re-read the config file (SIGHUP). On any error the running config stays, the error is
+        logged and the administrators are told. Returns whether the new config is in use.
+        Incidents already walking keep their policy snapshot."""
+        path = self.config.source
+        self.notifier.reloading()
+        try:
+            config = load_config(path)
+            channels = build_channels(config, self.registry)
+            rules = collect_rules(self.pm, config)
+        except ConfigError as e:
+            errors = [str(p) for p in e.problems if p.level == "error"]
+            self.last_error = f"config reload failed ({len(errors)} errors); running config kept"
+            log.error("config_reload_failed", path=str(path), problems=errors)
+            self._tell_administrators(len(errors))
+            self.notifier.ready(self._status_text())
+            return False
+        config.daemon.public_base_url = config.daemon.public_base_url or self.settings.public_base_url
+        self.config = config
+        self._ctx.config = config
+        self.engine.reload(config, rules=rules)
+        replaced = self.delivery.channels
+        self.delivery.reload(config, channels)
+        self._closing = asyncio.get_running_loop().create_task(aclose_all(replaced.values()))
+        log.info("config_reloaded", path=str(path))
+        self.notifier.ready(self._status_text())
+        return True
+
+    def _tell_administrators(self, errors: int) -> None:
+        """Open (or count on) one incident "config reload failed", walked by a one-step policy
+        to the running config's ``administrators`` (or routed normally without any)."""
+        event = Event(kind="incident", category="other", severity="high", source="escalator",
+                      summary=f"配置文件重新加载失败（{errors} 处错误），仍在使用原配置；"
+                              f"请运行 escalator check-config 查看 / config reload failed",
+                      dedup_key="escalator/config-reload-failed")
+        admins = self.config.administrators
+        policy = ("administrators", Policy(name="系统管理员", steps=[Step(targets=admins, timeout=3600)])
+                  ) if admins else None
+        try:
+            self.engine.ingest(event, source="escalator", policy=policy)
+            self._wake.set()
+        except Exception:
+            log.exception("administrators_not_told")
+
+    def _sources(self) -> list[tuple[str, Any]]:
+        return [(sid, self.registry.sources[sc.type](sid, resolve_secrets(sc.options, self.config.base_dir), self._ctx))
+                for sid, sc in self.config.sources.items()]
+
+    async def _supervise(self, sid: str, source: Any) -> None:
+        delay = SOURCE_BACKOFF_MIN
+        while not self._stop.is_set():
+            try:
+                await source.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.last_error = f"source {sid} crashed: {type(e).__name__}"
+                log.exception("source_crashed", source=sid, restart_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SOURCE_BACKOFF_MAX)
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`: release sends a crash left in flight, start the sources and
+        the HTTP API, report READY, run the engine loop; on stop, stop taking input, let sends
+        in flight finish (at most :data:`DRAIN_SECONDS`), close the store."""
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.reload)):
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (tests)
+        released = self.delivery.release_claims()
+        if released:
+            log.warning("sends_released_after_restart", count=released)
+        self._inputs = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
+                        for sid, s in self._sources()]
+        if self.settings.http_listen not in ("", "off"):
+            from escalator.web.server import ApiServer
+            self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),
+                                                    name="http"))
+        await self._until_listening()
+        self.pm.hook.startup(context=self._plugin_context("startup"))
+        engine_loop = asyncio.create_task(self._loop(), name="engine")
+        log.info("escalator_started", database=str(self.settings.database),
+                 inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
+        self.notifier.ready(self._status_text())
+        try:
+            await self._stop.wait()
+        finally:
+            self.notifier.stopping()
+            log.info("escalator_stopping")
+            for t in self._inputs:  # stop taking input first
+                t.cancel()
+            await asyncio.gather(*self._inputs, return_exceptions=True)
+            try:  # then let the loop finish the sends in flight
+                await asyncio.wait_for(engine_loop, DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("drain_deadline_passed", seconds=DRAIN_SECONDS)
+            try:
+                self.pm.hook.shutdown(context=self._plugin_context("shutdown"))
+            except Exception:
+                log.exception("shutdown_hook_failed")
+            await aclose_all(self.delivery.channels.values())  # their connections and clients
+            self.store.close()
+            self.notifier.close()
+            log.info("escalator_stopped")
+
+    def _plugin_context(self, hook: str) -> PluginContext:
+        """The narrow view of the daemon that the ``startup``/``shutdown`` hooks get."""
+        return PluginContext(config=self.config, clock=self.clock, submit=self.ingest,
+                             log=structlog.get_logger("escalator.plugin").bind(plugin_hook=hook))
+
+    async def _until_listening(self, timeout: float = 15.0) -> None:
+        """Before READY: wait until the HTTP API accepts connections (or its task ended)."""
+        http = next((t for t in self._inputs if t.get_name() == "http"), None)
+        deadline = time.monotonic() + timeout
+        while (http is not None and self.http_port is None and not http.done()
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.01)
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # a wake-up during the step below is kept for the sleep
+            try:
+                await self.step()
+            except Exception as e:  # a store error must not kill the loop silently
+                self.last_error = f"engine: {type(e).__name__}: {e}"
+                log.exception("engine_step_failed")
+                await asyncio.sleep(1.0)
+            self._ping()
+            await self._sleep()
+
+    async def step(self) -> None:
+        """One pass of the engine loop: purge personal data past retention (once a school-local
+        day), tick (the rules' periodic checks — overdue heartbeat monitors, the daily zero
+        report — and due timers), then send due notifications — ticking between batches of
+        sends, so a backlog of sends does not delay a step's timer."""
+        self.purge.run_if_due()
+        while not self._stop.is_set():
+            while self.engine.tick() and not self._stop.is_set():
+                pass
+            if not await self.delivery.run_once(limit=SEND_BATCH):
+                break
+        self.last_loop_at = self.clock.now()
+
+    def _ping(self) -> None:
+        """WATCHDOG=1 from the engine loop itself (so a hung loop is restarted by systemd), and
+        STATUS= every few seconds."""
+        now = time.monotonic()
+        interval = (self.notifier.watchdog_seconds or 0) / 3
+        if interval and now - self._watchdog_at >= interval:
+            self.notifier.watchdog()
+            self._watchdog_at = now
+        if self.notifier.enabled and now - self._status_at >= STATUS_INTERVAL:
+            self.notifier.status(self._status_text())
+            self._status_at = now
+
+    def _status_text(self) -> str:
+        with self.store.transaction() as tx:
+            counts = tx.count_incidents()
+        text = (f"open incidents: {counts.get('triggered', 0)} triggered, "
+                f"{counts.get('acknowledged', 0)} acknowledged")
+        return text + (f"; last error: {self.last_error}" if self.last_error else "")
+
+    async def _sleep(self) -> None:
+        due = self.engine.next_due()
+        timeout = MAX_IDLE
+        if due is not None:
+            timeout = max(0.0, min(MAX_IDLE, (due - self.clock.now()).total_seconds()))
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass

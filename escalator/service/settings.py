@@ -1,0 +1,62 @@
+"""Daemon settings (pydantic-settings): environment ``ESCALATOR_*`` wins over the config file.
+
+Fields: ``config`` (path of the YAML file), ``state_dir`` (database and state), ``spool_dir``,
+``http_listen`` (``host:port``, default ``127.0.0.1:8765``), ``api_token`` (administrator
+token; never logged), ``log_format`` (``auto`` | ``json`` | ``console``), ``log_level``
+(``debug`` | ``info`` | ``warning`` | ``error``), ``event_loop`` (``auto``: uvloop where installed,
+else asyncio's own; ``uvloop``; ``asyncio``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Resolved daemon settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="ESCALATOR_", extra="ignore")
+
+    config: Path | None = None
+    state_dir: Path = Path("/var/lib/escalator")
+    spool_dir: Path | None = None
+    http_listen: str = "127.0.0.1:8765"
+    api_token: SecretStr | None = None
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    public_base_url: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over values from the config file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file under ``state_dir``."""
+        return self.state_dir / "escalator.sqlite3"
+
+
+def load_settings(file_values: dict[str, Any] | None = None, base_dir: Path | None = None,
+                  **overrides: Any) -> Settings:
+    """Settings from ``file_values`` (the config file's ``daemon:`` section, relative paths read
+    from ``base_dir``), overridden by ``ESCALATOR_*`` environment variables, then by explicit
+    ``overrides`` (CLI flags)."""
+    values = {k: v for k, v in (file_values or {}).items() if v is not None}
+    for key in ("state_dir", "spool_dir"):
+        if key in values and base_dir is not None and not Path(values[key]).is_absolute():
+            values[key] = base_dir / values[key]
+    settings = Settings(**values)
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})

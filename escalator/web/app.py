@@ -1,0 +1,60 @@
+"""The FastAPI app of one daemon (``docs/api.md``, ``docs/compat.md``): the routers, the
+error handlers, the body-size cap, the metrics wiring and the OpenAPI components. The only
+module that knows every router.
+
+Credentials (:mod:`escalator.web.auth`): bearer tokens for ``/api/v1/…``; the PagerDuty intake
+authenticates by its ``routing_key``, acknowledge pages by their link token. ``/healthz``,
+``/metrics``, ``/ack/…``, ``/docs`` and ``/openapi.json`` need no bearer token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from escalator import __version__
+from escalator.events import Event
+from escalator.intake.compat import AmWebhook, PdEvent
+from escalator.service.metrics import Metrics
+from escalator.store.base import StoreUnavailable
+from escalator.web import errors
+from escalator.web.auth import Keyring
+from escalator.web.limits import BodyLimit
+from escalator.web.openapi import add_components
+from escalator.web.routers import ack, compat, events, incidents, ops
+
+
+def create_app(daemon: Any) -> FastAPI:
+    """The FastAPI app of ``daemon`` (an :class:`escalator.service.daemon.Daemon`: ``engine``,
+    ``store``, ``config``, ``settings``, ``clock``, ``async ingest(events, source)``).
+
+    ``app.state.daemon`` is the daemon and ``app.state.keyring`` its
+    :class:`~escalator.web.auth.Keyring`. Attaches a per-daemon
+    :class:`~escalator.service.metrics.Metrics` to the daemon, its engine and delivery
+    (``daemon.metrics``). Raises ``ValueError`` naming a token or routing key whose secret
+    cannot be read.
+    """
+    keyring = Keyring(daemon)
+    metrics = getattr(daemon, "metrics", None) or Metrics(daemon.store)
+    daemon.metrics = daemon.engine.metrics = metrics
+    if getattr(daemon, "delivery", None) is not None:
+        daemon.delivery.metrics = metrics
+
+    app = FastAPI(
+        title="escalator", version=__version__,
+        description="School joint prevention and control (学校联防联控): notification and "
+                    "escalation daemon. See docs/api.md.",
+        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+    )
+    app.state.daemon = daemon
+    app.state.keyring = keyring
+    app.add_middleware(BodyLimit, limit=lambda: int(daemon.config.api.max_body_bytes))
+    app.add_exception_handler(errors.ApiError, errors.api_error)
+    app.add_exception_handler(RequestValidationError, errors.invalid_request)
+    app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
+    for module in (events, incidents, ack, compat, ops):
+        app.include_router(module.router)
+    add_components(app, Event, PdEvent, AmWebhook)
+    return app

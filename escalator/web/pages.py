@@ -1,0 +1,26 @@
+"""HTML pages: Jinja2 templates from ``escalator/web/templates/`` with autoescape on, answered
+with headers that keep them out of caches, referrers and frames."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+from fastapi.responses import HTMLResponse
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("escalator.web", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """The HTML answer of ``template`` (a file name in ``templates/``) rendered with
+    ``context`` (every value escaped). Raises ``jinja2.TemplateError`` for a broken template
+    or an undefined variable."""
+    return HTMLResponse(_env.get_template(template).render(**context), status_code=status,
+                        headers=_HEADERS)

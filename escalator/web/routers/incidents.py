@@ -1,0 +1,85 @@
+"""Incidents for administrators: list, detail, acknowledge, resolve."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+
+from escalator.engine.engine import NotFound
+from escalator.school import clusters
+from escalator.web.auth import ADMIN_ERRORS, Admin
+from escalator.web.deps import CurrentDaemon, wake
+from escalator.web.errors import ApiError
+from escalator.web.models import (
+    ActionOut,
+    ErrorOut,
+    IncidentDetail,
+    IncidentOut,
+    NotificationOut,
+    incident_out,
+)
+
+router = APIRouter(tags=["incidents"])
+
+IncidentId = Annotated[int, Path(ge=1, le=2**62, description="incident number")]
+
+_NOT_FOUND = {**ADMIN_ERRORS, 404: {"model": ErrorOut, "description": "no such incident"}}
+
+
+@router.get("/api/v1/incidents", response_model=list[IncidentOut], responses=ADMIN_ERRORS)
+async def list_incidents(
+    who: Admin,
+    daemon: CurrentDaemon,
+    state_: Annotated[Literal["open", "triggered", "acknowledged", "resolved", "all"],
+                      Query(alias="state")] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> Any:
+    """Incidents, newest first. ``state``: ``open`` (triggered or acknowledged, default),
+    one state, or ``all``."""
+    states = {"open": ("triggered", "acknowledged"),
+              "all": ("triggered", "acknowledged", "resolved")}.get(state_, (state_,))
+    with daemon.store.transaction() as tx:
+        return [incident_out(i) for i in tx.list_incidents(states, limit)]
+
+
+@router.get("/api/v1/incidents/{incident_id}", response_model=IncidentDetail, responses=_NOT_FOUND)
+async def get_incident(incident_id: IncidentId, who: Admin, daemon: CurrentDaemon) -> Any:
+    """One incident with its timeline (every transition) and its notifications."""
+    with daemon.store.transaction() as tx:
+        inc = tx.get_incident(incident_id)
+        if inc is None:
+            raise ApiError(404, f"no incident {incident_id}")
+        out = incident_out(inc)
+        out["timeline"] = [{"at": t.at, "type": t.type, "actor": t.actor, "detail": t.detail}
+                           for t in tx.timeline(incident_id)]
+        out["notifications"] = [
+            {k: getattr(n, k) for k in NotificationOut.model_fields}
+            for n in tx.notifications_of(incident_id)]
+        out["members"] = clusters.member_rows(tx, incident_id)
+    return out
+
+
+@router.post("/api/v1/incidents/{incident_id}/acknowledge", response_model=ActionOut,
+             operation_id="acknowledge_incident", summary="Acknowledge incident",
+             responses=_NOT_FOUND)
+async def acknowledge_incident(incident_id: IncidentId, who: Admin,
+                               daemon: CurrentDaemon) -> ActionOut:
+    """Acknowledge the incident's current step with its mode's meaning (docs/engine.md); the actor is the token's name."""
+    return _act(daemon, daemon.engine.acknowledge, incident_id, who.name)
+
+
+@router.post("/api/v1/incidents/{incident_id}/resolve", response_model=ActionOut,
+             operation_id="resolve_incident", summary="Resolve incident", responses=_NOT_FOUND)
+async def resolve_incident(incident_id: IncidentId, who: Admin, daemon: CurrentDaemon) -> ActionOut:
+    """Resolve the incident: stop its walk and cancel every pending send."""
+    return _act(daemon, daemon.engine.resolve, incident_id, who.name)
+
+
+def _act(daemon: Any, action: Any, incident_id: int, actor: str) -> ActionOut:
+    try:
+        r = action(incident_id, actor=actor, via="api")
+    except NotFound:
+        raise ApiError(404, f"no incident {incident_id}") from None
+    wake(daemon)
+    return ActionOut(incident_id=r.incident_id, outcome=r.outcome, state=r.state)
