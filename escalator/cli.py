@@ -493,26 +493,20 @@ def main(argv: list[str] | None = None) -> int:
     from escalator.service import logs
 
     logs.configure(os.environ.get("ESCALATOR_LOG_FORMAT", "auto"), level=logging.WARNING)
+    errors: dict[type[Exception], tuple[str, int]] = {  # what is printed before each, exit code
+        UsageError: ("", EXIT_USAGE),
+        ConfigError: ("invalid config ", EXIT_FAIL),
+        IntakeError: ("input rejected: ", EXIT_FAIL),
+        NotFound: ("", EXIT_NOT_FOUND),
+        PluginError: ("plugin error: ", EXIT_FAIL),
+        StoreError: ("database error: ", EXIT_FAIL),  # full, read-only, not a database
+    }
     try:
         return args.func(args)
-    except UsageError as e:
-        print(f"escalator: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ConfigError as e:
-        print(f"escalator: invalid config {e}", file=sys.stderr)
-        return EXIT_FAIL
-    except IntakeError as e:
-        print(f"escalator: input rejected: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    except NotFound as e:
-        print(f"escalator: {e}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    except PluginError as e:
-        print(f"escalator: plugin error: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    except StoreError as e:  # the database cannot be used now (full, read-only, not a database)
-        print(f"escalator: database error: {e}", file=sys.stderr)
-        return EXIT_FAIL
+    except tuple(errors) as e:
+        prefix, code = next(v for k, v in errors.items() if isinstance(e, k))
+        print(f"escalator: {prefix}{e}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return EXIT_OK
     except BrokenPipeError:  # e.g. `escalator incidents | head`

@@ -26,33 +26,8 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from escalator.config.models import Config
+from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, SYMPTOM  # noqa: F401 (template values)
 from escalator.store.base import Incident, Notification
-
-CATEGORY = {
-    "zh": {
-        "fire": "火警", "traffic": "交通安全", "food_safety": "食品安全", "building": "校舍安全",
-        "public_security": "治安安全", "infectious_disease": "传染病", "bullying": "学生欺凌",
-        "mental_health": "心理健康", "accident": "意外伤害", "other": "其他",
-    },
-    "en": {
-        "fire": "fire", "traffic": "traffic", "food_safety": "food safety", "building": "building",
-        "public_security": "public security", "infectious_disease": "infectious disease",
-        "bullying": "bullying", "mental_health": "mental health", "accident": "accident",
-        "other": "other",
-    },
-}
-SEVERITY = {
-    "zh": {"critical": "特急", "high": "紧急", "medium": "一般", "low": "较低", "info": "通知"},
-    "en": {"critical": "CRITICAL", "high": "HIGH", "medium": "MEDIUM", "low": "LOW", "info": "INFO"},
-}
-KIND = {
-    "zh": {"incident": "突发事件", "suspected_case": "疑似病例", "absence": "因病缺勤",
-           "heartbeat": "报告", "cluster": "聚集性疫情"},
-    "en": {"incident": "incident", "suspected_case": "suspected case", "absence": "sickness absence",
-           "heartbeat": "report", "cluster": "school cluster"},
-}
-"""Kinds as words; ``cluster``: a school cluster incident (escalator/clusters.py; its event's
-label ``cluster``), which is kind ``incident`` in the store."""
 
 
 @dataclass(frozen=True)
@@ -95,19 +70,6 @@ def ack_url(ctx: RenderContext) -> str | None:
     return f"{base.rstrip('/')}/ack/{ctx.notification.ack_token}" if base else None
 
 
-ROLE = {
-    "zh": {"class_teacher": "班主任", "grade_leader": "年级组长", "duty_officer": "值班人员",
-           "guardian": "监护人"},
-    "en": {"class_teacher": "class teacher", "grade_leader": "grade leader",
-           "duty_officer": "duty officer", "guardian": "guardian"},
-}
-SYMPTOM = {
-    "zh": {"fever": "发热", "cough": "咳嗽", "headache": "头痛", "sore_throat": "咽痛",
-           "parotid_swelling": "腮腺肿大", "abdominal_pain": "腹痛", "diarrhoea": "腹泻",
-           "vomiting": "呕吐", "rash": "皮疹", "dizziness": "头晕", "fatigue": "乏力",
-           "conjunctival_congestion": "结膜充血", "jaundice": "黄疸"},
-    "en": {},
-}
 DETAILS_SHOWN = 200
 """Characters of an event's ``details`` shown to a person (never to a group)."""
 

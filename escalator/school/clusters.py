@@ -55,9 +55,9 @@ from datetime import date, timedelta
 import structlog
 
 from escalator.config.models import ClustersConfig, Config, Threshold
-from escalator.delivery.render import SYMPTOM
 from escalator.engine.rules import EngineOps, Rule, StoredEvent
 from escalator.events import Action, Category, Event, Kind
+from escalator.labels import SYMPTOM
 from escalator.school import deadlines
 from escalator.store.base import CaseFact, Tx
 

@@ -24,6 +24,7 @@ from typing import Any
 from escalator.config.models import Config
 from escalator.engine.rules import EngineOps, Rule, Skip
 from escalator.engine.targets import Recipient
+from escalator.labels import STATE
 from escalator.store.base import Incident, Store
 
 ANSWERS = ("acknowledged", "step_confirmed", "step_confirmed_late", "seen")
@@ -180,7 +181,7 @@ TEXT = {
         "none": "未确认", "inform": "抄送，无需确认", "nobody": "无人需确认",
         "silent": "未应答（{n}）：", "silent_none": "未应答：无",
         "silent_line": "  {name}（{who}，第{level}级，消息状态：{status}）",
-        "states": {"triggered": "处置中", "acknowledged": "已确认", "resolved": "已结束"},
+        "states": STATE["zh"],
     },
     "en": {
         "title": "Drill report, incident #{id}: {summary}",
@@ -190,8 +191,7 @@ TEXT = {
         "none": "no answer", "inform": "inform: none asked", "nobody": "nobody asked",
         "silent": "Never answered ({n}):", "silent_none": "Never answered: nobody",
         "silent_line": "  {name} ({who}, level {level}, last message: {status})",
-        "states": {"triggered": "triggered", "acknowledged": "acknowledged",
-                   "resolved": "resolved"},
+        "states": STATE["en"],
     },
 }
 

@@ -35,8 +35,8 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from escalator.config.models import Config
-from escalator.delivery.render import CATEGORY, KIND, SEVERITY
 from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR, Category, Severity
+from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
 from escalator.store.base import Incident, Store
 
 PURGED = "(purged)"
@@ -61,7 +61,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "yes": "是", "no": "否", "met": "达成", "missed": "未达成", "pending": "未到期",
         "resolved_unreported": "解除，未报告",
         "purged": "（已按保存期限删除）",
-        "triggered": "待处理", "acknowledged": "已确认", "resolved": "已解除",
+        **STATE["zh"],
         "step_confirmed": "本级确认", "step_confirmed_late": "逾期后确认", "seen": "已阅",
         "pending_n": "待发送", "sending": "发送中", "delivered": "已送达", "failed": "失败",
         "cancelled": "已取消", "deduplicated": "重复未发", "failed_retryable": "失败（将重试）",
@@ -76,7 +76,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "yes": "yes", "no": "no", "met": "met", "missed": "missed", "pending": "pending",
         "resolved_unreported": "resolved, not reported",
         "purged": "(purged after the retention period)",
-        "triggered": "triggered", "acknowledged": "acknowledged", "resolved": "resolved",
+        **STATE["en"],
         "step_confirmed": "level confirmed", "step_confirmed_late": "confirmed late",
         "seen": "seen", "pending_n": "pending", "sending": "sending", "delivered": "delivered",
         "failed": "failed", "cancelled": "cancelled", "deduplicated": "deduplicated",

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from escalator.delivery.render import CATEGORY, KIND, SEVERITY
 from escalator.engine.engine import NotFound
+from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
 from escalator.web.deps import CurrentDaemon, wake
 from escalator.web.pages import page
 
@@ -22,11 +22,10 @@ _OUTCOME = {
     "step_confirmed_late": ("已记录确认（本级已超时上报）。", "Confirmation recorded (this level was overdue)."),
     "seen": ("已知悉，已记录。", "Noted as seen."),
     "already_acknowledged": ("此事件已被确认。", "This incident was already acknowledged."),
-    "already_resolved": ("此事件已处置完毕。", "This incident is already resolved."),
-    "resolved": ("此事件已处置完毕。", "This incident is resolved."),
+    "already_resolved": ("此事件已解除。", "This incident is already resolved."),
+    "resolved": ("此事件已解除。", "This incident is resolved."),
 }
 """``(Chinese, English)`` of an acknowledgement's outcome."""
-_STATE = {"triggered": "待处理", "acknowledged": "已确认", "resolved": "已处置"}
 _BUTTON = {True: ("确认收到并处理", "Acknowledge"), False: ("已知悉", "Mark as seen")}
 """The button of a message that ``needs_ack`` (or only asks to be marked as seen)."""
 
@@ -49,7 +48,7 @@ def _by_token(daemon: Any, token: str) -> tuple[Any, Any, Any] | None:
 def _incident(inc: Any) -> dict[str, Any]:
     """What the pages show of an incident (never its free-text summary)."""
     return {"id": inc.id, "drill": bool(inc.drill), "state": inc.state,
-            "state_zh": _STATE.get(inc.state, inc.state), "severity": inc.severity,
+            "state_zh": STATE["zh"].get(inc.state, inc.state), "severity": inc.severity,
             "severity_zh": SEVERITY["zh"].get(inc.severity, inc.severity),
             "category_zh": CATEGORY["zh"].get(inc.category, inc.category),
             "category_en": CATEGORY["en"].get(inc.category, inc.category),

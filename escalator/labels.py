@@ -1,0 +1,64 @@
+"""The words people read for escalator's codes, in Simplified Chinese (default) and English:
+one table per vocabulary, used by messages (``escalator.delivery.render``), the web pages, the
+ledger and the monthly report, drill reports and the CLI — so a state or a category has one word
+everywhere.
+
+Each table maps a language (``zh``, ``en``) to code → word; :func:`word` looks one up with the
+code itself as the fallback.
+"""
+
+from __future__ import annotations
+
+CATEGORY = {
+    "zh": {
+        "fire": "火警", "traffic": "交通安全", "food_safety": "食品安全", "building": "校舍安全",
+        "public_security": "治安安全", "infectious_disease": "传染病", "bullying": "学生欺凌",
+        "mental_health": "心理健康", "accident": "意外伤害", "other": "其他",
+    },
+    "en": {
+        "fire": "fire", "traffic": "traffic", "food_safety": "food safety", "building": "building",
+        "public_security": "public security", "infectious_disease": "infectious disease",
+        "bullying": "bullying", "mental_health": "mental health", "accident": "accident",
+        "other": "other",
+    },
+}
+
+SEVERITY = {
+    "zh": {"critical": "特急", "high": "紧急", "medium": "一般", "low": "较低", "info": "通知"},
+    "en": {"critical": "CRITICAL", "high": "HIGH", "medium": "MEDIUM", "low": "LOW", "info": "INFO"},
+}
+
+KIND = {
+    "zh": {"incident": "突发事件", "suspected_case": "疑似病例", "absence": "因病缺勤",
+           "heartbeat": "报告", "cluster": "聚集性疫情"},
+    "en": {"incident": "incident", "suspected_case": "suspected case", "absence": "sickness absence",
+           "heartbeat": "report", "cluster": "school cluster"},
+}
+"""Kinds as words; ``cluster``: a school cluster incident (escalator/clusters.py; its event's
+label ``cluster``), which is kind ``incident`` in the store."""
+
+ROLE = {
+    "zh": {"class_teacher": "班主任", "grade_leader": "年级组长", "duty_officer": "值班人员",
+           "guardian": "监护人"},
+    "en": {"class_teacher": "class teacher", "grade_leader": "grade leader",
+           "duty_officer": "duty officer", "guardian": "guardian"},
+}
+
+SYMPTOM = {
+    "zh": {"fever": "发热", "cough": "咳嗽", "headache": "头痛", "sore_throat": "咽痛",
+           "parotid_swelling": "腮腺肿大", "abdominal_pain": "腹痛", "diarrhoea": "腹泻",
+           "vomiting": "呕吐", "rash": "皮疹", "dizziness": "头晕", "fatigue": "乏力",
+           "conjunctival_congestion": "结膜充血", "jaundice": "黄疸"},
+    "en": {},
+}
+
+STATE = {
+    "zh": {"triggered": "待处理", "acknowledged": "已确认", "resolved": "已解除"},
+    "en": {"triggered": "triggered", "acknowledged": "acknowledged", "resolved": "resolved"},
+}
+"""Incident states: one word each, on every page, message, export and report."""
+
+
+def word(table: dict[str, dict[str, str]], code: str, lang: str) -> str:
+    """``table[lang][code]``, or ``code`` itself when the table has no word for it."""
+    return table.get(lang, {}).get(code, code)
