@@ -64,9 +64,9 @@ class Rig:
 
         from escalator.clock import SystemClock
         from escalator.config import load_config
+        from escalator.config.settings import load_settings
         from escalator.engine.engine import Engine
         from escalator.intake.sources import SourceContext
-        from escalator.service.settings import load_settings
         from escalator.store import SQLiteStore
 
         self.base = base

@@ -55,7 +55,7 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _settings(args: argparse.Namespace, config: Config):
-    from escalator.service.settings import load_settings
+    from escalator.config.settings import load_settings
 
     overrides: dict[str, Any] = {}
     if getattr(args, "demo", False) or args.command == "demo":

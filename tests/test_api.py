@@ -17,8 +17,8 @@ from pydantic import SecretStr
 
 from escalator.clock import FakeClock
 from escalator.config import ConfigError, load_config
+from escalator.config.settings import Settings
 from escalator.service.daemon import Daemon
-from escalator.service.settings import Settings
 from escalator.testing import Harness
 from escalator.web.app import create_app
 from escalator.web.auth import Credentials

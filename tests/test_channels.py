@@ -29,6 +29,7 @@ from escalator_plugins.wecom import WeComChannel
 
 from escalator.config import ConfigError, load_config
 from escalator.config.load import check_config
+from escalator.config.settings import Settings
 from escalator.delivery.channels import DeliveryStatus, Message
 from escalator.delivery.http import classify_http, shared_client
 from escalator.delivery.options import Redactor, mask
@@ -36,7 +37,6 @@ from escalator.delivery.ratelimit import RateLimit, RateLimiter
 from escalator.delivery.text import fit_sms, fit_text, sms_segments, utf8_len
 from escalator.plugins import collect, get_plugin_manager
 from escalator.service.daemon import Daemon, plugin_problems
-from escalator.service.settings import Settings
 from tests.channel_servers import Answer, HTTPRecorder, SMTPServer, free_port
 
 D, R, P = DeliveryStatus.delivered, DeliveryStatus.failed_retryable, DeliveryStatus.failed_permanent

@@ -24,12 +24,12 @@ from pydantic import SecretStr
 from escalator.clock import FakeClock
 from escalator.config import load_config
 from escalator.config.models import Config, Policy, Step
+from escalator.config.settings import Settings
 from escalator.engine.simulate import simulate
 from escalator.events import Event
 from escalator.school import ledger
 from escalator.school.deadlines import describe, status
 from escalator.service.daemon import Daemon
-from escalator.service.settings import Settings
 from escalator.store import SQLiteStore
 from escalator.testing import Harness
 

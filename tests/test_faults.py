@@ -29,13 +29,13 @@ from structlog.testing import capture_logs
 
 from escalator.clock import FakeClock
 from escalator.config import load_config
+from escalator.config.settings import Settings
 from escalator.delivery.pipeline import RETRY_DEADLINE, RETRY_MAX_DELAY
 from escalator.events import Event
 from escalator.intake.sources import SourceContext
 from escalator.intake.spool.source import SpoolSource
 from escalator.plugins import collect, get_plugin_manager
 from escalator.service.daemon import SEND_BATCH, Daemon, build_channels
-from escalator.service.settings import Settings
 from escalator.store.sqlite import from_db
 from escalator.testing import Harness, RecordingChannel
 from escalator.web.server import serve

@@ -194,8 +194,8 @@ async def test_a_fresh_monitor_does_not_reach_back_before_it_was_watched(demo, t
 async def test_the_daemon_loop_checks_heartbeats_and_warns_about_an_unknown_year(demo, tmp_path):
     from structlog.testing import capture_logs
 
+    from escalator.config.settings import Settings
     from escalator.service.daemon import Daemon
-    from escalator.service.settings import Settings
 
     settings = Settings(state_dir=tmp_path / "state", http_listen="off")
     with capture_logs() as logs:

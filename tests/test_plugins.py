@@ -12,11 +12,11 @@ import pytest
 from escalator import hookspecs
 from escalator.clock import FakeClock
 from escalator.config import load_config
+from escalator.config.settings import Settings
 from escalator.events import Event
 from escalator.hookspecs import hookimpl
 from escalator.plugins import PluginError, collect, describe, get_plugin_manager
 from escalator.service.daemon import Daemon
-from escalator.service.settings import Settings
 
 from .conftest import FIXTURES, ROOT
 

@@ -198,8 +198,8 @@ async def test_daily_purge_runs_once_per_school_day(built, engine_config):
 
 
 async def test_the_daemon_loop_purges(engine_config, tmp_path):
+    from escalator.config.settings import Settings
     from escalator.service.daemon import Daemon
-    from escalator.service.settings import Settings
 
     state = tmp_path / "state"
     h = Harness(engine_config, state / "escalator.sqlite3")

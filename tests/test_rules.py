@@ -13,12 +13,12 @@ import pytest
 
 from escalator.clock import FakeClock
 from escalator.config import load_config
+from escalator.config.settings import Settings
 from escalator.engine.rules import Rule
 from escalator.events import Event
 from escalator.hookspecs import PluginContext, hookimpl
 from escalator.plugins import PluginError, collect_rules, get_plugin_manager
 from escalator.service.daemon import Daemon
-from escalator.service.settings import Settings
 from escalator.testing import Harness
 
 from .conftest import FIXTURES, ROOT

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import structlog
 
+from escalator.config.settings import load_settings
 from escalator.service import logs
-from escalator.service.settings import load_settings
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ import structlog
 
 from escalator.clock import SystemClock
 from escalator.config import load_config
+from escalator.config.settings import load_settings
 from escalator.events import Kind
 from escalator.intake.sources import SourceContext
 from escalator.intake.spool.source import SpoolSource
-from escalator.service.settings import load_settings
 from escalator.testing import Harness
 
 from .conftest import CASES, ROOT, case

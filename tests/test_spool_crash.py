@@ -24,7 +24,7 @@ from pathlib import Path
 from escalator.clock import SystemClock
 from escalator.config import load_config
 from escalator.engine.engine import Engine
-from escalator.service.settings import load_settings
+from escalator.config.settings import load_settings
 from escalator.intake.sources import SourceContext
 from escalator.store import SQLiteStore
 from escalator.intake.spool.source import SpoolSource

@@ -14,9 +14,9 @@ from typing import Any
 
 from escalator.clock import Clock
 from escalator.config.models import Config
+from escalator.config.settings import Settings
 from escalator.engine.engine import IngestResult, Submission
 from escalator.events import Event
-from escalator.service.settings import Settings
 
 
 @dataclass

@@ -20,6 +20,7 @@ from escalator.clock import Clock, SystemClock
 from escalator.config import Config, ConfigError, Problem, load_config
 from escalator.config.load import resolve_secrets
 from escalator.config.models import Policy, Step
+from escalator.config.settings import Settings
 from escalator.delivery.channels import aclose_all
 from escalator.delivery.options import STAND_IN, name_sources, secret_sources
 from escalator.delivery.pipeline import Delivery
@@ -32,7 +33,6 @@ from escalator.plugins import Registry, collect, collect_rules, get_plugin_manag
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
 from escalator.service.sdnotify import Notifier
-from escalator.service.settings import Settings
 from escalator.store import SQLiteStore
 from escalator.store.observed import ObservedStore
 

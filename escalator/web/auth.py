@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from escalator.config.load import resolve_secrets
 from escalator.config.models import Config
-from escalator.service.settings import Settings
+from escalator.config.settings import Settings
 from escalator.web.errors import ApiError
 from escalator.web.models import ErrorOut
 
