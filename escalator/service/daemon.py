@@ -258,8 +258,11 @@ class Daemon:
 
     def _lost(self, cause: str) -> None:
         """From the store's file monitor (any thread): the database or its WAL file is gone."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._store_lost, cause)
+        try:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._store_lost, cause)
+        except RuntimeError:  # the loop has closed: the daemon has stopped
+            log.error("store_lost", reason=cause)
 
     def _store_lost(self, cause: str) -> None:
         self.store_lost = self.last_error = f"store lost: {cause}"
