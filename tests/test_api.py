@@ -611,8 +611,8 @@ async def test_healthz_answers_from_memory_naming_a_stuck_lane_or_a_lost_store(a
         assert (await c.get("/healthz")).status_code == 200  # busy, not stuck yet
         api.clock.advance(31)
         r = await c.get("/healthz")
-    assert r.status_code == 503
-    assert set(r.json()["failing"]) == {"delivery"} and "31 s" in r.json()["failing"]["delivery"]
+    assert r.status_code == 503  # (a timer pass in flight across the 31 s jump may be named too)
+    assert "31 s" in r.json()["failing"]["delivery"] and "store" not in r.json()["failing"]
     release.set()
     await until(lambda: not daemon.runloop.delivery_lane.busy)
     assert (await c.get("/healthz")).status_code == 200

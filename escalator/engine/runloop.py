@@ -18,9 +18,8 @@ and plain calls in tests.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -46,22 +45,22 @@ class Deliverer(Protocol):
 class Lane:
     """What one lane (``intake``, ``timers``, ``delivery``) did last, kept in memory for
     ``/healthz``: ``busy`` while it has work in hand, ``progress_at`` (UTC, on the daemon's
-    clock) when it last finished a piece of work (a commit, a tick batch, a delivery pass), and
-    the ``monotonic`` second of that progress."""
+    clock) when it last finished a piece of work (a commit, a tick batch, a delivery pass) or
+    took work in hand after being idle."""
 
     name: str
     progress_at: datetime
     busy: bool = False
-    progress_monotonic: float = field(default_factory=time.monotonic)
 
-    def start(self) -> None:
-        """Work taken in hand."""
-        self.busy = True
+    def start(self, now: datetime) -> None:
+        """Work taken in hand at ``now``: an idle lane's wait for progress counts from here."""
+        if not self.busy:
+            self.busy = True
+            self.progress_at = now
 
     def progressed(self, now: datetime, *, idle: bool = False) -> None:
         """A piece of work finished at ``now``; ``idle``: nothing more is in hand."""
         self.progress_at = now
-        self.progress_monotonic = time.monotonic()
         if idle:
             self.busy = False
 
@@ -97,7 +96,7 @@ class RunLoop:
         """Fire everything due now, :data:`TICK_BATCH` incidents per transaction. Returns how
         many incidents advanced (plus what the periodic checks counted). Store errors are
         raised (the lane stays busy, so ``/healthz`` names it once it is stuck)."""
-        self.timers.start()
+        self.timers.start(self.engine.clock.now())
         if self.before_tick is not None:
             await self.db(self.before_tick)
         total = 0
@@ -110,7 +109,7 @@ class RunLoop:
     async def delivery_pass(self) -> int:
         """Claim and send at most ``send_batch`` due notifications. Returns how many were
         claimed; store errors are raised."""
-        self.delivery_lane.start()
+        self.delivery_lane.start(self.engine.clock.now())
         claimed = await self.delivery.run_once(self.send_batch)
         self.delivery_lane.progressed(self.engine.clock.now(), idle=not claimed)
         return claimed

@@ -54,7 +54,7 @@ class GroupCommit:
         self._pending.append((events, source, future))
         if not self._flushing:
             self._flushing = True
-            self.lane.start()
+            self.lane.start(self.engine.clock.now())
             self._task = asyncio.get_running_loop().create_task(self._flush())
         return await future
 
