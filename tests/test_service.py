@@ -281,7 +281,8 @@ def test_watchdog_pings_and_health_keep_coming_while_sends_are_slow(lanes):
     pings = [t for t, m in zip(lanes.notify.times, lanes.notify.messages, strict=True)
              if "WATCHDOG=1" in m and t >= start]
     gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
-    assert len(pings) >= 8 and time.monotonic() - start >= 5  # five sends of 1.2 s
+    assert time.monotonic() - start >= 4.5  # four sends of 1.2 s done before the fifth began
+    assert len(pings) >= 8
     assert max(gaps) <= 0.5, gaps  # WatchdogSec/2 (WATCHDOG_USEC=1 s)
 
 
