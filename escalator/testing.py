@@ -23,6 +23,7 @@ from escalator.config.models import Config
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.pipeline import Delivery
 from escalator.engine.engine import Engine, IngestResult
+from escalator.engine.runloop import RunLoop
 from escalator.events import Event
 from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.store import SQLiteStore
@@ -69,6 +70,8 @@ class Harness:
         self.channel = channel or RecordingChannel()
         self.delivery = Delivery(self.store, config, {c: self.channel for c in config.channels},
                                  self.clock)
+        self.runloop = RunLoop(self.engine, self.delivery, periodic=heartbeats, send_batch=50)
+        """The daemon's run loop (:mod:`escalator.engine.runloop`), inline on the fake clock."""
 
     async def send(self, event: Event | dict[str, Any], source: str = "test") -> IngestResult:
         """Ingest one event and deliver what is due now."""
@@ -79,21 +82,14 @@ class Harness:
 
     async def settle(self) -> None:
         """Fire every due step and send every due notification at the current fake time."""
-        while True:
-            fired = self.engine.tick(periodic=self.heartbeats)
-            sent = await self.delivery.run_once()
-            if not fired and not sent:
-                return
+        self.runloop.periodic = self.heartbeats
+        await self.runloop.settle()
 
     async def advance(self, seconds: float) -> None:
         """Move the clock forward in small steps, settling at every timer on the way."""
-        end = self.clock.now().timestamp() + seconds
-        while (due := self.engine.next_due()) is not None and due.timestamp() <= end:
-            if due > self.clock.now():
-                self.clock.set(due)
-            await self.settle()
-        self.clock.set(datetime.fromtimestamp(end, UTC))
-        await self.settle()
+        end = datetime.fromtimestamp(self.clock.now().timestamp() + seconds, UTC)
+        self.runloop.periodic = self.heartbeats
+        await self.runloop.advance(self.clock, end)
 
     def told(self) -> list[str]:
         """Recipient names of every message sent so far, in order."""

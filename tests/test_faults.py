@@ -363,9 +363,9 @@ async def test_store_full_refuses_inputs_with_503_keeps_the_spool_file_and_recov
     assert len(sent) == statuses["delivered"] + statuses["sending"], statuses
     assert statuses["pending"] == len(accepted) - len(sent)
     whole(full.db)
-    daemon.clock.advance(31)  # no pass has got through for 30 s: health names the loop
+    daemon.clock.advance(31)  # no delivery pass has got through for 30 s: health names the lane
     r = await c.get("/healthz")
-    assert r.status_code == 503 and set(r.json()["failing"]) == {"engine_loop"}, r.text
+    assert r.status_code == 503 and set(r.json()["failing"]) == {"delivery"}, r.text
 
     # writes succeed again: the same inputs are accepted and delivery goes on
     full.set_limit(1_000_000)

@@ -54,6 +54,7 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self.times: list[float] = []  # time.monotonic() of each message
         self._stop = False
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -61,7 +62,9 @@ class NotifySocket:
     def _read(self) -> None:
         while not self._stop:
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                data = self.sock.recv(4096).decode()
+                self.times.append(time.monotonic())
+                self.messages.append(data)
             except TimeoutError:
                 continue
             except OSError:
@@ -196,3 +199,134 @@ def test_sigterm_while_events_arrive_and_sends_are_in_flight_loses_nothing(servi
     assert statuses.get("sending", 0) == 0  # sends in flight finished before exit
     assert statuses.get("delivered", 0) > 0
     assert sum(statuses.values()) >= len(accepted)  # each accepted incident has its notification rows
+
+
+# ------------------------------------------------------------------ lanes (docs/ARCHITECTURE.md)
+
+
+@pytest.fixture
+def lanes(tmp_path):
+    """A real daemon whose channel ``main`` is an SMS HTTP gateway on 127.0.0.1 (a
+    :class:`HTTPRecorder`; its answers are set by the test), with a spool source, a 1 s
+    watchdog on a real notify socket, and stderr (JSON logs) in a file."""
+    from .channel_servers import HTTPRecorder
+
+    recorder = HTTPRecorder().__enter__()
+    text = (FIXTURES / "engine.yaml").read_text(encoding="utf-8")
+    text = text.replace("main: {type: console}",
+                        f"main: {{type: sms_http, options: {{url: '{recorder.url}/send', token: t0k}}}}")
+    text += ("administrators: [person:head]\n"
+             "sources:\n  drop: {type: spool, options: {settle: 0, inotify: false, rescan_interval: 0.2}}\n")
+    cfg = tmp_path / "escalator.yaml"
+    cfg.write_text(text, encoding="utf-8")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env.update(ESCALATOR_CONFIG=str(cfg), ESCALATOR_STATE_DIR=str(tmp_path / "state"),
+               ESCALATOR_SPOOL_DIR=str(tmp_path / "spool"), ESCALATOR_LOG_FORMAT="json",
+               ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN="admin-token-0123",
+               NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000",
+               PYTHONUNBUFFERED="1")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    log = tmp_path / "stderr.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "escalator.cli", "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    ns = type("Lanes", (), {})()
+    ns.proc, ns.notify, ns.recorder, ns.log = proc, notify, recorder, log
+    ns.db = tmp_path / "state" / "escalator.sqlite3"
+    ns.incoming = tmp_path / "spool" / "incoming"
+    ns.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                             headers={"Authorization": "Bearer admin-token-0123"})
+    notify.wait_for(lambda m: any("READY=1" in x for x in m))
+    yield ns
+    ns.client.close()
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    notify.close()
+    recorder.__exit__()
+
+
+def until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` (only for a real process to get somewhere)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not in {timeout} s"
+        time.sleep(0.02)
+
+
+def post(client: httpx.Client, n: int) -> httpx.Response:
+    return client.post("/api/v1/events", json={
+        "kind": "incident", "category": "accident", "summary": f"摔伤 #{n}", "class_id": "5-1",
+        "dedup_key": f"lanes/{n}"})
+
+
+def test_watchdog_pings_and_health_keep_coming_while_sends_are_slow(lanes):
+    from .channel_servers import Answer
+
+    lanes.recorder.default = Answer(delay=1.2, body={"ok": True})  # every send takes 1.2 s
+    start = time.monotonic()
+    for n in range(4):
+        r = post(lanes.client, n)
+        assert r.status_code == 202, r.text
+    until(lambda: len(lanes.recorder.requests) >= 2, what="two sends started")
+    # while sends are in flight: intake and health answer at once, from their own lanes
+    t0 = time.monotonic()
+    r = post(lanes.client, 99)
+    assert r.status_code == 202 and time.monotonic() - t0 < 1.0
+    t0 = time.monotonic()
+    assert lanes.client.get("/healthz").status_code == 200
+    assert time.monotonic() - t0 <= 0.1
+    until(lambda: len(lanes.recorder.requests) >= 5, what="the later sends")
+    pings = [t for t, m in zip(lanes.notify.times, lanes.notify.messages, strict=True)
+             if "WATCHDOG=1" in m and t >= start]
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    assert time.monotonic() - start >= 4.5  # four sends of 1.2 s done before the fifth began
+    assert len(pings) >= 8
+    assert max(gaps) <= 0.5, gaps  # WatchdogSec/2 (WATCHDOG_USEC=1 s)
+
+
+def _store_lost(lanes, victim: str) -> None:
+    """Events accepted, then ``victim`` (the WAL or the database file) deleted: the daemon
+    notices within 10 s, refuses inputs with 503 naming the cause, keeps a spool file in
+    incoming/, says so in /healthz and tells the administrator straight through the channel."""
+    accepted = [post(lanes.client, n).json()["event_id"] for n in range(5)]
+    until(lambda: len(lanes.recorder.requests) >= 5, what="the first messages")
+    path = Path(f"{lanes.db}{victim}")
+    assert path.exists()
+    path.unlink()
+    noticed = time.monotonic()
+    until(lambda: lanes.client.get("/healthz").status_code == 503, timeout=10, what="noticed")
+    assert time.monotonic() - noticed <= 10
+    failing = lanes.client.get("/healthz").json()["failing"]
+    assert "store" in failing and ("WAL file" if victim else "database file") in failing["store"]
+    r = post(lanes.client, 100)
+    assert r.status_code == 503 and "deleted" in r.json()["detail"], r.text
+    until(lambda: any("数据库不可用" in q.body.decode() for q in lanes.recorder.requests),
+          what="the administrator told")
+    told = [q.json() for q in lanes.recorder.requests if "数据库不可用" in q.body.decode()]
+    assert told[0]["to"] == "13800000005" and "database unavailable" in told[0]["text"]
+    (lanes.incoming / "late.json").write_text(json.dumps(
+        {"kind": "incident", "category": "accident", "summary": "晚到", "class_id": "5-1"}),
+        encoding="utf-8")
+    until(lambda: "spool_file_deferred" in lanes.log.read_text(encoding="utf-8"),
+          what="the spool file deferred")
+    assert [p.name for p in lanes.incoming.iterdir()] == ["late.json"]
+    lanes.proc.send_signal(signal.SIGTERM)
+    assert lanes.proc.wait(timeout=30) == 0
+    return accepted
+
+
+def test_the_wal_file_deleted_under_the_daemon(lanes):
+    accepted = _store_lost(lanes, "-wal")
+    db = sqlite3.connect(lanes.db)  # the WAL's pages were written into the database file
+    assert set(accepted) <= {row[0] for row in db.execute("SELECT id FROM events")}
+    db.close()
+
+
+def test_the_database_file_deleted_under_the_daemon(lanes):
+    accepted = _store_lost(lanes, "")
+    [rescued] = lanes.db.parent.glob("escalator.sqlite3.rescued-*")  # the open database, copied
+    db = sqlite3.connect(rescued)
+    assert set(accepted) <= {row[0] for row in db.execute("SELECT id FROM events")}
+    db.close()

@@ -4,7 +4,8 @@ Fields: ``config`` (path of the YAML file), ``state_dir`` (database and state), 
 ``http_listen`` (``host:port``, default ``127.0.0.1:8765``), ``api_token`` (administrator
 token; never logged), ``log_format`` (``auto`` | ``json`` | ``console``), ``log_level``
 (``debug`` | ``info`` | ``warning`` | ``error``), ``event_loop`` (``auto``: uvloop where installed,
-else asyncio's own; ``uvloop``; ``asyncio``).
+else asyncio's own; ``uvloop``; ``asyncio``), ``stuck_seconds`` (``/healthz`` names a lane
+that has had work without progress for this long; seconds, default 30).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     public_base_url: str | None = None
+    stuck_seconds: float = 30.0
 
     @classmethod
     def settings_customise_sources(

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,6 +118,8 @@ class Engine:
         self.clock = clock
         self.rules: tuple[Rule, ...] = ()
         self._use(config, rules)
+        self._unlogged: list[dict[str, Any]] = []
+        """``event_ingested`` lines of the transaction under way, logged after its commit."""
 
     def reload(self, config: Config, rules: Sequence[Rule] | None = None) -> None:
         """Use ``config`` (and ``rules``, when given) from now on. Walks under way keep their
@@ -132,6 +135,16 @@ class Engine:
             rules = rules_for(config)
         self.rules = tuple(rules)
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Tx]:
+        """A store transaction whose ``event_ingested`` lines are logged once it committed
+        (never for a rollback: a log line names only events that exist)."""
+        with self.store.transaction() as tx:
+            self._unlogged = lines = []  # under the store's lock: one transaction at a time
+            yield tx
+        for fields in lines:
+            log.info("event_ingested", **fields)
+
     def _ops(self, tx: Tx, now: datetime) -> _Ops:
         """The :class:`~escalator.engine.rules.EngineOps` rules get in transaction ``tx``."""
         return _Ops(self, tx, now)
@@ -145,7 +158,7 @@ class Engine:
 
         ``policy``: ``(id, Policy)`` to use instead of routing (the daemon's own notices to the
         administrators)."""
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:
             result = self._ingest(tx, event, source, self.clock.now(), policy)
         return self._counted([result])[0]
 
@@ -159,7 +172,7 @@ class Engine:
         """:meth:`ingest_many` for several callers' ``(events, source)`` in one transaction
         (group commit: one fsync for all; all or nothing). Returns each caller's results."""
         now = self.clock.now()
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:
             out = [[self._ingest(tx, e, source, now) for e in events] for events, source in batches]
         self._counted([r for results in out for r in results])
         return out
@@ -170,7 +183,7 @@ class Engine:
         """Ingest every event of one spool file and record its content hash in the same
         transaction. Returns None (and stores nothing) when that hash was taken before."""
         now = self.clock.now()
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:
             if tx.spool_file_seen(sha256):
                 return None
             results = [self._ingest(tx, e, source, now) for e in events]
@@ -229,8 +242,8 @@ class Engine:
         ops = self._ops(tx, now)
         for rule in self.rules:  # school rules and a district's own (escalator/engine/rules.py)
             rule.on_event(ops, tx, stored)
-        log.info("event_ingested", event_id=event_id, incident_id=incident_id, status=status,
-                 source=src, kind=ev.kind.value, category=ev.category.value)
+        self._unlogged.append(dict(event_id=event_id, incident_id=incident_id, status=status,
+                                   source=src, kind=ev.kind.value, category=ev.category.value))
         return IngestResult(event_id, incident_id, status, key, src)
 
     def _open(self, tx: Tx, ev: Event, key: str, chosen: tuple[str, Policy], event_id: str,
@@ -260,7 +273,7 @@ class Engine:
         daily zero report). Returns how many incidents advanced, plus what ``on_tick`` counted.
         Overdue timers (e.g. after a restart) fire at once."""
         now = self.clock.now()
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:  # a rule's on_tick may open incidents
             ops = self._ops(tx, now)
             opened = sum(rule.on_tick(ops, tx) for rule in self.rules) if periodic else 0
             due = tx.due_incidents(now, limit)
@@ -423,7 +436,7 @@ class Engine:
         are cancelled in the same transaction. Raises :class:`NotFound`.
         """
         now = self.clock.now()
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:
             if token is not None:
                 n = tx.notification_by_token(token)
                 if n is None:
@@ -483,7 +496,7 @@ class Engine:
         """Resolve an incident: stop its walk and cancel every pending send, in one transaction.
         Raises :class:`NotFound`."""
         now = self.clock.now()
-        with self.store.transaction() as tx:
+        with self._transaction() as tx:
             inc = tx.get_incident(incident_id)
             if inc is None:
                 raise NotFound(f"no incident {incident_id}")

@@ -6,17 +6,20 @@ in-memory store and a :class:`~escalator.clock.FakeClock`; nothing is sent.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pluggy
 
 from escalator.clock import FakeClock
 from escalator.config.models import Config
 from escalator.engine.engine import Engine
+from escalator.engine.runloop import RunLoop
 from escalator.events import Event
 from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.store import SQLiteStore
+from escalator.store.base import Store
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,21 @@ class TimelineRow:
     recipient: str
     channel: str
     address: str
+
+
+class MarkDelivered:
+    """The delivery of a simulation: claims due notification rows and marks them delivered,
+    sending nothing (a :class:`~escalator.engine.runloop.Deliverer`)."""
+
+    def __init__(self, store: Store, clock: FakeClock) -> None:
+        self.store, self.clock = store, clock
+
+    async def run_once(self, limit: int = 10_000) -> int:
+        with self.store.transaction() as tx:
+            claimed = tx.claim_notifications(self.clock.now(), limit)
+            for n in claimed:
+                tx.update_notification(n.id, status="delivered")
+        return len(claimed)
 
 
 def _offset(seconds: float) -> str:
@@ -59,14 +77,8 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
     result = engine.ingest(event.model_copy(update={"occurred_at": start}), source="simulate")
     if result.incident_id is None:
         return []
-    end = clock.now().timestamp() + horizon_seconds
-    while (due := engine.next_due()) is not None and due.timestamp() <= end:
-        if due > clock.now():
-            clock.set(due)
-        engine.tick(periodic=False)
-        with store.transaction() as tx:  # nothing is sent: mark as if delivered
-            for n in tx.claim_notifications(clock.now(), 10_000):
-                tx.update_notification(n.id, status="delivered")
+    loop = RunLoop(engine, MarkDelivered(store, clock), periodic=False, send_batch=10_000)
+    asyncio.run(loop.advance(clock, clock.now() + timedelta(seconds=horizon_seconds)))
     rows = []
     with store.transaction() as tx:
         runs = {}

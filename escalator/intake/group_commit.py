@@ -7,9 +7,11 @@ without touching the batch). If the shared transaction still fails, it has rolle
 and each caller's events are tried again alone, in their own transaction, so one caller's
 failure never fails the others; a store that cannot write fails them all (the API answers 503).
 
-Batches form by themselves: the first caller schedules a flush for the next turns of the event
-loop; whoever arrives before it runs — typically the requests that queued up during the
-previous commit — joins. With one caller at a time, a batch is one caller (no waiting).
+Batches form by themselves: the first caller starts a flush a couple of turns of the event loop
+later; whoever arrives before it runs — typically the requests that queued up during the
+previous commit — joins. With one caller at a time, a batch is one caller (no waiting). The
+transaction runs through ``db`` (the daemon's store thread), so the event loop keeps serving
+while it commits and the next batch gathers meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from escalator.engine.engine import Engine, IngestResult
+from escalator.engine.runloop import Lane
+from escalator.store.thread import Runner, inline
 
 MAX_BATCH = 256
 """Most callers in one transaction (a long transaction delays every other use of the store)."""
@@ -28,13 +32,19 @@ _Item = tuple[Sequence[Any], str | None, "asyncio.Future[list[IngestResult]]"]
 class GroupCommit:
     """``await ingest(events, source)``: :meth:`Engine.ingest_many`, with concurrent callers
     committed together (:meth:`Engine.ingest_batches`). ``on_commit``: called after each
-    commit (the daemon wakes its loop to send what became due)."""
+    commit (the daemon wakes its lanes to send what became due). ``db``: how the transaction
+    runs (the daemon's store thread; default inline). ``lane``: the intake :class:`Lane`
+    record kept up to date (busy while callers wait)."""
 
-    def __init__(self, engine: Engine, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(self, engine: Engine, on_commit: Callable[[], None] | None = None, *,
+                 db: Runner = inline, lane: Lane | None = None) -> None:
         self.engine = engine
         self.on_commit = on_commit
+        self.db = db
+        self.lane = lane or Lane("intake", engine.clock.now())
         self._pending: list[_Item] = []
         self._flushing = False
+        self._task: asyncio.Task[None] | None = None
         self.batches = 0
         """Transactions committed so far (with :attr:`callers`, the mean batch size)."""
         self.callers = 0
@@ -44,33 +54,34 @@ class GroupCommit:
         self._pending.append((events, source, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush_soon)
+            self.lane.start(self.engine.clock.now())
+            self._task = asyncio.get_running_loop().create_task(self._flush())
         return await future
 
-    def _flush_soon(self) -> None:
-        # one more turn of the loop: callers already scheduled to run get to join
-        asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         try:
+            await asyncio.sleep(0)  # one more turn of the loop: callers already scheduled join
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                self._commit([item for item in batch if not item[2].done()])
+                await self._commit([item for item in batch if not item[2].done()])
+                self.lane.progressed(self.engine.clock.now())
         finally:
             self._flushing = False
+            self.lane.progressed(self.engine.clock.now(), idle=True)
 
-    def _commit(self, batch: list[_Item]) -> None:
+    async def _commit(self, batch: list[_Item]) -> None:
         if not batch:
             return
         try:
-            results = self.engine.ingest_batches([(events, source) for events, source, _ in batch])
+            results = await self.db(self.engine.ingest_batches,
+                                    [(events, source) for events, source, _ in batch])
         except Exception as e:
             if len(batch) == 1:
                 if not batch[0][2].done():
                     batch[0][2].set_exception(e)
                 return
             for item in batch:  # rolled back: each caller alone, so one failure stays its own
-                self._commit([item])
+                await self._commit([item])
             return
         self.batches += 1
         self.callers += len(batch)

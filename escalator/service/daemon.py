@@ -1,9 +1,14 @@
-"""The daemon: wires config, store, plugins, engine, delivery and sources, and runs the loop.
+"""The daemon: wires config, store, plugins, engine, delivery and sources, and runs the lanes.
 
-One asyncio loop. The engine loop ticks (fires due steps), runs the delivery worker, then
-sleeps until the next timer in the store, a wake-up from intake, or at most
-:data:`MAX_IDLE` seconds (so rows written by another process, e.g. ``escalator ack``, are seen).
-Sources run as supervised tasks: a crashed source is logged and restarted with backoff.
+One asyncio loop, three lanes that never wait for each other (docs/ARCHITECTURE.md, "Lanes"):
+**intake** (the HTTP API and the sources; group commit), **timers** (the daily purge and the
+engine's ticks) and **delivery** (sends), each a task of its own; every store call runs on one
+store thread (:class:`~escalator.store.thread.StoreThread`), never on the loop. The passes
+themselves are :mod:`escalator.engine.runloop`'s. Each idle lane sleeps until the next timer in
+the store, a wake-up from intake, or at most :data:`MAX_IDLE` seconds (so rows written by
+another process, e.g. ``escalator ack``, are seen). A fourth task, the pulse, pings systemd's
+watchdog and updates STATUS whatever the lanes are doing. Sources run as supervised tasks: a
+crashed source is logged and restarted with backoff.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from escalator.delivery.channels import aclose_all
 from escalator.delivery.options import STAND_IN, name_sources, secret_sources
 from escalator.delivery.pipeline import Delivery
 from escalator.engine.engine import Engine, IngestResult, Submission
+from escalator.engine.runloop import SEND_BATCH, Lane, RunLoop
 from escalator.events import Event
 from escalator.hookspecs import PluginContext
 from escalator.intake.group_commit import GroupCommit
@@ -33,22 +39,25 @@ from escalator.plugins import Registry, collect, collect_rules, get_plugin_manag
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
 from escalator.service.sdnotify import Notifier
+from escalator.service.store_alarm import tell_administrators
 from escalator.store import SQLiteStore
 from escalator.store.observed import ObservedStore
+from escalator.store.thread import StoreThread
 
 log = structlog.get_logger("escalator.service.daemon")
 
 MAX_IDLE = 1.0
-"""Longest sleep of the engine loop (seconds)."""
+"""Longest sleep of an idle lane (seconds)."""
 SOURCE_BACKOFF_MIN = 1.0
 """First restart delay (seconds) of a crashed source; doubled each crash up to the max."""
 SOURCE_BACKOFF_MAX = 60.0
 DRAIN_SECONDS = 20.0
 """On SIGTERM, how long sends in flight may take to finish (the unit's TimeoutStopSec is 30 s)."""
-SEND_BATCH = 10
-"""Notifications claimed at a time by the engine loop; due steps are fired between batches."""
 STATUS_INTERVAL = 5.0
 """Seconds between STATUS= updates to systemd."""
+PULSE_MAX = 1.0
+"""Longest sleep of the pulse task (seconds); with a watchdog it wakes every WatchdogSec/4."""
+__all__ = ["SEND_BATCH", "Daemon", "build_channels", "plugin_problems"]
 
 
 def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
@@ -107,7 +116,11 @@ def build_channels(config: Config, registry: Registry) -> dict[str, Any]:
 class Daemon:
     """A running escalator. ``clock`` defaults to the wall clock; ``plugin_manager`` to the
     built-ins, the config's ``plugins_dir`` and entry points; ``notifier`` to systemd's
-    ``NOTIFY_SOCKET`` (a no-op outside systemd)."""
+    ``NOTIFY_SOCKET`` (a no-op outside systemd).
+
+    ``db``: the runner of every store call (``await daemon.db(fn, *args)``, on the store
+    thread); ``lanes``: the :class:`~escalator.engine.runloop.Lane` records ``/healthz`` reads
+    (:meth:`health`)."""
 
     def __init__(self, config: Config, settings: Settings, *, clock: Clock | None = None,
                  plugin_manager: pluggy.PluginManager | None = None,
@@ -120,26 +133,36 @@ class Daemon:
         channels = build_channels(config, self.registry)
         if config.daemon.public_base_url is None and settings.public_base_url:
             config.daemon.public_base_url = settings.public_base_url
+        self.store_thread = StoreThread()
+        self.db = self.store_thread.run
         self.store = ObservedStore(SQLiteStore(settings.database), lambda incident_id, entry:
                                    self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
+        self.store_lost: str | None = None
+        """Why the store's files are gone (from the store's file monitor), or None."""
         self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.purge = DailyPurge(self.engine)  # personal data past retention, once a day
         self.delivery = Delivery(self.store, config, channels, self.clock,
-                                 render=lambda ctx: self.pm.hook.render_notification(context=ctx))
+                                 render=lambda ctx: self.pm.hook.render_notification(context=ctx),
+                                 db=self.db)
         self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(
             notification=n, result=result)
+        self.runloop = RunLoop(self.engine, self.delivery, db=self.db,
+                               before_tick=self.purge.run_if_due, send_batch=SEND_BATCH)
         self.notifier = notifier or Notifier()
         self.last_loop_at = self.clock.now()
         self.last_error: str | None = None
         self.http_port: int | None = None
-        self._wake = asyncio.Event()
-        self.group_commit = GroupCommit(self.engine, on_commit=self._wake.set)
+        self._wakes = (asyncio.Event(), asyncio.Event())  # the timer lane's, the delivery lane's
+        self.group_commit = GroupCommit(self.engine, on_commit=self.wake, db=self.db,
+                                        lane=Lane("intake", self.clock.now()))
+        self.lanes = (self.group_commit.lane, self.runloop.timers, self.runloop.delivery_lane)
+        self._counts: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self._inputs: list[asyncio.Task[None]] = []
         self._ctx = SourceContext(settings=settings, config=config, clock=self.clock,
                                   ingest=self.ingest, ingest_file=self.ingest_file)
-        self._watchdog_at = 0.0
-        self._status_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         for warning in startup_warnings(config, self.clock.now().astimezone(config.school.tz).date()):
             log.warning("school_calendar_incomplete", detail=warning)  # docs/school-rules.md
 
@@ -149,14 +172,41 @@ class Daemon:
 
     async def ingest_file(self, events: list[Event | Submission], sha256: str, name: str,
                           source: str) -> list[IngestResult] | None:
-        results = self.engine.ingest_file(events, sha256=sha256, name=name, source=source)
-        self._wake.set()
+        results = await self.db(self.engine.ingest_file, events, sha256=sha256, name=name,
+                                source=source)
+        self.wake()
         return results
+
+    def wake(self) -> None:
+        """Wake the timer and delivery lanes (something became due: a commit, an action)."""
+        for event in self._wakes:
+            event.set()
 
     def stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT): input stops, sends in flight finish."""
         self._stop.set()
-        self._wake.set()
+        self.wake()
+
+    def health(self) -> dict[str, str]:
+        """What is wrong now, from memory (no store call): ``{"store": cause}`` once the
+        store's files are gone, and ``{lane: why}`` for each lane that has had work without
+        progress for more than ``settings.stuck_seconds``. Empty when healthy."""
+        failing: dict[str, str] = {}
+        if self.store_lost:
+            failing["store"] = self.store_lost
+        now = self.clock.now()
+        for lane in self.lanes:
+            age = lane.stuck_for(now)
+            if age is not None and age > self.settings.stuck_seconds:
+                failing[lane.name] = f"the {lane.name} lane has had work for {age:.0f} s without progress"
+        return failing
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A background task kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def reload(self) -> bool:
         """Re-read the config file (SIGHUP). On any error the running config stays, the error is
@@ -196,11 +246,29 @@ class Daemon:
         admins = self.config.administrators
         policy = ("administrators", Policy(name="系统管理员", steps=[Step(targets=admins, timeout=3600)])
                   ) if admins else None
+
+        async def tell() -> None:
+            try:
+                await self.db(self.engine.ingest, event, source="escalator", policy=policy)
+                self.wake()
+            except Exception:
+                log.exception("administrators_not_told")
+
+        self._spawn(tell(), "tell-administrators")
+
+    def _lost(self, cause: str) -> None:
+        """From the store's file monitor (any thread): the database or its WAL file is gone."""
         try:
-            self.engine.ingest(event, source="escalator", policy=policy)
-            self._wake.set()
-        except Exception:
-            log.exception("administrators_not_told")
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._store_lost, cause)
+        except RuntimeError:  # the loop has closed: the daemon has stopped
+            log.error("store_lost", reason=cause)
+
+    def _store_lost(self, cause: str) -> None:
+        self.store_lost = self.last_error = f"store lost: {cause}"
+        log.error("store_lost_inputs_refused", reason=cause)
+        self._spawn(tell_administrators(self.config, self.delivery.channels, cause,
+                                        self.clock.now()), "tell-administrators-store-lost")
 
     def _sources(self) -> list[tuple[str, Any]]:
         return [(sid, self.registry.sources[sc.type](sid, resolve_secrets(sc.options, self.config.base_dir), self._ctx))
@@ -222,16 +290,19 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until :meth:`stop`: release sends a crash left in flight, start the sources and
-        the HTTP API, report READY, run the engine loop; on stop, stop taking input, let sends
-        in flight finish (at most :data:`DRAIN_SECONDS`), close the store."""
-        loop = asyncio.get_running_loop()
+        the HTTP API, report READY, run the lanes and the pulse; on stop, stop taking input,
+        let the lanes finish what is in flight (sends: at most :data:`DRAIN_SECONDS`), close
+        the store."""
+        loop = self._loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
             try:
                 loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread (tests)
-        released = self.delivery.release_claims()
+        self.store.watch(self._lost)
+        pulse = asyncio.create_task(self._pulse(), name="pulse")
+        released = await self.db(self.delivery.release_claims)
         if released:
             log.warning("sends_released_after_restart", count=released)
         self._inputs = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
@@ -242,9 +313,11 @@ class Daemon:
                                                     name="http"))
         await self._until_listening()
         self.pm.hook.startup(context=self._plugin_context("startup"))
-        engine_loop = asyncio.create_task(self._loop(), name="engine")
+        lanes = [asyncio.create_task(self._timer_lane(), name="timers"),
+                 asyncio.create_task(self._delivery_lane(), name="delivery")]
         log.info("escalator_started", database=str(self.settings.database),
                  inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
+        await self._refresh_counts()
         self.notifier.ready(self._status_text())
         try:
             await self._stop.wait()
@@ -254,8 +327,8 @@ class Daemon:
             for t in self._inputs:  # stop taking input first
                 t.cancel()
             await asyncio.gather(*self._inputs, return_exceptions=True)
-            try:  # then let the loop finish the sends in flight
-                await asyncio.wait_for(engine_loop, DRAIN_SECONDS)
+            try:  # then let the lanes finish the sends in flight
+                await asyncio.wait_for(asyncio.gather(*lanes), DRAIN_SECONDS)
             except TimeoutError:
                 log.warning("drain_deadline_passed", seconds=DRAIN_SECONDS)
             try:
@@ -263,7 +336,12 @@ class Daemon:
             except Exception:
                 log.exception("shutdown_hook_failed")
             await aclose_all(self.delivery.channels.values())  # their connections and clients
-            self.store.close()
+            pulse.cancel()
+            await asyncio.gather(pulse, return_exceptions=True)
+            if self._tasks:  # an administrators' notice under way gets a few seconds
+                await asyncio.wait(list(self._tasks), timeout=5.0)
+            await self.db(self.store.close)
+            self.store_thread.close()
             self.notifier.close()
             log.info("escalator_stopped")
 
@@ -280,57 +358,91 @@ class Daemon:
                and time.monotonic() < deadline):
             await asyncio.sleep(0.01)
 
-    async def _loop(self) -> None:
+    async def _timer_lane(self) -> None:
+        """The timer lane: a timer pass (:meth:`RunLoop.timer_pass`), then sleep until the next
+        timer, a wake-up or :data:`MAX_IDLE`. A failed pass is logged and tried again."""
+        wake = self._wakes[0]
         while not self._stop.is_set():
-            self._wake.clear()  # a wake-up during the step below is kept for the sleep
+            wake.clear()  # a wake-up during the pass below is kept for the sleep
             try:
-                await self.step()
-            except Exception as e:  # a store error must not kill the loop silently
-                self.last_error = f"engine: {type(e).__name__}: {e}"
-                log.exception("engine_step_failed")
+                await self.runloop.timer_pass()
+                self.last_loop_at = self.clock.now()
+            except Exception as e:  # a store error must not kill the lane silently
+                self._failed("timers", e)
                 await asyncio.sleep(1.0)
-            self._ping()
-            await self._sleep()
+            await self._sleep(wake)
+
+    async def _delivery_lane(self) -> None:
+        """The delivery lane: delivery passes while they claim something (ends after the one in
+        flight once stopping), then sleep like the timer lane."""
+        wake = self._wakes[1]
+        while not self._stop.is_set():
+            wake.clear()
+            try:
+                while await self.runloop.delivery_pass() and not self._stop.is_set():
+                    pass
+            except Exception as e:
+                self._failed("delivery", e)
+                await asyncio.sleep(1.0)
+            await self._sleep(wake)
+
+    def _failed(self, lane: str, e: Exception) -> None:
+        self.last_error = f"{lane}: {type(e).__name__}: {e}"
+        log.error(f"{lane}_pass_failed", exc_info=e)
 
     async def step(self) -> None:
-        """One pass of the engine loop: purge personal data past retention (once a school-local
-        day), tick (the rules' periodic checks — overdue heartbeat monitors, the daily zero
-        report — and due timers), then send due notifications — ticking between batches of
-        sends, so a backlog of sends does not delay a step's timer."""
-        self.purge.run_if_due()
-        while not self._stop.is_set():
-            while self.engine.tick() and not self._stop.is_set():
-                pass
-            if not await self.delivery.run_once(limit=SEND_BATCH):
-                break
+        """Both lanes' passes inline, in the caller's task, until nothing is due now (tests
+        on a fake clock drive the daemon with it): the daily purge, every due timer, every
+        due notification. Store errors are raised."""
+        await self.runloop.settle()
         self.last_loop_at = self.clock.now()
 
-    def _ping(self) -> None:
-        """WATCHDOG=1 from the engine loop itself (so a hung loop is restarted by systemd), and
-        STATUS= every few seconds."""
-        now = time.monotonic()
-        interval = (self.notifier.watchdog_seconds or 0) / 3
-        if interval and now - self._watchdog_at >= interval:
-            self.notifier.watchdog()
-            self._watchdog_at = now
-        if self.notifier.enabled and now - self._status_at >= STATUS_INTERVAL:
-            self.notifier.status(self._status_text())
-            self._status_at = now
+    async def _pulse(self) -> None:
+        """WATCHDOG=1 every WatchdogSec/4 and STATUS= every :data:`STATUS_INTERVAL`, from a task
+        of its own: never behind a lane (a send, a long transaction). The STATUS counts are
+        read through the store thread by a task of their own; the last known ones are sent."""
+        watchdog = self.notifier.watchdog_seconds
+        interval = min(PULSE_MAX, watchdog / 4) if watchdog else PULSE_MAX
+        status_at = time.monotonic()
+        refresh: asyncio.Task[None] | None = None
+        while True:
+            if watchdog:
+                self.notifier.watchdog()
+            now = time.monotonic()
+            if self.notifier.enabled and now - status_at >= STATUS_INTERVAL:
+                status_at = now
+                self.notifier.status(self._status_text())
+                if refresh is None or refresh.done():
+                    refresh = self._spawn(self._refresh_counts(), "status-counts")
+            await asyncio.sleep(interval)
+
+    async def _refresh_counts(self) -> None:
+        """Read the open incidents' counts for STATUS (through the store thread)."""
+        def count() -> dict[str, int]:
+            with self.store.transaction() as tx:
+                return tx.count_incidents()
+        try:
+            self._counts = await self.db(count)
+        except Exception as e:
+            log.warning("status_counts_failed", error=f"{type(e).__name__}: {e}")
 
     def _status_text(self) -> str:
-        with self.store.transaction() as tx:
-            counts = tx.count_incidents()
+        """The STATUS line, from memory: the last counts read and the last error."""
+        counts = self._counts
         text = (f"open incidents: {counts.get('triggered', 0)} triggered, "
                 f"{counts.get('acknowledged', 0)} acknowledged")
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
-    async def _sleep(self) -> None:
-        due = self.engine.next_due()
+    async def _sleep(self, wake: asyncio.Event) -> None:
+        try:
+            due = await self.runloop.next_due()
+        except Exception:
+            due = None
         timeout = MAX_IDLE
         if due is not None:
             timeout = max(0.0, min(MAX_IDLE, (due - self.clock.now()).total_seconds()))
         try:
             async with asyncio.timeout(timeout):
-                await self._wake.wait()
+                await wake.wait()
         except TimeoutError:
             pass

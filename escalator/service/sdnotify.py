@@ -52,7 +52,7 @@ class Notifier:
         self.send(f"STATUS={text.replace(chr(10), ' ')}")
 
     def watchdog(self) -> None:
-        """``WATCHDOG=1``: the engine loop is alive."""
+        """``WATCHDOG=1``: the daemon's event loop is alive (sent by its pulse task)."""
         self.send("WATCHDOG=1")
 
     def reloading(self) -> None:

@@ -7,13 +7,16 @@ Datetimes are stored as fixed-width UTC ISO-8601 text, so they sort and compare 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from escalator.store.base import (
     CaseFact,
@@ -597,6 +600,21 @@ def translated() -> Iterator[None]:
         raise StoreUnavailable(_cause(e)) from e
 
 
+log = structlog.get_logger("escalator.store")
+
+FILE_CHECK_SECONDS = 2.0
+"""How often :meth:`SQLiteStore.watch` looks at the database and WAL files (seconds)."""
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of ``path``, or None when there is no such file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class SQLiteStore:
     """The SQLite store at ``path`` (a file; ``":memory:"`` for a throw-away simulation).
 
@@ -604,6 +622,12 @@ class SQLiteStore:
     database written by a newer escalator (``RuntimeError``). A file that cannot be opened,
     read or migrated (not a database, no access, disk full) raises :class:`StoreUnavailable`;
     a folder that cannot be created, ``OSError``.
+
+    Files gone: when the database file or its ``-wal`` file is deleted or replaced under the
+    open connection (another inode at the path), the store is *lost* (:attr:`lost` names the
+    cause): what it committed is rescued (:meth:`_rescue`) and every later transaction raises
+    :class:`StoreUnavailable` — it never writes on into an unlinked file. Each transaction
+    looks first; :meth:`watch` looks every :data:`FILE_CHECK_SECONDS` from a thread of its own.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -624,6 +648,12 @@ class SQLiteStore:
             except BaseException:
                 self._conn.close()
                 raise
+        self.lost: str | None = None
+        """Why the store's files are gone (set once, never cleared), or None."""
+        self._files = ({} if self.path == ":memory:" else
+                       {p: _identity(p) for p in (self.path, self.path + "-wal")})
+        self._on_lost: Callable[[str], None] | None = None
+        self._watching = threading.Event()
 
     def _migrate(self) -> None:
         with self._lock:
@@ -653,6 +683,64 @@ class SQLiteStore:
         with self._lock, translated():
             return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
+    def check_files(self) -> str | None:
+        """Whether the database and WAL files at the path are still the ones open. Returns
+        :attr:`lost` (None while they are). The first time a file is found deleted or replaced,
+        the committed data is rescued and ``on_lost`` (see :meth:`watch`) is called."""
+        if self.lost is not None or not self._files:
+            return self.lost
+        with self._lock:  # one finder: the monitor thread or a transaction
+            if self.lost is not None:
+                return self.lost
+            for path, opened in self._files.items():
+                now = _identity(path)
+                if opened is None:  # (a WAL file that did not exist yet at open)
+                    self._files[path] = now
+                elif now != opened:
+                    what = "database file" if path == self.path else "WAL file"
+                    self.lost = (f"the {what} {path} was "
+                                 f"{'deleted' if now is None else 'replaced'} while escalator had it open")
+                    break
+            else:
+                return None
+            self._rescue()
+        if self._on_lost is not None:
+            self._on_lost(self.lost)
+        return self.lost
+
+    def _rescue(self) -> None:
+        """Keep what was committed (best effort, logged): with only the WAL file gone, write
+        its pages into the database file (a checkpoint through the open connection); with the
+        database file gone or replaced, copy the open database to ``<path>.rescued-<UTC time>``
+        (the administrator puts it back in place)."""
+        try:
+            if _identity(self.path) == self._files[self.path]:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                log.error("store_lost", reason=self.lost, rescued="checkpointed into the database file")
+                return
+            target = f"{self.path}.rescued-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+            copy = sqlite3.connect(target)
+            try:
+                self._conn.backup(copy)
+            finally:
+                copy.close()
+            log.error("store_lost", reason=self.lost, rescued=target)
+        except Exception as e:
+            log.error("store_lost", reason=self.lost, rescue_failed=f"{type(e).__name__}: {e}")
+
+    def watch(self, on_lost: Callable[[str], None], interval: float = FILE_CHECK_SECONDS) -> None:
+        """Look at the files every ``interval`` seconds from a daemon thread (until
+        :meth:`close`); ``on_lost(cause)`` is called once, from whichever thread found them
+        gone (it must be thread-safe)."""
+        self._on_lost = on_lost
+
+        def run() -> None:
+            while not self._watching.wait(interval):
+                if self.check_files() is not None:
+                    return
+
+        threading.Thread(target=run, name="escalator-store-files", daemon=True).start()
+
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTx]:
         """A write transaction; commits durably on clean exit, rolls back on exception.
@@ -660,7 +748,10 @@ class SQLiteStore:
         A driver error becomes :class:`Conflict` or :class:`StoreUnavailable` (:func:`translated`);
         any other exception reaches the caller as it is. SQLite may already have rolled the
         transaction back itself (e.g. ``SQLITE_FULL``, ``SQLITE_IOERR``), and a failed
-        ``COMMIT`` is rolled back too, so the connection is never left inside a transaction."""
+        ``COMMIT`` is rolled back too, so the connection is never left inside a transaction.
+        Once the files are gone (:meth:`check_files`), raises :class:`StoreUnavailable`."""
+        if self.check_files() is not None:
+            raise StoreUnavailable(self.lost or "store lost")
         with self._lock, translated():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -673,5 +764,6 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
+        self._watching.set()
         with self._lock, translated():
             self._conn.close()

@@ -1,22 +1,27 @@
 """What the routers share: the daemon of the app (``app.state.daemon``) as a dependency,
-intake through it, and waking its engine loop.
+intake through it, store work through its store thread (:func:`in_store`), and waking its
+lanes.
 
-Every route is a coroutine that calls the engine in the loop's thread, so the store is only
-ever used from one thread.
+Every route is a coroutine on the event loop; whatever touches the store runs on the daemon's
+store thread (``daemon.db``), so a transaction never holds up the loop (docs/ARCHITECTURE.md,
+"Lanes").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
 from escalator.config.models import Config
 from escalator.engine.engine import IngestResult
 from escalator.events import Event
+from escalator.store.thread import inline
 from escalator.web.errors import ApiError
+
+T = TypeVar("T")
 
 
 async def current_daemon(request: Request) -> Any:
@@ -54,8 +59,14 @@ def _check_times(events: Iterable[tuple[str, Event]], config: Config, now: datet
         raise ApiError(422, "event rejected", errors)
 
 
+async def in_store(daemon: Any, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on the daemon's store thread (``daemon.db``; inline for a
+    daemon without one); its exception is raised here."""
+    return await getattr(daemon, "db", inline)(fn, *args, **kwargs)
+
+
 def wake(daemon: Any) -> None:
-    """Wake the engine loop so that what an action made due is sent at once."""
-    event = getattr(daemon, "_wake", None)
-    if event is not None:
-        event.set()
+    """Wake the daemon's lanes so that what an action made due is sent at once."""
+    waker = getattr(daemon, "wake", None)
+    if waker is not None:
+        waker()

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from escalator.engine.engine import NotFound
 from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
-from escalator.web.deps import CurrentDaemon, wake
+from escalator.web.deps import CurrentDaemon, in_store, wake
 from escalator.web.pages import page
 
 router = APIRouter(tags=["acknowledge links"])
@@ -45,6 +45,11 @@ def _by_token(daemon: Any, token: str) -> tuple[Any, Any, Any] | None:
     return (n, inc, run) if inc is not None else None
 
 
+def _get_incident(daemon: Any, incident_id: int) -> Any:
+    with daemon.store.transaction() as tx:
+        return tx.get_incident(incident_id)
+
+
 def _incident(inc: Any) -> dict[str, Any]:
     """What the pages show of an incident (never its free-text summary)."""
     return {"id": inc.id, "drill": bool(inc.drill), "state": inc.state,
@@ -63,7 +68,7 @@ def _not_found() -> HTMLResponse:
 async def ack_page(token: str, daemon: CurrentDaemon) -> HTMLResponse:
     """The page behind a message's acknowledge link: shows the incident and a button that
     POSTs here. Never changes state (chat apps prefetch links)."""
-    found = _by_token(daemon, token)
+    found = await in_store(daemon, _by_token, daemon, token)
     if found is None:
         return _not_found()
     n, inc, run = found
@@ -77,16 +82,16 @@ async def ack_page(token: str, daemon: CurrentDaemon) -> HTMLResponse:
 async def ack_submit(token: str, daemon: CurrentDaemon) -> HTMLResponse:
     """Acknowledge by link: ``engine.acknowledge(token=…, actor=<recipient id>, via="link")``;
     shows the outcome."""
-    found = _by_token(daemon, token)
+    found = await in_store(daemon, _by_token, daemon, token)
     if found is None:
         return _not_found()
     n = found[0]
     try:
-        r = daemon.engine.acknowledge(token=token, actor=n.recipient_id, via="link")
+        r = await in_store(daemon, daemon.engine.acknowledge, token=token, actor=n.recipient_id,
+                           via="link")
     except NotFound:
         return _not_found()
     wake(daemon)
-    with daemon.store.transaction() as tx:
-        inc = tx.get_incident(r.incident_id)
+    inc = await in_store(daemon, _get_incident, daemon, r.incident_id)
     return page("ack_done.html", incident=_incident(inc),
                 outcome=_OUTCOME.get(r.outcome, (r.outcome, r.outcome)))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from escalator.engine.engine import NotFound
 from escalator.school import clusters
 from escalator.web.auth import ADMIN_ERRORS, Admin
-from escalator.web.deps import CurrentDaemon, wake
+from escalator.web.deps import CurrentDaemon, in_store, wake
 from escalator.web.errors import ApiError
 from escalator.web.models import (
     ActionOut,
@@ -39,13 +39,21 @@ async def list_incidents(
     one state, or ``all``."""
     states = {"open": ("triggered", "acknowledged"),
               "all": ("triggered", "acknowledged", "resolved")}.get(state_, (state_,))
-    with daemon.store.transaction() as tx:
-        return [incident_out(i) for i in tx.list_incidents(states, limit)]
+
+    def read() -> list[dict[str, Any]]:
+        with daemon.store.transaction() as tx:
+            return [incident_out(i) for i in tx.list_incidents(states, limit)]
+
+    return await in_store(daemon, read)
 
 
 @router.get("/api/v1/incidents/{incident_id}", response_model=IncidentDetail, responses=_NOT_FOUND)
 async def get_incident(incident_id: IncidentId, who: Admin, daemon: CurrentDaemon) -> Any:
     """One incident with its timeline (every transition) and its notifications."""
+    return await in_store(daemon, _detail, daemon, incident_id)
+
+
+def _detail(daemon: Any, incident_id: int) -> dict[str, Any]:
     with daemon.store.transaction() as tx:
         inc = tx.get_incident(incident_id)
         if inc is None:
@@ -66,19 +74,19 @@ async def get_incident(incident_id: IncidentId, who: Admin, daemon: CurrentDaemo
 async def acknowledge_incident(incident_id: IncidentId, who: Admin,
                                daemon: CurrentDaemon) -> ActionOut:
     """Acknowledge the incident's current step with its mode's meaning (docs/engine.md); the actor is the token's name."""
-    return _act(daemon, daemon.engine.acknowledge, incident_id, who.name)
+    return await _act(daemon, daemon.engine.acknowledge, incident_id, who.name)
 
 
 @router.post("/api/v1/incidents/{incident_id}/resolve", response_model=ActionOut,
              operation_id="resolve_incident", summary="Resolve incident", responses=_NOT_FOUND)
 async def resolve_incident(incident_id: IncidentId, who: Admin, daemon: CurrentDaemon) -> ActionOut:
     """Resolve the incident: stop its walk and cancel every pending send."""
-    return _act(daemon, daemon.engine.resolve, incident_id, who.name)
+    return await _act(daemon, daemon.engine.resolve, incident_id, who.name)
 
 
-def _act(daemon: Any, action: Any, incident_id: int, actor: str) -> ActionOut:
+async def _act(daemon: Any, action: Any, incident_id: int, actor: str) -> ActionOut:
     try:
-        r = action(incident_id, actor=actor, via="api")
+        r = await in_store(daemon, action, incident_id, actor=actor, via="api")
     except NotFound:
         raise ApiError(404, f"no incident {incident_id}") from None
     wake(daemon)
