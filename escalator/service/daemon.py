@@ -38,6 +38,7 @@ from escalator.intake.sources import SourceContext
 from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
+from escalator.service.metrics import Metrics
 from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
 from escalator.store import SQLiteStore
@@ -146,6 +147,8 @@ class Daemon:
                                  db=self.db)
         self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(
             notification=n, result=result)
+        self.metrics = Metrics(self.store)  # served at /metrics (escalator/web/routers/ops.py)
+        self.engine.metrics = self.delivery.metrics = self.metrics
         self.runloop = RunLoop(self.engine, self.delivery, db=self.db,
                                before_tick=self.purge.run_if_due, send_batch=SEND_BATCH)
         self.notifier = notifier or Notifier()

@@ -17,7 +17,6 @@ from fastapi.exceptions import RequestValidationError
 from escalator import __version__
 from escalator.events import Event
 from escalator.intake.compat import AmWebhook, PdEvent
-from escalator.service.metrics import Metrics
 from escalator.store.base import StoreUnavailable
 from escalator.web import errors
 from escalator.web.auth import Keyring
@@ -31,17 +30,11 @@ def create_app(daemon: Any) -> FastAPI:
     ``store``, ``config``, ``settings``, ``clock``, ``async ingest(events, source)``).
 
     ``app.state.daemon`` is the daemon and ``app.state.keyring`` its
-    :class:`~escalator.web.auth.Keyring`. Attaches a per-daemon
-    :class:`~escalator.service.metrics.Metrics` to the daemon, its engine and delivery
-    (``daemon.metrics``). Raises ``ValueError`` naming a token or routing key whose secret
-    cannot be read.
+    :class:`~escalator.web.auth.Keyring`; ``/metrics`` serves ``daemon.metrics`` (the daemon's
+    :class:`~escalator.service.metrics.Metrics`). Raises ``ValueError`` naming a token or
+    routing key whose secret cannot be read.
     """
     keyring = Keyring(daemon)
-    metrics = getattr(daemon, "metrics", None) or Metrics(daemon.store)
-    daemon.metrics = daemon.engine.metrics = metrics
-    if getattr(daemon, "delivery", None) is not None:
-        daemon.delivery.metrics = metrics
-
     app = FastAPI(
         title="escalator", version=__version__,
         description="School joint prevention and control (学校联防联控): notification and "
