@@ -307,3 +307,34 @@ async def test_an_acknowledgement_after_the_claim_stops_the_sends_not_yet_made(h
     await h.advance(3600)
     assert "13800000012" not in [m.address for m in sms.sent]
     assert h.incident(inc).state == ("acknowledged" if flow == "pair" else "triggered")
+
+
+async def test_every_store_transaction_of_the_worker_goes_through_the_db_runner(h):
+    from escalator.store.thread import StoreThread
+
+    thread = StoreThread()
+    calls: list[str] = []
+
+    async def run(fn, /, *args, **kwargs):
+        calls.append(getattr(fn, "__name__", "?"))
+        return await thread.run(fn, *args, **kwargs)
+
+    h.delivery.db = run
+    real = h.store.transaction
+    on_loop: list[bool] = []
+
+    def watched():
+        import threading
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return real()
+
+    h.store.transaction = watched
+    try:
+        inc = ingest(h, event("solo"))
+        on_loop.clear()
+        assert await h.delivery.run_once() == 1
+    finally:
+        h.store.transaction = real
+        thread.close()
+    assert calls and on_loop and not any(on_loop)  # every transaction ran on the store thread
+    assert [n.status for n in rows(h, inc)] == ["delivered"]

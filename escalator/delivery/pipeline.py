@@ -40,6 +40,7 @@ from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.store.base import Incident, Notification, Store, Tx
+from escalator.store.thread import Runner, inline
 
 log = structlog.get_logger("escalator.delivery.pipeline")
 
@@ -323,15 +324,21 @@ def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: dateti
 
 
 class Delivery:
-    """Sends due notifications through the stages above. ``channels``: channel id → instance."""
+    """Sends due notifications through the stages above. ``channels``: channel id → instance.
+
+    ``db`` runs every store transaction of the worker: ``await db(fn, *args)`` (a
+    :class:`~escalator.store.thread.Runner`, e.g. ``StoreThread.run`` in the daemon; default
+    :func:`~escalator.store.thread.inline`, on the caller's thread)."""
 
     metrics: Any = None  # an escalator.service.metrics.Metrics when the API serves /metrics
     observer: Callable[[Notification, DeliveryResult], None] | None = None
     """Called after each attempt is recorded (the daemon connects ``track_delivery`` here)."""
 
     def __init__(self, store: Store, config: Config, channels: dict[str, Any], clock: Clock,
-                 render: Callable[[RenderContext], Rendered] = render_templates) -> None:
+                 render: Callable[[RenderContext], Rendered] = render_templates, *,
+                 db: Runner = inline) -> None:
         self.render = render
+        self.db = db
         self.store = store
         self.config = config
         self.channels = channels
@@ -347,9 +354,15 @@ class Delivery:
         self.config, self.channels = config, channels
 
     def release_claims(self) -> int:
-        """Return rows left ``sending`` by a crash to ``pending`` (call once at start-up)."""
+        """Return rows left ``sending`` by a crash to ``pending`` (call once at start-up, before
+        the worker runs; on the caller's thread)."""
         with self.store.transaction() as tx:
             return tx.release_claims()
+
+    def _tx(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        """``fn(tx, *args)`` inside one store transaction (what :attr:`db` runs)."""
+        with self.store.transaction() as tx:
+            return fn(tx, *args)
 
     async def run_once(self, limit: int = 50) -> int:
         """Claim and process every due notification (up to ``limit``). Returns how many were claimed.
@@ -358,58 +371,89 @@ class Delivery:
         returning the claimed rows not yet sent to ``pending``; an attempt already made is
         kept in memory (its row stays ``sending``, so it is not sent again) and recorded first
         on the next call (:meth:`record_late`)."""
-        self.record_late()
-        with self.store.transaction() as tx:
-            claimed = tx.claim_notifications(self.clock.now(), limit)
+        await self.record_late()
+        claimed = await self.db(self._tx, lambda tx: tx.claim_notifications(self.clock.now(), limit))
         batch: dict[int, tuple[Any, ...]] = {}  # attempts made, recorded together at the end
         for i, n in enumerate(claimed):
             try:
                 await self._deliver(n, batch)
             except BaseException:
                 self._unrecorded.update(batch)
-                self._unclaim([m.id for m in claimed[i:] if m.id not in self._unrecorded])
+                await self._unclaim([m.id for m in claimed[i:] if m.id not in self._unrecorded])
                 raise
-        self._record(batch)
+        await self._record(batch)
         return len(claimed)
 
-    def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
+    def _record_all(self, tx: Tx, batch: dict[int, tuple[Any, ...]]) -> None:
+        for args in batch.values():
+            record(tx, self.config, *args)
+
+    async def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
         """Record attempts (row id → :func:`record` args) in one transaction — one fsync for a
         batch of sends; when the store cannot write, keep them for :meth:`record_late` (their
         rows stay ``sending``, so they are not sent again) and raise."""
         if not batch:
             return
         try:
-            with self.store.transaction() as tx:
-                for args in batch.values():
-                    record(tx, self.config, *args)
+            await self.db(self._tx, self._record_all, dict(batch))
         except Exception:
             self._unrecorded.update(batch)
             raise
         for n, _, result, *_ in batch.values():
             self._observe(n, result)
 
-    def record_late(self) -> None:
+    async def record_late(self) -> None:
         """Record the attempts whose record failed (oldest first); raises if the store still
         cannot write."""
         for nid, args in list(self._unrecorded.items()):
-            with self.store.transaction() as tx:
-                record(tx, self.config, *args)
+            await self.db(self._tx, record, self.config, *args)
             del self._unrecorded[nid]
             log.warning("notification_recorded_late", notification_id=nid)
             self._observe(args[0], args[2])
 
-    def _unclaim(self, ids: list[int]) -> None:
+    async def _unclaim(self, ids: list[int]) -> None:
         """Best effort: rows claimed but not sent go back to ``pending`` (else a restart does)."""
         if not ids:
             return
+
+        def unclaim(tx: Tx) -> None:
+            for nid in ids:
+                current = tx.get_notification(nid)
+                if current is not None and current.status == "sending":
+                    tx.update_notification(nid, status="pending")
         try:
-            with self.store.transaction() as tx:
-                for nid in ids:
-                    current = tx.get_notification(nid)
-                    if current is not None and current.status == "sending":
-                        tx.update_notification(nid, status="pending")
+            await self.db(self._tx, unclaim)
         except Exception:
             log.exception("notifications_not_unclaimed", notification_ids=ids)
+
+    def _prepare(self, tx: Tx, n: Notification, now: datetime) -> tuple[Any, ...] | None:
+        """Stages 1–3 for a claimed row, in one transaction: ``None`` when the row is done with
+        (cancelled, deduplicated, queued or throttled), else what the send needs: the incident,
+        the channel, the incident's first event and the step run."""
+        inc = recheck(tx, n, now)
+        if inc is None:
+            return None
+        if (twin := find_twin(tx, n)) is not None:
+            record_duplicate(tx, n, inc, twin, now)
+            return None
+        if (head := tx.waiting_ahead(n.channel, n.address, n.id)) is not None:
+            plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
+            tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                   first_attempt_at=plan.first_attempt_at, updated_at=now)
+            log.info("notification_queued", notification_id=n.id, channel=n.channel,
+                     behind=head.id, due_at=plan.due_at.isoformat())
+            return None
+        channel = self.channels.get(n.channel)
+        if wait := self.throttle.acquire(n.channel, channel, n.address):
+            plan = plan_hold(n, now, wait)
+            tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                   first_attempt_at=plan.first_attempt_at, updated_at=now)
+            log.info("notification_throttled", notification_id=n.id, channel=n.channel,
+                     due_at=plan.due_at.isoformat())
+            return None
+        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+        run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
+        return inc, channel, first, run
 
     async def _deliver(self, n: Notification, batch: dict[int, tuple[Any, ...]] | None = None
                        ) -> None:
@@ -418,33 +462,12 @@ class Delivery:
         if batch and any(m.step_run_id == n.step_run_id or (
                 (m.channel, m.address) == (n.channel, n.address) and plan.status != "delivered")
                 for m, _, _, plan, *_ in batch.values()):
-            self._record(batch)  # a twin (dedup) or an earlier message still to go out to this
-            batch.clear()        # address (order) must be on record before this row is looked at
-        now = self.clock.now()
-        with self.store.transaction() as tx:
-            inc = recheck(tx, n, now)
-            if inc is None:
-                return
-            if (twin := find_twin(tx, n)) is not None:
-                record_duplicate(tx, n, inc, twin, now)
-                return
-            if (head := tx.waiting_ahead(n.channel, n.address, n.id)) is not None:
-                plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
-                tx.update_notification(n.id, status="pending", due_at=plan.due_at,
-                                       first_attempt_at=plan.first_attempt_at, updated_at=now)
-                log.info("notification_queued", notification_id=n.id, channel=n.channel,
-                         behind=head.id, due_at=plan.due_at.isoformat())
-                return
-            channel = self.channels.get(n.channel)
-            if wait := self.throttle.acquire(n.channel, channel, n.address):
-                plan = plan_hold(n, now, wait)
-                tx.update_notification(n.id, status="pending", due_at=plan.due_at,
-                                       first_attempt_at=plan.first_attempt_at, updated_at=now)
-                log.info("notification_throttled", notification_id=n.id, channel=n.channel,
-                         due_at=plan.due_at.isoformat())
-                return
-            first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
-            run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
+            await self._record(batch)  # a twin (dedup) or an earlier message still to go out to
+            batch.clear()              # this address (order) must be on record before this row
+        prepared = await self.db(self._tx, self._prepare, n, self.clock.now())
+        if prepared is None:
+            return
+        inc, channel, first, run = prepared
         message, body = self._render(n, inc, channel, first["body"] if first else {}, run)
         started = self.clock.now()
         result = await send(channel, message)
@@ -455,7 +478,7 @@ class Delivery:
         if batch is not None:
             batch[n.id] = (n, inc, result, plan, body, now)
         else:
-            self._record({n.id: (n, inc, result, plan, body, now)})
+            await self._record({n.id: (n, inc, result, plan, body, now)})
 
     def _observe(self, n: Notification, result: DeliveryResult) -> None:
         if self.observer is not None:
