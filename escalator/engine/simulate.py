@@ -64,9 +64,11 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
         if due > clock.now():
             clock.set(due)
         engine.tick(periodic=False)
-        with store.transaction() as tx:  # nothing is sent: mark as if delivered
-            for n in tx.claim_notifications(clock.now(), 10_000):
+        with store.transaction() as tx:  # nothing is sent: mark as if delivered at once,
+            for n in tx.claim_notifications(clock.now(), 10_000):  # which starts the timeout
                 tx.update_notification(n.id, status="delivered")
+                if n.step_run_id is not None:
+                    engine.step_delivered(tx, n.step_run_id, clock.now())
     rows = []
     with store.transaction() as tx:
         runs = {}
