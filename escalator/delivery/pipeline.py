@@ -1,5 +1,11 @@
 """The delivery worker: a pipeline of small stages over the durable outbox (docs/delivery.md).
 
+The claimed rows (most urgent first) go into one lane per (channel id, address): a lane sends
+one row at a time (priority, then creation order), lanes run at once with at most
+``delivery.concurrency_per_channel`` sends in flight per channel; more than
+``delivery.digest.after`` rows of one priority waiting for one address go as one digest
+(stage 4b, :meth:`Delivery._digest`). Every store transaction runs through ``Delivery.db``.
+
 For each claimed notification row, in order (after Alertmanager's ``notify`` pipeline):
 
 1. **re-check** (:func:`recheck`) — the row is still ``sending`` and its incident still wants it;
@@ -7,9 +13,10 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
    purpose) was already delivered: the row becomes ``delivered`` with a ledger row
    ``deduplicated``, nothing is sent;
 2b. **order** (:func:`plan_queue`) — an earlier row to the same channel and address is still
-   pending: this one waits behind it, so one recipient gets messages in creation order;
+   pending (of the same priority): this one waits behind it, so one recipient gets messages in
+   creation order;
 3. **throttle** (:class:`Throttle`) — per channel (the channel class's ``rate_limits``) and per
-   address (:data:`ADDRESS_LIMITS`); over a limit the row waits (its ``due_at`` moves), without
+   address (:data:`ADDRESS_LIMITS`; not for ``critical``); over a limit the row waits (its ``due_at`` moves), without
    counting an attempt or using up the retry deadline;
 4. **render** (``Delivery.render``) and **send** (:func:`send`);
 5. **retry** (:func:`plan_next`) — the only place that retries: exponential backoff with jitter,
