@@ -73,7 +73,7 @@ routes:
     policy: default
 {delivery}"""
 
-DIGESTS_OFF = ""
+DIGESTS_OFF = "delivery:\n  digest: off\n"
 """DIGESTS OFF — the one place where the benchmarks' config switches delivery digests off.
 
 Today's config has no digest option (and rejects unknown keys), so this is empty. When delivery

@@ -10,6 +10,7 @@ from typing import ClassVar
 import pytest
 
 from escalator.config import load_config
+from escalator.config.models import DigestConfig
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.pipeline import ADDRESS_LIMITS, RETRY_DEADLINE, plan_hold
 from escalator.delivery.ratelimit import RateLimit
@@ -139,6 +140,17 @@ def ingest(h: Harness, ev: Event) -> int:
     return h.engine.ingest(ev, source="test").incident_id
 
 
+def delivery_config(h: Harness, **update) -> None:
+    """Run ``h``'s delivery worker with the ``delivery:`` settings changed by ``update``."""
+    h.delivery.config = h.config.model_copy(update={"delivery": h.config.delivery.model_copy(
+        update=update)})
+
+
+def without_digests(h: Harness) -> None:
+    """Every message on its own (``delivery: {digest: off}``), as before digests existed."""
+    delivery_config(h, digest=DigestConfig(enabled=False))
+
+
 async def test_recipients_sharing_a_group_address_get_one_message_and_the_ledger_says_deduplicated(h):
     inc = ingest(h, event("shared"))
     await h.settle()
@@ -180,6 +192,7 @@ async def test_channel_rate_limit_delays_without_counting_an_attempt(h):
 
 
 async def test_address_rate_limit_delays_and_keeps_the_order_per_recipient(h):
+    without_digests(h)  # with digests, 13 waiting messages go as one (tests below)
     limit = ADDRESS_LIMITS[0]
     incidents = [ingest(h, event("solo", i)) for i in range(limit.count + 3)]
     await h.settle()
@@ -287,7 +300,10 @@ def test_a_hold_moves_the_deadline_start_by_the_wait(h):
 @pytest.mark.parametrize("flow", ["pair", "report"])
 async def test_an_acknowledgement_after_the_claim_stops_the_sends_not_yet_made(h, flow):
     # "pair": the ack acknowledges the incident; "report": it only confirms the step, the
-    # incident stays triggered and the row's own cancellation is what stops the send
+    # incident stays triggered and the row's own cancellation is what stops the send.
+    # One send at a time per channel: the second row is re-checked after the first send (with
+    # more, it may already be in flight at the ack: the next test)
+    delivery_config(h, concurrency_per_channel=1)
     sms = h.ch["sms"]
     inc = ingest(h, event(flow))
     original = sms.send
@@ -307,3 +323,34 @@ async def test_an_acknowledgement_after_the_claim_stops_the_sends_not_yet_made(h
     await h.advance(3600)
     assert "13800000012" not in [m.address for m in sms.sent]
     assert h.incident(inc).state == ("acknowledged" if flow == "pair" else "triggered")
+
+
+async def test_every_store_transaction_of_the_worker_goes_through_the_db_runner(h):
+    from escalator.store.thread import StoreThread
+
+    thread = StoreThread()
+    calls: list[str] = []
+
+    async def run(fn, /, *args, **kwargs):
+        calls.append(getattr(fn, "__name__", "?"))
+        return await thread.run(fn, *args, **kwargs)
+
+    h.delivery.db = run
+    real = h.store.transaction
+    on_loop: list[bool] = []
+
+    def watched():
+        import threading
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return real()
+
+    h.store.transaction = watched
+    try:
+        inc = ingest(h, event("solo"))
+        on_loop.clear()
+        assert await h.delivery.run_once() == 1
+    finally:
+        h.store.transaction = real
+        thread.close()
+    assert calls and on_loop and not any(on_loop)  # every transaction ran on the store thread
+    assert [n.status for n in rows(h, inc)] == ["delivered"]

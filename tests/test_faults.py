@@ -29,6 +29,7 @@ from structlog.testing import capture_logs
 
 from escalator.clock import FakeClock
 from escalator.config import load_config
+from escalator.config.models import DeliverySection
 from escalator.config.settings import Settings
 from escalator.delivery.pipeline import RETRY_DEADLINE, RETRY_MAX_DELAY
 from escalator.events import Event
@@ -263,6 +264,10 @@ async def full(tmp_path, monkeypatch):
     for key in [k for k in os.environ if k.startswith("ESCALATOR_")]:
         monkeypatch.delenv(key)
     config = load_config(FIXTURES / "engine.yaml")
+    # one message per event and step timers from the fire, as the test counts messages and
+    # fills the file to its last page (digests and the step-wait cap: tests/test_delivery.py)
+    config = config.model_copy(update={"delivery": DeliverySection(digest={"enabled": False},
+                                                                   step_wait_cap=0)})
     settings = Settings(state_dir=tmp_path / "state", spool_dir=tmp_path / "spool",
                         http_listen="127.0.0.1:0", api_token=SecretStr(ADMIN))
     daemon = Daemon(config, settings, clock=FakeClock(Harness.START))

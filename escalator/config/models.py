@@ -1,7 +1,7 @@
 """Pydantic models of the administrator's YAML config (one file).
 
 Top level: ``school``, ``roles``, ``people``, ``units``, ``channels``, ``policies``, ``routes``,
-``duty_roster``, ``heartbeats``, ``sources``, ``daemon``, ``api``. Durations are seconds (int) or
+``duty_roster``, ``heartbeats``, ``sources``, ``daemon``, ``api``, ``delivery``. Durations are seconds (int) or
 strings such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a
 step's target, a route's policy, …) are checked by :mod:`escalator.config.checks`, not here.
 """
@@ -606,6 +606,38 @@ class RetentionSection(_Model):
     personal_data_days: int = Field(default=180, ge=30, le=36500)
 
 
+def _switch(value: Any) -> Any:
+    """``digest: off`` / ``false`` (YAML reads ``off`` as false) → disabled; ``on`` / ``true`` →
+    enabled with the defaults; a mapping as it is."""
+    if isinstance(value, bool):
+        return {"enabled": value}
+    if isinstance(value, str) and value.strip().lower() in ("off", "on", "false", "true"):
+        return {"enabled": value.strip().lower() in ("on", "true")}
+    return value
+
+
+class DigestConfig(_Model):
+    """``delivery.digest``: when more than ``after`` messages wait for one address (one channel
+    id and address), they go as one digest message (docs/delivery.md "Digests"); nothing is
+    dropped, each is recorded in the ledger as ``digested``. ``enabled: false`` (or
+    ``digest: off``): every message goes on its own."""
+
+    enabled: bool = True
+    after: int = Field(default=5, ge=1, le=1000)
+
+
+class DeliverySection(_Model):
+    """``delivery`` (docs/delivery.md): ``concurrency_per_channel`` — sends in flight at once per
+    channel id (one per address at a time); ``digest`` (:class:`DigestConfig`);
+    ``step_wait_cap`` — seconds (at most) a step's timeout waits for its first message to be
+    delivered (or fail for good): the step times out at most ``step_wait_cap`` + its timeout
+    after it fired."""
+
+    concurrency_per_channel: int = Field(default=8, ge=1, le=256)
+    digest: Annotated[DigestConfig, BeforeValidator(_switch)] = Field(default_factory=DigestConfig)
+    step_wait_cap: Duration = Field(default=600.0, ge=0, le=TIMEOUT_MAX)
+
+
 class Config(_Model):
     """The whole config file. Build it with :func:`escalator.config.load_config`."""
 
@@ -635,6 +667,8 @@ class Config(_Model):
     """Legal reporting deadlines; None: only those of ``clusters`` (with the default rules)."""
     early_warning: EarlyWarningConfig | None = None
     """Early warning from sickness absence (docs/early-warning.md); None: off."""
+    delivery: DeliverySection = Field(default_factory=DeliverySection)
+    """How the delivery worker sends: concurrency, digests, the step-wait cap."""
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

@@ -1,5 +1,11 @@
 """The delivery worker: a pipeline of small stages over the durable outbox (docs/delivery.md).
 
+The claimed rows (most urgent first) go into one lane per (channel id, address): a lane sends
+one row at a time (priority, then creation order), lanes run at once with at most
+``delivery.concurrency_per_channel`` sends in flight per channel; more than
+``delivery.digest.after`` rows of one priority waiting for one address go as one digest
+(stage 4b, :meth:`Delivery._digest`). Every store transaction runs through ``Delivery.db``.
+
 For each claimed notification row, in order (after Alertmanager's ``notify`` pipeline):
 
 1. **re-check** (:func:`recheck`) — the row is still ``sending`` and its incident still wants it;
@@ -7,9 +13,10 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
    purpose) was already delivered: the row becomes ``delivered`` with a ledger row
    ``deduplicated``, nothing is sent;
 2b. **order** (:func:`plan_queue`) — an earlier row to the same channel and address is still
-   pending: this one waits behind it, so one recipient gets messages in creation order;
+   pending (of the same priority): this one waits behind it, so one recipient gets messages in
+   creation order;
 3. **throttle** (:class:`Throttle`) — per channel (the channel class's ``rate_limits``) and per
-   address (:data:`ADDRESS_LIMITS`); over a limit the row waits (its ``due_at`` moves), without
+   address (:data:`ADDRESS_LIMITS`; not for ``critical``); over a limit the row waits (its ``due_at`` moves), without
    counting an attempt or using up the retry deadline;
 4. **render** (``Delivery.render``) and **send** (:func:`send`);
 5. **retry** (:func:`plan_next`) — the only place that retries: exponential backoff with jitter,
@@ -28,7 +35,7 @@ import asyncio
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +46,7 @@ from escalator.config.models import Config
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
+from escalator.engine.engine import step_delivered
 from escalator.store.base import Incident, Notification, Store, Tx
 from escalator.store.thread import Runner, inline
 
@@ -61,6 +69,15 @@ MIN_HOLD = 1.0
 """Shortest wait (seconds) after a channel's own hold, when its ``retry_after`` is shorter."""
 DETAIL_MAX = 500
 """Longest detail kept in the ledger and ``last_error`` (characters)."""
+DIGESTED = "digested"
+"""Ledger outcome of a notification delivered inside another one's digest message."""
+DIGEST_MAX = 1000
+"""Most notifications one digest carries (a longer queue goes as several)."""
+DIGEST_LINES = 10
+"""Incidents a digest lists by name; the rest are counted."""
+URGENT = 0
+"""The priority (``critical``) that escalator's own per-address limit never holds back and
+that never goes into a digest."""
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> float:
@@ -138,13 +155,15 @@ class Throttle:
             return tuple(self.overrides[channel_id])
         return tuple(getattr(channel, "rate_limits", ()) or ())
 
-    def acquire(self, channel_id: str, channel: Any, address: str) -> float:
+    def acquire(self, channel_id: str, channel: Any, address: str, urgent: bool = False) -> float:
         """Take a slot in both windows and return 0, or return the seconds until both have
-        room (taking nothing)."""
-        return acquire_all([self._limiter(("channel", channel_id),
-                                          self.channel_limits(channel_id, channel)),
-                            self._limiter(("address", channel_id, address), self.address_limits)],
-                           self._now())
+        room (taking nothing). ``urgent`` (a ``critical`` message): only the channel's window
+        applies — escalator's own per-address limit never holds a critical message back behind
+        a storm (the channel's provider limits still do)."""
+        limiters = [self._limiter(("channel", channel_id), self.channel_limits(channel_id, channel))]
+        if not urgent:
+            limiters.append(self._limiter(("address", channel_id, address), self.address_limits))
+        return acquire_all(limiters, self._now())
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
@@ -239,16 +258,49 @@ def plan_next(n: Notification, result: DeliveryResult, started: datetime, now: d
 
 
 # --------------------------------------------------------------------------------------------
+# stage 4b: digest
+# --------------------------------------------------------------------------------------------
+
+
+def digest_text(config: Config, audience: str, others: Sequence[Incident]) -> str:
+    """The lines added to a digest's first message for the ``others`` waiting behind it: how
+    many, then up to :data:`DIGEST_LINES` incidents (id, severity, category; the summary only
+    for a ``person`` audience — never pupil data for a group or a guardian). No acknowledge
+    link: each incident's own link reaches its recipient in the incident's own messages, and
+    the recipient acknowledges by id in the console or the CLI."""
+    zh = config.school.language == "zh"
+    lines = [f"另有 {len(others)} 条事件待处理：" if zh
+             else f"{len(others)} more incidents are waiting:"]
+    for inc in others[:DIGEST_LINES]:
+        what = inc.summary if audience == "person" else inc.category
+        lines.append(f"· #{inc.id} [{inc.severity}] {what[:60]}")
+    if len(others) > DIGEST_LINES:
+        more = len(others) - DIGEST_LINES
+        lines.append(f"…… 及另外 {more} 条" if zh else f"… and {more} more")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
 # stage 6: record
 # --------------------------------------------------------------------------------------------
 
 
 def record(tx: Tx, config: Config, n: Notification, inc: Incident, result: DeliveryResult,
-           plan: Plan, body: str, now: datetime) -> None:
-    """Write the attempt to the ledger, then the row's new state, the timeline and any failover."""
+           plan: Plan, body: str, now: datetime, digest_of: int | None = None) -> None:
+    """Write the attempt to the ledger, then the row's new state, the timeline and any failover.
+
+    ``digest_of``: the row went out inside the digest sent as notification ``digest_of``
+    (another row); delivered, its ledger row is ``digested`` naming that notification. The
+    first message of a step run delivered, or failed for good, starts the step's timeout
+    (:func:`escalator.engine.engine.step_delivered`)."""
     detail = result.detail[:DETAIL_MAX]
-    tx.add_delivery(notification_id=n.id, at=now, outcome=result.status.value, detail=detail,
-                    body=body)
+    if digest_of is not None and plan.status == "delivered":
+        tx.add_delivery(notification_id=n.id, at=now, outcome=DIGESTED,
+                        detail=f"delivered in the digest sent as notification {digest_of}",
+                        body="")
+    else:
+        tx.add_delivery(notification_id=n.id, at=now, outcome=result.status.value, detail=detail,
+                        body=body)
     bound = log.bind(incident_id=inc.id, notification_id=n.id, channel=n.channel,
                      recipient=n.recipient_id)
     current = tx.get_notification(n.id)
@@ -260,8 +312,11 @@ def record(tx: Tx, config: Config, n: Notification, inc: Incident, result: Deliv
                                first_attempt_at=plan.first_attempt_at, updated_at=now)
         tx.add_timeline(inc.id, now, "notified", None,
                         {"recipient": n.recipient_id, "name": n.recipient_name,
-                         "channel": n.channel, "notification_id": n.id})
-        bound.info("notification_delivered")
+                         "channel": n.channel, "notification_id": n.id,
+                         **({"digest": digest_of} if digest_of is not None else {})})
+        bound.info("notification_delivered", **({"digest": digest_of} if digest_of else {}))
+        if n.step_run_id is not None:
+            step_delivered(tx, config, n.step_run_id, now)
     elif plan.status == "pending":
         tx.update_notification(n.id, status="pending", attempts=plan.attempts, due_at=plan.due_at,
                                first_attempt_at=plan.first_attempt_at, last_error=detail,
@@ -308,7 +363,7 @@ def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: dateti
             recipient_id=n.recipient_id, recipient_name=n.recipient_name, channel=c.channel,
             address=c.to, contact_index=nxt, status="pending", due_at=now, attempts=0,
             created_at=now, updated_at=now, ack_token=n.ack_token + f".{nxt}",
-            needs_ack=n.needs_ack, purpose=n.purpose, note=n.note,
+            needs_ack=n.needs_ack, purpose=n.purpose, note=n.note, priority=n.priority,
         )
         tx.add_timeline(inc.id, now, "failover", None,
                         {"recipient": n.recipient_id, "from": n.channel, "to": c.channel,
@@ -316,6 +371,8 @@ def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: dateti
     else:
         tx.add_timeline(inc.id, now, "delivery_failed", None,
                         {"recipient": n.recipient_id, "channel": n.channel, "reason": why[:200]})
+        if n.step_run_id is not None:  # failed for good: the step's timeout counts from now
+            step_delivered(tx, config, n.step_run_id, now)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,15 +381,18 @@ def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: dateti
 
 
 class Delivery:
-    """Sends due notifications through the stages above. ``channels``: channel id → instance;
-    ``db``: how store transactions run (the daemon's store thread; default: inline)."""
+    """Sends due notifications through the stages above. ``channels``: channel id → instance.
+
+    ``db`` runs every store transaction of the worker: ``await db(fn, *args)`` (a
+    :class:`~escalator.store.thread.Runner`, e.g. ``StoreThread.run`` in the daemon; default
+    :func:`~escalator.store.thread.inline`, on the caller's thread)."""
 
     metrics: Any = None  # an escalator.service.metrics.Metrics when the API serves /metrics
     observer: Callable[[Notification, DeliveryResult], None] | None = None
     """Called after each attempt is recorded (the daemon connects ``track_delivery`` here)."""
 
     def __init__(self, store: Store, config: Config, channels: dict[str, Any], clock: Clock,
-                 render: Callable[[RenderContext], Rendered] = render_templates,
+                 render: Callable[[RenderContext], Rendered] = render_templates, *,
                  db: Runner = inline) -> None:
         self.render = render
         self.db = db
@@ -343,6 +403,8 @@ class Delivery:
         self.throttle = Throttle(clock)
         self.rng: random.Random | None = None
         """Jitter source for :func:`backoff` (``None``: the ``random`` module); tests pin it."""
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        """Send slots per channel id (``delivery.concurrency_per_channel`` each)."""
         self._unrecorded: dict[int, tuple[Any, ...]] = {}
         """Attempts made whose ledger row could not be written yet (row id → record args)."""
 
@@ -351,73 +413,146 @@ class Delivery:
         self.config, self.channels = config, channels
 
     def release_claims(self) -> int:
-        """Return rows left ``sending`` by a crash to ``pending`` (call once at start-up)."""
+        """Return rows left ``sending`` by a crash to ``pending`` (call once at start-up, before
+        the worker runs; on the caller's thread)."""
         with self.store.transaction() as tx:
             return tx.release_claims()
 
+    def _tx(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        """``fn(tx, *args)`` inside one store transaction (what :attr:`db` runs)."""
+        with self.store.transaction() as tx:
+            return fn(tx, *args)
+
     async def run_once(self, limit: int = 50) -> int:
-        """Claim and process every due notification (up to ``limit``). Returns how many were claimed.
+        """Claim and process every due notification (up to ``limit``, most urgent first).
+        Returns how many were claimed.
+
+        The claimed rows are grouped by (channel id, address): each group is a lane that sends
+        its rows one at a time, in order (priority, then creation), or as one digest when more
+        than ``delivery.digest.after`` of one priority wait (:meth:`_digest`); the lanes run
+        at once, at most ``delivery.concurrency_per_channel`` sends in flight per channel id.
+        The attempts are recorded together at the end (one transaction).
 
         When the store cannot write (full disk, I/O error) the error is raised, after
         returning the claimed rows not yet sent to ``pending``; an attempt already made is
         kept in memory (its row stays ``sending``, so it is not sent again) and recorded first
         on the next call (:meth:`record_late`)."""
-        await self.db(self.record_late)
-        claimed = await self.db(self._claim, self.clock.now(), limit)
-        batch: dict[int, tuple[Any, ...]] = {}  # attempts made, recorded together at the end
-        for i, n in enumerate(claimed):
-            try:
-                await self._deliver(n, batch)
-            except BaseException:
-                self._unrecorded.update(batch)
-                await self.db(self._unclaim,
-                              [m.id for m in claimed[i:] if m.id not in self._unrecorded])
-                raise
-        await self.db(self._record, batch)
+        await self.record_late()
+        claimed = await self.db(self._tx, lambda tx: tx.claim_notifications(self.clock.now(), limit))
+        lanes: dict[tuple[str, str], list[Notification]] = {}
+        for n in claimed:
+            lanes.setdefault((n.channel, n.address), []).append(n)
+        width = self.config.delivery.concurrency_per_channel
+        self._slots = {ch: asyncio.Semaphore(width) for ch, _ in lanes}
+        batches: list[dict[int, tuple[Any, ...]]] = [{} for _ in lanes]
+        done: set[int] = set()
+        try:
+            outcomes = await asyncio.gather(*(self._lane(rows, b, done) for rows, b
+                                              in zip(lanes.values(), batches, strict=True)),
+                                            return_exceptions=True)
+        except BaseException:  # cancelled: keep what was sent, give back what was not
+            outcomes = [asyncio.CancelledError()]
+        batch = {k: v for b in batches for k, v in b.items()}
+        if errors := [e for e in outcomes if isinstance(e, BaseException)]:
+            self._unrecorded.update(batch)
+            await self._unclaim([m.id for m in claimed
+                                 if m.id not in done and m.id not in self._unrecorded])
+            raise errors[0]
+        await self._record(batch)
         return len(claimed)
 
-    def _claim(self, now: datetime, limit: int) -> list[Notification]:
-        with self.store.transaction() as tx:
-            return tx.claim_notifications(now, limit)
+    async def _lane(self, rows: list[Notification], batch: dict[int, tuple[Any, ...]],
+                    done: set[int]) -> None:
+        """One (channel id, address): its rows by priority then id, one send at a time; the
+        rows of one priority as a digest when more than ``delivery.digest.after`` wait."""
+        rows = sorted(rows, key=lambda n: (n.priority, n.id))
+        digest = self.config.delivery.digest
+        by_priority: dict[int, list[Notification]] = {}
+        for n in rows:
+            by_priority.setdefault(n.priority, []).append(n)
+        for priority, group in by_priority.items():
+            if digest.enabled and priority != URGENT:
+                more = await self.db(self._tx, lambda tx, g=group, p=priority: tx.claim_address(
+                    g[0].channel, g[0].address, p, self.clock.now(), max(0, DIGEST_MAX - len(g))))
+                group = sorted(group + more, key=lambda n: n.id)
+                if len(group) > digest.after:
+                    await self._digest(group, batch)
+                    done.update(n.id for n in group)
+                    continue
+            for n in group:
+                await self._deliver(n, batch)
+                done.add(n.id)
 
-    def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
+    def _record_all(self, tx: Tx, batch: dict[int, tuple[Any, ...]]) -> None:
+        for args in batch.values():
+            record(tx, self.config, *args)
+
+    async def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
         """Record attempts (row id → :func:`record` args) in one transaction — one fsync for a
         batch of sends; when the store cannot write, keep them for :meth:`record_late` (their
         rows stay ``sending``, so they are not sent again) and raise."""
         if not batch:
             return
         try:
-            with self.store.transaction() as tx:
-                for args in batch.values():
-                    record(tx, self.config, *args)
+            await self.db(self._tx, self._record_all, dict(batch))
         except Exception:
             self._unrecorded.update(batch)
             raise
         for n, _, result, *_ in batch.values():
             self._observe(n, result)
 
-    def record_late(self) -> None:
+    async def record_late(self) -> None:
         """Record the attempts whose record failed (oldest first); raises if the store still
         cannot write."""
         for nid, args in list(self._unrecorded.items()):
-            with self.store.transaction() as tx:
-                record(tx, self.config, *args)
+            await self.db(self._tx, record, self.config, *args)
             del self._unrecorded[nid]
             log.warning("notification_recorded_late", notification_id=nid)
             self._observe(args[0], args[2])
 
-    def _unclaim(self, ids: list[int]) -> None:
+    async def _unclaim(self, ids: list[int]) -> None:
         """Best effort: rows claimed but not sent go back to ``pending`` (else a restart does)."""
         if not ids:
             return
+
+        def unclaim(tx: Tx) -> None:
+            for nid in ids:
+                current = tx.get_notification(nid)
+                if current is not None and current.status == "sending":
+                    tx.update_notification(nid, status="pending")
         try:
-            with self.store.transaction() as tx:
-                for nid in ids:
-                    current = tx.get_notification(nid)
-                    if current is not None and current.status == "sending":
-                        tx.update_notification(nid, status="pending")
+            await self.db(self._tx, unclaim)
         except Exception:
             log.exception("notifications_not_unclaimed", notification_ids=ids)
+
+    def _prepare(self, tx: Tx, n: Notification, now: datetime) -> tuple[Any, ...] | None:
+        """Stages 1–3 for a claimed row, in one transaction: ``None`` when the row is done with
+        (cancelled, deduplicated, queued or throttled), else what the send needs: the incident,
+        the channel, the incident's first event and the step run."""
+        inc = recheck(tx, n, now)
+        if inc is None:
+            return None
+        if (twin := find_twin(tx, n)) is not None:
+            record_duplicate(tx, n, inc, twin, now)
+            return None
+        if (head := tx.waiting_ahead(n.channel, n.address, n.id, n.priority)) is not None:
+            plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
+            tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                   first_attempt_at=plan.first_attempt_at, updated_at=now)
+            log.info("notification_queued", notification_id=n.id, channel=n.channel,
+                     behind=head.id, due_at=plan.due_at.isoformat())
+            return None
+        channel = self.channels.get(n.channel)
+        if wait := self.throttle.acquire(n.channel, channel, n.address, n.priority == URGENT):
+            plan = plan_hold(n, now, wait)
+            tx.update_notification(n.id, status="pending", due_at=plan.due_at,
+                                   first_attempt_at=plan.first_attempt_at, updated_at=now)
+            log.info("notification_throttled", notification_id=n.id, channel=n.channel,
+                     due_at=plan.due_at.isoformat())
+            return None
+        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+        run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
+        return inc, channel, first, run
 
     async def _deliver(self, n: Notification, batch: dict[int, tuple[Any, ...]] | None = None
                        ) -> None:
@@ -426,15 +561,16 @@ class Delivery:
         if batch and any(m.step_run_id == n.step_run_id or (
                 (m.channel, m.address) == (n.channel, n.address) and plan.status != "delivered")
                 for m, _, _, plan, *_ in batch.values()):
-            await self.db(self._record, batch)  # a twin (dedup) or an earlier message still to
-            batch.clear()  # go out to this address (order) must be on record before this row is looked at
-        prepared = await self.db(self._prepare, n, self.clock.now())
-        if prepared is None:
-            return
-        inc, channel, first, run = prepared
-        message, body = self._render(n, inc, channel, first["body"] if first else {}, run)
-        started = self.clock.now()
-        result = await send(channel, message)
+            await self._record(batch)  # a twin (dedup) or an earlier message still to go out to
+            batch.clear()              # this address (order) must be on record before this row
+        async with self._slot(n.channel):  # the re-check is just before the send, in its slot
+            prepared = await self.db(self._tx, self._prepare, n, self.clock.now())
+            if prepared is None:
+                return
+            inc, channel, first, run = prepared
+            message, body = self._render(n, inc, channel, first["body"] if first else {}, run)
+            started = self.clock.now()
+            result = await send(channel, message)
         now = self.clock.now()
         plan = plan_next(n, result, started, now, self.rng)
         if self.metrics is not None:
@@ -442,36 +578,85 @@ class Delivery:
         if batch is not None:
             batch[n.id] = (n, inc, result, plan, body, now)
         else:
-            await self.db(self._record, {n.id: (n, inc, result, plan, body, now)})
+            await self._record({n.id: (n, inc, result, plan, body, now)})
 
-    def _prepare(self, n: Notification, now: datetime) -> tuple[Any, ...] | None:
-        """Stages 1–3 in one transaction: ``(incident, channel, first event, step run)`` when
-        ``n`` is to be sent now, else None (cancelled, deduplicated, queued or throttled)."""
-        with self.store.transaction() as tx:
-            inc = recheck(tx, n, now)
-            if inc is None:
-                return None
+    def _slot(self, channel_id: str) -> asyncio.Semaphore:
+        """The channel's send slots for this :meth:`run_once` (a fresh one outside it)."""
+        if channel_id not in self._slots:
+            self._slots[channel_id] = asyncio.Semaphore(self.config.delivery.concurrency_per_channel)
+        return self._slots[channel_id]
+
+    def _prepare_digest(self, tx: Tx, rows: list[Notification], now: datetime
+                        ) -> tuple[Any, ...] | None:
+        """Stages 1–3 for the rows of a digest (one address, one priority, by id): the rows
+        still wanted (re-check, dedup), then order and throttle for the whole digest as for its
+        first row. ``None`` when nothing is to be sent now; else (rows, their incidents, the
+        channel, the first row's first event and step run)."""
+        live: list[tuple[Notification, Incident]] = []
+        for n in rows:
+            if (inc := recheck(tx, n, now)) is None:
+                continue
             if (twin := find_twin(tx, n)) is not None:
                 record_duplicate(tx, n, inc, twin, now)
-                return None
-            if (head := tx.waiting_ahead(n.channel, n.address, n.id)) is not None:
-                plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
+                continue
+            live.append((n, inc))
+        if not live:
+            return None
+        head, inc = live[0]
+        ahead = tx.waiting_ahead(head.channel, head.address, head.id, head.priority)
+        channel = self.channels.get(head.channel)
+        wait = 0.0 if ahead else self.throttle.acquire(head.channel, channel, head.address)
+        if ahead is not None or wait:
+            for n, _ in live:
+                plan = plan_queue(n, now, ahead) if ahead is not None else plan_hold(n, now, wait)
                 tx.update_notification(n.id, status="pending", due_at=plan.due_at,
                                        first_attempt_at=plan.first_attempt_at, updated_at=now)
-                log.info("notification_queued", notification_id=n.id, channel=n.channel,
-                         behind=head.id, due_at=plan.due_at.isoformat())
-                return None
-            channel = self.channels.get(n.channel)
-            if wait := self.throttle.acquire(n.channel, channel, n.address):
-                plan = plan_hold(n, now, wait)
-                tx.update_notification(n.id, status="pending", due_at=plan.due_at,
-                                       first_attempt_at=plan.first_attempt_at, updated_at=now)
-                log.info("notification_throttled", notification_id=n.id, channel=n.channel,
-                         due_at=plan.due_at.isoformat())
-                return None
-            first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
-            run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
-        return inc, channel, first, run
+            log.info("digest_held", channel=head.channel, notifications=len(live),
+                     due_at=plan.due_at.isoformat())
+            return None
+        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+        run = tx.get_step_run(head.step_run_id) if head.step_run_id else None
+        return live, channel, first, run
+
+    async def _digest(self, rows: list[Notification], batch: dict[int, tuple[Any, ...]]) -> None:
+        """Send ``rows`` (one address, one priority, more than ``delivery.digest.after``) as one
+        message: the first row's own message, then :func:`digest_text` for the others. The
+        first row's attempt is recorded as usual; delivered, every other row is recorded
+        delivered (``digested``, naming the first row); not delivered, every row records the
+        attempt and is retried, held or failed over on its own (:func:`plan_next`)."""
+        if batch:
+            await self._record(batch)  # earlier sends to this address on record first
+            batch.clear()
+        async with self._slot(rows[0].channel):  # re-checked just before the send, in its slot
+            prepared = await self.db(self._tx, self._prepare_digest, rows, self.clock.now())
+            if prepared is None:
+                return
+            live, channel, first, run = prepared
+            (head, inc), others = live[0], live[1:]
+            message, body = self._render(head, inc, channel, first["body"] if first else {}, run)
+            if others:
+                audience = ("guardian" if head.recipient_kind == "guardian"
+                            else getattr(channel, "audience", "person"))
+                extra = digest_text(self.config, audience, [i for _, i in others])
+                message = replace(message, body=f"{message.body}\n\n{extra}")
+                body = f"{body}\n\n{extra}"
+            started = self.clock.now()
+            result = await send(channel, message)
+        now = self.clock.now()
+        if self.metrics is not None:
+            self.metrics.notification(head.channel, result.status.value)
+        first_plan = plan_next(head, result, started, now, self.rng)
+        batch[head.id] = (head, inc, result, first_plan, body, now)
+        for n, i in others:
+            if result.status == DeliveryStatus.delivered and channel_hold(result) is None:
+                plan = Plan("delivered", n.attempts, n.first_attempt_at or started)
+            else:  # each row's own attempt and deadline; retried together with the first row
+                plan = plan_next(n, result, started, now, self.rng)
+                if plan.status == "pending" and first_plan.status == "pending":
+                    plan = replace(plan, due_at=first_plan.due_at)
+            batch[n.id] = (n, i, result, plan, "", now, head.id)
+        log.info("digest_sent", notification_id=head.id, channel=head.channel,
+                 notifications=len(live), outcome=result.status.value)
 
     def _observe(self, n: Notification, result: DeliveryResult) -> None:
         if self.observer is not None:

@@ -46,7 +46,7 @@ from escalator.engine.routing import NO_POLICY, route
 from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
 from escalator.engine.targets import Recipient, Target, UnknownTarget, parse_target, resolve
 from escalator.events import Action, Event, Kind
-from escalator.store.base import Incident, StepRun, Store, Tx
+from escalator.store.base import Incident, StepRun, Store, Tx, priority_of
 
 log = structlog.get_logger("escalator.engine.engine")
 
@@ -319,7 +319,9 @@ class Engine:
                     tx.add_timeline(inc.id, now, "escalation_exhausted", None, {"round": rnd})
                     return
             if self._fire_step(tx, inc, index, rnd, now, opening):
-                timeout = float(steps[index]["timeout"])
+                # the timeout counts from the first message delivered (step_delivered), waiting
+                # for it at most delivery.step_wait_cap
+                timeout = float(steps[index]["timeout"]) + self.config.delivery.step_wait_cap
                 tx.update_incident(inc.id, step_index=index, round=rnd, updated_at=now,
                                    next_step_at=now + timedelta(seconds=timeout))
                 return
@@ -407,6 +409,7 @@ class Engine:
             recipient_name=r.name, channel=contact.channel, address=contact.to, contact_index=0,
             status="pending", due_at=now, attempts=0, created_at=now, updated_at=now,
             ack_token=secrets.token_urlsafe(18), needs_ack=needs_ack, purpose=purpose, note=note,
+            priority=priority_of(inc.severity),
         )
         ops = self._ops(tx, now)
         for rule in self.rules:  # e.g. the required level of a legal deadline told: deadline met
@@ -424,6 +427,18 @@ class Engine:
                              note=", ".join(unresolved))
         if not officers:
             log.error("duty_officer_unresolved", incident_id=inc.id, targets=unresolved)
+
+    def step_delivered(self, tx: Tx, step_run_id: int, at: datetime) -> None:
+        """The first message of step run ``step_run_id`` was delivered, or failed for good, at
+        ``at`` (aware UTC): called by the delivery record stage (and ``simulate``) inside its
+        transaction ``tx``, for every message of a step run — only the first counts.
+
+        When the run is still the incident's waiting step, its timer becomes ``at`` + the
+        step's timeout — never later than when it fired + ``delivery.step_wait_cap`` + the
+        timeout, the timer set when it fired — and the timeline gets ``step_delivered`` with both
+        times (``fired_at``, ``delivered_at``: ISO-8601 UTC) and the wait in seconds. With
+        ``step_wait_cap`` 0 nothing is done: the timeout counts from the fire."""
+        step_delivered(tx, self.config, step_run_id, at)
 
     # ----------------------------------------------------------------- actions
 
@@ -519,6 +534,28 @@ class Engine:
         ops = self._ops(tx, now)
         for rule in self.rules:  # e.g. resolved before a legal deadline's level was told
             rule.on_resolved(ops, tx, inc, actor)
+
+
+def step_delivered(tx: Tx, config: Config, step_run_id: int, at: datetime) -> None:
+    """:meth:`Engine.step_delivered` with the running ``config`` (the delivery worker, which
+    has no engine, calls this)."""
+    if config.delivery.step_wait_cap <= 0:  # off: the timeout counts from the fire, as set
+        return
+    run = tx.get_step_run(step_run_id)
+    if run is None or run.status != "open" or not tx.mark_step_delivered(step_run_id, at):
+        return
+    inc = tx.get_incident(run.incident_id)
+    if (inc is None or inc.state != "triggered" or inc.next_step_at is None
+            or (inc.step_index, inc.round) != (run.step_index, run.round)):
+        return
+    timeout = timedelta(seconds=float(inc.policy["steps"][run.step_index]["timeout"]))
+    cap = run.fired_at + timedelta(seconds=config.delivery.step_wait_cap) + timeout
+    due = min(max(at, run.fired_at) + timeout, cap, inc.next_step_at)
+    tx.update_incident(inc.id, next_step_at=due, updated_at=at)
+    tx.add_timeline(inc.id, at, "step_delivered", None,
+                    {"step": run.step_index, "round": run.round,
+                     "fired_at": run.fired_at.isoformat(), "delivered_at": at.isoformat(),
+                     "waited": round((at - run.fired_at).total_seconds(), 3)})
 
 
 class _Ops:

@@ -37,17 +37,20 @@ class TimelineRow:
 
 
 class MarkDelivered:
-    """The delivery of a simulation: claims due notification rows and marks them delivered,
-    sending nothing (a :class:`~escalator.engine.runloop.Deliverer`)."""
+    """The delivery of a simulation: claims due notification rows and marks them delivered at
+    once, sending nothing (a :class:`~escalator.engine.runloop.Deliverer`); a step's first
+    delivery starts its timeout, as in the daemon (:meth:`Engine.step_delivered`)."""
 
-    def __init__(self, store: Store, clock: FakeClock) -> None:
-        self.store, self.clock = store, clock
+    def __init__(self, engine: Engine, store: Store, clock: FakeClock) -> None:
+        self.engine, self.store, self.clock = engine, store, clock
 
     async def run_once(self, limit: int = 10_000) -> int:
         with self.store.transaction() as tx:
             claimed = tx.claim_notifications(self.clock.now(), limit)
             for n in claimed:
                 tx.update_notification(n.id, status="delivered")
+                if n.step_run_id is not None:
+                    self.engine.step_delivered(tx, n.step_run_id, self.clock.now())
         return len(claimed)
 
 
@@ -77,7 +80,7 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
     result = engine.ingest(event.model_copy(update={"occurred_at": start}), source="simulate")
     if result.incident_id is None:
         return []
-    loop = RunLoop(engine, MarkDelivered(store, clock), periodic=False, send_batch=10_000)
+    loop = RunLoop(engine, MarkDelivered(engine, store, clock), periodic=False, send_batch=10_000)
     asyncio.run(loop.advance(clock, clock.now() + timedelta(seconds=horizon_seconds)))
     rows = []
     with store.transaction() as tx:

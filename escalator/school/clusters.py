@@ -83,8 +83,9 @@ def mentions(text: str, name: str) -> bool:
 def notifiable(cfg: ClustersConfig, diagnosis: str | None) -> str | None:
     """The notifiable disease named in ``diagnosis`` (the configured name; the longest one when
     several match: 副伤寒 over 伤寒, German measles over measles), or None."""
-    text = diagnosis or ""
-    found = [d for d in cfg.notifiable.diagnoses if mentions(text, d)]
+    if not diagnosis:  # most events have none: no pattern is tried
+        return None
+    found = [d for d in cfg.notifiable.diagnoses if mentions(diagnosis, d)]
     return max(found, key=lambda d: len(d.strip())) if found else None
 
 

@@ -103,6 +103,9 @@ class StepRun:
     fired_at: datetime
     status: str
     closed_at: datetime | None = None
+    first_delivered_at: datetime | None = None
+    """When the run's first message was delivered or failed for good (its timeout counts from
+    then: :meth:`escalator.engine.engine.Engine.step_delivered`), or None."""
 
 
 @dataclass
@@ -134,6 +137,19 @@ class Notification:
     note: str | None = None
     first_attempt_at: datetime | None = None
     last_error: str | None = None
+    priority: int = 2
+    """From the incident's severity when written (:func:`priority_of`; one of 0, 1, 2): 0 ``critical``, 1
+    ``high``, 2 the rest. Claimed by priority, then due time."""
+
+
+PRIORITY_NORMAL = 2
+"""The priority of a notification of a ``medium``, ``low`` or ``info`` incident."""
+
+
+def priority_of(severity: str) -> int:
+    """A notification's priority from its incident's severity: 0 ``critical``, 1 ``high``, else
+    :data:`PRIORITY_NORMAL` (lower goes first)."""
+    return {"critical": 0, "high": 1}.get(str(severity), PRIORITY_NORMAL)
 
 
 @dataclass
@@ -297,6 +313,9 @@ class CoreTx(Protocol):
     def get_step_run(self, step_run_id: int) -> StepRun | None: ...
     def latest_step_run(self, incident_id: int) -> StepRun | None: ...
     def close_step_run(self, step_run_id: int, status: str, at: datetime) -> None: ...
+    def mark_step_delivered(self, step_run_id: int, at: datetime) -> bool:
+        """Set the run's ``first_delivered_at`` to ``at`` unless already set; whether it was set."""
+        ...
 
     # outbox
     def insert_notification(self, **fields: Any) -> int: ...
@@ -304,12 +323,22 @@ class CoreTx(Protocol):
     def notification_by_token(self, token: str) -> Notification | None: ...
     def notifications_of(self, incident_id: int) -> list[Notification]: ...
     def cancel_notifications(self, incident_id: int, step_run_id: int | None, at: datetime) -> int: ...
-    def claim_notifications(self, now: datetime, limit: int) -> list[Notification]: ...
+    def claim_notifications(self, now: datetime, limit: int) -> list[Notification]:
+        """Mark up to ``limit`` ``pending`` rows due at ``now`` ``sending`` and return them, by
+        priority (most urgent first), then due time, then id."""
+        ...
+    def claim_address(self, channel: str, address: str, priority: int, now: datetime,
+                      limit: int) -> list[Notification]:
+        """Mark up to ``limit`` ``pending`` rows to ``channel``/``address`` of ``priority`` due
+        at ``now`` ``sending`` and return them by id (the rows of a digest)."""
+        ...
     def update_notification(self, notification_id: int, **fields: Any) -> None: ...
     def release_claims(self) -> int: ...
-    def waiting_ahead(self, channel: str, address: str, before_id: int) -> Notification | None:
-        """The earliest-created ``pending`` row to ``channel``/``address`` created before row
-        ``before_id`` (a message that must go first), or ``None``."""
+    def waiting_ahead(self, channel: str, address: str, before_id: int,
+                      priority: int = 2) -> Notification | None:
+        """The earliest-created ``pending`` row to ``channel``/``address`` of ``priority``
+        created before row ``before_id`` (a message that must go first), or ``None``. Must not
+        read the whole backlog (an index seek)."""
         ...
     def add_delivery(self, *, notification_id: int, at: datetime, outcome: str, detail: str,
                      body: str) -> None: ...

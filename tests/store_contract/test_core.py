@@ -347,6 +347,66 @@ def test_waiting_ahead_is_the_earliest_older_pending_row_to_the_same_address(sto
         assert tx.waiting_ahead("sms", "13800000001", me).id == middle
 
 
+def test_claim_takes_the_most_urgent_first_then_by_due_time(store):
+    with store.transaction() as tx:
+        iid = new_incident(tx)
+        normal = new_notification(tx, iid, due_at=t(1))
+        high = new_notification(tx, iid, due_at=t(3), priority=1)
+        critical = new_notification(tx, iid, due_at=t(4), priority=0)
+        early_normal = new_notification(tx, iid, due_at=t(0))
+        new_notification(tx, iid, due_at=t(9), priority=0)  # not due
+    with store.transaction() as tx:
+        claimed = tx.claim_notifications(t(5), 3)
+        assert [(n.id, n.priority) for n in claimed] == [(critical, 0), (high, 1),
+                                                         (early_normal, 2)]
+        assert [n.id for n in tx.claim_notifications(t(5), 10)] == [normal]
+
+
+def test_a_notification_is_of_normal_priority_unless_given(store):
+    with store.transaction() as tx:
+        n = new_notification(tx, new_incident(tx))
+        assert tx.get_notification(n).priority == 2
+
+
+def test_waiting_ahead_is_within_one_priority(store):
+    with store.transaction() as tx:
+        iid = new_incident(tx)
+        normal = new_notification(tx, iid)
+        high = new_notification(tx, iid, priority=1)
+        me = new_notification(tx, iid, priority=1)
+        later_normal = new_notification(tx, iid)
+    with store.transaction() as tx:
+        assert tx.waiting_ahead("sms", "13800000001", me, 1).id == high
+        assert tx.waiting_ahead("sms", "13800000001", high, 1) is None  # the normal one waits
+        assert tx.waiting_ahead("sms", "13800000001", later_normal, 2).id == normal
+
+
+def test_claim_address_takes_the_due_pending_rows_of_one_address_and_priority(store):
+    with store.transaction() as tx:
+        iid = new_incident(tx)
+        a = new_notification(tx, iid)
+        new_notification(tx, iid, address="13800000002")  # another address
+        new_notification(tx, iid, priority=0)  # another priority
+        new_notification(tx, iid, due_at=t(9))  # not due
+        new_notification(tx, iid, status="delivered")
+        b = new_notification(tx, iid, due_at=t(1))
+        c = new_notification(tx, iid)
+    with store.transaction() as tx:
+        got = tx.claim_address("sms", "13800000001", 2, t(5), 2)
+        assert [n.id for n in got] == [a, b] and {n.status for n in got} == {"sending"}
+        assert [n.id for n in tx.claim_address("sms", "13800000001", 2, t(5), 10)] == [c]
+        assert tx.claim_address("sms", "13800000001", 2, t(5), 10) == []
+
+
+def test_mark_step_delivered_keeps_the_first_time(store):
+    with store.transaction() as tx:
+        run = new_step_run(tx, new_incident(tx))
+        assert tx.get_step_run(run).first_delivered_at is None
+        assert tx.mark_step_delivered(run, t(3)) is True
+        assert tx.mark_step_delivered(run, t(4)) is False
+        assert tx.get_step_run(run).first_delivered_at == t(3)
+
+
 def test_deliveries_are_recorded_per_notification(store):
     with store.transaction() as tx:
         iid = new_incident(tx)
