@@ -285,9 +285,24 @@ def digest_text(config: Config, audience: str, others: Sequence[Incident]) -> st
 # --------------------------------------------------------------------------------------------
 
 
+ContactsOf = Callable[[Tx, Config, Notification, Incident], Sequence[Any]]
+"""How failover finds a recipient's contact methods, in order: ``(tx, config, row, incident)``
+→ the ``ContactMethod``s (the daemon and the harness give :meth:`Engine.contacts_of`, which asks
+the rules for a rule's own recipients such as guardians)."""
+
+
+def config_contacts(tx: Tx, config: Config, n: Notification, inc: Incident) -> Sequence[Any]:
+    """The contact methods of a person or unit of ``config`` (nobody else)."""
+    owner = (config.person(n.recipient_id) if n.recipient_kind == "person"
+             else config.unit(n.recipient_id) if n.recipient_kind == "unit" else None)
+    return owner.contacts if owner else ()
+
+
 def record(tx: Tx, config: Config, n: Notification, inc: Incident, result: DeliveryResult,
-           plan: Plan, body: str, now: datetime, digest_of: int | None = None) -> None:
-    """Write the attempt to the ledger, then the row's new state, the timeline and any failover.
+           plan: Plan, body: str, now: datetime, digest_of: int | None = None, *,
+           contacts_of: ContactsOf = config_contacts) -> None:
+    """Write the attempt to the ledger, then the row's new state, the timeline and any failover
+    (to the next of ``contacts_of``'s contact methods).
 
     ``digest_of``: the row went out inside the digest sent as notification ``digest_of``
     (another row); delivered, its ledger row is ``digested`` naming that notification. The
@@ -328,7 +343,7 @@ def record(tx: Tx, config: Config, n: Notification, inc: Incident, result: Deliv
                                first_attempt_at=plan.first_attempt_at, last_error=detail,
                                updated_at=now)
         bound.warning("notification_failed", detail=result.detail)
-        failover(tx, config, n, inc, now, result.detail)
+        failover(tx, config, n, inc, now, result.detail, contacts_of)
 
 
 def record_duplicate(tx: Tx, n: Notification, inc: Incident, twin: Notification,
@@ -345,16 +360,9 @@ def record_duplicate(tx: Tx, n: Notification, inc: Incident, twin: Notification,
 
 
 def failover(tx: Tx, config: Config, n: Notification, inc: Incident, now: datetime,
-             why: str) -> None:
+             why: str, contacts_of: ContactsOf = config_contacts) -> None:
     """Queue the recipient's next contact method now, or log ``delivery_failed`` after the last."""
-    if n.recipient_kind == "guardian":  # from the guardian roster (escalator/guardians.py)
-        from escalator.school.guardians import contacts_of
-
-        contacts: Any = contacts_of(tx, config, inc.id, n.recipient_id)
-    else:
-        owner = (config.person(n.recipient_id) if n.recipient_kind == "person"
-                 else config.unit(n.recipient_id))
-        contacts = owner.contacts if owner else []
+    contacts = contacts_of(tx, config, n, inc)
     nxt = n.contact_index + 1
     if nxt < len(contacts):
         c = contacts[nxt]
@@ -405,6 +413,9 @@ class Delivery:
         """Jitter source for :func:`backoff` (``None``: the ``random`` module); tests pin it."""
         self._slots: dict[str, asyncio.Semaphore] = {}
         """Send slots per channel id (``delivery.concurrency_per_channel`` each)."""
+        self.contacts_of: ContactsOf = config_contacts
+        """Failover's contact methods of a recipient (the daemon and the harness set
+        :meth:`Engine.contacts_of`, which knows the rules' recipients such as guardians)."""
         self._unrecorded: dict[int, tuple[Any, ...]] = {}
         """Attempts made whose ledger row could not be written yet (row id → record args)."""
 
@@ -485,7 +496,7 @@ class Delivery:
 
     def _record_all(self, tx: Tx, batch: dict[int, tuple[Any, ...]]) -> None:
         for args in batch.values():
-            record(tx, self.config, *args)
+            record(tx, self.config, *args, contacts_of=self.contacts_of)
 
     async def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
         """Record attempts (row id → :func:`record` args) in one transaction — one fsync for a
@@ -505,7 +516,7 @@ class Delivery:
         """Record the attempts whose record failed (oldest first); raises if the store still
         cannot write."""
         for nid, args in list(self._unrecorded.items()):
-            await self.db(self._tx, record, self.config, *args)
+            await self.db(self._tx, self._record_all, {nid: args})
             del self._unrecorded[nid]
             log.warning("notification_recorded_late", notification_id=nid)
             self._observe(args[0], args[2])

@@ -41,12 +41,12 @@ from typing import Any
 import structlog
 
 from escalator.clock import Clock
-from escalator.config.models import Config, Policy
+from escalator.config.models import Config, ContactMethod, Policy
 from escalator.engine.routing import NO_POLICY, route
 from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
 from escalator.engine.targets import Recipient, Target, UnknownTarget, parse_target, resolve
 from escalator.events import Action, Event, Kind
-from escalator.store.base import Incident, StepRun, Store, Tx, priority_of
+from escalator.store.base import Incident, Notification, StepRun, Store, Tx, priority_of
 
 log = structlog.get_logger("escalator.engine.engine")
 
@@ -427,6 +427,23 @@ class Engine:
                              note=", ".join(unresolved))
         if not officers:
             log.error("duty_officer_unresolved", incident_id=inc.id, targets=unresolved)
+
+    def contacts_of(self, tx: Tx, config: Config, n: Notification, inc: Incident
+                    ) -> tuple[ContactMethod, ...]:
+        """The contact methods, in order, of the recipient of notification row ``n`` (for
+        failover to the next one): a person's or unit's from ``config``; a rule's own recipient
+        (e.g. a pupil's guardian) as the rules resolve its kind for ``inc`` now; ``()`` when
+        the recipient is gone."""
+        if n.recipient_kind in ("person", "unit"):
+            owner = (config.person(n.recipient_id) if n.recipient_kind == "person"
+                     else config.unit(n.recipient_id))
+            return tuple(owner.contacts) if owner else ()
+        ops = self._ops(tx, self.clock.now())
+        for rule in self.rules:
+            for r in rule.recipients(ops, tx, inc, n.recipient_kind, None) or ():
+                if r.kind == n.recipient_kind and r.id == n.recipient_id:
+                    return tuple(r.contacts)
+        return ()
 
     def step_delivered(self, tx: Tx, step_run_id: int, at: datetime) -> None:
         """The first message of step run ``step_run_id`` was delivered, or failed for good, at

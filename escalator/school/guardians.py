@@ -241,12 +241,6 @@ def incident_subject(tx: Any, incident_id: int, opening: Mapping[str, Any] | Non
     return single_subject(bodies)
 
 
-def contacts_of(tx: Any, config: Config, incident_id: int, rid: str) -> tuple[ContactMethod, ...]:
-    """The contact methods of guardian ``rid`` of the incident's subject (for failover)."""
-    pupil = incident_subject(tx, incident_id)
-    return next((g.contacts for i, g in guardians_of(config, pupil) if i == rid), ())
-
-
 class GuardianRule(Rule):
     """The relative role ``guardian`` as a rule: the guardians of the incident's single
     subject (:func:`incident_subject`, :func:`guardians_of`), each a recipient of kind

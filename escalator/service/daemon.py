@@ -145,6 +145,7 @@ class Daemon:
         self.delivery = Delivery(self.store, config, channels, self.clock,
                                  render=lambda ctx: self.pm.hook.render_notification(context=ctx),
                                  db=self.db)
+        self.delivery.contacts_of = self.engine.contacts_of  # failover: guardians via the rules
         self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(
             notification=n, result=result)
         self.metrics = Metrics(self.store)  # served at /metrics (escalator/web/routers/ops.py)
