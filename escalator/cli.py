@@ -87,13 +87,19 @@ def _print_table(rows: list[list[str]], headers: list[str]) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from escalator.plugins import collect, get_plugin_manager
+    from escalator.config.load import Problem
+    from escalator.plugins import PluginError, collect, get_plugin_manager, plugins_dir_of
     from escalator.service.daemon import plugin_problems
 
     path = _config_path(args)
     config, problems = check_config(path)
-    if config is not None:
-        problems += plugin_problems(config, collect(get_plugin_manager()))
+    if config is not None:  # with the config's plugins_dir, as the daemon loads them
+        try:
+            pm = get_plugin_manager(plugins_dir=plugins_dir_of(config))
+        except PluginError as e:
+            problems.append(Problem("plugins_dir", None, str(e)))
+        else:
+            problems += plugin_problems(config, collect(pm))
     errors = [p for p in problems if p.level == "error"]
     for p in problems:
         print(f"{p.level}: {p}", file=sys.stderr if p.level == "error" else sys.stdout)
@@ -266,9 +272,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from escalator.plugins import collect, describe, get_plugin_manager
+    from escalator.plugins import collect, describe, get_plugin_manager, plugins_dir_of
 
-    pm = get_plugin_manager()
+    # with --config / --demo / $ESCALATOR_CONFIG: also the config's plugins_dir
+    has_config = args.demo or args.config or os.environ.get("ESCALATOR_CONFIG")
+    pm = get_plugin_manager(plugins_dir=plugins_dir_of(_load(args)) if has_config else None)
     reg = collect(pm)
     rows = [[p["name"], p["origin"], ", ".join(p["hooks"])] for p in describe(pm)]
     _print_table(rows, ["plugin", "from", "hooks"])
@@ -434,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int, nargs="?", metavar="ID")
     p.add_argument("--all", action="store_true", help="include resolved incidents")
     p.add_argument("--limit", type=int, default=50)
-    add("plugins", "list plugins, where they came from and their hooks", cmd_plugins, config=False)
+    add("plugins", "list plugins (with a config: its plugins_dir too), where they came from and "
+        "their hooks", cmd_plugins)
     p = add("ledger", "the work ledger (工作台账): `ledger export`", None, config=False)
     ledger_sub = p.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
     p = ledger_sub.add_parser(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CASES, FIXTURES
+from .conftest import CASES, FIXTURES, ROOT
 
 EXE = [sys.executable, "-m", "escalator.cli"]
 
@@ -182,3 +182,17 @@ def test_a_database_that_cannot_be_used_is_an_error_message_not_a_traceback(tmp_
     assert r.returncode == 1, r.stderr
     assert "database error" in r.stderr and "Traceback" not in r.stderr
     assert "sqlite3." not in r.stderr
+
+
+def test_plugins_and_check_config_read_the_configs_plugins_dir(tmp_path):
+    cfg = tmp_path / "escalator.yaml"
+    cfg.write_text("plugins_dir: district.d\n" + (FIXTURES / "engine.yaml").read_text("utf-8"),
+                   encoding="utf-8")
+    r = run("check-config", "--config", str(cfg))
+    assert r.returncode == 1 and "plugins_dir" in r.stderr and "not a folder" in r.stderr
+    (tmp_path / "district.d").mkdir()
+    shutil.copy(ROOT / "tests" / "plugins" / "district_rule.py", tmp_path / "district.d")
+    assert run("check-config", "--config", str(cfg)).returncode == 0
+    listed = run("plugins", "--config", str(cfg))
+    assert listed.returncode == 0 and "district_rule" in listed.stdout
+    assert "district_rule" not in run("plugins").stdout
