@@ -387,3 +387,15 @@ def test_cli_backtest_over_a_folder_of_registers(tmp_path, capsys):
     assert "notes.csv" in out.err
     c1 = next(line for line in out.out.splitlines() if line.startswith("C1"))
     assert int(c1.split()[4]) > 0  # signals on the late-October rise
+
+
+def test_backtest_names_each_bad_row_and_skips_what_is_not_a_file(tmp_path, config):
+    from escalator.school.early_warning.backtest import terms_from_registers
+
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "bad.csv").write_text("日期,班级,学号,缺勤原因\n2026-11-30,7-3,S1,病假 发热\n",
+                                      encoding="utf-8")
+    _, problems = terms_from_registers(tmp_path, config)
+    assert "folder.csv: not a file" in problems
+    [bad] = [p for p in problems if p.startswith("bad.csv")]
+    assert "row 1 (班级): unknown class '7-3'" in bad

@@ -221,10 +221,16 @@ def terms_from_registers(folder: Path, config: Config) -> tuple[list[Term], list
     cases: dict[date, list[Case]] = defaultdict(list)
     seen: set[tuple[date, str]] = set()
     for path in sorted(folder.glob("*.csv")):
+        if not path.is_file():
+            problems.append(f"{path.name}: not a file")
+            continue
         try:
             subs = parse_register(path.read_bytes(), config, key=b"escalator-backtest")
         except RegisterError as e:
-            problems.append(f"{path.name}: {e.reason}")
+            rows = "; ".join(
+                f"row {err['row']}" + (f" ({err['column']})" if err.get("column") else "")
+                + f": {err['message']}" for err in e.errors[:5] if "row" in err)
+            problems.append(f"{path.name}: {e.reason}" + (f" — {rows}" if rows else ""))
             continue
         for sub in subs:
             assert sub.event.occurred_at is not None  # a register dates every row
