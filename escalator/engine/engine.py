@@ -513,16 +513,22 @@ class Engine:
 
     def _acknowledge_incident(self, tx: Tx, inc: Incident, actor: str, now: datetime, *,
                               via: str) -> None:
-        if inc.state != "triggered":
-            return
+        if inc.state == "triggered":
+            self._stop_walk(tx, inc, "acknowledged", "confirmed", actor, now, via)
+
+    def _stop_walk(self, tx: Tx, inc: Incident, state: str, run_status: str, actor: str,
+                   now: datetime, via: str) -> None:
+        """Move ``inc`` to ``state`` (``acknowledged`` / ``resolved``) by ``actor``: close its
+        current step run as ``run_status``, cancel every pending send, stop its timer, and
+        record the transition in the timeline — in the caller's transaction."""
         run = tx.latest_step_run(inc.id)
         if run is not None:
-            tx.close_step_run(run.id, "confirmed", now)
+            tx.close_step_run(run.id, run_status, now)
         cancelled = tx.cancel_notifications(inc.id, None, now)
-        tx.update_incident(inc.id, state="acknowledged", acknowledged_at=now, acknowledged_by=actor,
+        tx.update_incident(inc.id, state=state, **{f"{state}_at": now, f"{state}_by": actor},
                            next_step_at=None, updated_at=now)
-        tx.add_timeline(inc.id, now, "acknowledged", actor, {"via": via, "cancelled": cancelled})
-        log.info("incident_acknowledged", incident_id=inc.id, actor=actor, via=via)
+        tx.add_timeline(inc.id, now, state, actor, {"via": via, "cancelled": cancelled})
+        log.info(f"incident_{state}", incident_id=inc.id, actor=actor, via=via)
 
     def resolve(self, incident_id: int, *, actor: str, via: str) -> ActionResult:
         """Resolve an incident: stop its walk and cancel every pending send, in one transaction.
@@ -540,14 +546,7 @@ class Engine:
     def _resolve(self, tx: Tx, inc: Incident, actor: str, now: datetime, *, via: str) -> None:
         if inc.state == "resolved":
             return
-        run = tx.latest_step_run(inc.id)
-        if run is not None:
-            tx.close_step_run(run.id, "done", now)
-        cancelled = tx.cancel_notifications(inc.id, None, now)
-        tx.update_incident(inc.id, state="resolved", resolved_at=now, resolved_by=actor,
-                           next_step_at=None, updated_at=now)
-        tx.add_timeline(inc.id, now, "resolved", actor, {"via": via, "cancelled": cancelled})
-        log.info("incident_resolved", incident_id=inc.id, actor=actor, via=via)
+        self._stop_walk(tx, inc, "resolved", "done", actor, now, via)
         ops = self._ops(tx, now)
         for rule in self.rules:  # e.g. resolved before a legal deadline's level was told
             rule.on_resolved(ops, tx, inc, actor)
