@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-admin-token-0123456789"
@@ -493,3 +494,17 @@ def pct(values: list[float], p: float) -> float:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["receiver"]:
     asyncio.run(_receive(int(sys.argv[2]), Path(sys.argv[3])))
+
+
+def start_system(system: str, tmp: Path, receiver_port: int, port: int
+                 ) -> tuple[subprocess.Popen, Callable[..., Any], int]:
+    """Start ``system`` (``escalator`` or ``alertmanager``) on ``port``, sending to the receiver
+    on ``receiver_port``, and wait until it answers. Returns the process, the request maker for
+    it (``escalator_request`` / ``alertmanager_request``) and its success status."""
+    if system == "escalator":
+        server = start_escalator(tmp, write_config(tmp, receiver_port), port)
+        wait_http(port, "/healthz", proc=server)
+        return server, escalator_request, 202
+    server = start_alertmanager(tmp, port, receiver_port)
+    wait_http(port, "/-/ready", proc=server)
+    return server, alertmanager_request, 200

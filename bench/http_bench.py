@@ -58,14 +58,7 @@ def one_run(system: str, events: int, concurrency: int, latency_events: int) -> 
         rport, port = h.free_port(), h.free_port()
         receiver = h.start_receiver(rport, tmp / "received.json")
         try:
-            if system == "escalator":
-                server = h.start_escalator(tmp, h.write_config(tmp, rport), port)
-                h.wait_http(port, "/healthz", proc=server)
-                request, ok = h.escalator_request, 202
-            else:
-                server = h.start_alertmanager(tmp, port, rport)
-                h.wait_http(port, "/-/ready", proc=server)
-                request, ok = h.alertmanager_request, 200
+            server, request, ok = h.start_system(system, tmp, rport, port)
             try:
                 cpu0 = h.cpu_seconds(server.pid)
                 seconds, _ = asyncio.run(h.load(port, [request(i) for i in range(events)],

@@ -70,14 +70,7 @@ def one_run(system: str, n: int, concurrency: int, rate: float | None, bound: fl
         rport, port = h.free_port(), h.free_port()
         receiver = h.start_receiver(rport, tmp / "received.json")
         try:
-            if system == "escalator":
-                server = h.start_escalator(tmp, h.write_config(tmp, rport), port)
-                h.wait_http(port, "/healthz", proc=server)
-                make, ok = h.escalator_request, 202
-            else:
-                server = h.start_alertmanager(tmp, port, rport)
-                h.wait_http(port, "/-/ready", proc=server)
-                make, ok = h.alertmanager_request, 200
+            server, make, ok = h.start_system(system, tmp, rport, port)
             try:
                 cpu0, start = h.cpu_seconds(server.pid), time.monotonic()
                 shots = asyncio.run(h.open_loop(port, make, concurrency=concurrency, n=n,
