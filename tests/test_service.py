@@ -45,6 +45,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def daemon_env(tmp_path: Path, config_text: str, *, watchdog_usec: int
+               ) -> tuple[Path, int, dict[str, str]]:
+    """Write ``config_text`` to ``tmp_path/escalator.yaml``; return it, a free API port and the
+    environment of an ``escalator run`` under a notify socket ``tmp_path/notify.sock``."""
+    cfg = tmp_path / "escalator.yaml"
+    cfg.write_text(config_text, encoding="utf-8")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
+    env.update(ESCALATOR_CONFIG=str(cfg), ESCALATOR_STATE_DIR=str(tmp_path / "state"),
+               ESCALATOR_SPOOL_DIR=str(tmp_path / "spool"), ESCALATOR_LOG_FORMAT="json",
+               ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN="admin-token-0123",
+               NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC=str(watchdog_usec),
+               PYTHONUNBUFFERED="1")
+    return cfg, port, env
+
+
 class NotifySocket:
     """A real AF_UNIX datagram socket standing in for systemd; collects messages in order."""
 
@@ -98,15 +114,7 @@ def service(tmp_path):
     text = (FIXTURES / "engine.yaml").read_text(encoding="utf-8")
     text = text.replace("main: {type: console}", "main: {type: slow, options: {delay: 0.3}}")
     text += "plugins_dir: plugins.d\nadministrators: [person:head]\n"
-    cfg = tmp_path / "escalator.yaml"
-    cfg.write_text(text, encoding="utf-8")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
-    env.update(ESCALATOR_CONFIG=str(cfg), ESCALATOR_STATE_DIR=str(tmp_path / "state"),
-               ESCALATOR_SPOOL_DIR=str(tmp_path / "spool"), ESCALATOR_LOG_FORMAT="json",
-               ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN="admin-token-0123",
-               NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="600000",
-               PYTHONUNBUFFERED="1")
+    cfg, port, env = daemon_env(tmp_path, text, watchdog_usec=600_000)
     notify = NotifySocket(tmp_path / "notify.sock")
     proc = subprocess.Popen([sys.executable, "-m", "escalator.cli", "run"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -217,15 +225,7 @@ def lanes(tmp_path):
                         f"main: {{type: sms_http, options: {{url: '{recorder.url}/send', token: t0k}}}}")
     text += ("administrators: [person:head]\n"
              "sources:\n  drop: {type: spool, options: {settle: 0, inotify: false, rescan_interval: 0.2}}\n")
-    cfg = tmp_path / "escalator.yaml"
-    cfg.write_text(text, encoding="utf-8")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCALATOR_")}
-    env.update(ESCALATOR_CONFIG=str(cfg), ESCALATOR_STATE_DIR=str(tmp_path / "state"),
-               ESCALATOR_SPOOL_DIR=str(tmp_path / "spool"), ESCALATOR_LOG_FORMAT="json",
-               ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN="admin-token-0123",
-               NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000",
-               PYTHONUNBUFFERED="1")
+    cfg, port, env = daemon_env(tmp_path, text, watchdog_usec=1_000_000)
     notify = NotifySocket(tmp_path / "notify.sock")
     log = tmp_path / "stderr.log"
     with open(log, "wb") as err:
