@@ -99,9 +99,9 @@ class RunLoop:
         self.timers.start(self.engine.clock.now())
         if self.before_tick is not None:
             await self.db(self.before_tick)
-        total = 0
-        while fired := await self.db(self.engine.tick, self.tick_batch, periodic=self.periodic):
-            total += fired
+        total, periodic = 0, self.periodic  # the rules' periodic checks once a pass, not a batch
+        while fired := await self.db(self.engine.tick, self.tick_batch, periodic=periodic):
+            total, periodic = total + fired, False
             self.timers.progressed(self.engine.clock.now())
         self.timers.progressed(self.engine.clock.now(), idle=True)
         return total
