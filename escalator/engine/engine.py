@@ -137,13 +137,17 @@ class Engine:
 
     @contextmanager
     def _transaction(self) -> Iterator[Tx]:
-        """A store transaction whose ``event_ingested`` lines are logged once it committed
-        (never for a rollback: a log line names only events that exist)."""
+        """A store transaction whose stored events are logged (``event_ingested``) and counted
+        in the metrics once it committed — never for a rollback: a log line or a count names
+        only events that exist."""
         with self.store.transaction() as tx:
             self._unlogged = lines = []  # under the store's lock: one transaction at a time
             yield tx
         for fields in lines:
-            log.info("event_ingested", **fields)
+            if fields["status"] != "duplicate_row":  # nothing stored: no line
+                log.info("event_ingested", **fields)
+            if self.metrics is not None:
+                self.metrics.event(fields["source"], fields["status"])
 
     def _ops(self, tx: Tx, now: datetime) -> _Ops:
         """The :class:`~escalator.engine.rules.EngineOps` rules get in transaction ``tx``."""
@@ -160,7 +164,7 @@ class Engine:
         administrators)."""
         with self._transaction() as tx:
             result = self._ingest(tx, event, source, self.clock.now(), policy)
-        return self._counted([result])[0]
+        return result
 
     def ingest_many(self, events: list[Event | Submission], *, source: str | None = None
                     ) -> list[IngestResult]:
@@ -174,7 +178,6 @@ class Engine:
         now = self.clock.now()
         with self._transaction() as tx:
             out = [[self._ingest(tx, e, source, now) for e in events] for events, source in batches]
-        self._counted([r for results in out for r in results])
         return out
 
     def ingest_file(
@@ -188,13 +191,6 @@ class Engine:
                 return None
             results = [self._ingest(tx, e, source, now) for e in events]
             tx.add_spool_file(sha256=sha256, name=name, taken_at=now, events=len(events))
-        return self._counted(results)
-
-    def _counted(self, results: list[IngestResult]) -> list[IngestResult]:
-        """Count committed events in the metrics (after the commit, never for a rollback)."""
-        if self.metrics is not None:
-            for r in results:
-                self.metrics.event(r.source, r.status)
         return results
 
     def _ingest(self, tx: Tx, item: Event | Submission, source: str | None,
@@ -204,7 +200,9 @@ class Engine:
         ev = sub.event.normalised(now, tz)
         key = ev.derived_dedup_key(tz)
         if sub.row_key is not None and tx.row_key_seen(sub.row_key):
-            return IngestResult("", None, "duplicate_row", key, source or sub.event.source or "unknown")
+            src = source or sub.event.source or "unknown"
+            self._unlogged.append({"source": src, "status": "duplicate_row"})  # counted, not logged
+            return IngestResult("", None, "duplicate_row", key, src)
         event_id = uuid.uuid4().hex
         src = source or ev.source or "unknown"
         incident_id: int | None = None
