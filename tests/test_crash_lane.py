@@ -435,8 +435,13 @@ class Lane:
     # ------------------------------------------------------------------ invariants
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of `sql`; none while the first run was killed before it created the schema."""
+        if not self.db.exists():
+            return []  # killed before it even created the database
         conn = sqlite3.connect(self.db, timeout=30)
         try:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
+                return []  # killed before its first migration committed: nothing stored yet
             return conn.execute(sql, args).fetchall()
         finally:
             conn.close()
