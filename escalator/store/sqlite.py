@@ -29,6 +29,7 @@ from escalator.store.base import (
     StoreUnavailable,
     TimelineEntry,
 )
+from escalator.store.sqlite_console import SQLiteConsole
 from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
 from escalator.store.sqlite_reports import SQLiteReports
 from escalator.store.sqlite_rows import (
@@ -277,11 +278,29 @@ MIGRATIONS: list[str] = [
         WHERE status = 'pending';
     ALTER TABLE step_runs ADD COLUMN first_delivered_at TEXT;
     """,
+    # the web console (docs/console.md): one-time sign-in links and sessions, each by a
+    #    SHA-256 digest of its secret (a copy of the database signs nobody in)
+    """
+    CREATE TABLE console_login_tokens (
+        digest TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT
+    );
+    CREATE TABLE console_sessions (
+        digest TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-class SQLiteTx(SQLiteReports, SQLiteEarlyWarning):
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteConsole):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
     early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`).

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from escalator.engine.engine import IngestResult
 
@@ -40,6 +40,21 @@ class ActionOut(BaseModel):
     incident_id: int
     outcome: str
     state: str
+
+
+class NoteIn(BaseModel):
+    """A note on an incident: ``text`` (1–2000 characters, school words; shown in the timeline
+    and the ledger)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class AssignIn(BaseModel):
+    """Assign an incident to ``person_id`` (an id under ``people`` in the config)."""
+
+    model_config = ConfigDict(extra="forbid")
+    person_id: str = Field(min_length=1, max_length=100)
 
 
 class IncidentOut(BaseModel):
