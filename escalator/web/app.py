@@ -4,7 +4,9 @@ module that knows every router.
 
 Credentials (:mod:`escalator.web.auth`): bearer tokens for ``/api/v1/…``; the PagerDuty intake
 authenticates by its ``routing_key``, acknowledge pages by their link token. ``/healthz``,
-``/metrics``, ``/ack/…``, ``/docs`` and ``/openapi.json`` need no bearer token.
+``/metrics``, ``/ack/…``, ``/docs`` and ``/openapi.json`` need no bearer token. The web console
+(``/``, :mod:`escalator.web.routers.console`) signs people in with its own sessions; its
+assets are under ``/static``, Swagger UI's under ``/docs/assets`` (nothing from a CDN).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
 
 from escalator import __version__
 from escalator.events import Event
@@ -22,7 +25,7 @@ from escalator.web import errors
 from escalator.web.auth import Keyring
 from escalator.web.limits import BodyLimit
 from escalator.web.openapi import add_components
-from escalator.web.routers import ack, compat, events, incidents, ops
+from escalator.web.routers import ack, compat, console, docs, events, incidents, ops
 
 
 def create_app(daemon: Any) -> FastAPI:
@@ -39,7 +42,7 @@ def create_app(daemon: Any) -> FastAPI:
         title="escalator", version=__version__,
         description="School joint prevention and control (学校联防联控): notification and "
                     "escalation daemon. See docs/api.md.",
-        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+        docs_url=None, redoc_url=None, openapi_url="/openapi.json",
     )
     app.state.daemon = daemon
     app.state.keyring = keyring
@@ -49,5 +52,8 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
     for module in (events, incidents, ack, compat, ops):
         app.include_router(module.router)
+    docs.install(app)
+    console.install(app)
+    app.mount("/static", StaticFiles(packages=[("escalator.web", "static")]), name="static")
     add_components(app, Event, PdEvent, AmWebhook)
     return app
