@@ -126,9 +126,23 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"  API:    http://{settings.http_listen}/docs  (acknowledge links in messages work)\n"
               f"  stop:   Ctrl-C\n", file=sys.stderr, flush=True)
     daemon = Daemon(config, settings)
+    if args.command == "demo":
+        _print_demo_link(daemon)
     with asyncio.Runner(loop_factory=logs.loop_factory(settings.event_loop)) as runner:
         runner.run(daemon.run())
     return EXIT_OK
+
+
+def _print_demo_link(daemon: Any) -> None:
+    """The demo's console: a one-time sign-in link for its first administrator."""
+    from escalator.web.console.signin import issue_link
+
+    admin = next((p for p in daemon.config.people if p.access == "administrator"), None)
+    if admin is not None:
+        url = issue_link(daemon.store, daemon.config, daemon.settings, admin.id,
+                         daemon.clock.now())
+        print(f"  console: {url}\n           ({admin.name}; one-time link, valid 10 minutes; "
+              f"more: escalator login-link PERSON_ID --demo)\n", file=sys.stderr, flush=True)
 
 
 def _open_engine(args: argparse.Namespace):

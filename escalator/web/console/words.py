@@ -100,14 +100,18 @@ OUTCOME = {
            "step_confirmed_late": "已记录确认（本级已超时上报）。", "resolved": "事件已解除。",
            "already_acknowledged": "此事件已被确认。", "already_resolved": "此事件已解除。",
            "noted": "备注已记录。", "assigned": "已指派。", "already_assigned": "已是此负责人。",
-           "seen": "已知悉。"},
+           "seen": "已知悉。", "handled": "已记录：本级已处置，无需上报；事件已解除。",
+           "level_closed": "本级已结束，未作更改。", "not_allowed": "此通知仅为抄送，不能作此决定。"},
     "en": {"acknowledged": "Acknowledged; escalation stopped.",
            "step_confirmed": "This level confirmed; the next level is being told.",
            "step_confirmed_late": "Confirmation recorded (this level was overdue).",
            "resolved": "Resolved.", "already_acknowledged": "Already acknowledged.",
            "already_resolved": "Already resolved.", "noted": "Note recorded.",
            "assigned": "Assigned.", "already_assigned": "Already assigned to that person.",
-           "seen": "Noted as seen."},
+           "seen": "Noted as seen.",
+           "handled": "Recorded: handled here, no report needed; the incident is resolved.",
+           "level_closed": "This level has ended; nothing changed.",
+           "not_allowed": "This message only informs; it cannot decide."},
 }
 """What the page says after an action (an :class:`~escalator.engine.engine.ActionResult`
 outcome); an outcome not listed is shown as it is."""
@@ -126,6 +130,7 @@ _TIMELINE = {
         "deadline_escalation": "报告时限临近，已通知应报告的一级",
         "resolved_before_report": "解除时尚未完成法定报告",
         "drill_unit_skipped": "演练：未通知 {recipient}",
+        "handled_here": "第{level}级已处置，无需上报",
     },
     "en": {
         "triggered": "opened; the walk starts", "step_fired": "level {level} told: {name}",
@@ -142,6 +147,7 @@ _TIMELINE = {
         "deadline_escalation": "reporting deadline near: the required level told",
         "resolved_before_report": "resolved before the legal report was made",
         "drill_unit_skipped": "drill: {recipient} not told",
+        "handled_here": "level {level}: handled here, no report needed",
     },
 }
 

@@ -127,10 +127,12 @@ async def _signed_in(request: Request, daemon: Any) -> Viewer:
 
 
 def _same_origin(request: Request) -> bool:
-    """A form POST from another site is refused (with the form token, a second guard)."""
+    """A form POST naming another site as its ``Origin`` is refused (a second guard beside the
+    form token). ``Origin: null`` says nothing (browsers send it for the pages' own forms under
+    ``Referrer-Policy: no-referrer``): the form token decides."""
     origin = request.headers.get("origin")
     if not origin or origin == "null":
-        return origin is None
+        return True
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
@@ -338,16 +340,18 @@ async def incident_action(incident_id: int, request: Request, daemon: CurrentDae
         r = await in_store(daemon, calls[action])
     except NotFound:
         raise Refused(404, "not_found") from None
-    except InvalidAction as e:
-        raise Refused(422, "actions", f"{e.field}: {e.message}") from None
+    except ValueError as e:  # InvalidAction, the engine's DecisionError: both name the field
+        raise Refused(422, "actions",
+                      f"{getattr(e, 'field', 'input')}: {getattr(e, 'message', e)}") from None
     wake(daemon)
     return RedirectResponse(f"/incidents/{incident_id}?done={r.outcome}", status_code=303)
 
 
 def _decide(engine: Any, incident_id: int, decision: str, reason: str | None, actor: str) -> Any:
-    """``Engine.decide``: handled here (no report needed) or report up now."""
-    if decision == "handled" and not reason:
-        raise InvalidAction("reason", "say why no report is needed")
+    """``Engine.decide`` (docs/decisions.md): handled here — no report needed (``reason``
+    required; the incident is resolved) — or report up now."""
+    if not hasattr(engine, "decide"):
+        raise InvalidAction("decision", "this escalator has no Engine.decide (docs/decisions.md)")
     return engine.decide(incident_id, decision=decision, reason=reason, actor=actor,
                          via="console")
 
