@@ -101,7 +101,7 @@ OUTCOME = {
            "already_acknowledged": "此事件已被确认。", "already_resolved": "此事件已解除。",
            "noted": "备注已记录。", "assigned": "已指派。", "already_assigned": "已是此负责人。",
            "seen": "已知悉。", "handled": "已记录：本级已处置，无需上报；事件已解除。",
-           "level_closed": "本级已结束，未作更改。", "not_allowed": "此通知仅为抄送，不能作此决定。"},
+           "level_closed": "本级通知已停止，未作更改。", "not_allowed": "此通知仅为抄送，不能作此决定。"},
     "en": {"acknowledged": "Acknowledged; escalation stopped.",
            "step_confirmed": "This level confirmed; the next level is being told.",
            "step_confirmed_late": "Confirmation recorded (this level was overdue).",
