@@ -158,6 +158,8 @@ def test_the_safety_officers_morning(demo, browser, tmp_path):
     drop(demo, "bullying.json")
     page.wait_for_selector("[data-incident='4']", timeout=20000)
     assert page.evaluate("window.__notReloaded") is True
+    assert "3-2：1 人" in page.inner_text("#absence")  # today's register: one pupil of 3-2
+    assert "传染病疫情零报告" in page.inner_text("#zero")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shots.take(page, "today")
 

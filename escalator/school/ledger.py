@@ -279,7 +279,7 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
             tables["acknowledgements"].rows.append([
                 entry.incident_id, _local(entry.at, tz), word(entry.type), entry.actor or "",
                 entry.detail.get("via", ""), step + 1 if isinstance(step, int) else None,
-                _action_detail(entry.type, entry.detail, config),
+                purged(_action_detail(entry.type, entry.detail, config)),
             ])
         for day in tx.heartbeat_days_between(day_from, day_to):
             name = config.heartbeats[day.monitor].name if day.monitor in config.heartbeats else None
@@ -292,8 +292,8 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
 
 def _action_detail(type_: str, detail: dict[str, Any], config: Config) -> str:
     """The ledger's words for what an action said: a note's text, the assignee (name and id)."""
-    if type_ == "note":
-        return str(detail.get("text", ""))
+    if type_ == "note":  # a purged note has lost its text (escalator/school/retention.py)
+        return str(detail.get("text", PURGED))
     if type_ == "assigned":
         pid = str(detail.get("person_id", ""))
         person = config.person(pid)

@@ -49,8 +49,9 @@ log = structlog.get_logger("escalator.school.retention")
 
 PERSONAL_BODY_FIELDS = ("subject", "details", "reported_by")
 """Keys removed from a stored event body."""
-PERSONAL_DETAIL_KEYS = frozenset({"subject", "subject_id", "subject_ids", "subjects"})
-"""Keys removed from the timeline details of an old incident."""
+PERSONAL_DETAIL_KEYS = frozenset({"subject", "subject_id", "subject_ids", "subjects", "text"})
+"""Keys removed from the timeline details of an old incident (``text``: a note's free text,
+which may name a pupil)."""
 _SUBJECT_KEY = re.compile(r"subject:(?!-/)[^/]*(?:/[^/]*)*?(?=/\d{4}-\d{2}-\d{2}$)")
 
 

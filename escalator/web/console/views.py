@@ -106,8 +106,9 @@ def today(daemon: Any, viewer: Viewer, lang: str) -> dict[str, Any]:
     day = now.astimezone(tz).date()
     ui = UI[lang]
     with daemon.store.transaction() as tx:
-        cards = [incident_card(i, tx.timeline(i.id), config, viewer, now, lang)
-                 for i in _open_sorted(tx)]
+        found = _open_sorted(tx)
+        cards = [incident_card(i, tx.timeline(i.id), config, viewer, now, lang) for i in found]
+        cluster_ids = {i.id for i in found if i.dedup_key.startswith("cluster/")}
         monitors = []
         for mid, hb in config.heartbeats.items():
             got = tx.heartbeat_day(mid, day)
@@ -122,10 +123,7 @@ def today(daemon: Any, viewer: Viewer, lang: str) -> dict[str, Any]:
     real = [c for c in cards if not c["drill"]]
     groups = [(s, SEVERITY[lang].get(s, s), [c for c in real if c["severity"] == s])
               for s in SEVERITY_ORDER]
-    open_ids = {c["id"] for c in cards}
-    with daemon.store.transaction() as tx:
-        forming = [c for c in real if c["id"] in open_ids
-                   and (tx.get_incident(c["id"]).dedup_key or "").startswith("cluster/")]
+    forming = [c for c in real if c["id"] in cluster_ids]
     return {"groups": [g for g in groups if g[2]], "open_count": len(real),
             "monitors": monitors, "absence": sorted(absence.items()), "clusters": forming,
             "drills": [c for c in cards if c["drill"]], "now": local(now, config, "%H:%M:%S"),
