@@ -362,3 +362,26 @@ async def test_api_notes_and_assignment(site):
            if t["type"] in ("note", "assigned")]
     assert got == [("note", "admin", {"text": "已通知家长", "via": "api"}),
                    ("assigned", "admin", {"person_id": "doc", "name": "赵校医", "via": "api"})]
+
+
+async def test_handled_here_and_report_up_call_engine_decide_as_the_person(site, monkeypatch):
+    """The two buttons call ``Engine.decide(id, decision=…, reason=…, actor=…, via=…)``."""
+    from escalator.engine.engine import ActionResult
+
+    calls = []
+
+    def decide(incident_id, *, decision, reason=None, actor, via):
+        calls.append((incident_id, decision, reason, actor, via))
+        return ActionResult(incident_id, "handled" if decision == "handled" else "step_confirmed",
+                            "resolved" if decision == "handled" else "triggered")
+
+    monkeypatch.setattr(site.daemon.engine, "decide", decide, raising=False)
+    iid = await open_fever(site)
+    c = await sign_in(site, "doc")
+    token = form_token((await c.get(f"/incidents/{iid}")).text)
+    r = await c.post(f"/incidents/{iid}", data={"csrf": token, "action": "handled",
+                                               "reason": "家长告知为普通感冒"})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=handled")
+    await c.post(f"/incidents/{iid}", data={"csrf": token, "action": "report", "reason": ""})
+    assert calls == [(iid, "handled", "家长告知为普通感冒", "doc", "console"),
+                     (iid, "report", None, "doc", "console")]
