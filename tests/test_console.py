@@ -385,3 +385,20 @@ async def test_handled_here_and_report_up_call_engine_decide_as_the_person(site,
     await c.post(f"/incidents/{iid}", data={"csrf": token, "action": "report", "reason": ""})
     assert calls == [(iid, "handled", "家长告知为普通感冒", "doc", "console"),
                      (iid, "report", None, "doc", "console")]
+
+
+def test_the_timeline_names_staff_and_hides_a_guardian_from_who_may_not_see_pupils():
+    from escalator.web.console.words import timeline_text
+
+    names = {"t-wang": "王老师"}
+    staff = {"recipient": "t-wang", "name": "王老师", "channel": "sms"}
+    guardian = {"recipient": "guardian-S-1", "name": "王小明家长", "channel": "sms"}
+    assert timeline_text("notified", staff, "zh", names=names, private=True) == "已发送给 王老师（sms）"
+    assert "王小明" not in timeline_text("notified", guardian, "zh", names=names, private=True)
+    assert "王小明家长" in timeline_text("notified", guardian, "zh", names=names, private=False)
+    assert timeline_text("step_fired", {"step": 0, "name": "班主任核实"}, "zh", names=names,
+                         private=True) == "第1级通知：班主任核实"
+    assert timeline_text("note", {"text": "王小明发热"}, "zh", names=names, private=True) \
+        == "备注：（仅限有权限的人员查看）"
+    assert timeline_text("some_new_type", {"reason": "x"}, "en", names=names,
+                         private=False) == "some_new_type x"

@@ -45,7 +45,7 @@ UI: dict[str, dict[str, str]] = {
         "viewer": "查看", "responder": "处置", "administrator": "管理员", "none": "不可登录",
         "phone_hint": "请输入您的人员编号，登录链接将发送到您本人的第一联系方式。",
         "not_allowed_ledger": "台账导出仅限管理员和有学生信息权限的人员。",
-        "deadline": "报告时限", "select": "选择", "no_step": "尚未通知",
+        "deadline": "报告时限", "select": "选择", "no_step": "尚未通知", "level_col": "层级",
     },
     "en": {
         "app": "School joint prevention and control", "today": "Today", "ledger": "Ledger & reports",
@@ -92,6 +92,7 @@ UI: dict[str, dict[str, str]] = {
         "not_allowed_ledger": "Ledger downloads are for administrators and roles that see "
                               "pupils' data.",
         "deadline": "Reporting deadline", "select": "Select", "no_step": "nobody told yet",
+        "level_col": "Level",
     },
 }
 
@@ -131,6 +132,7 @@ _TIMELINE = {
         "resolved_before_report": "解除时尚未完成法定报告",
         "drill_unit_skipped": "演练：未通知 {recipient}",
         "handled_here": "第{level}级已处置，无需上报",
+        "notified": "已发送给 {recipient}（{channel}）",
     },
     "en": {
         "triggered": "opened; the walk starts", "step_fired": "level {level} told: {name}",
@@ -148,6 +150,7 @@ _TIMELINE = {
         "resolved_before_report": "resolved before the legal report was made",
         "drill_unit_skipped": "drill: {recipient} not told",
         "handled_here": "level {level}: handled here, no report needed",
+        "notified": "sent to {recipient} ({channel})",
     },
 }
 
@@ -170,11 +173,13 @@ def timeline_text(type_: str, detail: dict[str, Any], lang: str, *, names: dict[
         if type_ == "assigned" else (detail.get("name") or "")
     if type_ == "note" and private:
         values["text"] = UI[lang]["hidden"]
-    if "recipient" in detail:
-        values["recipient"] = names.get(str(detail["recipient"]), detail["recipient"])
+    if "recipient" in detail:  # staff by name; a guardian's name only for who sees pupils' data
+        rid = str(detail["recipient"])
+        values["recipient"] = names.get(rid) or (UI[lang]["hidden"] if private
+                                                 else detail.get("name") or rid)
     text = words.get(type_)
     if text is None:
-        extra = detail.get("reason") or detail.get("decision") or ""
+        extra = detail.get("decision") or ("" if private else detail.get("reason") or "")
         return f"{type_} {extra}".strip()
     out = text.format_map(values)
     reason = detail.get("reason")
