@@ -402,3 +402,18 @@ def test_the_timeline_names_staff_and_hides_a_guardian_from_who_may_not_see_pupi
         == "备注：（仅限有权限的人员查看）"
     assert timeline_text("some_new_type", {"reason": "x"}, "en", names=names,
                          private=False) == "some_new_type x"
+
+
+async def test_settings_show_the_last_reload_and_its_errors(site):
+    c = await sign_in(site, "head")
+    assert "启动以来未重新加载" in (await c.get("/settings")).text
+    path = site.daemon.config.source
+    good = path.read_text(encoding="utf-8")
+    path.write_text(good.replace("policies:", "policies:\n  broken: {steps: []}", 1),
+                    encoding="utf-8")
+    assert site.daemon.reload() is False
+    page = (await c.get("/settings")).text
+    assert "最近错误" in page and "policies.broken.steps" in page
+    path.write_text(good, encoding="utf-8")
+    assert site.daemon.reload() is True
+    assert "正常" in (await c.get("/settings")).text

@@ -46,6 +46,9 @@ UI: dict[str, dict[str, str]] = {
         "phone_hint": "请输入您的人员编号，登录链接将发送到您本人的第一联系方式。",
         "not_allowed_ledger": "台账导出仅限管理员和有学生信息权限的人员。",
         "deadline": "报告时限", "select": "选择", "no_step": "尚未通知", "level_col": "层级",
+        "no_reload": "启动以来未重新加载（SIGHUP）", "no_drill_reports": "此期间没有演练。",
+        "t_incidents": "事件", "t_notifications": "通知", "t_deliveries": "发送记录",
+        "t_acknowledgements": "确认与处置", "t_heartbeats": "零报告",
     },
     "en": {
         "app": "School joint prevention and control", "today": "Today", "ledger": "Ledger & reports",
@@ -92,7 +95,10 @@ UI: dict[str, dict[str, str]] = {
         "not_allowed_ledger": "Ledger downloads are for administrators and roles that see "
                               "pupils' data.",
         "deadline": "Reporting deadline", "select": "Select", "no_step": "nobody told yet",
-        "level_col": "Level",
+        "level_col": "Level", "no_reload": "not reloaded since it started (SIGHUP)",
+        "no_drill_reports": "No drill in these dates.", "t_incidents": "incidents",
+        "t_notifications": "notifications", "t_deliveries": "deliveries",
+        "t_acknowledgements": "acknowledgements and actions", "t_heartbeats": "zero reports",
     },
 }
 
