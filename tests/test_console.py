@@ -417,3 +417,22 @@ async def test_settings_show_the_last_reload_and_its_errors(site):
     path.write_text(good, encoding="utf-8")
     assert site.daemon.reload() is True
     assert "正常" in (await c.get("/settings")).text
+
+
+async def test_behind_https_the_session_cookie_is_secure(site):
+    url = await cli_link(site, "doc")
+    c = httpx.AsyncClient(base_url=site.base, timeout=30)
+    shown = await c.get(url)  # (its form cookie would be Secure too: fetched over plain http)
+    r = await c.post(url, data={"csrf": form_token(shown.text)},
+                     headers={"X-Forwarded-Proto": "https"})
+    assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+
+
+async def test_links_for_one_person_are_rate_limited(site):
+    sent = 0
+    for _ in range(signin.LINKS_PER_PERSON.count + 1):
+        c = httpx.AsyncClient(base_url=site.base, timeout=30)  # (under the address limit)
+        token = form_token((await c.get("/login")).text)
+        r = await c.post("/login", data={"person_id": "t-li", "csrf": token})
+        sent += r.status_code == 200
+    assert sent == signin.LINKS_PER_PERSON.count and len(site.channel.sent) == sent
