@@ -11,7 +11,7 @@ from typing import Any
 
 from escalator.engine.engine import assignee
 from escalator.engine.targets import Target, resolve
-from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
+from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, STATE
 from escalator.school import clusters, drills
 from escalator.school.ledger import deadline_status, month_bounds, monthly_report, report_tables
 from escalator.store.base import OPEN_STATES, Incident
@@ -201,25 +201,34 @@ def drill_page(daemon: Any, incident_id: int, lang: str) -> dict[str, Any]:
 
 
 def roster(daemon: Any, viewer: Viewer, lang: str) -> dict[str, Any]:
-    """The Roster page: who is on duty now (``duty_roster``), who is next (the first change
-    within 7 days, looked at every 15 minutes), and the people with titles and roles
-    (contact addresses only for administrators)."""
+    """The Roster page: who is on duty now (``duty_roster``), who is next (the first change at
+    a shift's start or end within 8 days), and the people with titles and roles (contact
+    addresses only for administrators)."""
     config, now = daemon.config, daemon.clock.now()
+    tz = config.school.tz
 
     def on_duty(at: datetime) -> list[str]:
         return [r.name for r in resolve(Target("relative", "duty_officer"), config,
                                         class_id=None, grade=None, at=at)]
 
     current = on_duty(now)
+    today_ = now.astimezone(tz).date()
+    bounds = sorted({datetime.combine(today_ + timedelta(days=d), t, tz)
+                     for d in range(9) for shift in config.duty_roster
+                     for t in (shift.start, shift.end)})
     nxt, nxt_at = None, None
-    at = now
-    for _ in range(7 * 24 * 4):
-        at += timedelta(minutes=15)
+    for at in (b for b in bounds if b > now):
         found = on_duty(at)
         if found != current:
             nxt, nxt_at = found, at
             break
-    people = [{"name": p.name, "title": p.title or "", "roles": ", ".join(p.roles),
+
+    def role_word(r: str) -> str:
+        defined = config.roles.get(r)
+        return (defined.name if defined and defined.name else None) or ROLE[lang].get(r, r)
+
+    people = [{"name": p.name, "title": p.title or "",
+               "roles": "、".join(role_word(r) for r in p.roles),
                "classes": ", ".join(p.classes), "access": UI[lang].get(p.access, p.access),
                "contact": (p.contacts[0].to if p.contacts else "") if viewer.is_admin else None}
               for p in config.people]
