@@ -456,3 +456,20 @@ def test_the_roster_names_who_is_on_duty_now_and_the_next_shift():
     assert zhang["roles"] == "学校安全工作领导小组" and zhang["contact"] == "139-5555-0002"
     viewer = Viewer(config.person("v-gao-ming"), "x")
     assert all(p["contact"] is None for p in views.roster(daemon, viewer, "zh")["people"])
+
+
+async def test_handled_here_from_the_console_resolves_with_the_reason(site):
+    iid = await open_fever(site)
+    c = await sign_in(site, "doc")
+    token = form_token((await c.get(f"/incidents/{iid}")).text)
+    r = await c.post(f"/incidents/{iid}", data={"csrf": token, "action": "handled", "reason": ""})
+    assert r.status_code == 422 and "reason" in r.text
+    r = await c.post(f"/incidents/{iid}", data={"csrf": token, "action": "handled",
+                                               "reason": "家长告知为普通感冒，已就医"})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=handled")
+    detail = (await site.api.get(f"/api/v1/incidents/{iid}", headers=bearer(ADMIN))).json()
+    assert detail["state"] == "resolved" and detail["resolved_by"] == "doc"
+    handled = [t for t in detail["timeline"] if t["type"] == "handled_here"]
+    assert handled[0]["actor"] == "doc" and handled[0]["detail"]["reason"] == "家长告知为普通感冒，已就医"
+    page = (await c.get(f"/incidents/{iid}")).text
+    assert "第1级已处置，无需上报（家长告知为普通感冒，已就医）" in page
