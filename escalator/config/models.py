@@ -27,8 +27,8 @@ from pydantic import (
 )
 
 from escalator.config import early_warning_defaults, school_defaults
-from escalator.events import Category, Kind, Severity, Symptom
 from escalator.config.quieting import InhibitRule, SilenceConfig, check_group_summary
+from escalator.events import Category, Kind, Severity, Symptom
 
 TIMEOUT_MIN = 5
 """Shortest step timeout (seconds)."""

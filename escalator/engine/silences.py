@@ -222,3 +222,26 @@ def state_of(s: Silence, now: datetime, tz: tzinfo) -> str:
     if ends and now >= min(ends):
         return "expired"
     return "pending"
+
+
+def describe(s: Silence, origin: str, now: datetime, tz: tzinfo, held: int) -> dict[str, Any]:
+    """``s`` as the API and the CLI list it: its fields, ``state`` (:func:`state_of`),
+    ``origin`` (``config`` or ``api``) and how many incidents it ``held`` now."""
+    return {"id": s.id, "state": state_of(s, now, tz), "origin": origin,
+            "matchers": s.matchers, "comment": s.comment, "created_by": s.created_by,
+            "starts_at": s.starts_at, "ends_at": s.ends_at, "schedule": s.schedule,
+            "exempt_critical": s.exempt_critical, "expired_at": s.expired_at,
+            "expired_by": s.expired_by, "held": held}
+
+
+def overview(tx: Tx, config: Config, now: datetime, state: str = "current") -> list[dict[str, Any]]:
+    """Every silence (:func:`describe`), the config file's first; ``state``: ``current``
+    (active and pending), ``active``, ``pending``, ``expired`` or ``all``."""
+    tz = config.school.tz
+    rows = [describe(from_config(c, tz), "config", now, tz, len(tx.held_by(c.id)))
+            for c in config.silences]
+    rows += [describe(s, "api", now, tz, len(tx.held_by(s.id)))
+             for s in tx.list_silences(None if state in ("all", "expired") else now)]
+    if state == "current":
+        return [r for r in rows if r["state"] != "expired"]
+    return rows if state == "all" else [r for r in rows if r["state"] == state]
