@@ -278,7 +278,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 print(f"cluster members {len(members)}: " + ", ".join(
                     f"#{m['incident_id'] or '-'} ({m['date']}, event {str(m['event_id'])[:8]})"
                     for m in members))
-            rows = [[_local(t.at, config), t.type, t.actor or "",
+            from escalator.labels import TIMELINE, word
+
+            rows = [[_local(t.at, config), " ".join(dict.fromkeys(
+                        (t.type, word(TIMELINE, t.type, config.school.language)))), t.actor or "",
                      json.dumps(t.detail, ensure_ascii=False)] for t in tx.timeline(inc.id)]
             _print_table(rows, ["time", "what", "who", "detail"])
             return EXIT_OK

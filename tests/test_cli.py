@@ -214,7 +214,7 @@ def test_silence_add_list_expire_on_the_state_database(state, tmp_path):
     sid = made.stdout.split()[1]
     fire.write_text(fire.read_text(encoding="utf-8").replace("火警", "烟雾"), encoding="utf-8")
     held = json.loads(run("send", str(fire), env=state).stdout)
-    assert "silenced" in run("incidents", str(held["incident_id"]), env=state).stdout
+    assert "silenced 已静默" in run("incidents", str(held["incident_id"]), env=state).stdout
     listing = run("silence", "list", env=state)
     assert sid in listing.stdout and "1号楼消防改造" in listing.stdout and "active" in listing.stdout
     expired = run("silence", "expire", sid, env=state)
