@@ -114,6 +114,27 @@ def test_matchers_read_fields_and_labels():
     assert subject["labels.place"] == "label wins not"
 
 
+def test_weekly_windows_first_last_and_overnight():
+    from zoneinfo import ZoneInfo
+
+    from escalator.config.quieting import WeeklySchedule
+
+    tz = ZoneInfo("Asia/Shanghai")
+    first_monday = WeeklySchedule(weekdays=[1], nth=[1], start="14:00", end="15:00")
+    assert first_monday.window_end(datetime(2026, 12, 7, 14, 0, tzinfo=tz), tz) == datetime(
+        2026, 12, 7, 15, 0, tzinfo=tz)
+    assert first_monday.window_end(datetime(2026, 12, 7, 15, 0, tzinfo=tz), tz) is None
+    assert first_monday.window_end(datetime(2026, 12, 14, 14, 30, tzinfo=tz), tz) is None
+    last_friday = WeeklySchedule(weekdays=[5], nth=[-1], start="16:00", end="17:00")
+    assert last_friday.window_end(datetime(2026, 12, 25, 16, 30, tzinfo=tz), tz) is not None
+    assert last_friday.window_end(datetime(2026, 12, 18, 16, 30, tzinfo=tz), tz) is None
+    # a night window crossing midnight: Sunday 22:00 to Monday 06:00
+    night = WeeklySchedule(weekdays=[7], start="22:00", end="06:00")
+    assert night.window_end(datetime(2026, 12, 7, 5, 59, tzinfo=tz), tz) == datetime(
+        2026, 12, 7, 6, 0, tzinfo=tz)
+    assert night.window_end(datetime(2026, 12, 7, 22, 30, tzinfo=tz), tz) is None  # a Monday
+
+
 # ------------------------------------------------------------------------------- silences
 
 

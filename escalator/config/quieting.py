@@ -10,6 +10,7 @@ the event lacks reads as the empty string, so ``building=""`` matches events wit
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -49,9 +50,11 @@ class Matcher:
         return f"{self.name}{self.op}{json.dumps(self.value, ensure_ascii=False)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_matcher(text: str) -> Matcher:
-    """``'place=~"1号楼.*"'`` → :class:`Matcher`. Raises ``ValueError`` naming what is wrong
-    (no operator, a bad quoted value, a regex that does not compile)."""
+    """``'place=~"1号楼.*"'`` → :class:`Matcher` (parsed once per text: cached). Raises
+    ``ValueError`` naming what is wrong (no operator, a bad quoted value, a regex that does not
+    compile)."""
     m = _MATCHER.match(text)
     if m is None:
         raise ValueError(f"{text!r} is not a matcher: write name=value, name!=value, "

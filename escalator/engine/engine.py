@@ -60,8 +60,10 @@ class NotFound(LookupError):
 class IngestResult:
     """The intake answer for one event.
 
-    ``status``: ``created`` (a new incident), ``deduplicated`` (counted on an open incident),
-    ``inhibited`` (attached to the open incident that inhibits it: docs/silences.md), ``logged`` (stored, no incident: route ``none`` or a heartbeat), ``acknowledged`` /
+    ``status``: ``created`` (a new incident; held quiet while a silence is in force:
+    docs/silences.md), ``deduplicated`` (counted on an open incident, a group's too),
+    ``inhibited`` (attached to the open incident that inhibits it), ``logged`` (stored, no
+    incident: route ``none`` or a heartbeat), ``acknowledged`` /
     ``resolved`` (an ``action`` applied to the open incident with the key), ``ignored`` (an
     action for a key with no open incident), ``ledger`` (recorded only, see
     :class:`Submission`), ``duplicate_row`` (a row key seen before; nothing stored,

@@ -144,10 +144,10 @@ def send_updates(ops: EngineOps, tx: Tx, now: datetime, limit: int = 100) -> int
     done = 0
     for incident_id in tx.due_group_updates(now, limit):
         inc, g = tx.get_incident(incident_id), tx.incident_group(incident_id)
+        tx.set_group_update(incident_id, None, told=max(g.members, g.told) if g else None)
         if inc is None or g is None:
             continue
         new = g.members - g.told
-        tx.set_group_update(incident_id, None, told=max(g.members, g.told))
         if inc.state != "triggered" or inc.step_index < 0 or new <= 0:
             continue
         step = inc.policy["steps"][inc.step_index]

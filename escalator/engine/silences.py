@@ -235,12 +235,17 @@ def describe(s: Silence, origin: str, now: datetime, tz: tzinfo, held: int) -> d
 
 
 def overview(tx: Tx, config: Config, now: datetime, state: str = "current") -> list[dict[str, Any]]:
-    """Every silence (:func:`describe`), the config file's first; ``state``: ``current``
-    (active and pending), ``active``, ``pending``, ``expired`` or ``all``."""
+    """Every silence (:func:`describe`; ``held``: the triggered incidents it holds), the config
+    file's first; ``state``: ``current`` (active and pending), ``active``, ``pending``,
+    ``expired`` or ``all``."""
     tz = config.school.tz
-    rows = [describe(from_config(c, tz), "config", now, tz, len(tx.held_by(c.id)))
-            for c in config.silences]
-    rows += [describe(s, "api", now, tz, len(tx.held_by(s.id)))
+
+    def held(silence_id: str) -> int:  # incidents still waiting on it
+        return sum(1 for i in tx.held_by(silence_id)
+                   if (inc := tx.get_incident(i)) is not None and inc.state == "triggered")
+
+    rows = [describe(from_config(c, tz), "config", now, tz, held(c.id)) for c in config.silences]
+    rows += [describe(s, "api", now, tz, held(s.id))
              for s in tx.list_silences(None if state in ("all", "expired") else now)]
     if state == "current":
         return [r for r in rows if r["state"] != "expired"]
