@@ -100,6 +100,26 @@ def subject_of(event: Event, source: str) -> dict[str, str]:
     return out
 
 
+def subject_of_body(body: Mapping[str, Any], source: str) -> dict[str, str]:
+    """:func:`subject_of` for a stored event's JSON ``body`` (as the store keeps it: codes as
+    text) recorded from ``source``, without validating the event again."""
+    out: dict[str, str] = {}
+    for k, v in (body.get("labels") or {}).items():
+        out[k] = str(v)
+        out[f"labels.{k}"] = str(v)
+    for name in FIELDS:
+        value = source if name == "source" else body.get(name)
+        if name == "drill":
+            out[name] = "true" if value else "false"
+        elif name == "severity" and value is None:
+            out[name] = "medium"
+        elif value is not None:
+            out[name] = str(value)
+        else:
+            out.pop(name, None)
+    return out
+
+
 def _matchers(v: list[str]) -> list[str]:
     parse_matchers(v)
     return v

@@ -15,50 +15,36 @@ from typing import Any
 import structlog
 
 from escalator.config.models import Config
-from escalator.config.quieting import parse_matchers, subject_of
+from escalator.config.quieting import parse_matchers, subject_of, subject_of_body
 from escalator.events import Event
-from escalator.store.base import OPEN_STATES, Incident, Tx
+from escalator.store.base import Incident, Tx
 
 log = structlog.get_logger("escalator.engine.inhibition")
 
 SCAN_LIMIT = 1000
-"""Most open incidents (newest first) looked at for a source incident."""
-
-
-def incident_subject(tx: Tx, inc: Incident) -> dict[str, str] | None:
-    """What matchers read of ``inc``: its opening event's fields and labels (as stored), or
-    None when that event is gone."""
-    stored = tx.get_event(inc.first_event_id) if inc.first_event_id else None
-    if stored is None:
-        return None
-    try:
-        event = Event.model_validate(stored["body"])
-    except ValueError:  # a body purged of personal data may no longer validate
-        return None
-    return subject_of(event, stored["source"])
+"""Most open incidents (newest first) looked at per rule for a source incident."""
 
 
 def inhibitor(tx: Tx, config: Config, event: Event, source: str) -> tuple[Incident, int] | None:
     """The open incident that inhibits ``event`` from ``source`` and the index of the rule
-    that says so (the first rule, then the newest incident), or None."""
+    that says so (the first rule, then the newest incident), or None. Reads the opening events
+    of open incidents of the same drill flag — of the one category a rule's source matchers
+    name with ``category=…``, when they do — at most :data:`SCAN_LIMIT` of them."""
     subject = subject_of(event, source)
-    rules = [(i, r) for i, r in enumerate(config.inhibit_rules)
-             if all(m.matches(subject) for m in parse_matchers(r.target_matchers))]
-    if not rules:
-        return None
-    subjects: dict[int, dict[str, str] | None] = {}
-    candidates = [inc for inc in tx.list_incidents(OPEN_STATES, SCAN_LIMIT)
-                  if inc.drill == event.drill]
-    for index, rule in rules:
+    for index, rule in enumerate(config.inhibit_rules):
+        if not all(m.matches(subject) for m in parse_matchers(rule.target_matchers)):
+            continue
         sources = parse_matchers(rule.source_matchers)
-        for inc in candidates:
-            if inc.id not in subjects:
-                subjects[inc.id] = incident_subject(tx, inc)
-            theirs = subjects[inc.id]
-            if theirs is None or not all(m.matches(theirs) for m in sources):
-                continue
-            if all(theirs.get(n, "") == subject.get(n, "") for n in rule.equal):
-                return inc, index
+        category = next((m.value for m in sources if m.name == "category" and m.op == "="), None)
+        same = {n: subject.get(n, "") for n in rule.equal if n != "drill"}
+        for incident_id, their_source, body in tx.open_openings(event.drill, category,
+                                                                SCAN_LIMIT, same):
+            theirs = subject_of_body(body, their_source)
+            if (all(m.matches(theirs) for m in sources)
+                    and all(theirs.get(n, "") == subject.get(n, "") for n in rule.equal)):
+                inc = tx.get_incident(incident_id)
+                if inc is not None:
+                    return inc, index
     return None
 
 

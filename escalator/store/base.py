@@ -560,6 +560,15 @@ class QuietTx(Protocol):
     def held_by(self, silence_id: str) -> list[int]:
         """The incidents ``silence_id`` holds, by id."""
         ...
+    def open_openings(self, drill: bool, category: str | None, limit: int,
+                      equal: dict[str, str] | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        """Open incidents (newest first, at most ``limit``) with ``drill`` as given and, when
+        ``category`` is given, that category: ``(incident id, source, body)`` of the event that
+        opened each (incidents without a stored opening event are left out). ``equal``: only
+        those whose opening event has these values — ``source`` the recorded source, a name of
+        :data:`escalator.config.quieting.FIELDS` that field of the body, any other name that
+        label; a missing one reads as ``""``. For inhibit rules' source matchers."""
+        ...
     def add_group(self, group: IncidentGroup) -> None: ...
     def incident_group(self, incident_id: int) -> IncidentGroup | None: ...
     def add_group_member(self, incident_id: int, member_key: str, at: datetime) -> bool:

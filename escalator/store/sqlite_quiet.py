@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime
+from typing import Any
 
+from escalator.config.quieting import FIELDS
 from escalator.store.base import IncidentGroup, Silence
 from escalator.store.sqlite_rows import from_db, to_db
 
@@ -127,6 +129,25 @@ class SQLiteQuiet:
         rows = self.c.execute("SELECT incident_id FROM silence_holds WHERE silence_id = ?"
                               " ORDER BY incident_id", (silence_id,))
         return [r[0] for r in rows]
+
+    def open_openings(self, drill: bool, category: str | None, limit: int,
+                      equal: dict[str, str] | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        sql = ("SELECT i.id, e.source, e.body FROM incidents i JOIN events e"
+               " ON e.id = i.first_event_id WHERE i.state != 'resolved' AND i.drill = ?")
+        args: list[Any] = [int(drill)]
+        if category is not None:
+            sql += " AND i.category = ?"
+            args.append(category)
+        for name, value in (equal or {}).items():
+            if name == "source":
+                sql += " AND e.source = ?"
+                args.append(value)
+                continue
+            path = "$." + ("" if name in FIELDS else "labels.") + json.dumps(name, ensure_ascii=False)
+            sql += " AND COALESCE(CAST(json_extract(e.body, ?) AS TEXT), '') = ?"
+            args += [path, value]
+        rows = self.c.execute(sql + " ORDER BY i.id DESC LIMIT ?", (*args, limit))
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
     def add_group(self, group: IncidentGroup) -> None:
         g = group

@@ -8,7 +8,7 @@ import pytest
 from escalator.store import Conflict
 from escalator.store.base import IncidentGroup, Silence
 
-from .conftest import T0, new_incident, t
+from .conftest import T0, new_event, new_incident, t
 
 
 def silence(id: str = "s1", **fields) -> Silence:
@@ -89,3 +89,42 @@ def test_a_group_counts_distinct_members_and_keeps_its_update_timer(store):
         assert tx.due_group_updates(t(5), 1) == [b]
         tx.set_group_update(b, None, told=2)
         assert tx.due_group_updates(t(5), 10) == [a] and tx.incident_group(b).told == 2
+
+
+def test_open_openings_lists_the_opening_events_of_open_incidents(store):
+    with store.transaction() as tx:
+        fire = new_incident(tx, "k/fire", category="fire", first_event_id="e-fire")
+        new_event(tx, "e-fire", incident_id=fire, body={"summary": "1号楼 火警",
+                                                        "labels": {"building": "1号楼"}})
+        other = new_incident(tx, "k/other", first_event_id="e-other")
+        new_event(tx, "e-other", incident_id=other)
+        drill = new_incident(tx, "drill/k", category="fire", drill=True, first_event_id="e-drill")
+        new_event(tx, "e-drill", incident_id=drill)
+        gone = new_incident(tx, "k/gone", category="fire", state="resolved", first_event_id="e-g")
+        new_event(tx, "e-g", incident_id=gone)
+        new_incident(tx, "k/no-event", category="fire", first_event_id=None)
+    with store.transaction() as tx:
+        assert [i for i, _, _ in tx.open_openings(False, None, 10)] == [other, fire]
+        assert tx.open_openings(False, "fire", 10) == [
+            (fire, "test", {"summary": "1号楼 火警", "labels": {"building": "1号楼"}})]
+        assert [i for i, _, _ in tx.open_openings(True, "fire", 10)] == [drill]
+        assert [i for i, _, _ in tx.open_openings(False, None, 1)] == [other]
+
+
+def test_open_openings_filters_on_equal_fields_labels_and_source(store):
+    with store.transaction() as tx:
+        for n, (building, place) in enumerate([("1号楼", "实验室"), ("2号楼", "实验室"), ("1号楼", None)]):
+            body = {"summary": "火警", "labels": {"building": building}}
+            if place:
+                body["place"] = place
+            iid = new_incident(tx, f"k/{n}", category="fire", first_event_id=f"e{n}")
+            new_event(tx, f"e{n}", incident_id=iid, body=body)
+    with store.transaction() as tx:
+        def ids(equal):
+            return [body["labels"]["building"] + (body.get("place") or "-")
+                    for _, _, body in tx.open_openings(False, "fire", 10, equal)]
+        assert ids({"building": "1号楼"}) == ["1号楼-", "1号楼实验室"]
+        assert ids({"building": "1号楼", "place": "实验室"}) == ["1号楼实验室"]
+        assert ids({"place": ""}) == ["1号楼-"]  # missing reads as empty
+        assert ids({"source": "test", "building": "2号楼"}) == ["2号楼实验室"]
+        assert ids({"source": "panel"}) == []
