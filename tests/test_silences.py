@@ -367,3 +367,26 @@ async def test_a_grouped_incident_is_silenced_like_any_other(qh):
     assert "3楼 共 2 个探测器报警" in qh.channel.sent[0].body
     tl = qh.timeline(r.incident_id)
     assert tl.index("silence_ended") < tl.index("group_wait_over")
+
+
+async def test_the_group_update_timer_is_a_timer_the_run_loop_waits_for(qh):
+    r = await send(qh, detector(1, building="2号楼"))
+    await qh.advance(200)  # the walk is over (escalation_exhausted): no step timer left
+    assert qh.timeline(r.incident_id)[-1] == "escalation_exhausted"
+    assert qh.engine.next_due() is None
+    await send(qh, detector(2, building="2号楼"))
+    joined = qh.clock.now()
+    assert qh.engine.next_due() == joined + timedelta(minutes=5)
+    told = len(qh.told())
+    await qh.advance(300)  # still unanswered: the last step's people hear of the newcomer
+    assert qh.told()[told:] == ["张校长", "值班员"]
+    assert "3楼 共 2 个探测器报警" in qh.channel.sent[-1].body
+    assert qh.engine.next_due() is None
+
+
+async def test_a_drill_groups_apart_from_real_reports(qh):
+    real = await send(qh, detector(1, building="2号楼"))
+    drill = await send(qh, {**detector(2, building="2号楼"), "drill": True})
+    assert drill.status == "created" and drill.incident_id != real.incident_id
+    assert drill.dedup_key == "drill/group/inform_first/building=2号楼/place=3楼"
+    assert real.dedup_key == "group/inform_first/building=2号楼/place=3楼"
