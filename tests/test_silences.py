@@ -390,3 +390,21 @@ async def test_a_drill_groups_apart_from_real_reports(qh):
     assert drill.status == "created" and drill.incident_id != real.incident_id
     assert drill.dedup_key == "drill/group/inform_first/building=2号楼/place=3楼"
     assert real.dedup_key == "group/inform_first/building=2号楼/place=3楼"
+
+
+async def test_a_silence_never_holds_back_a_legal_reporting_deadline(tmp_path):
+    from .test_deadlines import FIXTURE, at, diagnosed, harness
+
+    h = harness(load_config(FIXTURE), tmp_path / "db.sqlite3", at("2026-11-30", "10:00"))
+    try:
+        create(h, matchers=['category="infectious_disease"'], created_by="admin",
+               comment="系统联调", ends_at=h.clock.now() + timedelta(hours=2))
+        r = await h.send(diagnosed())
+        # the case chain waits for the silence; the CDC is told at once all the same
+        # (the notifiable_disease deadline rule, docs/school-rules.md "Legal deadlines")
+        assert h.told() == ["区疾控"]
+        assert {"silenced", "deadline_escalation"} <= set(h.timeline(r.incident_id))
+        await h.advance(2 * 3600)
+        assert h.told() == ["区疾控", "王老师"]
+    finally:
+        h.close()
