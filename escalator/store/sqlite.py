@@ -31,6 +31,8 @@ from escalator.store.base import (
 )
 from escalator.store.sqlite_console import SQLiteConsole
 from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
+from escalator.store.sqlite_quiet import MIGRATION as QUIET_MIGRATION
+from escalator.store.sqlite_quiet import SQLiteQuiet
 from escalator.store.sqlite_reports import SQLiteReports
 from escalator.store.sqlite_rows import (
     case_fact,
@@ -278,6 +280,9 @@ MIGRATIONS: list[str] = [
         WHERE status = 'pending';
     ALTER TABLE step_runs ADD COLUMN first_delivered_at TEXT;
     """,
+    # silences and groups (docs/silences.md): silences, the incidents they hold, the groups of
+    # grouping routes and their members (the SQL lives with its queries in sqlite_quiet.py)
+    QUIET_MIGRATION,
     # the web console (docs/console.md): one-time sign-in links and sessions, each by a
     #    SHA-256 digest of its secret (a copy of the database signs nobody in)
     """
@@ -300,7 +305,7 @@ MIGRATIONS: list[str] = [
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteConsole):
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteConsole):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
     early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`).

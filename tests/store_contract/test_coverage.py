@@ -10,6 +10,7 @@ from pathlib import Path
 from escalator.store.base import (
     ConsoleTx,
     CoreTx,
+    QuietTx,
     ReportReads,
     RetentionTx,
     SchoolTx,
@@ -24,7 +25,7 @@ def _methods(protocol: type) -> set[str]:
 
 
 def test_tx_is_the_sum_of_its_parts():
-    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, ConsoleTx)
+    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx)
     assert _methods(Tx) == set().union(*map(_methods, parts))
     assert all(not (_methods(a) & _methods(b)) for a in parts for b in parts if a is not b)
 
