@@ -473,3 +473,10 @@ async def test_handled_here_from_the_console_resolves_with_the_reason(site):
     assert handled[0]["actor"] == "doc" and handled[0]["detail"]["reason"] == "家长告知为普通感冒，已就医"
     page = (await c.get(f"/incidents/{iid}")).text
     assert "第1级已处置，无需上报（家长告知为普通感冒，已就医）" in page
+
+
+def test_the_timeline_uses_the_shared_words_of_silences_and_grouping():
+    from escalator.labels import TIMELINE
+    from escalator.web.console.words import timeline_text
+
+    assert timeline_text("silenced", {}, "zh", names={}, private=True) == TIMELINE["zh"]["silenced"]

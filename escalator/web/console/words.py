@@ -1,10 +1,13 @@
 """The console's words, Simplified Chinese (default) and English: page text (:data:`UI`) and
-the timeline's entries (:func:`timeline_text`). Categories, severities, kinds and states come
+the timeline's entries (:func:`timeline_text`; silences' and grouping's entries from
+:data:`escalator.labels.TIMELINE`). Categories, severities, kinds and states come
 from :mod:`escalator.labels`, so they read the same as in messages and the ledger."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from escalator.labels import TIMELINE
 
 LANGS = ("zh", "en")
 
@@ -183,7 +186,7 @@ def timeline_text(type_: str, detail: dict[str, Any], lang: str, *, names: dict[
         rid = str(detail["recipient"])
         values["recipient"] = names.get(rid) or (UI[lang]["hidden"] if private
                                                  else detail.get("name") or rid)
-    text = words.get(type_)
+    text = words.get(type_) or TIMELINE.get(lang, {}).get(type_)
     if text is None:
         extra = detail.get("decision") or ("" if private else detail.get("reason") or "")
         return f"{type_} {extra}".strip()
