@@ -868,7 +868,8 @@ class _Rows:
         if other:
             details.append(f"其他：{'、'.join(other)}")
         labels = {"register": CHENWUJIAN, "row": str(row), "check": self.check,
-                  "attendance": "present" if present else "absent"}
+                  "attendance": "present" if present else "absent",
+                  "time": "day"}  # the register gives the day only (shown without 00:00)
         if not present:  # early warning counts sick absences only (docs/early-warning.md)
             labels["reason"] = ("personal" if ledger_only else "sick"
                                 if symptoms or sick_word or diagnosis else "unknown")
