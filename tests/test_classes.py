@@ -15,6 +15,7 @@ from escalator.intake.compat import AmAlert, am_event
 from escalator.intake.parsing import IntakeError, parse_event
 
 from .test_api import ADMIN, SOURCE, api, bearer, env  # noqa: F401 (fixtures)
+from .test_spool import names
 
 
 @pytest.mark.parametrize("written, cid", [
@@ -109,3 +110,20 @@ async def test_the_duty_officer_is_told_why_nobody_else_was(harness):
                         "summary": "发热", "class_id": "7-3", "subject": {"id": "S-9"}})
     [m] = [m for m in harness.channel.sent if m.recipient_name == "值班员"]
     assert "班级 7-3 不在学校班级名单（school.classes）中，因此找不到班主任" in m.body
+
+
+async def test_spool_json_yaml_and_registers_use_the_same_rule(harness, tmp_path):
+    from .test_spool import Wired
+
+    w = Wired(harness, tmp_path / "spool")
+    w.drop("a.json", {"kind": "suspected_case", "category": "infectious_disease",
+                      "summary": "发热", "class_id": "三年级二班", "subject": {"id": "S-1"}})
+    w.drop("b.yaml", "kind: suspected_case\ncategory: infectious_disease\nsummary: 发热\n"
+                     "class_id: 3（2）班\nsubject: {id: S-2}\n")
+    w.drop("c.csv", "日期,班级,学号,缺勤原因\n2026-11-30,３－２,S-3,病假\n".encode("gbk"))
+    await w.scan()
+    assert names(w.failed) == []
+    with harness.store.transaction() as tx:
+        assert sorted(i.class_id for i in tx.list_incidents(("triggered",), 10)) == ["3-2"] * 3
+    await harness.settle()
+    assert harness.told() == ["王老师"] * 3
