@@ -172,11 +172,12 @@ def normalise_grade(text: str) -> str:
     return str(g)
 
 
-_CN_GRADE = ["", "一", "二", "三", "四", "五", "六", "七", "八", "九", "十", "十一", "十二"]
+_CN_GRADE = ["", "一年级", "二年级", "三年级", "四年级", "五年级", "六年级", "七年级", "八年级",
+             "九年级", "高一", "高二", "高三"]
 
 
 def class_label(cid: str) -> str:
-    """``"3-2"`` → ``"三年级2班"`` (the form used in summaries)."""
+    """``"3-2"`` → ``"三年级2班"``, ``"10-1"`` → ``"高一1班"`` (the form used in summaries)."""
     g, c = cid.split("-")
-    grade = _CN_GRADE[int(g)] if 0 < int(g) < len(_CN_GRADE) else g
-    return f"{grade}年级{int(c)}班"
+    grade = _CN_GRADE[int(g)] if 0 < int(g) < len(_CN_GRADE) else f"{g}年级"
+    return f"{grade}{int(c)}班"

@@ -1,10 +1,16 @@
 """CSV registers (登记表) → events: the sickness-absence register (因病缺勤登记) and the
 morning/noon-check register (晨午检登记表), as schools really export them from a spreadsheet.
 
-Pure functions: bytes in, :class:`~escalator.engine.engine.Submission` items out, no I/O. The only
-exception :func:`parse_register` raises is :class:`RegisterError` (a ``ValueError``); a file with
-bad rows is rejected as a whole, and the error lists every bad row with its row number, column
-and reason. ``docs/spool.md`` is the writer-facing description of everything here.
+Pure functions: bytes in, :class:`~escalator.engine.engine.Submission` items out, no I/O.
+:func:`read_register` reads every row: the good rows' submissions, and the refused rows, each
+with its row number, line, column and reason — one bad row never hides the others (the spool
+puts the refused rows in ``failed/``: :mod:`escalator.intake.spool.refused`). The only
+exception it raises is :class:`RegisterError` (a ``ValueError``), for the whole file: not
+decodable, not a CSV, a header that fits no register (naming its unrecognised and missing
+columns). :func:`parse_register` is the all-or-nothing form. Layouts of the school's own forms
+come from ``registers.layouts``; classes are read by the one class rule
+(:mod:`escalator.classes`). ``docs/spool.md`` is the writer-facing description of everything
+here.
 
 Encodings (:func:`decode`): a declared encoding, else a byte-order mark (UTF-8 or UTF-16), else
 strict UTF-8, else strict GB18030 (a superset of GBK and GB2312, which is what a Chinese Windows
@@ -40,8 +46,9 @@ from escalator.events import Event, Symptom
 from escalator.intake.textfiles import UndecodableText, decode_text
 
 __all__ = [
-    "ABSENCE", "CHENWUJIAN", "SYMPTOM_WORDS", "SYMPTOM_ZH", "RegisterError", "chinese_number",
-    "class_id", "class_label", "decode", "map_symptoms", "parse_register", "pseudonym",
+    "ABSENCE", "CHENWUJIAN", "SYMPTOM_WORDS", "SYMPTOM_ZH", "RefusedRow", "Register",
+    "RegisterError", "chinese_number", "class_id", "class_label", "decode", "layouts_for",
+    "map_symptoms", "parse_register", "pseudonym", "read_register", "refusal_reason",
 ]
 
 ABSENCE = "absence"
