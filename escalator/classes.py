@@ -46,6 +46,7 @@ _COMBINED = (
     re.compile(rf"^{_NUM}\({_NUM}\)班?$"),                        # 三(2)班
     re.compile(rf"^{_NUM}[-._/·]{_NUM}班?$"),                     # 3-2, 3.2, 3/2班
 )
+_PLAIN = re.compile(r"^([0-9]{1,2})-([0-9]{1,2})$")
 _STAGE_OFFSET = {"初": 6, "初中": 6, "高": 9, "高中": 9}
 """初一 is grade 7 and 高一 grade 10 in the 12-grade numbering (小学 1–6, 初中 7–9, 高中 10–12)."""
 
@@ -161,6 +162,10 @@ def normalise_class(text: str) -> str:
     """One text holding a class (an Event's ``class_id``: ``３－１``, ``四年级三班``,
     ``初一(1)班``) → ``"4-3"``. Unknown classes are not refused here (the engine warns about
     them). Raises ``ValueError`` naming what was read and how to write it."""
+    if m := _PLAIN.match(text):  # the common case, already the school's form: no parsing
+        g, c = int(m.group(1)), int(m.group(2))
+        if g and c:
+            return f"{g}-{c}"
     return class_id(None, text)
 
 
