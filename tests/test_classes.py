@@ -7,6 +7,8 @@ was. Real SQLite store, real HTTP server."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from escalator.classes import class_id, normalise_class, normalise_grade
@@ -127,3 +129,23 @@ async def test_spool_json_yaml_and_registers_use_the_same_rule(harness, tmp_path
         assert sorted(i.class_id for i in tx.list_incidents(("triggered",), 10)) == ["3-2"] * 3
     await harness.settle()
     assert harness.told() == ["王老师"] * 3
+
+
+def test_the_cli_send_prints_the_warnings(tmp_path):
+    from .conftest import FIXTURES
+    from .test_cli import run
+
+    state = {"ESCALATOR_STATE_DIR": str(tmp_path / "state"),
+             "ESCALATOR_CONFIG": str(FIXTURES / "engine.yaml")}
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps({"kind": "suspected_case", "category": "infectious_disease",
+                                 "summary": "发热", "class_id": "七年级三班",
+                                 "subject": {"id": "S-9"}}, ensure_ascii=False), "utf-8")
+    r = run("send", str(event), env=state)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [w["code"] for w in out["warnings"]] == ["class_unknown"]
+    plain = tmp_path / "p.json"
+    plain.write_text(json.dumps({"kind": "incident", "category": "accident", "summary": "摔伤",
+                                 "class_id": "3-2"}), "utf-8")
+    assert "warnings" not in json.loads(run("send", str(plain), env=state).stdout)
