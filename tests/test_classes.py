@@ -149,3 +149,17 @@ def test_the_cli_send_prints_the_warnings(tmp_path):
     plain.write_text(json.dumps({"kind": "incident", "category": "accident", "summary": "摔伤",
                                  "class_id": "3-2"}), "utf-8")
     assert "warnings" not in json.loads(run("send", str(plain), env=state).stdout)
+
+
+async def test_an_alertmanager_class_label_is_read_and_warned_about(api):  # noqa: F811
+    doc = {"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "教室空气质量", "班级": "三年级二班"}},
+        {"status": "firing", "labels": {"alertname": "教室空气质量", "班级": "七年级三班"}}]}
+    r = await api.client.post("/api/v1/alertmanager", json=doc, headers=bearer(SOURCE))
+    assert r.status_code == 200, r.text
+    first, second = r.json()["results"]
+    assert first["warnings"] == []
+    assert [w["code"] for w in second["warnings"]] == ["class_unknown"]
+    inc = (await api.client.get(f"/api/v1/incidents/{first['incident_id']}",
+                                headers=bearer(ADMIN))).json()
+    assert inc["class_id"] == "3-2"

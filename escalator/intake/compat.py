@@ -97,13 +97,15 @@ class AmWebhook(BaseModel):
 
 
 class AmResult(BaseModel):
-    """The intake answer for one Alertmanager alert."""
+    """The intake answer for one Alertmanager alert (``warnings``: as for ``POST
+    /api/v1/events``, docs/classes.md)."""
 
     fingerprint: str
     event_id: str
     incident_id: int | None
     status: str
     dedup_key: str
+    warnings: list[dict[str, str]] = []
 
 
 class AmOut(BaseModel):
