@@ -151,6 +151,13 @@ CASES = {
         ("warning", "registers.notify[0]", 24, "unknown role 'school_doctor'"),
     ],
     # Validation by the pydantic models: a misspelled field.
+    # Rule 22: silences, inhibit rules, grouping (docs/silences.md).
+    "quieting": [
+        ("warning", "routes[0].group_by", 17, "group_by does nothing"),
+        ("error", "silences[1].id", 25, "duplicate silence id 'fire_alarm_test'"),
+        ("warning", "silences[1].ends_at", 28, "is over"),
+        ("warning", "inhibit_rules[0]", 30, "no 'equal'"),
+    ],
     "unknown_field": [
         ("error", "policies.main.steps[0].timout", 17, "unknown field (misspelled?)"),
     ],
