@@ -185,7 +185,7 @@ def ledger_page(daemon: Any, day_from: date, day_to: date, month: str, lang: str
         drill_rows = [{"id": i.id, "opened": local(i.created_at, config),
                        "category_word": CATEGORY[lang].get(i.category, i.category),
                        "state_word": STATE[lang].get(i.state, i.state)}
-                      for i in tx.incidents_created(lo, hi) if i.drill]
+                      for i in tx.incidents_occurred(lo, hi) if i.drill]
     return {"tables": tables, "drills": drill_rows}
 
 
