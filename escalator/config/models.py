@@ -1,7 +1,8 @@
 """Pydantic models of the administrator's YAML config (one file).
 
 Top level: ``school``, ``roles``, ``people``, ``units``, ``channels``, ``policies``, ``routes``,
-``duty_roster``, ``heartbeats``, ``sources``, ``daemon``, ``api``, ``delivery``. Durations are seconds (int) or
+``duty_roster``, ``rosters``, ``quiet_hours``, ``heartbeats``, ``sources``, ``daemon``, ``api``,
+``delivery``. Durations are seconds (int) or
 strings such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a
 step's target, a route's policy, …) are checked by :mod:`escalator.config.checks`, not here.
 """
@@ -27,6 +28,7 @@ from pydantic import (
 )
 
 from escalator.config import early_warning_defaults, school_defaults
+from escalator.config.duty import QuietHoursConfig, RostersConfig
 from escalator.events import Category, Kind, Severity, Symptom
 
 TIMEOUT_MIN = 5
@@ -280,6 +282,9 @@ class Route(_Model):
     match: Match = Field(default_factory=Match)
     policy: str
     default: bool = False
+    urgency: Literal["high", "low"] | None = None
+    """Quiet hours (docs/quiet-hours.md): ``high`` — its incidents' messages go at once at any
+    hour; ``low`` — they wait for school hours whatever the severity; unset: by severity."""
 
 
 class DutyShift(_Model):
@@ -669,6 +674,10 @@ class Config(_Model):
     """Early warning from sickness absence (docs/early-warning.md); None: off."""
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     """How the delivery worker sends: concurrency, digests, the step-wait cap."""
+    rosters: RostersConfig = Field(default_factory=RostersConfig)
+    """Rotations for ``duty_officer`` and other roles (docs/rosters.md)."""
+    quiet_hours: QuietHoursConfig | None = None
+    """Which messages wait for school hours (docs/quiet-hours.md); None: none wait."""
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

@@ -12,6 +12,9 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
 2. **dedup** (:func:`find_twin`) — the same message (incident, step run, channel, address,
    purpose) was already delivered: the row becomes ``delivered`` with a ledger row
    ``deduplicated``, nothing is sent;
+2a. **quiet hours** (:mod:`escalator.delivery.quiet`) — outside school hours a non-urgent
+   message on a quiet channel is deferred to the next school morning (its due time moves; a
+   ``deferred`` ledger row), never dropped;
 2b. **order** (:func:`plan_queue`) — an earlier row to the same channel and address is still
    pending (of the same priority): this one waits behind it, so one recipient gets messages in
    creation order;
@@ -44,6 +47,7 @@ import structlog
 from escalator.clock import Clock
 from escalator.config.models import Config
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.quiet import SchoolHours, defer, quiet_until
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.engine.engine import step_delivered
@@ -418,6 +422,10 @@ class Delivery:
         :meth:`Engine.contacts_of`, which knows the rules' recipients such as guardians)."""
         self._unrecorded: dict[int, tuple[Any, ...]] = {}
         """Attempts made whose ledger row could not be written yet (row id → record args)."""
+        self.school_hours: Callable[[Config], SchoolHours | None] | None = None
+        """The school hours of a config, for quiet hours (the daemon and the harness give the
+        plugins' ``school_hours`` hook); None: no message waits for school hours."""
+        self._hours: tuple[Config, SchoolHours | None] | None = None
 
     def reload(self, config: Config, channels: dict[str, Any]) -> None:
         """Use a new config and channels; throttle windows (keyed by channel id) carry over."""
@@ -536,6 +544,18 @@ class Delivery:
         except Exception:
             log.exception("notifications_not_unclaimed", notification_ids=ids)
 
+    def _quiet_until(self, tx: Tx, n: Notification, inc: Incident, now: datetime
+                     ) -> datetime | None:
+        """Stage 2a: when ``n`` must wait for school hours, until when (else None)."""
+        quiet = self.config.quiet_hours
+        if quiet is None or not quiet.enabled or self.school_hours is None:
+            return None
+        if self._hours is None or self._hours[0] is not self.config:  # once per (re)load
+            self._hours = (self.config, self.school_hours(self.config))
+        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+        return quiet_until(self.config, self._hours[1], n, inc, first["body"] if first else None,
+                           now)
+
     def _prepare(self, tx: Tx, n: Notification, now: datetime) -> tuple[Any, ...] | None:
         """Stages 1–3 for a claimed row, in one transaction: ``None`` when the row is done with
         (cancelled, deduplicated, queued or throttled), else what the send needs: the incident,
@@ -545,6 +565,9 @@ class Delivery:
             return None
         if (twin := find_twin(tx, n)) is not None:
             record_duplicate(tx, n, inc, twin, now)
+            return None
+        if (until := self._quiet_until(tx, n, inc, now)) is not None:
+            defer(tx, self.config, n, inc, until, now)  # quiet hours: the school morning
             return None
         if (head := tx.waiting_ahead(n.channel, n.address, n.id, n.priority)) is not None:
             plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
@@ -609,6 +632,9 @@ class Delivery:
                 continue
             if (twin := find_twin(tx, n)) is not None:
                 record_duplicate(tx, n, inc, twin, now)
+                continue
+            if (until := self._quiet_until(tx, n, inc, now)) is not None:
+                defer(tx, self.config, n, inc, until, now)
                 continue
             live.append((n, inc))
         if not live:

@@ -17,7 +17,7 @@ A date is a school day when, in this order:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import chinese_calendar
 
@@ -82,6 +82,22 @@ class SchoolCalendar:
         local = at.astimezone(self.tz) if at.tzinfo else at.replace(tzinfo=self.tz)
         hours = self.calendar.school_hours
         return self.is_school_day(local.date()) and hours.start <= local.time() < hours.end
+
+    def opens_at(self, at: datetime, horizon_days: int = 400) -> datetime | None:
+        """The first instant at or after ``at`` (aware) inside the school hours of a school day,
+        as aware UTC: ``at`` itself during school hours, else the next school day's
+        ``school_hours.start`` (today's, before it starts). None when no school day comes within
+        ``horizon_days`` (quiet hours then hold nothing back)."""
+        local = at.astimezone(self.tz)
+        if self.is_school_hours(local):
+            return at.astimezone(UTC)
+        hours = self.calendar.school_hours
+        day = local.date() if local.time() < hours.start else local.date() + timedelta(days=1)
+        for _ in range(horizon_days):
+            if self.is_school_day(day):
+                return datetime.combine(day, hours.start, self.tz).astimezone(UTC)
+            day += timedelta(days=1)
+        return None
 
     def warnings(self, years: Iterable[int]) -> list[str]:
         """One message per year in ``years`` the library has no data for and no override names:

@@ -3,7 +3,7 @@ through :data:`escalator.plugins.BUILTIN_PLUGINS`.
 
 Order (the order the engine calls them, :mod:`escalator.engine.rules`): heartbeat monitors,
 legal deadlines, symptom clusters and notifiable diagnoses, early warning from sickness absence
-(docs/early-warning.md), guardians, drills. Deadlines come before clusters on an event: a new
+(docs/early-warning.md), guardians, drills, the duty roster (docs/rosters.md). Deadlines come before clusters on an event: a new
 incident gets its deadline by its match before a cluster it founds gets the cluster deadline;
 early warning comes after clusters, so a cluster the case founded or joined is open when early
 warning links signals to it.
@@ -14,16 +14,24 @@ from __future__ import annotations
 from escalator.config.models import Config
 from escalator.engine.rules import Rule
 from escalator.hookspecs import hookimpl
+from escalator.school.calendar import SchoolCalendar
 from escalator.school.clusters import ClusterRule
 from escalator.school.deadlines import LegalDeadlineRule
 from escalator.school.drills import DrillRule
 from escalator.school.early_warning import EarlyWarningRule
 from escalator.school.guardians import GuardianRule
 from escalator.school.heartbeats import HeartbeatRule
+from escalator.school.roster import RosterRule
 
 
 @hookimpl
 def escalator_rules(config: Config) -> list[Rule]:
     """The school rules, for every config (each does nothing without its config section)."""
     return [HeartbeatRule(), LegalDeadlineRule(), ClusterRule(), EarlyWarningRule(), GuardianRule(),
-            DrillRule()]
+            DrillRule(), RosterRule()]
+
+
+@hookimpl
+def school_hours(config: Config) -> SchoolCalendar:
+    """Quiet hours' school hours: the school calendar (school days, ``school_hours``)."""
+    return SchoolCalendar(config)
