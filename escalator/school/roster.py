@@ -255,8 +255,8 @@ def _replaced_on_duty(tx: Tx, config: Config, role: str, replaces: str, start: d
     return any(replaces in s.people for s in roster.shifts(role, start, end))
 
 
-def add_override(tx: Tx, config: Config, *, role: str, person: str, replaces: str | None,
-                 start: datetime, end: datetime, by: str, at: datetime,
+def add_override(tx: Tx, config: Config, *, role: str, person: str, start: datetime,
+                 end: datetime, by: str, at: datetime, replaces: str | None = None,
                  comment: str | None = None) -> int:
     """Store an override (``person`` on duty as ``role`` over ``[start, end)``, aware UTC; in
     place of ``replaces`` when given) in ``tx``; returns its id. Raises :class:`RosterError`
@@ -309,12 +309,15 @@ def shifts_between(tx: Tx, config: Config, first: date, last: date,
 
 def gap_warnings(config: Config, now: datetime, days: int) -> list[tuple[str, Shift]]:
     """``(role, gap)`` for every span of the next ``days`` days from ``now`` with nobody on duty
-    as a roster-backed role that is in use (a step targets it, or a rotation fills it), by the
-    config alone (overrides are not read)."""
+    as a roster-backed role that has a schedule (rotations, or ``duty_roster`` for
+    ``duty_officer``) and is in use (a step targets it, or a rotation fills it), by the config
+    alone (overrides are not read). A role with no schedule at all is check-config's
+    "resolves to nobody" error instead."""
     targeted = {t.split(":", 1)[-1] for p in config.policies.values() for s in p.steps
                 for t in s.targets}
-    used = [r for r in roster_roles(config)
-            if r in targeted or any(rot.role == r for rot in config.rosters.rotations.values())]
+    rotating = {rot.role for rot in config.rosters.rotations.values()}
+    scheduled = rotating | ({DUTY_OFFICER} if config.duty_roster else set())
+    used = [r for r in roster_roles(config) if r in scheduled and (r in targeted or r in rotating)]
     roster = Roster(config)
     end = now + timedelta(days=days)
     return [(role, gap) for role in used for gap in roster.gaps(role, now, end)]
