@@ -218,3 +218,13 @@ async def test_the_work_ledger_lists_the_deferral_in_the_schools_words(night):
     cells = [" ".join(str(c) for c in r) for r in rows]
     assert "推迟（免打扰时段）" in cells[0] and "推迟至 12月1日 07:30" in cells[0]
     assert "已送达" in cells[1]
+
+
+async def test_an_incident_with_a_legal_deadline_never_waits(night):
+    inc = (await night.send(event("low"))).incident_id
+    with night.store.transaction() as tx:  # as the deadline rule sets it (docs/school-rules.md)
+        tx.update_incident(inc, deadline_at=night.clock.now() + timedelta(hours=24))
+        [row] = tx.notifications_of(inc)
+        tx.update_notification(row.id, status="pending", due_at=night.clock.now())
+    await night.settle()
+    assert night.told() == ["王老师"]

@@ -4,7 +4,8 @@ row's due time (the not-before time the outbox claims by) moves to the next scho
 start, durably, with a ``deferred`` row in the ledger (推迟至 …) and the timeline. Never dropped:
 the row is claimed again then and goes through every stage as usual.
 
-Urgent (goes at once at any hour): the incident's route says ``urgency: high``, or it says
+Urgent (goes at once at any hour): the incident has a legal reporting deadline; or its route
+says ``urgency: high``, or it says
 nothing and the incident's severity is in ``quiet_hours.urgent`` (default ``critical`` and
 ``high``). A route with ``urgency: low`` waits whatever the severity. So SMS and voice calls at
 night are kept for urgent incidents, while a channel left out of ``quiet_hours.channels`` (a
@@ -62,8 +63,12 @@ def route_of(config: Config, inc: Incident, event: dict[str, Any] | None) -> Rou
 
 
 def urgent(config: Config, inc: Incident, event: dict[str, Any] | None) -> bool:
-    """Whether ``inc``'s messages go at any hour: its route's ``urgency`` when it says one,
+    """Whether ``inc``'s messages go at any hour: always for an incident with a legal
+    reporting deadline (``deadline_at``: the law's clock runs at night too — 《传染病防治法》,
+    docs/school-rules.md "Legal deadlines"); else its route's ``urgency`` when it says one,
     else whether its severity is in ``quiet_hours.urgent``."""
+    if inc.deadline_at is not None:
+        return True
     quiet = config.quiet_hours
     route = route_of(config, inc, event)
     if route is not None and route.urgency is not None:

@@ -44,10 +44,12 @@ def library_workday(day: date) -> bool | None:
 
 
 def calendar_in_use(config: Config) -> bool:
-    """Whether anything reads the calendar (a heartbeat monitor expecting school days only, or
-    early warning's school-day series)."""
+    """Whether anything reads the calendar (a heartbeat monitor expecting school days only,
+    early warning's school-day series, quiet hours, or a rotation on school days or holidays)."""
     return (any(m.school_days_only for m in config.heartbeats.values())
-            or (config.early_warning is not None and config.early_warning.enabled))
+            or (config.early_warning is not None and config.early_warning.enabled)
+            or (config.quiet_hours is not None and config.quiet_hours.enabled)
+            or any(r.days != "all" for r in config.rosters.rotations.values()))
 
 
 def startup_warnings(config: Config, today: date) -> list[str]:
