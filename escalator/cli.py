@@ -138,7 +138,7 @@ def _open_engine(args: argparse.Namespace):
 
     config = _load(args)
     settings = _settings(args, config)
-    if not settings.database.exists() and (args.demo or args.command not in ("send", "roster")):
+    if not settings.database.exists() and (args.demo or args.command != "send"):
         hint = ("run `escalator demo` in this folder first, or cd to where it runs" if args.demo
                 else "check ESCALATOR_STATE_DIR / daemon.state_dir")
         raise UsageError(f"no escalator database at {settings.database}: {hint}")

@@ -228,3 +228,11 @@ async def test_an_incident_with_a_legal_deadline_never_waits(night):
         tx.update_notification(row.id, status="pending", due_at=night.clock.now())
     await night.settle()
     assert night.told() == ["王老师"]
+
+
+async def test_an_urgent_message_does_not_queue_behind_a_deferred_one_to_the_same_phone(night):
+    waiting = (await night.send(event("medium", n=1))).incident_id
+    urgent = (await night.send(event("low", "always", n=2))).incident_id  # same priority
+    assert night.told() == ["王老师"]
+    assert [o for o, _ in deliveries(night, urgent)] == ["delivered"]
+    assert [o for o, _ in deliveries(night, waiting)] == ["deferred"]

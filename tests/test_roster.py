@@ -22,6 +22,7 @@ from escalator.config.settings import Settings
 from escalator.school import roster
 from escalator.school.roster import Roster, RosterError
 from escalator.service.daemon import Daemon
+from escalator.store import SQLiteStore
 from escalator.testing import Harness
 
 CONFIG = """
@@ -293,6 +294,8 @@ def restored_logging():
 
 def test_cli_override_then_show(config_path, tmp_path, monkeypatch, capsys, restored_logging):
     monkeypatch.setenv("ESCALATOR_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    SQLiteStore(tmp_path / "state" / "escalator.sqlite3").close()  # the daemon ran once
     base = ["--config", str(config_path)]
     assert cli.main(["roster", "override", *base, "--person", "zhang", "--replaces", "li",
                      "--date", "2026-12-08", "--comment", "李老师外出培训"]) == 0

@@ -556,6 +556,15 @@ class Delivery:
         return quiet_until(self.config, self._hours[1], n, inc, first["body"] if first else None,
                            now)
 
+    def _ahead(self, tx: Tx, n: Notification, now: datetime) -> Notification | None:
+        """Stage 2b's earlier row to wait behind (``Tx.waiting_ahead``), unless quiet hours
+        hold it back now: an urgent message never waits behind a deferred one."""
+        head = tx.waiting_ahead(n.channel, n.address, n.id, n.priority)
+        if head is None or self.config.quiet_hours is None:
+            return head
+        inc = tx.get_incident(head.incident_id)
+        return None if inc is not None and self._quiet_until(tx, head, inc, now) else head
+
     def _prepare(self, tx: Tx, n: Notification, now: datetime) -> tuple[Any, ...] | None:
         """Stages 1–3 for a claimed row, in one transaction: ``None`` when the row is done with
         (cancelled, deduplicated, queued or throttled), else what the send needs: the incident,
@@ -569,7 +578,7 @@ class Delivery:
         if (until := self._quiet_until(tx, n, inc, now)) is not None:
             defer(tx, self.config, n, inc, until, now)  # quiet hours: the school morning
             return None
-        if (head := tx.waiting_ahead(n.channel, n.address, n.id, n.priority)) is not None:
+        if (head := self._ahead(tx, n, now)) is not None:
             plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
             tx.update_notification(n.id, status="pending", due_at=plan.due_at,
                                    first_attempt_at=plan.first_attempt_at, updated_at=now)
@@ -640,7 +649,7 @@ class Delivery:
         if not live:
             return None
         head, inc = live[0]
-        ahead = tx.waiting_ahead(head.channel, head.address, head.id, head.priority)
+        ahead = self._ahead(tx, head, now)
         channel = self.channels.get(head.channel)
         wait = 0.0 if ahead else self.throttle.acquire(head.channel, channel, head.address)
         if ahead is not None or wait:
