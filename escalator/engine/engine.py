@@ -450,7 +450,8 @@ class Engine:
 
         When the run is still the incident's waiting step, its timer becomes ``at`` + the
         step's timeout — never later than when it fired + ``delivery.step_wait_cap`` + the
-        timeout, the timer set when it fired — and the timeline gets ``step_delivered`` with both
+        timeout, the timer set when it fired (or later where a quiet-hours deferral moved it:
+        :func:`step_deferred`) — and the timeline gets ``step_delivered`` with both
         times (``fired_at``, ``delivered_at``: ISO-8601 UTC) and the wait in seconds. With
         ``step_wait_cap`` 0 nothing is done: the timeout counts from the fire."""
         step_delivered(tx, self.config, step_run_id, at)
