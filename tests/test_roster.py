@@ -388,6 +388,15 @@ async def test_api_refusals_name_the_field_and_change_nothing(api):
     r = await c.get("/api/v1/roster", headers=auth(), params={"from": "2026-12-08",
                                                                "to": "2026-12-01"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "to"
+    r = await c.get("/api/v1/roster", headers=auth(), params={"from": "0001-01-01"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "from"
+    r = await c.post("/api/v1/roster/overrides", headers=auth(),
+                     json={"person": "zhang", "date": "9999-12-31"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "date"
+    r = await c.post("/api/v1/roster/swaps", headers=auth(), json={
+        "first": "zhao", "first_date": "2026-12-02", "second": "zhang",
+        "second_date": "2026-12-03"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "first"
     assert (await c.get("/api/v1/roster/overrides", headers=auth())).json() == []
 
 

@@ -28,6 +28,7 @@ from escalator.config.duty import Rotation
 from escalator.config.models import Config
 from escalator.engine.rules import EngineOps, Rule
 from escalator.engine.targets import Recipient, on_duty
+from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR
 from escalator.school.calendar import SchoolCalendar
 from escalator.store.base import Incident, RosterOverride, Tx
 
@@ -217,6 +218,13 @@ class RosterRule(Rule):
 # --------------------------------------------------------------------------------------------
 
 
+def _check_year(field: str, when: date) -> None:
+    """Roster dates and times lie in the years events may carry (2000–2100)."""
+    if not OCCURRED_MIN_YEAR <= when.year <= OCCURRED_MAX_YEAR:
+        raise RosterError(field, f"year {when.year} is out of range "
+                                 f"({OCCURRED_MIN_YEAR}–{OCCURRED_MAX_YEAR})")
+
+
 def _check_role(config: Config, role: str) -> None:
     if role not in roster_roles(config):
         raise RosterError("role", f"role {role!r} has no roster (duty_officer, or the role of a "
@@ -238,9 +246,12 @@ def period(config: Config, role: str, *, day: date | None = None,
     if day is not None:
         if start is not None or end is not None:
             raise RosterError("date", "give either a date or a start and an end, not both")
+        _check_year("date", day)
         return Roster(config).day_shift(role, day)
     if start is None or end is None:
         raise RosterError("start" if start is None else "end", "give a date, or a start and an end")
+    _check_year("start", start)
+    _check_year("end", end)
     s, e = (t if t.tzinfo else t.replace(tzinfo=tz) for t in (start, end))
     if e <= s:
         raise RosterError("end", "the end is not after the start")
@@ -280,10 +291,20 @@ def add_swap(tx: Tx, config: Config, *, role: str, first: str, first_day: date, 
     """A swap (换班): ``second`` takes ``first``'s shift of ``first_day`` and ``first`` takes
     ``second``'s shift of ``second_day`` — two overrides, withdrawn together. Returns their
     ids. Raises :class:`RosterError` as :func:`add_override`."""
-    a_start, a_end = period(config, role, day=first_day)
-    b_start, b_end = period(config, role, day=second_day)
-    one = add_override(tx, config, role=role, person=second, replaces=first, start=a_start,
-                       end=a_end, by=by, at=at, comment=comment)
+    try:
+        a_start, a_end = period(config, role, day=first_day)
+    except RosterError as e:
+        raise RosterError("first_date", str(e)) from None
+    try:
+        b_start, b_end = period(config, role, day=second_day)
+    except RosterError as e:
+        raise RosterError("second_date", str(e)) from None
+    try:
+        one = add_override(tx, config, role=role, person=second, replaces=first, start=a_start,
+                           end=a_end, by=by, at=at, comment=comment)
+    except RosterError as e:  # name the swap's own fields
+        field = {"person": "second", "replaces": "first"}.get(e.field, e.field)
+        raise RosterError(field, str(e)) from None
     if not _replaced_on_duty(tx, config, role, second, b_start, b_end):
         raise RosterError("second_date", f"{_name(config, second)} is not on duty as {role} "
                                          f"on {second_day}")
@@ -298,6 +319,8 @@ def shifts_between(tx: Tx, config: Config, first: date, last: date,
     """Every roster-backed role's (or ``roles``') shifts over the school-local dates
     ``first..last`` (both included), overrides from ``tx``; by role, then time."""
     tz = config.school.tz
+    _check_year("from", first)
+    _check_year("to", last)
     start = datetime.combine(first, time(0, 0), tz).astimezone(UTC)
     end = datetime.combine(last + timedelta(days=1), time(0, 0), tz).astimezone(UTC)
     roles = list(roles) if roles is not None else roster_roles(config)
