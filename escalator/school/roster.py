@@ -64,15 +64,18 @@ class Shift:
 
 
 class Roster:
-    """The roster of ``config`` with ``overrides`` (from the store, for the times asked)."""
+    """The roster of ``config`` with ``overrides`` (from the store, for the times asked).
+    ``counted``: a cache of each rotation's days counted so far, to share between rosters of
+    the same ``config`` (the rule keeps one per config)."""
 
-    def __init__(self, config: Config, overrides: Sequence[RosterOverride] = ()) -> None:
+    def __init__(self, config: Config, overrides: Sequence[RosterOverride] = (),
+                 counted: dict[str, tuple[date, int]] | None = None) -> None:
         self.config = config
         self.tz = config.school.tz
         self.calendar = SchoolCalendar(config)
         self.overrides = sorted((o for o in overrides if o.cancelled_at is None),
                                 key=lambda o: (o.starts_at, o.id))
-        self._counted: dict[str, tuple[date, int]] = {}
+        self._counted: dict[str, tuple[date, int]] = {} if counted is None else counted
 
     # ----------------------------------------------------------------- rotations
 
@@ -198,13 +201,19 @@ class RosterRule(Rule):
 
     name: ClassVar[str] = "roster"
 
+    def __init__(self) -> None:
+        self._counted: tuple[Config | None, dict[str, tuple[date, int]]] = (None, {})
+        """Each rotation's days counted so far, for the config they were counted under."""
+
     def recipients(self, ops: EngineOps, tx: Tx, incident: Incident, role: str,
                    opening: Mapping[str, Any] | None) -> list[Recipient] | None:
         config = ops.config
         if role not in roster_roles(config):
             return None
         now = ops.now
-        roster = Roster(config, tx.roster_overrides(now, now + _EPSILON, role))
+        if self._counted[0] is not config:  # a reload may change rotations or the calendar
+            self._counted = (config, {})
+        roster = Roster(config, tx.roster_overrides(now, now + _EPSILON, role), self._counted[1])
         ids, used = roster.on_duty(role, now)
         if used:
             ops.add_timeline(incident.id, "roster_override", None,
