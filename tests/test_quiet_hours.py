@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from escalator.config import load_config
+from escalator.events import Event
 from escalator.testing import Harness
 
 CONFIG = """
@@ -236,3 +237,14 @@ async def test_an_urgent_message_does_not_queue_behind_a_deferred_one_to_the_sam
     assert night.told() == ["王老师"]
     assert [o for o, _ in deliveries(night, urgent)] == ["delivered"]
     assert [o for o, _ in deliveries(night, waiting)] == ["deferred"]
+
+
+async def test_a_night_of_messages_waits_and_goes_as_one_digest_in_the_morning(night):
+    incidents = [night.engine.ingest(Event.model_validate(event("medium", n=n)),
+                                     source="test").incident_id for n in range(7)]
+    await night.settle()
+    assert night.told() == []
+    assert all([o for o, _ in deliveries(night, i)] == ["deferred"] for i in incidents)
+    await night.advance((beijing("2026-12-01T07:30:00") - night.clock.now()).total_seconds())
+    assert len(night.channel.sent) == 1  # more than delivery.digest.after (5): one digest
+    assert "另有 6 条事件待处理" in night.channel.sent[0].body
