@@ -260,11 +260,16 @@ def cmd_drill_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from escalator.delivery.quiet import hold
     from escalator.engine.simulate import simulate
+    from escalator.plugins import get_plugin_manager, plugins_dir_of
 
     config = _load(args)
     events = parse_events(_read_document(Path(args.event)))
-    rows = simulate(config, events[0], horizon_seconds=args.horizon)
+    pm = get_plugin_manager(plugins_dir=plugins_dir_of(config))
+    quiet = hold(config, pm.hook.school_hours(config=config)) if config.quiet_hours else None
+    rows = simulate(config, events[0], horizon_seconds=args.horizon, plugin_manager=pm,
+                    hold=quiet)
     _print_table([[r.offset, r.local_time, r.step, r.mode, r.recipient, r.channel, r.address]
                   for r in rows],
                  ["t+", "local time", "step", "mode", "who", "channel", "address"])

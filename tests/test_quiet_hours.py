@@ -248,3 +248,17 @@ async def test_a_night_of_messages_waits_and_goes_as_one_digest_in_the_morning(n
     await night.advance((beijing("2026-12-01T07:30:00") - night.clock.now()).total_seconds())
     assert len(night.channel.sent) == 1  # more than delivery.digest.after (5): one digest
     assert "另有 6 条事件待处理" in night.channel.sent[0].body
+
+
+def test_simulate_lists_a_deferred_message_at_the_school_morning(config):
+    from escalator.delivery.quiet import hold
+    from escalator.engine.simulate import simulate
+    from escalator.school.calendar import SchoolCalendar
+
+    ev = Event.model_validate({**event("medium"), "occurred_at": "2026-12-01T03:34:00+08:00"})
+    rows = simulate(config, ev, horizon_seconds=6 * 3600, hold=hold(config, SchoolCalendar(config)))
+    assert [(r.local_time, r.recipient) for r in rows] == [
+        ("2026-12-01 07:30:00", "王老师 [deferred: quiet hours]"),
+        ("2026-12-01 08:00:00", "张校长")]
+    plain = simulate(config, ev, horizon_seconds=6 * 3600)  # without quiet hours: at once
+    assert [(r.local_time, r.recipient) for r in plain][:1] == [("2026-12-01 03:34:00", "王老师")]

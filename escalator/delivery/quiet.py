@@ -20,6 +20,7 @@ A deferred step's timeout counts from the deferred delivery
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -89,6 +90,19 @@ def quiet_until(config: Config, hours: SchoolHours | None, n: Notification, inc:
         return None
     opens = hours.opens_at(now)
     return opens if opens is not None and opens > now else None
+
+
+def hold(config: Config, hours: SchoolHours | None
+         ) -> Callable[[Tx, Notification, datetime], datetime | None]:
+    """:func:`quiet_until` as ``escalator simulate`` asks it: ``(tx, row, now)`` → until when
+    the row must wait, or None (the incident and its first event read from ``tx``)."""
+    def until(tx: Tx, n: Notification, now: datetime) -> datetime | None:
+        inc = tx.get_incident(n.incident_id)
+        if inc is None:
+            return None
+        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+        return quiet_until(config, hours, n, inc, first["body"] if first else None, now)
+    return until
 
 
 def defer(tx: Tx, config: Config, n: Notification, inc: Incident, until: datetime,
