@@ -47,7 +47,7 @@ import structlog
 from escalator.clock import Clock
 from escalator.config.models import Config
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
-from escalator.delivery.quiet import SchoolHours, defer, quiet_until
+from escalator.delivery.quiet import SchoolHours, defer, first_event, quiet_until
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.engine.engine import step_delivered
@@ -552,9 +552,7 @@ class Delivery:
             return None
         if self._hours is None or self._hours[0] is not self.config:  # once per (re)load
             self._hours = (self.config, self.school_hours(self.config))
-        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
-        return quiet_until(self.config, self._hours[1], n, inc, first["body"] if first else None,
-                           now)
+        return quiet_until(self.config, self._hours[1], n, inc, first_event(tx, inc), now)
 
     def _ahead(self, tx: Tx, n: Notification, now: datetime) -> Notification | None:
         """Stage 2b's earlier row to wait behind (``Tx.waiting_ahead``), unless quiet hours

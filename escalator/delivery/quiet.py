@@ -78,18 +78,27 @@ def urgent(config: Config, inc: Incident, event: dict[str, Any] | None) -> bool:
 
 
 def quiet_until(config: Config, hours: SchoolHours | None, n: Notification, inc: Incident,
-                event: dict[str, Any] | None, now: datetime) -> datetime | None:
+                event: Callable[[], dict[str, Any] | None], now: datetime) -> datetime | None:
     """When row ``n`` may go, if it must wait for school hours at ``now`` (aware UTC); None to
-    send it now (quiet hours off, not a quiet channel, urgent, or school is open)."""
+    send it now (quiet hours off, not a quiet channel, school is open, or urgent).
+    ``event``: reads the incident's first event body (only asked outside school hours)."""
     quiet = config.quiet_hours
     if quiet is None or not quiet.enabled or hours is None:
         return None
     if quiet.channels is not None and n.channel not in quiet.channels:
         return None
-    if urgent(config, inc, event):
-        return None
     opens = hours.opens_at(now)
-    return opens if opens is not None and opens > now else None
+    if opens is None or opens <= now:
+        return None
+    return None if urgent(config, inc, event()) else opens
+
+
+def first_event(tx: Tx, inc: Incident) -> Callable[[], dict[str, Any] | None]:
+    """A reader of ``inc``'s first event body in ``tx`` (for :func:`quiet_until`)."""
+    def read() -> dict[str, Any] | None:
+        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
+        return first["body"] if first else None
+    return read
 
 
 def hold(config: Config, hours: SchoolHours | None
@@ -98,10 +107,8 @@ def hold(config: Config, hours: SchoolHours | None
     the row must wait, or None (the incident and its first event read from ``tx``)."""
     def until(tx: Tx, n: Notification, now: datetime) -> datetime | None:
         inc = tx.get_incident(n.incident_id)
-        if inc is None:
-            return None
-        first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
-        return quiet_until(config, hours, n, inc, first["body"] if first else None, now)
+        return None if inc is None else quiet_until(config, hours, n, inc, first_event(tx, inc),
+                                                    now)
     return until
 
 
