@@ -312,7 +312,7 @@ def cmd_drill_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from escalator.delivery.quiet import hold
+    from escalator.delivery.quiet_hours import hold
     from escalator.engine.simulate import simulate
     from escalator.plugins import get_plugin_manager, plugins_dir_of
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from escalator.clock import Clock
     from escalator.config.models import Config
     from escalator.delivery.channels import Channel, DeliveryResult
-    from escalator.delivery.quiet import SchoolHours
+    from escalator.delivery.quiet_hours import SchoolHours
     from escalator.delivery.render import RenderContext, Rendered
     from escalator.engine.engine import IngestResult, Submission
     from escalator.engine.rules import Rule

@@ -251,7 +251,7 @@ async def test_a_night_of_messages_waits_and_goes_as_one_digest_in_the_morning(n
 
 
 def test_simulate_lists_a_deferred_message_at_the_school_morning(config):
-    from escalator.delivery.quiet import hold
+    from escalator.delivery.quiet_hours import hold
     from escalator.engine.simulate import simulate
     from escalator.school.calendar import SchoolCalendar
 

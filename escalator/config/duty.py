@@ -4,7 +4,7 @@ Kept apart from :mod:`escalator.config.models`, which includes them in :class:`C
 ``rosters`` (docs/rosters.md) — rotations of people for a role (``duty_officer`` or an
 administrator-defined role), read by :mod:`escalator.school.roster`; ``quiet_hours``
 (docs/quiet-hours.md) — which messages wait for the school morning, read by
-:mod:`escalator.delivery.quiet`. Cross-references (people, roles, channels) are checked by
+:mod:`escalator.delivery.quiet_hours`. Cross-references (people, roles, channels) are checked by
 :mod:`escalator.config.checks`.
 """
 

@@ -12,7 +12,7 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
 2. **dedup** (:func:`find_twin`) — the same message (incident, step run, channel, address,
    purpose) was already delivered: the row becomes ``delivered`` with a ledger row
    ``deduplicated``, nothing is sent;
-2a. **quiet hours** (:mod:`escalator.delivery.quiet`) — outside school hours a non-urgent
+2a. **quiet hours** (:mod:`escalator.delivery.quiet_hours`) — outside school hours a non-urgent
    message on a quiet channel is deferred to the next school morning (its due time moves; a
    ``deferred`` ledger row), never dropped;
 2b. **order** (:func:`plan_queue`) — an earlier row to the same channel and address is still
@@ -47,7 +47,7 @@ import structlog
 from escalator.clock import Clock
 from escalator.config.models import Config
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
-from escalator.delivery.quiet import SchoolHours, defer, first_event, quiet_until
+from escalator.delivery.quiet_hours import SchoolHours, defer, first_event, quiet_until
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.engine.engine import step_delivered

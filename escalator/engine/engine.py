@@ -602,7 +602,7 @@ def step_delivered(tx: Tx, config: Config, step_run_id: int, at: datetime) -> No
 
 def step_deferred(tx: Tx, config: Config, step_run_id: int, until: datetime) -> datetime | None:
     """A message of step run ``step_run_id`` waits for school hours until ``until`` (aware UTC;
-    quiet hours, :mod:`escalator.delivery.quiet`), inside the delivery's transaction ``tx``.
+    quiet hours, :mod:`escalator.delivery.quiet_hours`), inside the delivery's transaction ``tx``.
 
     While the run is the incident's waiting step and none of its messages was delivered yet,
     its timer moves to ``until`` + ``delivery.step_wait_cap`` + the step's timeout when that is

@@ -23,7 +23,7 @@ from escalator.store import SQLiteStore
 from escalator.store.base import Notification, Store, Tx
 
 Hold = Callable[[Tx, Notification, datetime], datetime | None]
-"""Until when a message must wait (quiet hours: :func:`escalator.delivery.quiet.hold`), or None."""
+"""Until when a message must wait (quiet hours: :func:`escalator.delivery.quiet_hours.hold`), or None."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
     """Walk ``event``'s chain with nobody acting, up to ``horizon_seconds`` (seconds) after it.
     The engine's rules come from ``plugin_manager`` (default: the built-ins, the config's
     ``plugins_dir`` and the entry points); their periodic checks (``on_tick``) do not run.
-    ``hold``: quiet hours (the CLI gives :func:`escalator.delivery.quiet.hold`); a message
+    ``hold``: quiet hours (the CLI gives :func:`escalator.delivery.quiet_hours.hold`); a message
     held is listed at the time it would go, marked ``[deferred: quiet hours]``.
 
     Returns the planned messages in order. An event that opens no incident gives no rows.

@@ -32,7 +32,7 @@ from escalator.engine.routing import matches
 from escalator.events import Event
 from escalator.store.base import Incident, Notification, Tx
 
-log = structlog.get_logger("escalator.delivery.quiet")
+log = structlog.get_logger("escalator.delivery.quiet_hours")
 
 DEFERRED = "deferred"
 """Ledger outcome and timeline type of a message held back for school hours."""
