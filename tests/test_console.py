@@ -438,20 +438,23 @@ async def test_links_for_one_person_are_rate_limited(site):
     assert sent == signin.LINKS_PER_PERSON.count and len(site.channel.sent) == sent
 
 
-def test_the_roster_names_who_is_on_duty_now_and_the_next_shift():
+def test_the_roster_names_who_is_on_duty_now_and_the_next_shift(tmp_path):
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
     from escalator.cli import demo_config_path
+    from escalator.store import SQLiteStore
     from escalator.web.console import views
     from escalator.web.console.access import Viewer
 
     config = load_config(demo_config_path())
     monday = datetime(2026, 12, 7, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
-    daemon = SimpleNamespace(config=config, clock=FakeClock(monday))
+    daemon = SimpleNamespace(config=config, clock=FakeClock(monday),
+                             store=SQLiteStore(tmp_path / "db.sqlite3"))
     admin = Viewer(config.person("p-zhang-wei"), "x")
     got = views.roster(daemon, admin, "zh")
-    assert (got["now"], got["next"], got["next_at"]) == (["杨帆"], ["钱刚"], "12-07 18:00")
+    [duty] = [r for r in got["duty"] if r["role"] == "值班人员"]
+    assert (duty["now"], duty["next"], duty["next_at"]) == (["杨帆"], ["钱刚"], "12-07 18:00")
     zhang = next(p for p in got["people"] if p["name"] == "张伟")
     assert zhang["roles"] == "学校安全工作领导小组" and zhang["contact"] == "139-5555-0002"
     viewer = Viewer(config.person("v-gao-ming"), "x")

@@ -25,7 +25,17 @@ from escalator.web import errors
 from escalator.web.auth import Keyring
 from escalator.web.limits import BodyLimit
 from escalator.web.openapi import add_components
-from escalator.web.routers import ack, compat, console, docs, events, incidents, ops, silences
+from escalator.web.routers import (
+    ack,
+    compat,
+    console,
+    docs,
+    events,
+    incidents,
+    ops,
+    roster,
+    silences,
+)
 
 
 def create_app(daemon: Any) -> FastAPI:
@@ -50,7 +60,7 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(errors.ApiError, errors.api_error)
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
-    for module in (events, incidents, ack, compat, ops, silences):
+    for module in (events, incidents, ack, compat, ops, silences, roster):
         app.include_router(module.router)
     docs.install(app)
     console.install(app)

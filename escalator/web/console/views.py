@@ -10,10 +10,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from escalator.engine.engine import assignee
-from escalator.engine.targets import Target, resolve
 from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, STATE
 from escalator.school import clusters, drills
 from escalator.school.ledger import deadline_status, month_bounds, monthly_report, report_tables
+from escalator.school.roster import roster_roles, shifts_between
 from escalator.store.base import OPEN_STATES, Incident
 from escalator.web.console.access import Viewer
 from escalator.web.console.words import UI, timeline_text
@@ -201,39 +201,38 @@ def drill_page(daemon: Any, incident_id: int, lang: str) -> dict[str, Any]:
 
 
 def roster(daemon: Any, viewer: Viewer, lang: str) -> dict[str, Any]:
-    """The Roster page: who is on duty now (``duty_roster``), who is next (the first change at
-    a shift's start or end within 8 days), and the people with titles and roles (contact
-    addresses only for administrators)."""
+    """The Roster page: for each roster-backed role (``duty_officer`` and the rotations' roles;
+    docs/rosters.md) who is on duty now and who is next — rotations, ``duty_roster`` and the
+    overrides and swaps in the store (:func:`escalator.school.roster.shifts_between`) — and the
+    people with titles and roles (contact addresses only for administrators)."""
     config, now = daemon.config, daemon.clock.now()
-    tz = config.school.tz
-
-    def on_duty(at: datetime) -> list[str]:
-        return [r.name for r in resolve(Target("relative", "duty_officer"), config,
-                                        class_id=None, grade=None, at=at)]
-
-    current = on_duty(now)
-    today_ = now.astimezone(tz).date()
-    bounds = sorted({datetime.combine(today_ + timedelta(days=d), t, tz)
-                     for d in range(9) for shift in config.duty_roster
-                     for t in (shift.start, shift.end)})
-    nxt, nxt_at = None, None
-    for at in (b for b in bounds if b > now):
-        found = on_duty(at)
-        if found != current:
-            nxt, nxt_at = found, at
-            break
+    today_ = now.astimezone(config.school.tz).date()
+    names = names_of(config)
 
     def role_word(r: str) -> str:
         defined = config.roles.get(r)
         return (defined.name if defined and defined.name else None) or ROLE[lang].get(r, r)
 
+    roles = roster_roles(config)
+    with daemon.store.transaction() as tx:
+        shifts = shifts_between(tx, config, today_ - timedelta(days=1),
+                                today_ + timedelta(days=8), roles)
+    duty = []
+    for role in roles:
+        mine = [s for s in shifts if s.role == role]
+        cur = next((s for s in mine if s.start <= now < s.end), None)
+        nxt = next((s for s in mine if s.start > now
+                    and (cur is None or s.people != cur.people)), None)
+        duty.append({"role": role_word(role),
+                     "now": [names.get(p, p) for p in cur.people] if cur else [],
+                     "next": [names.get(p, p) for p in nxt.people] if nxt else None,
+                     "next_at": local(nxt.start, config, "%m-%d %H:%M") if nxt else ""})
     people = [{"name": p.name, "title": p.title or "",
                "roles": "、".join(role_word(r) for r in p.roles),
                "classes": ", ".join(p.classes), "access": UI[lang].get(p.access, p.access),
                "contact": (p.contacts[0].to if p.contacts else "") if viewer.is_admin else None}
               for p in config.people]
-    return {"now": current, "next": nxt, "next_at": local(nxt_at, config, "%m-%d %H:%M"),
-            "people": people}
+    return {"duty": duty, "people": people}
 
 
 def settings(daemon: Any, lang: str) -> dict[str, Any]:

@@ -444,9 +444,9 @@ async def drill_page(incident_id: int, request: Request, daemon: CurrentDaemon) 
 
 @router.get("/roster", response_class=HTMLResponse)
 async def roster_page(request: Request, daemon: CurrentDaemon) -> HTMLResponse:
-    """Roster: on duty now and next; the people."""
+    """Roster: on duty now and next per roster role (overrides included); the people."""
     viewer = await _signed_in(request, daemon)
-    data = views.roster(daemon, viewer, _lang(request))
+    data = await in_store(daemon, views.roster, daemon, viewer, _lang(request))
     return _show(request, "roster.html", viewer, "roster", d=data)
 
 
