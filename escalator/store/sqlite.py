@@ -277,6 +277,11 @@ MIGRATIONS: list[str] = [
         WHERE status = 'pending';
     ALTER TABLE step_runs ADD COLUMN first_delivered_at TEXT;
     """,
+    # decisions at a level (docs/decisions.md): how many reminders the level an incident waits
+    #    on has had since its walk stopped (NULL while the walk goes on)
+    """
+    ALTER TABLE incidents ADD COLUMN reminders INTEGER;
+    """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
