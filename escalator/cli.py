@@ -185,6 +185,21 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    """``escalator decide ID report|handled [--reason TEXT]``: the level's decision
+    (:meth:`~escalator.engine.engine.Engine.decide`, docs/decisions.md) as the OS user."""
+    from escalator.engine.decisions import DecisionError
+
+    engine = _open_engine(args)
+    try:
+        r = engine.decide(args.id, decision=args.decision, reason=args.reason, actor=_actor(),
+                          via="cli")
+    except DecisionError as e:
+        raise UsageError(f"--{e.field}: {e}" if e.field == "reason" else str(e)) from None
+    print(f"incident #{r.incident_id}: {r.outcome} (state: {r.state})")
+    return EXIT_OK
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
     r = engine.resolve(args.id, actor=_actor(), via="cli")
@@ -436,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="cli", help="source name recorded (default: cli)")
     p = add("ack", "acknowledge incident ID (as the OS user, from the CLI)", cmd_ack)
     p.add_argument("id", type=int, metavar="ID")
+    p = add("decide", "a level's decision on incident ID: report (上报上一级) or handled "
+            "(本级已处置，无需上报: needs --reason)", cmd_decide)
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("decision", choices=["report", "handled"])
+    p.add_argument("--reason", metavar="TEXT", help="why no report is needed (required for handled)")
     p = add("resolve", "resolve incident ID", cmd_resolve)
     p.add_argument("id", type=int, metavar="ID")
     p = add("incidents", "list open incidents, or show one with its timeline", cmd_incidents)
