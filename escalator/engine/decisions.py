@@ -28,6 +28,7 @@ opened again. The state changes are :class:`escalator.engine.engine.Engine`'s.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,17 @@ DECISIONS = ("report", "handled")
 
 REASON_MAX = 500
 """Longest reason kept (characters)."""
+
+
+_ACK_LINK = re.compile(r"/ack/[A-Za-z0-9_\-]{8,}")
+REDACTED_LINK = "/ack/（已隐去）"
+"""What an acknowledge link's token becomes in kept texts (ledger, API): a live link is a
+credential to act for its recipient, so it is never kept where others read."""
+
+
+def redact_links(text: str | None) -> str | None:
+    """``text`` with every acknowledge link's token replaced (:data:`REDACTED_LINK`)."""
+    return _ACK_LINK.sub(REDACTED_LINK, text) if text else text
 
 
 class DecisionError(ValueError):
@@ -72,6 +84,22 @@ def waiting_level(steps: Sequence[dict[str, Any]], before: int) -> int | None:
         if steps[i]["mode"] != "inform":
             return i
     return None
+
+
+def level_number(steps: Sequence[dict[str, Any]], index: int) -> int | None:
+    """The 1-based level a person reads for step ``index``: steps that wait (``escalate`` /
+    ``report``) are counted, ``inform`` steps (a copy to guardians or the bureau) are not, so
+    the school doctor after the class teacher and a guardians' copy is 第2级, never 第3级.
+    None for an ``inform`` step."""
+    if not 0 <= index < len(steps) or steps[index]["mode"] == "inform":
+        return None
+    return sum(1 for s in steps[:index + 1] if s["mode"] != "inform")
+
+
+def next_waiting(steps: Sequence[dict[str, Any]], index: int) -> int | None:
+    """The first step after ``index`` that waits (the level a report from ``index`` reaches),
+    or None."""
+    return next((i for i in range(index + 1, len(steps)) if steps[i]["mode"] != "inform"), None)
 
 
 def gated(steps: Sequence[dict[str, Any]], index: int) -> bool:

@@ -430,15 +430,34 @@ class Engine:
                 log.warning("target_unresolved", incident_id=inc.id, step=index, target=text)
             for r in found:
                 recipients.setdefault((r.kind, r.id), r)
-        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.can_acknowledge, now,
-                                purpose=purpose)
-                   for r in recipients.values())
+        # the person who filed the report, told at a report level, gets a receipt (who is next)
+        # instead of being asked to verify it; a level that is only them is confirmed by filing
+        reporter = self._reporter(tx, inc, opening) if mode == "report" and purpose == "step" else None
+        receipts = {key for key, r in recipients.items() if r.kind == "person" and r.id == reporter}
+        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.can_acknowledge
+                                and key not in receipts, now,
+                                purpose="receipt" if key in receipts else purpose)
+                   for key, r in recipients.items())
         if unresolved:
             self._tell_duty_officer(tx, inc, run_id, recipients, unresolved, now)
+        if receipts and told == len(receipts) and not unresolved:
+            tx.close_step_run(run_id, "confirmed", now)
+            tx.add_timeline(inc.id, now, "step_confirmed", reporter,
+                            {"step": index, "round": rnd, "via": "report", "cancelled": 0})
+            return False
         if mode == "inform" or told == 0:
             tx.close_step_run(run_id, "done" if mode == "inform" else "unresolved", now)
             return False
         return True
+
+    def _reporter(self, tx: Tx, inc: Incident, opening: Mapping[str, Any] | None) -> str | None:
+        """The person id who filed ``inc``'s first event (``reported_by``), or None."""
+        body = opening
+        if body is None and inc.first_event_id:
+            stored = tx.get_event(inc.first_event_id)
+            body = stored["body"] if stored else None
+        who = (body or {}).get("reported_by")
+        return who if isinstance(who, str) and self.config.person(who) is not None else None
 
     def _kept_out(self, ops: _Ops, inc: Incident, r: Recipient) -> Skip | None:
         """The first rule's reason to leave ``r`` out of ``inc``'s steps, or None."""
