@@ -279,7 +279,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     config = _load(args)
     events = parse_events(_read_document(Path(args.event)))
-    rows = simulate(config, events[0], horizon_seconds=args.horizon)
+    decide: dict[int, str] = {}
+    for item in args.decide or ():
+        level, _, what = item.partition("=")
+        if not level.isdigit() or what not in ("report", "handled"):
+            raise UsageError(f"--decide {item}: write LEVEL=report or LEVEL=handled (e.g. 3=report)")
+        decide[int(level)] = what
+    rows = simulate(config, events[0], horizon_seconds=args.horizon, decide=decide)
     _print_table([[r.offset, r.local_time, r.step, r.mode, r.recipient, r.channel, r.address]
                   for r in rows],
                  ["t+", "local time", "step", "mode", "who", "channel", "address"])
@@ -446,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event", required=True, metavar="FILE", help="an event file (JSON or YAML)")
     p.add_argument("--horizon", type=float, default=7 * 86400, metavar="SECONDS",
                    help="how far to simulate (default: 7 days)")
+    p.add_argument("--decide", action="append", metavar="LEVEL=DECISION",
+                   help="level LEVEL (1-based) answers report or handled as soon as it is told, "
+                   "e.g. --decide 3=report (repeatable; docs/decisions.md)")
     p = add("send", "submit the event(s) in FILE (JSON or YAML, one or a list)", cmd_send)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--source", default="cli", help="source name recorded (default: cli)")
