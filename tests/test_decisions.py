@@ -181,3 +181,26 @@ def test_a_chain_cannot_start_with_a_step_reached_only_by_a_decision():
         Policy(steps=[Step(targets=["x"], on_report_only=True)])
     assert Policy(steps=[Step(targets=["x"])], remind_every="off").remind_every is None
     assert Policy(steps=[Step(targets=["x"])]).remind_every == 3600
+
+
+async def test_the_first_message_of_a_reminded_level_still_decides(gated):
+    r = await gated.send(FEVER)
+    await gated.advance(60 + 120 + 300 + 600 * 2)  # stopped on the leadership, two reminders
+    with gated.store.transaction() as tx:
+        first = next(n for n in tx.notifications_of(r.incident_id)
+                     if n.recipient_id == "head" and n.purpose == "step")
+    res = gated.engine.decide(decision="report", actor="head", via="link", token=first.ack_token)
+    assert res.outcome == "step_confirmed"
+    await gated.settle()
+    assert gated.told()[-1] == "区疾控"
+    tl = gated.timeline(r.incident_id)
+    assert tl.count("step_overdue") == 3  # the three levels' own timeouts, not the reminders
+    with gated.store.transaction() as tx:
+        runs = {n.step_run_id for n in tx.notifications_of(r.incident_id) if n.purpose == "reminder"}
+        assert [tx.get_step_run(i).status for i in sorted(runs)] == ["reminded", "confirmed"]
+    # the class teacher's link ended long ago: it changes nothing
+    with gated.store.transaction() as tx:
+        teacher = next(n for n in tx.notifications_of(r.incident_id) if n.recipient_id == "t-wang")
+    late = gated.engine.decide(decision="handled", reason="x", actor="t-wang", via="link",
+                               token=teacher.ack_token)
+    assert late.outcome == "level_closed" and gated.incident(r.incident_id).state == "triggered"

@@ -620,6 +620,10 @@ class Engine:
                 self._acknowledge_incident(tx, inc, actor, now, via=via)
                 return ActionResult(inc.id, "acknowledged", "acknowledged")
             if current and inc.reminders is not None:  # the walk waited on this level: go on
+                latest = tx.latest_step_run(inc.id)  # a reminder's run, answered by this
+                if latest is not None and latest.status == "open":
+                    tx.close_step_run(latest.id, "confirmed", now)
+                    tx.cancel_notifications(inc.id, latest.id, now)
                 self._advance(tx, inc, now, reported=True)
                 return ActionResult(inc.id, "step_confirmed", "triggered")
             return ActionResult(inc.id, "step_confirmed_late", inc.state)
