@@ -188,9 +188,9 @@ async def test_kept_texts_and_the_exported_ledger_carry_no_live_link(tmp_path):
     text = json.dumps([t.rows for t in tables], ensure_ascii=False, default=str)
     h.close()
     assert "/ack/（已隐去）" in text and not any(t in text for t in tokens)
-    incidents = next(t for t in tables if t.name == "incidents")
+    incidents = next(t for t in tables if t.key == "incidents")
     assert "已处置，无需上报" in incidents.rows[0]
-    acks = next(t for t in tables if t.name == "acknowledgements")
+    acks = next(t for t in tables if t.key == "acknowledgements")
     assert any(str(row[2]) == "已处置，无需上报：复测正常" and row[3] == "clinic-zhao"
                for row in acks.rows), acks.rows
     assert redact_links("x https://a/ack/AbCdEf123456 y") == "x https://a/ack/（已隐去） y"
