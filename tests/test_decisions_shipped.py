@@ -236,3 +236,22 @@ def test_simulate_shows_both_paths():
     assert who.index(CDC) > [r.mode for r in reported].index("decision: report")
     handled = simulate(config, ev, horizon_seconds=86400, decide={2: "handled"})
     assert not set(LEADERS) & {r.recipient for r in handled}
+
+
+async def test_an_at_once_deadline_says_at_once_and_a_second_late_is_not_overdue(tmp_path):
+    from escalator.delivery.render import RenderContext, render_templates
+
+    config = load_config(ROOT / "config" / "example.yaml")
+    h = Harness(config, tmp_path / "db.sqlite3")
+    ev = {**case("events/fever_single.json"), "diagnosis": "influenza", "subject": {"id": "S-9"}}
+    r = await h.send(ev)  # a notifiable diagnosis: the CDC told at once by the deadline rule
+    with h.store.transaction() as tx:
+        inc = tx.get_incident(r.incident_id)
+        n = next(n for n in tx.notifications_of(r.incident_id) if n.purpose == "deadline")
+    h.close()
+    for late in (0, 5, 59):
+        body = render_templates(RenderContext(inc, n, config, now=n.created_at
+                                              + timedelta(seconds=late))).body
+        assert "本事件须立即报告" in body and "超过" not in body and "将至" not in body, body
+    body = render_templates(RenderContext(inc, n, config, now=n.created_at + timedelta(hours=2))).body
+    assert "本事件已超过法定报告时限2小时" in body and "（已超时2小时）" in body, body

@@ -129,6 +129,7 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "occurred": ctx.occurred_local, "step": None, "event_count": 1,
         "unresolved_targets": None, "needs_ack": False, "ack_url": None, "decide": False,
         "reminder": False, "receipt": False, "next_level": None, "deadline_overdue": None,
+        "deadline_at_once": False,
         "recipient_name": ctx.notification.recipient_name, "audience": "guardian",
         "action": (g.message if g and g.message else actions.get(inc.kind, actions[""])),
         "contact": g.contact if g else None,
@@ -191,6 +192,8 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "audience": ctx.audience,
         "deadline": _deadline_local(ctx),
         "deadline_overdue": _overdue(ctx, lang),
+        "deadline_at_once": bool(inc.deadline_at
+                                 and (inc.deadline_at - inc.created_at).total_seconds() < 60),
         "deadline_escalation": n.purpose == "deadline",
     }
 
@@ -211,7 +214,7 @@ def _overdue(ctx: RenderContext, lang: str) -> str | None:
     """How long ago the legal reporting deadline passed when the message is rendered
     (``6天2小时`` / ``6 d 2 h``; minutes under an hour), or None when it has not."""
     at, now = ctx.incident.deadline_at, ctx.now or ctx.notification.created_at
-    if at is None or now <= at:
+    if at is None or (now - at).total_seconds() < 60:  # seconds late are not "overdue"
         return None
     minutes = int((now - at).total_seconds() // 60)
     d, h, m = minutes // 1440, minutes % 1440 // 60, minutes % 60
