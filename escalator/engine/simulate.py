@@ -9,7 +9,7 @@ in-memory store and a :class:`~escalator.clock.FakeClock`; nothing is sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,12 +18,15 @@ import pluggy
 from escalator.clock import FakeClock
 from escalator.config.models import Config
 from escalator.engine import decisions
-from escalator.engine.engine import Engine
+from escalator.engine.engine import Engine, step_deferred
 from escalator.engine.runloop import RunLoop
 from escalator.events import Event
 from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.store import SQLiteStore
-from escalator.store.base import Store
+from escalator.store.base import Notification, Store, Tx
+
+Hold = Callable[[Tx, Notification, datetime], datetime | None]
+"""Until when a message must wait (quiet hours: :func:`escalator.delivery.quiet_hours.hold`), or None."""
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,26 @@ class TimelineRow:
 class MarkDelivered:
     """The delivery of a simulation: claims due notification rows and marks them delivered at
     once, sending nothing (a :class:`~escalator.engine.runloop.Deliverer`); a step's first
-    delivery starts its timeout, as in the daemon (:meth:`Engine.step_delivered`)."""
+    delivery starts its timeout, as in the daemon (:meth:`Engine.step_delivered`). ``hold``:
+    quiet hours, as the daemon's delivery applies them — a message held is deferred (its due
+    time and its step's timer move, :func:`~escalator.engine.engine.step_deferred`).
+    ``sent_at``: when each row was marked delivered (row id → aware UTC)."""
 
-    def __init__(self, engine: Engine, store: Store, clock: FakeClock) -> None:
-        self.engine, self.store, self.clock = engine, store, clock
+    def __init__(self, engine: Engine, store: Store, clock: FakeClock,
+                 hold: Hold | None = None) -> None:
+        self.engine, self.store, self.clock, self.hold = engine, store, clock, hold
+        self.sent_at: dict[int, datetime] = {}
 
     async def run_once(self, limit: int = 10_000) -> int:
         with self.store.transaction() as tx:
             claimed = tx.claim_notifications(self.clock.now(), limit)
             for n in claimed:
+                if self.hold is not None and (until := self.hold(tx, n, self.clock.now())):
+                    tx.update_notification(n.id, status="pending", due_at=until)
+                    if n.step_run_id is not None:
+                        step_deferred(tx, self.engine.config, n.step_run_id, until)
+                    continue
+                self.sent_at[n.id] = self.clock.now()
                 tx.update_notification(n.id, status="delivered")
                 if n.step_run_id is not None:
                     self.engine.step_delivered(tx, n.step_run_id, self.clock.now())
@@ -68,13 +82,17 @@ def _offset(seconds: float) -> str:
 
 def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400,
              plugin_manager: pluggy.PluginManager | None = None,
+             hold: Hold | None = None,
              decide: Mapping[int, str] | None = None) -> list[TimelineRow]:
     """Walk ``event``'s chain with nobody acting, up to ``horizon_seconds`` (seconds) after it.
     The engine's rules come from ``plugin_manager`` (default: the built-ins, the config's
     ``plugins_dir`` and the entry points); their periodic checks (``on_tick``) do not run.
+    ``hold``: quiet hours (the CLI gives :func:`escalator.delivery.quiet_hours.hold`); a message
+    held is listed at the time it would go, marked ``[deferred: quiet hours]``.
     ``decide``: ``{level: "report" | "handled"}`` — level (1-based, as people read it:
     :func:`~escalator.engine.decisions.level_number`) answers so as soon as it is told
-    (``handled`` with the reason "simulate"); a decision appears as a row of its own.
+    (``handled`` with the reason "simulate"); a decision appears as a row of its own. The
+    reminders of a stopped walk are shown once, then counted.
 
     Returns the planned messages in order. An event that opens no incident gives no rows.
     """
@@ -88,7 +106,8 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
     result = engine.ingest(event.model_copy(update={"occurred_at": start}), source="simulate")
     if result.incident_id is None:
         return []
-    loop = RunLoop(engine, MarkDelivered(engine, store, clock), periodic=False, send_batch=10_000)
+    marker = MarkDelivered(engine, store, clock, hold)
+    loop = RunLoop(engine, marker, periodic=False, send_batch=10_000)
     until = clock.now() + timedelta(seconds=horizon_seconds)
     decided = asyncio.run(_walk(loop, engine, store, clock, result.incident_id, until,
                                 dict(decide or {})))
@@ -119,10 +138,13 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
                         continue
                     mode = "reminder"
             who = n.recipient_name + (" [target unresolved]" if n.purpose == "target_unresolved" else "")
+            at = marker.sent_at.get(n.id, n.created_at)
+            if at > n.created_at:
+                who += " [deferred: quiet hours]"
             order.append(n.id)
             rows.append(TimelineRow(
-                _offset((n.created_at - start).total_seconds()),
-                n.created_at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"),
+                _offset((at - start).total_seconds()),
+                at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"),
                 step, mode, who, n.channel, n.address))
         for index, count in more.items():
             every = decisions.remind_interval(inc.policy, index) if inc else None
@@ -179,3 +201,4 @@ async def _walk(loop: RunLoop, engine: Engine, store: Store, clock: FakeClock, i
         clock.set(until)
     await loop.settle()
     return taken
+
