@@ -302,6 +302,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX roster_overrides_time ON roster_overrides(ends_at, starts_at);
     """,
+    # decisions at a level (docs/decisions.md): how many reminders the level an incident waits
+    #    on has had since its walk stopped (NULL while the walk goes on)
+    """
+    ALTER TABLE incidents ADD COLUMN reminders INTEGER;
+    """,
     # the web console (docs/console.md): one-time sign-in links and sessions, each by a
     #    SHA-256 digest of its secret (a copy of the database signs nobody in)
     """
