@@ -156,7 +156,7 @@ def test_the_safety_officers_morning(demo, browser, tmp_path):
     print(f"spool drop -> on Today: {seen_after:.1f} s (the spool's settle, then a 3 s poll)")
     assert seen_after < 2.0 + 5.0  # the spool takes it (settle 2 s); Today shows it within 5 s
     assert page.evaluate("window.__notReloaded") is True
-    assert "第1级" in page.inner_text("[data-incident='1']")
+    assert re.search(r"正在通知：第\d级", page.inner_text("[data-incident='1']"))
     drop(demo, "fire_alarm.json")
     drop(demo, "food_safety.json")
     drop(demo, "bullying.json")
@@ -167,11 +167,11 @@ def test_the_safety_officers_morning(demo, browser, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shots.take(page, "today")
 
-    # confirm a level (the fever case walks 逐级上报: the class teacher's level)
+    # confirm a level (the fever case walks 逐级上报: the level being told now)
     page.click("[data-incident='1'] a.title")
     page.click("#act-ack")
     assert "本级已确认" in page.inner_text("p.done")
-    assert "第1级已确认" in page.inner_text("#timeline")
+    assert re.search(r"第\d级已确认\s+— 张伟", page.inner_text("#timeline"))
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shots.take(page, "incident")
 
