@@ -111,8 +111,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             problems += plugin_problems(config, collect(pm))
     errors = [p for p in problems if p.level == "error"]
     for p in problems:
-        level = _("error") if p.level == "error" else _("warning")
-        print(f"{level}: {p}", file=sys.stderr if p.level == "error" else sys.stdout)
+        text = _("error: {problem}") if p.level == "error" else _("warning: {problem}")
+        print(text.format(problem=p), file=sys.stderr if p.level == "error" else sys.stdout)
     if errors:
         print(_("{path}: {count} error(s); the config was not accepted").format(
             path=path, count=len(errors)), file=sys.stderr)

@@ -8,8 +8,8 @@ Phone numbers (after dropping the spaces and dashes people write, ``139-5555-000
 - or an international number in E.164 form: ``+`` and 8 to 15 digits (ITU-T E.164 §6: at most
   15 digits), e.g. ``+8613955550001``, ``+85291234567``;
 - for a unit's ``phone`` (shown to people, never texted) also a mainland landline: ``0``, a 2–3
-  digit area code and a 7–8 digit number (``010-12345678``, ``0571-8765432``), optionally
-  ``-`` and an extension of up to 6 digits.
+  digit area code and a 7–8 digit number (``010-12345678``, ``010-5555-0101``, ``0571-8765432``), optionally a
+  last ``-`` and an extension of up to 6 digits.
 
 E-mail addresses: the ``email-validator`` library's syntax check (RFC 5321/5322, internationalised
 addresses per RFC 6531), without looking the domain up in the DNS.
@@ -21,7 +21,8 @@ import re
 
 MOBILE = re.compile(r"1[3-9]\d{9}")
 E164 = re.compile(r"\+\d{8,15}")
-LANDLINE = re.compile(r"0\d{2,3}\d{7,8}(?:-\d{1,6})?")
+LANDLINE = re.compile(r"0\d{9,11}")
+"""A mainland landline without separators: ``0``, a 2–3 digit area code, a 7–8 digit number."""
 
 SMS_CHANNEL_TYPES = frozenset({"sms_http", "smstools", "aliyun_sms", "tencent_sms"})
 """Channel types whose contact address is a phone number."""
@@ -38,8 +39,11 @@ def is_phone(text: str, *, landline: bool = False) -> bool:
     mainland landline, ``0AA(A)-NNNNNNN(N)[-EXT]``). Spaces and dashes are ignored; anything
     else (a letter, a dot, a missing digit) makes it no phone number."""
     t = text.strip()
-    if landline and LANDLINE.fullmatch(re.sub(r"[ ]", "", t).replace("-", "", 1)):
-        return True
+    if landline:
+        head, sep, ext = t.rpartition("-")
+        if LANDLINE.fullmatch(_digits(t)) or (sep and ext.isdigit() and len(ext) <= 6
+                                               and LANDLINE.fullmatch(_digits(head))):
+            return True
     d = _digits(t)
     return bool(MOBILE.fullmatch(d) or E164.fullmatch(d))
 

@@ -37,14 +37,17 @@ class Problem:
 
     def __str__(self) -> str:
         where = self.path or _("(file)")
-        notes = []
-        if step := _STEP.search(self.path):  # levels are numbered from 1 for people
-            notes.append(_("level {level}").format(level=int(step.group(1)) + 1))
-        if self.line is not None:
-            notes.append(_("line {line}").format(line=self.line))
-        if notes:
-            where += " (" + ", ".join(notes) + ")"
-        return f"{where}: {self.message}"
+        step = _STEP.search(self.path)  # levels are numbered from 1 for people
+        level = int(step.group(1)) + 1 if step else None
+        if level is not None and self.line is not None:
+            text = _("{where} (level {level}, line {line}): {message}")
+        elif level is not None:
+            text = _("{where} (level {level}): {message}")
+        elif self.line is not None:
+            text = _("{where} (line {line}): {message}")
+        else:
+            text = _("{where}: {message}")
+        return text.format(where=where, level=level, line=self.line, message=self.message)
 
 
 class ConfigError(Exception):
