@@ -170,7 +170,8 @@ async def test_cli_drill_report_on_a_real_database(tmp_path, language):
         plain = (await h.send(EVENT | {"drill": False, "summary": "真实事件"})).incident_id
     finally:
         h.close()
-    env = {"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(config)}
+    env = {"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(config),
+           "LANG": "zh_CN.UTF-8" if language == "zh" else "en_US.UTF-8"}  # the CLI's language
     r = run_cli("drill-report", str(drill), env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -191,17 +192,19 @@ async def test_cli_drill_report_on_a_real_database(tmp_path, language):
     assert fourth.split()[-2:] == ["head", "45"]
     # an unknown id: the CLI's not-found code; an incident that is not a drill: an error
     missing = run_cli("drill-report", "999", env=env)
-    assert missing.returncode == 3 and "no incident 999" in missing.stderr
+    assert missing.returncode == 3
+    assert ("没有事件 999" if language == "zh" else "no incident 999") in missing.stderr
     not_drill = run_cli("drill-report", str(plain), env=env)
     assert not_drill.returncode == 1 and "is not a drill" in not_drill.stderr
     # the incidents list and the incident's page show the drill
     listed = run_cli("incidents", "--all", env=env)
-    row = next(line for line in listed.stdout.splitlines() if line.startswith(f"#{drill} "))
-    assert "【演练】" in row
-    assert "【演练】" not in next(line for line in listed.stdout.splitlines()
-                                if line.startswith(f"#{plain} "))
+    mark = "【演练】" if language == "zh" else "[DRILL]"
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(f"{drill} "))
+    assert mark in row  # the id as it is typed: `escalator ack 1`, not #1
+    assert mark not in next(line for line in listed.stdout.splitlines()
+                            if line.startswith(f"{plain} "))
     one = run_cli("incidents", str(drill), env=env)
-    assert "【演练 DRILL】" in one.stdout.splitlines()[0] and '"drill": true' in one.stdout
+    assert mark in one.stdout.splitlines()[0] and '"drill": true' in one.stdout
 
 
 async def test_the_api_shows_the_drill(drill_harness):

@@ -509,14 +509,14 @@ def check_deadline_chains(config: Config) -> Iterator[Finding]:
                                    rule=rid))
             elif after > rule.within:
                 yield _warning(("policies", pid),
-                               _("chain tells {targets} only after {after} of level timeouts, "
+                               _("chain tells {targets} only after {after} of step timeouts, "
                                  "past the {within} deadline of rule {rule!r} (the engine will "
                                  "tell them itself at the deadline less the lead time)").format(
                                    targets=targets, after=_seconds(after),
                                    within=_seconds(rule.within), rule=rid))
             elif rule.within - ahead < after and ahead < rule.within:  # else: the lead warning
                 yield _warning(("policies", pid),
-                               _("chain tells {targets} after {after} of level timeouts, later "
+                               _("chain tells {targets} after {after} of step timeouts, later "
                                  "than the {within} deadline of rule {rule!r} less its {lead} "
                                  "lead: the engine's deadline escalation will tell them first, "
                                  "at {first} (the deadline is still met)").format(

@@ -63,12 +63,21 @@ def explain(text: str, error: Any) -> tuple[int | None, str]:
     if at is not None and 1 <= at <= len(lines) and (
             "mapping values are not allowed" in problem or "expected <block end>" in problem
             or "could not find expected ':'" in problem):
+        line = lines[at - 1]
         before = [ln for ln in lines[: at - 1] if _content(ln)]
-        if before and _indent(lines[at - 1]) != _indent(before[-1]):
-            return at, _("the indentation of this line ({spaces} spaces) does not line up with "
-                         "the lines above ({above} spaces): keys of one section start in the same "
-                         "column").format(spaces=_indent(lines[at - 1]),
-                                          above=_indent(before[-1]))
+        cur = _indent(line)
+        if before:
+            prev = before[-1]
+            opens = prev.rstrip().endswith(":") or prev.lstrip().startswith("- ")
+            if ((cur > _indent(prev) and not opens)
+                    or (cur < _indent(prev) and cur not in {_indent(ln) for ln in before})):
+                return at, _("the indentation of this line ({spaces} spaces) does not line up "
+                             "with the lines above ({above} spaces): keys of one section start "
+                             "in the same column").format(spaces=cur, above=_indent(prev))
+        column = error.problem_mark.column if error.problem_mark is not None else -1
+        if "mapping values are not allowed" in problem and line.find(":") < column:
+            return at, _("a second ': ' on this line: put a value that contains ': ' in quotes, "
+                         "or write the nested key on its own line, indented")
         return at, _("this line does not fit the structure above it: check its indentation and "
                      "that the line before ends a key with ': ' (colon and space)")
     return at, _("YAML syntax error: {problem}").format(problem=problem or error)
