@@ -249,14 +249,16 @@ def resolve_secrets(options: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     for key, value in options.items():
         if key.endswith("_env") and isinstance(value, str):
             if value not in os.environ:
-                raise ValueError(f"option {key}: environment variable {value} is not set")
+                raise ValueError(_("option {key}: environment variable {name} is not set").format(
+                    key=key, name=value))
             out[key[: -len("_env")]] = os.environ[value]
         elif key.endswith("_file") and isinstance(value, str):
             p = Path(value) if Path(value).is_absolute() else base_dir / value
             try:
                 out[key[: -len("_file")]] = p.read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise ValueError(f"option {key}: cannot read {p}: {e.strerror}") from e
+                raise ValueError(_("option {key}: cannot read {path}: {reason}").format(
+                    key=key, path=p, reason=e.strerror)) from e
         else:
             out[key] = value
     return out
