@@ -23,7 +23,7 @@ from escalator import __version__, i18n
 from escalator.config import Config, ConfigError, check_config, load_config
 from escalator.i18n import _
 from escalator.intake.parsing import IntakeError, parse_events
-from escalator.labels import CATEGORY, SEVERITY, STATE, word
+from escalator.labels import CATEGORY, SEVERITY, STATE, level_of, levels_in, word
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEMO_DIR = Path("escalator-demo")
@@ -287,8 +287,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             print(f"{inc.id} [{_state(inc.state)}] {drill}{word(CATEGORY, inc.category, lang)}/"
                   f"{word(SEVERITY, inc.severity, lang)} {inc.summary}")
             print(_("policy {policy}, level {level}/{levels}, events {events}, next level "
-                    "{next}").format(policy=inc.policy_id, level=inc.step_index + 1,
-                                     levels=len(inc.policy["steps"]), events=inc.event_count,
+                    "{next}").format(policy=inc.policy_id,
+                                     level=level_of(inc.policy["steps"], inc.step_index),
+                                     levels=levels_in(inc.policy["steps"]),
+                                     events=inc.event_count,
                                      next=_local(inc.next_step_at, config)))
             if inc.deadline_at is not None:  # docs/school-rules.md "Legal deadlines"
                 from escalator.school.deadlines import describe
@@ -308,7 +310,8 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         states = ("triggered", "acknowledged", "resolved") if args.all else ("triggered", "acknowledged")
         incidents = tx.list_incidents(states, args.limit)
     rows = [[str(i.id), _state(i.state), word(CATEGORY, i.category, lang),
-             word(SEVERITY, i.severity, lang), f"{i.step_index + 1}/{len(i.policy['steps'])}",
+             word(SEVERITY, i.severity, lang),
+             f"{level_of(i.policy['steps'], i.step_index)}/{levels_in(i.policy['steps'])}",
              str(i.event_count), _local(i.created_at, config),
              (_("[DRILL] ") if i.drill else "") + i.summary[:40]]
             for i in incidents]

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOUNDATION = {"events", "clock", "labels", "i18n", "config"}
 MAY_IMPORT = {
     "events": set(), "clock": set(), "labels": set(), "i18n": set(),
-    "config": {"events", "i18n"},
+    "config": {"events", "i18n", "labels"},
     "store": FOUNDATION,
     "engine": FOUNDATION | {"store", "plugins", "hookspecs"},
     "intake": FOUNDATION | {"store", "engine"},

@@ -22,6 +22,7 @@ from ruamel.yaml.reader import ReaderError
 from escalator.config.models import Config
 from escalator.config.yaml_errors import explain
 from escalator.i18n import _
+from escalator.labels import level_of
 
 _STEP = re.compile(r"\.steps\[(\d+)\]")
 
@@ -34,11 +35,14 @@ class Problem:
     line: int | None
     message: str
     level: str = "error"  # "error" | "warning"
+    step_level: int | None = None
+    """For a path in a chain's steps: the level number people read
+    (:func:`escalator.labels.level_of`); None: the step's position counted from 1."""
 
     def __str__(self) -> str:
         where = self.path or _("(file)")
         step = _STEP.search(self.path)  # levels are numbered from 1 for people
-        level = int(step.group(1)) + 1 if step else None
+        level = self.step_level or (int(step.group(1)) + 1 if step else None)
         if level is not None and self.line is not None:
             text = _("{where} (level {level}, line {line}): {message}")
         elif level is not None:
@@ -149,24 +153,40 @@ def check_config(path: Path | str) -> tuple[Config | None, list[Problem]]:
         return None, [Problem("", 1, _("the config file must be a YAML mapping (school:, "
                                        "people:, …)"))]
     locator = Locator(root)
+    plain = _plain(root)
     try:
-        config = Config.model_validate(_plain(root))
+        config = Config.model_validate(plain)
     except ValidationError as e:
         problems = []
         for err in e.errors():
             loc = tuple(err["loc"])
-            problems.append(Problem(format_path(loc), locator.line(loc), _message(err, loc)))
+            problems.append(Problem(format_path(loc), locator.line(loc), _message(err, loc),
+                                    step_level=_step_level(plain, loc)))
         return None, sorted(problems, key=lambda p: (p.line or 0, p.path))
     config._base_dir = path.resolve().parent
     config._source = path.resolve()
     problems = [
-        Problem(format_path(loc), locator.line(loc), msg, level)
+        Problem(format_path(loc), locator.line(loc), msg, level, _step_level(plain, loc))
         for loc, msg, level in run_checks(config)
     ]
     problems.sort(key=lambda p: (p.line or 0, p.path))
     if any(p.level == "error" for p in problems):
         return None, problems
     return config, problems
+
+
+def _step_level(plain: Any, loc: tuple[Any, ...]) -> int | None:
+    """The level number of the step that ``loc`` (``("policies", id, "steps", i, …)``) is in,
+    from the modes written in the file; None for any other path or a malformed chain."""
+    if len(loc) < 4 or loc[0] != "policies" or loc[2] != "steps" or not isinstance(loc[3], int):
+        return None
+    try:
+        steps = plain["policies"][loc[1]]["steps"]
+        modes = [str(s.get("mode", "escalate")) if isinstance(s, dict) else "escalate"
+                 for s in steps]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return level_of([{"mode": m} for m in modes], loc[3])
 
 
 def _message(err: dict[str, Any], loc: tuple[Any, ...] = ()) -> str:

@@ -26,7 +26,14 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from escalator.config.models import Config
-from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, SYMPTOM  # noqa: F401 (template values)
+from escalator.labels import (  # noqa: F401 (template values)
+    CATEGORY,
+    KIND,
+    ROLE,
+    SEVERITY,
+    SYMPTOM,
+    level_of,
+)
 from escalator.store.base import Incident, Notification
 
 
@@ -166,7 +173,8 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "grade": inc.grade,
         "place": inc.place,
         "occurred": ctx.occurred_local,
-        "step": {"number": ctx.step[0] + 1, "name": ctx.step[1]} if ctx.step else None,
+        "step": {"number": level_of(inc.policy["steps"], ctx.step[0]), "name": ctx.step[1]}
+        if ctx.step else None,
         "event_count": inc.event_count,
         "unresolved_targets": unresolved,
         "needs_ack": n.needs_ack,

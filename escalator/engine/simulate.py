@@ -17,6 +17,7 @@ from escalator.config.models import Config
 from escalator.engine.engine import Engine
 from escalator.engine.runloop import RunLoop
 from escalator.events import Event
+from escalator.labels import level_of
 from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.store import SQLiteStore
 from escalator.store.base import Store
@@ -92,7 +93,8 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
             else:
                 run = runs.get(n.step_run_id) or tx.get_step_run(n.step_run_id)
                 runs[n.step_run_id] = run
-                step = f"{run.step_index + 1}" + (f" (round {run.round + 1})" if run.round else "")
+                step = f"{level_of(inc.policy['steps'], run.step_index)}" + (
+                    f" (round {run.round + 1})" if run.round else "")
                 mode = run.mode
             who = n.recipient_name + (" [target unresolved]" if n.purpose == "target_unresolved" else "")
             rows.append(TimelineRow(

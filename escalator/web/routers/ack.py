@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from escalator.engine.engine import NotFound
-from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
+from escalator.labels import CATEGORY, KIND, SEVERITY, STATE, level_of
 from escalator.web.deps import CurrentDaemon, in_store, wake
 from escalator.web.pages import page
 
@@ -74,7 +74,8 @@ async def ack_page(token: str, daemon: CurrentDaemon) -> HTMLResponse:
     n, inc, run = found
     outcome = _OUTCOME[f"already_{inc.state}"] if inc.state != "triggered" else None
     return page("ack.html", incident=_incident(inc), recipient=n.recipient_name,
-                level=run.step_index + 1 if run else None, outcome=outcome, token=token,
+                level=level_of(inc.policy["steps"], run.step_index) if run else None,
+                outcome=outcome, token=token,
                 button=_BUTTON[bool(n.needs_ack)])
 
 
