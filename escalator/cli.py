@@ -29,7 +29,6 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEMO_DIR = Path("escalator-demo")
 
 
-
 def epilog() -> str:
     """The exit codes, in the current language (shown under every command's ``--help``)."""
     return _("exit codes:\n"

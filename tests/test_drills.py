@@ -36,8 +36,8 @@ def write_config(tmp_path: Path, language: str = "zh") -> Path:
     text = text.replace("policies:\n", "policies:\n" + DRILL_POLICY, 1)
     text = text.replace("routes:\n", "routes:\n  - match: {category: accident}\n"
                                      "    policy: drill_chain\n", 1)
-    text = text.replace('contacts: [{channel: main, to: "010-1"}]}',
-                        'contacts: [{channel: main, to: "010-1"}], drills: true}', 1)
+    text = text.replace('contacts: [{channel: main, to: "13900000101"}]}',
+                        'contacts: [{channel: main, to: "13900000101"}], drills: true}', 1)
     text = text.replace("  name: 测试小学\n", f"  name: 测试小学\n  language: {language}\n", 1)
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
