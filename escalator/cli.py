@@ -272,6 +272,71 @@ def _local(dt: datetime | None, config: Config) -> str:
     return dt.astimezone(config.school.tz).strftime("%m-%d %H:%M:%S") if dt else "-"
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    """``silence add|list|expire`` (docs/silences.md): straight on the database, like ``ack``."""
+    from escalator.engine import silences
+
+    engine = _open_engine(args)
+    config, now = engine.config, engine.clock.now()
+    with engine.store.transaction() as tx:
+        if args.silence_command == "list":
+            rows = silences.overview(tx, config, now, "all" if args.all else "current")
+            _print_table([[r["id"], _silence_state(r["state"]), r["origin"],
+                           " ".join(r["matchers"]), _local(r["starts_at"], config),
+                           _local(r["ends_at"], config), _("weekly") if r["schedule"] else "",
+                           str(r["held"]), r["created_by"], r["comment"][:30]] for r in rows],
+                         [_("id"), _("state"), _("from"), _("matchers"), _("starts"), _("ends"),
+                          _("schedule"), _("held"), _("by"), _("comment")])
+            return EXIT_OK
+        if args.silence_command == "expire":
+            try:
+                held = silences.expire(tx, config, args.id, by=_actor(), now=now)
+            except silences.SilenceError as e:
+                raise UsageError(str(e)) from None
+            except LookupError as e:
+                print(f"escalator: {e.args[0]}", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            print(_("silence {id} expired; {held} held incident(s) walk from their first "
+                    "level").format(id=args.id, held=held))
+            return EXIT_OK
+        schedule = None
+        if args.weekdays:
+            schedule = {"weekdays": args.weekdays, "nth": args.nth or [],
+                        "start": args.start, "end": args.end}
+        try:
+            s = silences.create(
+                tx, config, matchers=args.matcher, created_by=_actor(), comment=args.comment,
+                now=now, starts_at=args.starts, ends_at=args.ends, schedule=schedule,
+                exempt_critical=not args.include_critical)
+        except silences.SilenceError as e:
+            print(_("escalator: silence rejected: {field}: {error}").format(field=e.field, error=e),
+                  file=sys.stderr)
+            return EXIT_FAIL
+    print(_("silence {id} made: {matchers} until {ends}").format(
+        id=s.id, matchers=" ".join(s.matchers), ends=_local(s.ends_at, config)))
+    return EXIT_OK
+
+
+def _level(inc: Any) -> str:
+    """The level an incident's walk is at, as people count (``-``: no step fired yet, e.g.
+    while a silence holds it)."""
+    return str(level_of(inc.policy["steps"], inc.step_index)) if inc.step_index >= 0 else "-"
+
+
+def _silence_state(code: str) -> str:
+    """A silence's state (``active``, ``pending``, ``expired``) in words."""
+    return {"active": _("active"), "pending": _("pending"), "expired": _("expired")}.get(
+        code, code)
+
+
+def _when(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            _("not a time: {text!r} (YYYY-MM-DD HH:MM)").format(text=text)) from None
+
+
 def cmd_incidents(args: argparse.Namespace) -> int:
     from escalator.engine.engine import NotFound
 
@@ -287,7 +352,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                   f"{word(SEVERITY, inc.severity, lang)} {inc.summary}")
             print(_("policy {policy}, level {level}/{levels}, events {events}, next level "
                     "{next}").format(policy=inc.policy_id,
-                                     level=level_of(inc.policy["steps"], inc.step_index),
+                                     level=_level(inc),
                                      levels=levels_in(inc.policy["steps"]),
                                      events=inc.event_count,
                                      next=_local(inc.next_step_at, config)))
@@ -302,7 +367,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                     _("{id} ({date}, event {event})").format(
                         id=m["incident_id"] or "-", date=m["date"], event=str(m["event_id"])[:8])
                     for m in members))
-            rows = [[_local(t.at, config), t.type, t.actor or "",
+            from escalator.labels import TIMELINE
+
+            rows = [[_local(t.at, config), " ".join(dict.fromkeys(
+                        (t.type, word(TIMELINE, t.type, lang)))), t.actor or "",
                      json.dumps(t.detail, ensure_ascii=False)] for t in tx.timeline(inc.id)]
             _print_table(rows, [_("time"), _("what"), _("who"), _("detail")])
             return EXIT_OK
@@ -310,7 +378,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         incidents = tx.list_incidents(states, args.limit)
     rows = [[str(i.id), _state(i.state), word(CATEGORY, i.category, lang),
              word(SEVERITY, i.severity, lang),
-             f"{level_of(i.policy['steps'], i.step_index)}/{levels_in(i.policy['steps'])}",
+             f"{_level(i)}/{levels_in(i.policy['steps'])}",
              str(i.event_count), _local(i.created_at, config),
              (_("[DRILL] ") if i.drill else "") + i.summary[:40]]
             for i in incidents]
@@ -595,6 +663,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.01,
                    help=_("synthetic sickness absence per pupil and school day (default 0.01)"))
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p = add("silence", _("silences and maintenance windows: `silence add|list|expire`"), None,
+            config=False)
+    silence_sub = p.add_subparsers(dest="silence_command", required=True, metavar="SUBCOMMAND")
+    for name, text in (("add", _("make a silence: matching events open incidents that tell "
+                                 "nobody until it ends")),
+                       ("list", _("list silences (the config's too)")),
+                       ("expire", _("end silence ID now: what it held walks from the first "
+                                    "step"))):
+        p = silence_sub.add_parser(name, help=text, description=text, epilog=epilog(),
+                                   formatter_class=formatter, parents=[common])
+        p.set_defaults(func=cmd_silence)
+        p.add_argument("--config", metavar="PATH", help=config_help)
+        p.add_argument("--demo", action="store_true", help=demo_help)
+        if name == "list":
+            p.add_argument("--all", action="store_true", help=_("include expired silences"))
+        elif name == "expire":
+            p.add_argument("id", metavar="ID")
+        else:
+            p.add_argument("--matcher", "-m", action="append", required=True,
+                           metavar="MATCHER", help=_('e.g. -m \'place=~"1号楼.*"\' (repeat: all '
+                                                     "must match)"))
+            p.add_argument("--comment", required=True, help=_("why (e.g. 1号楼消防改造)"))
+            p.add_argument("--starts", type=_when, metavar="TIME",
+                           help=_("start (default now; school-local unless an offset is given)"))
+            p.add_argument("--ends", type=_when, metavar="TIME", help=_("end"))
+            p.add_argument("--weekdays", type=int, nargs="+", metavar="N",
+                           help=_("a weekly window on these days (1=Mon … 7=Sun)"))
+            p.add_argument("--nth", type=int, nargs="+", metavar="N",
+                           help=_("only the Nth such day of the month (1 … 5, -1 last)"))
+            p.add_argument("--start", default="00:00", metavar="HH:MM", help=_("window start"))
+            p.add_argument("--end", default="00:00", metavar="HH:MM", help=_("window end"))
+            p.add_argument("--include-critical", action="store_true",
+                           help=_("silence critical events too (default: they get through)"))
     p = add("drill-report", _("a drill's report (应急演练): time to acknowledge per level, who "
                               "never answered (exit 1 if ID is not a drill)"), cmd_drill_report)
     p.add_argument("id", type=int, metavar="ID")
