@@ -9,10 +9,10 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUNDATION = {"events", "clock", "labels", "i18n", "config"}
+FOUNDATION = {"events", "classes", "clock", "labels", "i18n", "config"}
 MAY_IMPORT = {
-    "events": set(), "clock": set(), "labels": set(), "i18n": set(),
-    "config": {"events", "i18n", "labels"},
+    "classes": set(), "events": {"classes"}, "clock": set(), "labels": set(), "i18n": set(),
+    "config": {"events", "classes", "i18n", "labels"},
     "store": FOUNDATION,
     "engine": FOUNDATION | {"store", "plugins", "hookspecs"},
     "intake": FOUNDATION | {"store", "engine"},

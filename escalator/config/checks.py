@@ -103,6 +103,21 @@ def check_step_targets(config: Config) -> Iterator[Finding]:
             yield _error(loc, unknown_target(text, config))
 
 
+def check_register_notify(config: Config) -> Iterator[Finding]:
+    """``registers.notify`` (told about a register's refused rows, docs/spool.md) names known
+    targets — checked when a spool source reads registers; an unknown one reaches nobody, and
+    the duty officer is told instead."""
+    if not any(s.type == "spool" for s in config.sources.values()):
+        return
+    for j, text in enumerate(config.registers.notify):
+        try:
+            parse_target(text, config)
+        except UnknownTarget:
+            yield _warning(("registers", "notify", j), _(
+                "{error}: a register's refused rows reach the duty officer instead").format(
+                    error=unknown_target(text, config)))
+
+
 def check_person_roles(config: Config) -> Iterator[Finding]:
     """Rule 2: a person's roles are defined in ``roles:`` or are held relative roles."""
     for i, person in enumerate(config.people):
@@ -621,6 +636,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_deadline_chains,
     check_secrets_resolvable,
     check_early_warning,
+    check_register_notify,
     check_quieting,
     check_contact_addresses,
 ]
