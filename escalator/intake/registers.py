@@ -458,14 +458,14 @@ def read_register(data: bytes, config: Config, *, key: bytes | Callable[[], byte
     columns); an exception raised by a ``key`` function is raised unchanged (it is not the
     register's fault).
     """
-    text, _ = decode(data, encoding)
+    text, _encoding = decode(data, encoding)
     records = _records(text)
     if not any(any(c.strip() for c in cells) for _, cells in records):
         raise RegisterError(_("empty register: no header and no rows"))
     layouts = layouts_for(config, name, source)
     header: _Header | None = None
     start = 0
-    for i, (_, cells) in enumerate(records[:HEADER_SEARCH_ROWS]):
+    for i, (_line, cells) in enumerate(records[:HEADER_SEARCH_ROWS]):
         header = _match_header(cells, layouts)
         if header is not None:
             start = i + 1
