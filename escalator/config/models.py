@@ -1,7 +1,8 @@
 """Pydantic models of the administrator's YAML config (one file).
 
 Top level: ``school``, ``roles``, ``people``, ``units``, ``channels``, ``policies``, ``routes``,
-``duty_roster``, ``heartbeats``, ``sources``, ``daemon``, ``api``, ``delivery``. Durations are seconds (int) or
+``duty_roster``, ``rosters``, ``quiet_hours``, ``heartbeats``, ``sources``, ``daemon``, ``api``,
+``delivery``. Durations are seconds (int) or
 strings such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a
 step's target, a route's policy, …) are checked by :mod:`escalator.config.checks`, not here.
 """
@@ -27,6 +28,7 @@ from pydantic import (
 )
 
 from escalator.config import early_warning_defaults, school_defaults
+from escalator.config.duty import QuietHoursConfig, RostersConfig
 from escalator.config.quieting import InhibitRule, SilenceConfig, check_group_summary
 from escalator.events import Category, Kind, Severity, Symptom
 
@@ -248,6 +250,11 @@ class Step(_Model):
     timeout: Duration = 900.0
     mode: StepMode = StepMode.escalate
     name: str | None = None
+    on_report_only: bool = False
+    """Reached only when the level before decides to report (上报): its timeout stops the walk
+    there and reminds it instead (docs/decisions.md). Never the first step."""
+    remind_every: Duration | None = None
+    """Seconds between reminders while the walk waits on this level; None: the policy's."""
 
 
 class Policy(_Model):
@@ -256,6 +263,31 @@ class Policy(_Model):
     name: str | None = None
     steps: list[Step] = Field(min_length=1)
     repeat: int = Field(default=0, ge=0, le=10)
+    remind_every: Duration | None = 3600.0
+    """Seconds between reminders to the level the walk stops at (the last level that waits,
+    once the chain is walked; or the level before a step ``on_report_only``) until someone
+    acts; ``0``/``off``/None: no reminders. Default one hour (docs/decisions.md)."""
+    ack_timeout: Duration | None = None
+    """Seconds an acknowledged incident may stay unresolved before it is triggered again and
+    walks its chain from the first step (PagerDuty's acknowledgement timeout); None: never."""
+
+    @field_validator("remind_every", "ack_timeout", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        return None if v in (0, "0", "off", False) else v
+
+    @model_validator(mode="after")
+    def _gates(self) -> Policy:
+        if self.steps[0].on_report_only:
+            raise ValueError("steps[0]: the first step cannot be on_report_only (nobody before it decides)")
+        for name in ("remind_every", "ack_timeout"):
+            v = getattr(self, name)
+            if v is not None and not TIMEOUT_MIN <= v <= TIMEOUT_MAX:
+                raise ValueError(f"{name}: between {TIMEOUT_MIN} s and 7 days, or off")
+        for i, step in enumerate(self.steps):
+            if step.remind_every is not None and not TIMEOUT_MIN <= step.remind_every <= TIMEOUT_MAX:
+                raise ValueError(f"steps[{i}].remind_every: between {TIMEOUT_MIN} s and 7 days")
+        return self
 
 
 def _one_or_many(v: Any) -> Any:
@@ -281,6 +313,9 @@ class Route(_Model):
     match: Match = Field(default_factory=Match)
     policy: str
     default: bool = False
+    urgency: Literal["high", "low"] | None = None
+    """Quiet hours (docs/quiet-hours.md): ``high`` — its incidents' messages go at once at any
+    hour; ``low`` — they wait for school hours whatever the severity; unset: by severity."""
     group_by: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
     """Grouping (docs/silences.md): events of this route with the same values of these fields
     or labels are one incident (its dedup key is the group's), told once with the count."""
@@ -763,6 +798,10 @@ class Config(_Model):
     """Early warning from sickness absence (docs/early-warning.md); None: off."""
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     """How the delivery worker sends: concurrency, digests, the step-wait cap."""
+    rosters: RostersConfig = Field(default_factory=RostersConfig)
+    """Rotations for ``duty_officer`` and other roles (docs/rosters.md)."""
+    quiet_hours: QuietHoursConfig | None = None
+    """Which messages wait for school hours (docs/quiet-hours.md); None: none wait."""
     intake: IntakeSection = Field(default_factory=IntakeSection)
     """How events are screened on intake: the allowed clock skew."""
     registers: RegistersSection = Field(default_factory=RegistersSection)

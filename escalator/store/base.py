@@ -91,11 +91,17 @@ class Incident:
     deadline_rule: str | None = None
     deadline_notify: list[str] | None = None
     """The rule's ``notify`` targets, snapshotted when the deadline was set."""
+    reminders: int | None = None
+    """None while the walk goes on; once it stops at the end of its chain or before a step
+    reached only by a decision to report (docs/decisions.md), how many reminders the waiting
+    level (``step_index``) has had since."""
 
 
 @dataclass
 class StepRun:
-    """One firing of a step. ``status``: ``open`` → ``confirmed`` | ``overdue`` | ``done``."""
+    """One firing of a step. ``status``: ``open`` → ``confirmed`` | ``overdue`` | ``timed_out``
+    | ``done`` | ``handled`` (handled at this level, no report needed) | ``reminded`` (a
+    reminder's run, answered by the next reminder)."""
 
     id: int
     incident_id: int
@@ -223,6 +229,27 @@ class Delivery:
     outcome: str
     detail: str
     body: str
+
+
+@dataclass
+class RosterOverride:
+    """A roster override (docs/rosters.md): ``person`` is on duty as ``role`` from ``starts_at``
+    to ``ends_at`` (aware UTC, half-open) — in place of ``replaces`` when given (张老师 替
+    李老师), else besides whoever the rotation has. ``swap_id``: the other half of a swap.
+    ``cancelled_at``: when it was withdrawn (None: in force)."""
+
+    id: int
+    role: str
+    person: str
+    replaces: str | None
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    created_at: datetime
+    comment: str | None = None
+    swap_id: int | None = None
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
 
 
 @dataclass
@@ -503,6 +530,23 @@ class SchoolTx(Protocol):
         ...
     def ew_purge(self, before: date) -> int:
         """Delete counted cases dated before ``before``; returns how many rows."""
+        ...
+
+    # roster overrides and swaps (escalator/school/roster.py; docs/rosters.md)
+    def add_roster_override(self, *, role: str, person: str, replaces: str | None,
+                            starts_at: datetime, ends_at: datetime, created_by: str,
+                            created_at: datetime, comment: str | None = None,
+                            swap_id: int | None = None) -> int:
+        """Store an override (in force until cancelled); returns its id."""
+        ...
+    def roster_overrides(self, start: datetime, end: datetime, role: str | None = None,
+                         *, cancelled: bool = False) -> list[RosterOverride]:
+        """Overrides overlapping ``[start, end)`` (of ``role`` when given), by start then id;
+        in force only, unless ``cancelled``."""
+        ...
+    def cancel_roster_override(self, override_id: int, at: datetime, by: str) -> list[int]:
+        """Withdraw override ``override_id`` (and the other half of its swap); returns the ids
+        withdrawn now (empty when it does not exist or was withdrawn before)."""
         ...
 
 
