@@ -429,7 +429,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     events = parse_events(_read_document(Path(args.event)))
     decide: dict[int, str] = {}
     for item in args.decide or ():
-        level, _, what = item.partition("=")
+        level, _sep, what = item.partition("=")
         if not level.isdigit() or what not in ("report", "handled"):
             raise UsageError(f"--decide {item}: write LEVEL=report or LEVEL=handled (e.g. 3=report)")
         decide[int(level)] = what
