@@ -19,20 +19,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from escalator import __version__
+from escalator import __version__, i18n
 from escalator.config import Config, ConfigError, check_config, load_config
+from escalator.i18n import _
 from escalator.intake.parsing import IntakeError, parse_events
+from escalator.labels import CATEGORY, SEVERITY, STATE, level_of, levels_in, word
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEMO_DIR = Path("escalator-demo")
 
-EPILOG = """\
-exit codes:
-  0  success
-  1  failure: invalid config, rejected input, daemon error
-  2  usage error (also: no config given to a command that needs one)
-  3  no such incident
-"""
+
+def epilog() -> str:
+    """The exit codes, in the current language (shown under every command's ``--help``)."""
+    return _("exit codes:\n"
+             "  0  success\n"
+             "  1  failure: invalid config, rejected input, daemon error, port taken\n"
+             "  2  usage error (also: no config given to a command that needs one)\n"
+             "  3  no such incident\n"
+             "language: Simplified Chinese; English with --lang en or LANG=en_US.UTF-8\n")
 
 
 class UsageError(Exception):
@@ -49,8 +53,8 @@ def _config_path(args: argparse.Namespace) -> Path:
         return demo_config_path()
     path = args.config or os.environ.get("ESCALATOR_CONFIG")
     if not path:
-        raise UsageError("no config file: pass --config PATH or set ESCALATOR_CONFIG "
-                         "(or --demo for the demo's config and state)")
+        raise UsageError(_("no config file: pass --config PATH or set ESCALATOR_CONFIG "
+                           "(or --demo for the demo's config and state)"))
     return Path(path)
 
 
@@ -62,9 +66,13 @@ def _settings(args: argparse.Namespace, config: Config):
         base = Path(getattr(args, "dir", None) or DEMO_DIR).resolve()
         overrides = {"state_dir": base / "state", "spool_dir": base / "spool"}
     settings = load_settings(config.daemon.model_dump(), config.base_dir, **overrides)
-    if args.command == "demo" and not settings.public_base_url and settings.http_listen:
-        # acknowledge links in the demo's messages point at its own API
-        settings = settings.model_copy(update={"public_base_url": f"http://{settings.http_listen}"})
+    if args.command == "demo" and settings.api_token is None:
+        from pydantic import SecretStr
+
+        from escalator.service.demo import demo_token
+
+        token = demo_token(Path(getattr(args, "dir", None) or DEMO_DIR).resolve())
+        settings = settings.model_copy(update={"api_token": SecretStr(token)})
     return settings
 
 
@@ -102,11 +110,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             problems += plugin_problems(config, collect(pm))
     errors = [p for p in problems if p.level == "error"]
     for p in problems:
-        print(f"{p.level}: {p}", file=sys.stderr if p.level == "error" else sys.stdout)
+        text = _("error: {problem}") if p.level == "error" else _("warning: {problem}")
+        print(text.format(problem=p), file=sys.stderr if p.level == "error" else sys.stdout)
     if errors:
-        print(f"{path}: {len(errors)} error(s); the config was not accepted", file=sys.stderr)
+        print(_("{path}: {count} error(s); the config was not accepted").format(
+            path=path, count=len(errors)), file=sys.stderr)
         return EXIT_FAIL
-    print(f"{path}: OK ({len(problems)} warning(s))")
+    print(_("{path}: OK ({count} warning(s))").format(path=path, count=len(problems)))
     return EXIT_OK
 
 
@@ -117,32 +127,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     settings = _settings(args, config)
     logs.configure(settings.log_format, settings.log_level)
-    if args.command == "demo":
-        spool = settings.spool_dir
-        print(f"escalator demo — 示例小学\n  config: {config.source}\n  state:  {settings.state_dir}\n"
-              f"  spool:  {spool}/incoming/  (drop an event file here)\n"
-              f"  try:    cp examples/events/fever_single.json {spool}/incoming/\n"
-              f"  then:   escalator incidents --demo ; escalator ack ID --demo\n"
-              f"  API:    http://{settings.http_listen}/docs  (acknowledge links in messages work)\n"
-              f"  stop:   Ctrl-C\n", file=sys.stderr, flush=True)
+    if settings.http_listen not in ("", "off"):  # a taken port stops the start (issue 13.7)
+        from escalator.service.demo import PortTaken, claim_listen
+
+        try:
+            listen = claim_listen(settings.http_listen)
+        except (PortTaken, ValueError) as e:
+            print(f"escalator: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        settings = settings.model_copy(update={"http_listen": listen})
+        if args.command == "demo" and not settings.public_base_url:
+            # acknowledge links in the demo's messages point at its own API
+            settings = settings.model_copy(update={"public_base_url": f"http://{listen}"})
     daemon = Daemon(config, settings)
-    if args.command == "demo":
-        _print_demo_link(daemon)
     with asyncio.Runner(loop_factory=logs.loop_factory(settings.event_loop)) as runner:
-        runner.run(daemon.run())
+        runner.run(_run_daemon(daemon, args.command == "demo",
+                               _demo_console_link(daemon) if args.command == "demo" else None))
     return EXIT_OK
 
 
-def _print_demo_link(daemon: Any) -> None:
-    """The demo's console: a one-time sign-in link for its first administrator."""
+def _demo_console_link(daemon: Any) -> tuple[str, str] | None:
+    """The demo's console: a one-time sign-in URL for its first administrator and their name
+    (``None`` when the config names no administrator)."""
     from escalator.web.console.signin import issue_link
 
     admin = next((p for p in daemon.config.people if p.access == "administrator"), None)
     if admin is not None:
         url = issue_link(daemon.store, daemon.config, daemon.settings, admin.id,
                          daemon.clock.now())
-        print(f"  console: {url}\n           ({admin.name}; one-time link, valid 10 minutes; "
-              f"more: escalator login-link PERSON_ID --demo)\n", file=sys.stderr, flush=True)
+        return url, admin.name
+    return None
+
+
+async def _run_daemon(daemon: Any, demo: bool, console: tuple[str, str] | None = None,
+                      wait: float = 15.0) -> None:
+    """Run ``daemon``; for the demo, print its banner once the API accepts connections (at most
+    ``wait`` seconds after the start), naming the address it really listens on and the
+    console's sign-in link ``console`` (made before the start: URL, administrator's name)."""
+    if not demo:
+        await daemon.run()
+        return
+    from escalator.service.demo import banner
+
+    task = asyncio.ensure_future(daemon.run())
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait
+    while daemon.http_port is None and not task.done() and loop.time() < until:
+        await asyncio.sleep(0.02)
+    settings = daemon.settings
+    listen = settings.http_listen
+    if daemon.http_port is not None:
+        listen = f"{listen.rpartition(':')[0]}:{daemon.http_port}"
+    from_env = bool(os.environ.get("ESCALATOR_API_TOKEN"))
+    token = None if from_env or settings.api_token is None else settings.api_token.get_secret_value()
+    print(banner(config_source=daemon.config.source, state_dir=settings.state_dir,
+                 spool_dir=settings.spool_dir, listen=listen, token=token,
+                 console=console),
+          file=sys.stderr, flush=True)
+    await task
 
 
 def _open_engine(args: argparse.Namespace):
@@ -153,9 +195,10 @@ def _open_engine(args: argparse.Namespace):
     config = _load(args)
     settings = _settings(args, config)
     if not settings.database.exists() and (args.demo or args.command != "send"):
-        hint = ("run `escalator demo` in this folder first, or cd to where it runs" if args.demo
-                else "check ESCALATOR_STATE_DIR / daemon.state_dir")
-        raise UsageError(f"no escalator database at {settings.database}: {hint}")
+        hint = (_("run `escalator demo` in this folder first, or cd to where it runs") if args.demo
+                else _("check ESCALATOR_STATE_DIR / daemon.state_dir"))
+        raise UsageError(_("no escalator database at {path}: {hint}").format(
+            path=settings.database, hint=hint))
     return Engine(SQLiteStore(settings.database), config, SystemClock())
 
 
@@ -166,13 +209,15 @@ def _read_document(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise IntakeError([{"field": "(file)", "message": f"cannot read {path}: {e}"}]) from None
+        raise IntakeError([{"field": "(file)", "message": _("cannot read {path}: {error}").format(
+            path=path, error=e)}]) from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             return YAML(typ="safe").load(text)
         return json.loads(text)
     except (json.JSONDecodeError, YAMLError) as e:
-        raise IntakeError([{"field": "(file)", "message": f"not valid JSON/YAML: {e}"}]) from None
+        raise IntakeError([{"field": "(file)", "message": _("not valid JSON/YAML: {error}").format(
+            error=e)}]) from None
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -194,10 +239,34 @@ def _actor() -> str:
         return f"cli:uid{os.getuid()}"
 
 
+def _state(code: str) -> str:
+    """An incident state as the one word people read for it (escalator/labels.py)."""
+    return word(STATE, code, i18n.language())
+
+
+def _outcome(code: str) -> str:
+    """What an acknowledge or resolve did (:class:`~escalator.engine.engine.ActionResult`), in
+    words; an outcome this CLI does not know is shown as its code."""
+    return {
+        "acknowledged": _("acknowledged, the walk stops"),
+        "step_confirmed": _("this level confirmed, the next level is told now"),
+        "step_confirmed_late": _("this level confirmed after its time ran out"),
+        "seen": _("marked as seen"),
+        "resolved": _("resolved"),
+        "already_acknowledged": _("already acknowledged, nothing changed"),
+        "already_resolved": _("already resolved, nothing changed"),
+    }.get(code, code)
+
+
+def _print_action(r: Any) -> None:
+    """``incident 7: <what happened> (<outcome code>; <state word>)`` — the id as it is typed."""
+    print(_("incident {id}: {what} ({outcome}; state: {state})").format(
+        id=r.incident_id, what=_outcome(r.outcome), outcome=r.outcome, state=_state(r.state)))
+
+
 def cmd_ack(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
-    r = engine.acknowledge(args.id, actor=_actor(), via="cli")
-    print(f"incident #{r.incident_id}: {r.outcome} (state: {r.state})")
+    _print_action(engine.acknowledge(args.id, actor=_actor(), via="cli"))
     return EXIT_OK
 
 
@@ -219,16 +288,17 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def cmd_resolve(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
     r = engine.resolve(args.id, actor=_actor(), via="cli")
-    print(f"incident #{r.incident_id}: {r.outcome}")
+    _print_action(r)
     with engine.store.transaction() as tx:
         inc = tx.get_incident(r.incident_id)
     if (r.outcome == "resolved" and inc is not None and inc.deadline_at is not None
             and inc.deadline_met_at is None):
         due = inc.deadline_at.astimezone(engine.config.school.tz).strftime("%Y-%m-%d %H:%M")
-        print(f"注意 / note: the legal report ({inc.deadline_rule}: "
-              f"{', '.join(inc.deadline_notify or [])}, due {due}) was never made and no "
-              "deadline escalation will follow — report it yourself if the case stands "
-              "(timeline: resolved_before_report).", file=sys.stderr)
+        print(_("note: the legal report ({rule}: {notify}, due {due}) was never made and no "
+                "deadline escalation will follow; report it yourself if the case stands "
+                "(timeline: resolved_before_report).").format(
+                    rule=inc.deadline_rule, notify=", ".join(inc.deadline_notify or []), due=due),
+              file=sys.stderr)
     return EXIT_OK
 
 
@@ -283,12 +353,12 @@ def cmd_silence(args: argparse.Namespace) -> int:
     with engine.store.transaction() as tx:
         if args.silence_command == "list":
             rows = silences.overview(tx, config, now, "all" if args.all else "current")
-            _print_table([[r["id"], r["state"], r["origin"], " ".join(r["matchers"]),
-                           _local(r["starts_at"], config), _local(r["ends_at"], config),
-                           "weekly" if r["schedule"] else "", str(r["held"]), r["created_by"],
-                           r["comment"][:30]] for r in rows],
-                         ["id", "state", "from", "matchers", "starts", "ends", "schedule", "held",
-                          "by", "comment"])
+            _print_table([[r["id"], _silence_state(r["state"]), r["origin"],
+                           " ".join(r["matchers"]), _local(r["starts_at"], config),
+                           _local(r["ends_at"], config), _("weekly") if r["schedule"] else "",
+                           str(r["held"]), r["created_by"], r["comment"][:30]] for r in rows],
+                         [_("id"), _("state"), _("from"), _("matchers"), _("starts"), _("ends"),
+                          _("schedule"), _("held"), _("by"), _("comment")])
             return EXIT_OK
         if args.silence_command == "expire":
             try:
@@ -298,7 +368,8 @@ def cmd_silence(args: argparse.Namespace) -> int:
             except LookupError as e:
                 print(f"escalator: {e.args[0]}", file=sys.stderr)
                 return EXIT_NOT_FOUND
-            print(f"silence {args.id} expired; {held} held incident(s) walk from their first step")
+            print(_("silence {id} expired; {held} held incident(s) walk from their first "
+                    "level").format(id=args.id, held=held))
             return EXIT_OK
         schedule = None
         if args.weekdays:
@@ -310,33 +381,53 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 now=now, starts_at=args.starts, ends_at=args.ends, schedule=schedule,
                 exempt_critical=not args.include_critical)
         except silences.SilenceError as e:
-            print(f"escalator: silence rejected: {e.field}: {e}", file=sys.stderr)
+            print(_("escalator: silence rejected: {field}: {error}").format(field=e.field, error=e),
+                  file=sys.stderr)
             return EXIT_FAIL
-    print(f"silence {s.id} made: {' '.join(s.matchers)} until {_local(s.ends_at, config)}")
+    print(_("silence {id} made: {matchers} until {ends}").format(
+        id=s.id, matchers=" ".join(s.matchers), ends=_local(s.ends_at, config)))
     return EXIT_OK
+
+
+def _level(inc: Any) -> str:
+    """The level an incident's walk is at, as people count (``-``: no step fired yet, e.g.
+    while a silence holds it)."""
+    return str(level_of(inc.policy["steps"], inc.step_index)) if inc.step_index >= 0 else "-"
+
+
+def _silence_state(code: str) -> str:
+    """A silence's state (``active``, ``pending``, ``expired``) in words."""
+    return {"active": _("active"), "pending": _("pending"), "expired": _("expired")}.get(
+        code, code)
 
 
 def _when(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (YYYY-MM-DD HH:MM)") from None
+        raise argparse.ArgumentTypeError(
+            _("not a time: {text!r} (YYYY-MM-DD HH:MM)").format(text=text)) from None
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
     from escalator.engine.engine import NotFound
 
     engine = _open_engine(args)
-    config = engine.config
+    config, lang = engine.config, i18n.language()
     with engine.store.transaction() as tx:
         if args.id is not None:
             inc = tx.get_incident(args.id)
             if inc is None:
-                raise NotFound(f"no incident {args.id}")
-            drill = "【演练 DRILL】" if inc.drill else ""
-            print(f"#{inc.id} [{inc.state}] {drill}{inc.category}/{inc.severity} {inc.summary}")
-            print(f"policy {inc.policy_id}, step {inc.step_index + 1}/{len(inc.policy['steps'])}, "
-                  f"events {inc.event_count}, next step {_local(inc.next_step_at, config)}")
+                raise NotFound(_("no incident {id}").format(id=args.id))
+            drill = _("[DRILL] ") if inc.drill else ""
+            print(f"{inc.id} [{_state(inc.state)}] {drill}{word(CATEGORY, inc.category, lang)}/"
+                  f"{word(SEVERITY, inc.severity, lang)} {inc.summary}")
+            print(_("policy {policy}, level {level}/{levels}, events {events}, next level "
+                    "{next}").format(policy=inc.policy_id,
+                                     level=_level(inc),
+                                     levels=levels_in(inc.policy["steps"]),
+                                     events=inc.event_count,
+                                     next=_local(inc.next_step_at, config)))
             if inc.deadline_at is not None:  # docs/school-rules.md "Legal deadlines"
                 from escalator.school.deadlines import describe
 
@@ -344,23 +435,27 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             from escalator.school.clusters import member_rows
 
             if members := member_rows(tx, inc.id):  # a cluster: its cases, first case first
-                print(f"cluster members {len(members)}: " + ", ".join(
-                    f"#{m['incident_id'] or '-'} ({m['date']}, event {str(m['event_id'])[:8]})"
+                print(_("cluster members {count}: ").format(count=len(members)) + ", ".join(
+                    _("{id} ({date}, event {event})").format(
+                        id=m["incident_id"] or "-", date=m["date"], event=str(m["event_id"])[:8])
                     for m in members))
-            from escalator.labels import TIMELINE, word
+            from escalator.labels import TIMELINE
 
             rows = [[_local(t.at, config), " ".join(dict.fromkeys(
-                        (t.type, word(TIMELINE, t.type, config.school.language)))), t.actor or "",
+                        (t.type, word(TIMELINE, t.type, lang)))), t.actor or "",
                      json.dumps(t.detail, ensure_ascii=False)] for t in tx.timeline(inc.id)]
-            _print_table(rows, ["time", "what", "who", "detail"])
+            _print_table(rows, [_("time"), _("what"), _("who"), _("detail")])
             return EXIT_OK
         states = ("triggered", "acknowledged", "resolved") if args.all else ("triggered", "acknowledged")
         incidents = tx.list_incidents(states, args.limit)
-    rows = [[f"#{i.id}", i.state, i.category, i.severity,
-             f"{i.step_index + 1}/{len(i.policy['steps'])}", str(i.event_count),
-             _local(i.created_at, config), ("【演练】" if i.drill else "") + i.summary[:40]]
+    rows = [[str(i.id), _state(i.state), word(CATEGORY, i.category, lang),
+             word(SEVERITY, i.severity, lang),
+             f"{_level(i)}/{levels_in(i.policy['steps'])}",
+             str(i.event_count), _local(i.created_at, config),
+             (_("[DRILL] ") if i.drill else "") + i.summary[:40]]
             for i in incidents]
-    _print_table(rows, ["id", "state", "category", "severity", "step", "events", "opened", "summary"])
+    _print_table(rows, [_("id"), _("state"), _("category"), _("severity"), _("level"),
+                        _("events"), _("opened"), _("summary")])
     return EXIT_OK
 
 
@@ -368,7 +463,7 @@ def cmd_drill_report(args: argparse.Namespace) -> int:
     from escalator.school import drills
 
     engine = _open_engine(args)
-    lang = engine.config.school.language
+    lang = i18n.language()
     try:
         report = drills.drill_report(engine.store, args.id)
     except drills.NotADrill as e:
@@ -389,7 +484,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     events = parse_events(_read_document(Path(args.event)))
     decide: dict[int, str] = {}
     for item in args.decide or ():
-        level, _, what = item.partition("=")
+        level, _sep, what = item.partition("=")
         if not level.isdigit() or what not in ("report", "handled"):
             raise UsageError(f"--decide {item}: write LEVEL=report or LEVEL=handled (e.g. 3=report)")
         decide[int(level)] = what
@@ -399,7 +494,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     hold=quiet, decide=decide)
     _print_table([[r.offset, r.local_time, r.step, r.mode, r.recipient, r.channel, r.address]
                   for r in rows],
-                 ["t+", "local time", "step", "mode", "who", "channel", "address"])
+                 ["t+", _("local time"), _("level"), _("mode"), _("who"), _("channel"),
+                  _("address")])
     return EXIT_OK
 
 
@@ -411,9 +507,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     pm = get_plugin_manager(plugins_dir=plugins_dir_of(_load(args)) if has_config else None)
     reg = collect(pm)
     rows = [[p["name"], p["origin"], ", ".join(p["hooks"])] for p in describe(pm)]
-    _print_table(rows, ["plugin", "from", "hooks"])
-    print(f"\nchannel types: {', '.join(sorted(reg.channels))}")
-    print(f"source types:  {', '.join(sorted(reg.sources))}")
+    _print_table(rows, [_("plugin"), _("from"), _("hooks")])
+    print("\n" + _("channel types: {types}").format(types=", ".join(sorted(reg.channels))))
+    print(_("source types: {types}").format(types=", ".join(sorted(reg.sources))))
     return EXIT_OK
 
 
@@ -424,10 +520,11 @@ def _day(text: str) -> date:
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
-    if not OCCURRED_MIN_YEAR <= day.year <= OCCURRED_MAX_YEAR:
         raise argparse.ArgumentTypeError(
-            f"{text}: the year must be {OCCURRED_MIN_YEAR}–{OCCURRED_MAX_YEAR}")
+            _("not a date: {text!r} (use YYYY-MM-DD)").format(text=text)) from None
+    if not OCCURRED_MIN_YEAR <= day.year <= OCCURRED_MAX_YEAR:
+        raise argparse.ArgumentTypeError(_("{text}: the year must be {first}–{last}").format(
+            text=text, first=OCCURRED_MIN_YEAR, last=OCCURRED_MAX_YEAR))
     return day
 
 
@@ -435,7 +532,7 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
     from escalator.school import ledger
 
     if args.to < args.from_:
-        raise UsageError("--to is before --from")
+        raise UsageError(_("--to is before --from"))
     engine = _open_engine(args)
     tables = ledger.ledger_tables(engine.store, engine.config, args.from_, args.to,
                                   engine.clock.now())
@@ -583,14 +680,18 @@ def cmd_purge(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
     counts = retention.purge(engine.store, engine.config, engine.clock.now(), dry_run=args.dry_run)
     days = engine.config.retention.personal_data_days
-    what = "would purge" if args.dry_run else "purged"
-    print(f"{what} personal data older than {days} days: events {counts.events}, "
-          f"incidents {counts.incidents}, timeline {counts.timeline}, "
-          f"notifications {counts.notifications}, deliveries {counts.deliveries}, "
-          f"case facts {counts.case_facts}, cluster members {counts.cluster_members}")
+    what = (_("would purge personal data older than {days} days") if args.dry_run
+            else _("purged personal data older than {days} days")).format(days=days)
+    print(what + _(": events {events}, incidents {incidents}, timeline {timeline}, "
+                   "notifications {notifications}, deliveries {deliveries}, case facts "
+                   "{case_facts}, cluster members {cluster_members}").format(
+        events=counts.events, incidents=counts.incidents, timeline=counts.timeline,
+        notifications=counts.notifications, deliveries=counts.deliveries,
+        case_facts=counts.case_facts, cluster_members=counts.cluster_members))
     if counts.held_open:
-        print(f"kept: {counts.held_open} incident(s) opened before the cutoff are still open "
-              f"(their data is purged {days} days after they are resolved)")
+        print(_("kept: {count} incident(s) opened before the cutoff are still open (their data "
+                "is purged {days} days after they are resolved)").format(
+                    count=counts.held_open, days=days))
     return EXIT_OK
 
 
@@ -601,18 +702,19 @@ def cmd_warning_backtest(args: argparse.Namespace) -> int:
 
     config = _load(args) if (args.config or args.demo or os.environ.get("ESCALATOR_CONFIG")) else None
     if args.registers is None and not args.synthetic:
-        raise UsageError("give --registers DIR or --synthetic")
+        raise UsageError(_("give --registers DIR or --synthetic"))
     if args.registers is not None:
         if config is None:
-            raise UsageError("--registers needs the school's config (--config PATH)")
+            raise UsageError(_("--registers needs the school's config (--config PATH)"))
         folder = Path(args.registers)
         if not folder.is_dir():
-            raise UsageError(f"--registers {folder}: not a folder")
+            raise UsageError(_("--registers {folder}: not a folder").format(folder=folder))
         terms, problems = backtest.terms_from_registers(folder, config)
         for p in problems:
-            print(f"escalator: skipped {p}", file=sys.stderr)
+            print(_("escalator: skipped {problem}").format(problem=p), file=sys.stderr)
         if not terms:
-            raise UsageError(f"{folder}: no sickness absence in any register (*.csv)")
+            raise UsageError(_("{folder}: no sickness absence in any register (*.csv)").format(
+                folder=folder))
     else:
         try:
             terms = synthetic.generate(args.seed, args.terms, rate=args.rate)
@@ -623,11 +725,11 @@ def cmd_warning_backtest(args: argparse.Namespace) -> int:
         print(json.dumps({"terms": len(terms), "school_days": sum(len(t.days) for t in terms),
                           "rows": [r.as_dict() for r in rows]}, ensure_ascii=False, indent=2))
         return EXIT_OK
-    lang = config.school.language if config is not None else "zh"
-    what = (f"synthetic, seed {args.seed}, {args.terms} term(s), rate {args.rate:g}"
-            if args.synthetic else str(args.registers))
-    print(f"{what}: {sum(len(t.days) for t in terms)} school days, "
-          f"{sum(len(t.outbreaks) for t in terms)} injected outbreaks\n")
+    lang = i18n.language()
+    what = (_("synthetic, seed {seed}, {terms} term(s), rate {rate:g}").format(
+        seed=args.seed, terms=args.terms, rate=args.rate) if args.synthetic else str(args.registers))
+    print(what + _(": {days} school days, {outbreaks} injected outbreaks").format(
+        days=sum(len(t.days) for t in terms), outbreaks=sum(len(t.outbreaks) for t in terms)) + "\n")
     headers, cells = backtest.table(rows, lang)
     _print_table(cells, headers)
     return EXIT_OK
@@ -636,143 +738,170 @@ def cmd_warning_backtest(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 
 
+def _lang_of(argv: list[str]) -> str | None:
+    """The ``--lang`` value in ``argv`` (``--lang en`` or ``--lang=en``), or None: read before
+    the parser is built so that its help is in that language too."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        value = (argv[i + 1] if arg == "--lang" and i + 1 < len(argv)
+                 else arg.partition("=")[2] if arg.startswith("--lang=") else None)
+        if value in i18n.LANGUAGES:
+            return value
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, its help in the current language (:func:`escalator.i18n.language`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lang", choices=i18n.LANGUAGES, default=argparse.SUPPRESS,
+                        help=_("language of the output: zh (default) or en; without it, LANG / "
+                               "LC_ALL starting with en chooses English"))
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="escalator", description="School joint prevention and control: notification and "
-        "escalation daemon (学校联防联控通知与逐级上报).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="escalator", description=_("School joint prevention and control: notification and "
+                                        "escalation daemon."),
+        epilog=epilog(), formatter_class=formatter, parents=[common])
     parser.add_argument("--version", action="version", version=f"escalator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = _("config file (default: $ESCALATOR_CONFIG)")
+    demo_help = _("use the demo's config and its state in ./escalator-demo")
 
     def add(name: str, help: str, func: Any, *, config: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog(),
+                           formatter_class=formatter, parents=[common])
         p.set_defaults(func=func)
         if config:
-            p.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
-            p.add_argument("--demo", action="store_true",
-                           help="use the demo's config and its state in ./escalator-demo")
+            p.add_argument("--config", metavar="PATH", help=config_help)
+            p.add_argument("--demo", action="store_true", help=demo_help)
         return p
 
-    p = add("demo", "run the packaged demo (示例小学) with state and spool in ./escalator-demo",
+    p = add("demo", _("run the packaged demo (示例小学) with state and spool in ./escalator-demo"),
             cmd_run, config=False)
-    p.add_argument("--dir", metavar="DIR", help="demo folder (default: ./escalator-demo)")
+    p.add_argument("--dir", metavar="DIR", help=_("demo folder (default: ./escalator-demo)"))
     p.set_defaults(demo=True, config=None)
-    add("run", "run the daemon", cmd_run)
-    add("check-config", "validate the config and print every problem with its line", cmd_check_config)
-    p = add("simulate", "print who is told when, by which channel, if nobody acts (sends nothing)",
-            cmd_simulate)
-    p.add_argument("--event", required=True, metavar="FILE", help="an event file (JSON or YAML)")
+    add("run", _("run the daemon"), cmd_run)
+    add("check-config", _("validate the config and print every problem with its line"),
+        cmd_check_config)
+    p = add("simulate", _("print who is told when, by which channel, if nobody acts (sends "
+                          "nothing)"), cmd_simulate)
+    p.add_argument("--event", required=True, metavar="FILE",
+                   help=_("an event file (JSON or YAML)"))
     p.add_argument("--horizon", type=float, default=7 * 86400, metavar="SECONDS",
-                   help="how far to simulate (default: 7 days)")
+                   help=_("how far to simulate (default: 7 days)"))
     p.add_argument("--decide", action="append", metavar="LEVEL=DECISION",
-                   help="level LEVEL (1-based) answers report or handled as soon as it is told, "
-                   "e.g. --decide 3=report (repeatable; docs/decisions.md)")
-    p = add("send", "submit the event(s) in FILE (JSON or YAML, one or a list)", cmd_send)
+                   help=_("level LEVEL (1-based) answers report or handled as soon as it is told, "
+                          "e.g. --decide 3=report (repeatable; docs/decisions.md)"))
+    p = add("send", _("submit the event(s) in FILE (JSON or YAML, one or a list)"), cmd_send)
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--source", default="cli", help="source name recorded (default: cli)")
-    p = add("ack", "acknowledge incident ID (as the OS user, from the CLI)", cmd_ack)
+    p.add_argument("--source", default="cli", help=_("source name recorded (default: cli)"))
+    p = add("ack", _("acknowledge incident ID (as the OS user, from the CLI)"), cmd_ack)
     p.add_argument("id", type=int, metavar="ID")
-    p = add("decide", "a level's decision on incident ID: report (上报上一级) or handled "
-            "(本级已处置，无需上报: needs --reason)", cmd_decide)
+    p = add("decide", _("a level's decision on incident ID: report (上报上一级) or handled "
+                        "(本级已处置，无需上报: needs --reason)"), cmd_decide)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("decision", choices=["report", "handled"])
-    p.add_argument("--reason", metavar="TEXT", help="why no report is needed (required for handled)")
-    p = add("resolve", "resolve incident ID", cmd_resolve)
+    p.add_argument("--reason", metavar="TEXT",
+                   help=_("why no report is needed (required for handled)"))
+    p = add("resolve", _("resolve incident ID"), cmd_resolve)
     p.add_argument("id", type=int, metavar="ID")
-    p = add("note", "write a note on incident ID (timeline and ledger)", cmd_note)
+    p = add("note", _("write a note on incident ID (timeline and ledger)"), cmd_note)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("text", metavar="TEXT")
-    p = add("assign", "assign incident ID to PERSON_ID (a person of the config)", cmd_assign)
+    p = add("assign", _("assign incident ID to PERSON_ID (a person of the config)"), cmd_assign)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("person_id", metavar="PERSON_ID")
-    p = add("login-link", "print a one-time sign-in link to the web console for PERSON_ID "
-            "(valid 10 minutes)", cmd_login_link)
+    p = add("login-link", _("print a one-time sign-in link to the web console for PERSON_ID "
+                          "(valid 10 minutes)"), cmd_login_link)
     p.add_argument("person_id", metavar="PERSON_ID")
-    p = add("incidents", "list open incidents, or show one with its timeline", cmd_incidents)
+    p = add("incidents", _("list open incidents, or show one with its timeline"), cmd_incidents)
     p.add_argument("id", type=int, nargs="?", metavar="ID")
-    p.add_argument("--all", action="store_true", help="include resolved incidents")
+    p.add_argument("--all", action="store_true", help=_("include resolved incidents"))
     p.add_argument("--limit", type=int, default=50)
-    add("plugins", "list plugins (with a config: its plugins_dir too), where they came from and "
-        "their hooks", cmd_plugins)
-    p = add("ledger", "the work ledger (工作台账): `ledger export`", None, config=False)
+    add("plugins", _("list plugins (with a config: its plugins_dir too), where they came from "
+                     "and their hooks"), cmd_plugins)
+    p = add("ledger", _("the work ledger (工作台账): `ledger export`"), None, config=False)
     ledger_sub = p.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
     p = ledger_sub.add_parser(
-        "export", help="export incidents, notifications, deliveries, acknowledgements and zero "
-        "reports for school-local dates FROM..TO (both included)", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "export", help=_("export incidents, notifications, deliveries, acknowledgements and zero "
+                         "reports for school-local dates FROM..TO (both included)"),
+        epilog=epilog(), formatter_class=formatter, parents=[common])
     p.set_defaults(func=cmd_ledger_export)
-    p.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
-    p.add_argument("--demo", action="store_true",
-                   help="use the demo's config and its state in ./escalator-demo")
+    p.add_argument("--config", metavar="PATH", help=config_help)
+    p.add_argument("--demo", action="store_true", help=demo_help)
     p.add_argument("--from", dest="from_", required=True, type=_day, metavar="YYYY-MM-DD")
     p.add_argument("--to", required=True, type=_day, metavar="YYYY-MM-DD")
     p.add_argument("--format", choices=("csv", "xlsx"), default="csv",
-                   help="csv: one table, UTF-8 with BOM; xlsx: every table, one sheet each")
+                   help=_("csv: one table, UTF-8 with BOM; xlsx: every table, one sheet each"))
     p.add_argument("--table", default="incidents",
                    choices=("incidents", "notifications", "deliveries", "acknowledgements",
-                            "heartbeats"), help="the table a CSV holds (default: incidents)")
+                            "heartbeats"), help=_("the table a CSV holds (default: incidents)"))
     p.add_argument("--output", metavar="FILE",
-                   help="file to write (csv default: stdout; xlsx default: ledger-FROM-TO.xlsx)")
-    p = add("report", "monthly figures per category and severity: counts, time to acknowledge "
-            "(median, p90), deadlines missed, zero reports missed, drills", cmd_report)
-    p.add_argument("--month", required=True, metavar="YYYY-MM", help="school-local month")
+                   help=_("file to write (csv default: stdout; xlsx default: "
+                          "ledger-FROM-TO.xlsx)"))
+    p = add("report", _("monthly figures per category and severity: counts, time to acknowledge "
+                        "(median, p90), deadlines missed, zero reports missed, drills"), cmd_report)
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help=_("school-local month"))
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p = add("purge", "purge personal data older than retention.personal_data_days "
-            "(the daemon does it daily)", cmd_purge)
-    p.add_argument("--dry-run", action="store_true", help="count only; change nothing")
-    p = add("warning", "early warning from sickness absence: `warning backtest`", None, config=False)
+    p = add("purge", _("purge personal data older than retention.personal_data_days "
+                       "(the daemon does it daily)"), cmd_purge)
+    p.add_argument("--dry-run", action="store_true", help=_("count only; change nothing"))
+    p = add("warning", _("early warning from sickness absence: `warning backtest`"), None,
+            config=False)
     warning_sub = p.add_subparsers(dest="warning_command", required=True, metavar="SUBCOMMAND")
     p = warning_sub.add_parser(
-        "backtest", help="EARS C1/C2/C3 beside the 2006 rule over past registers or synthetic "
-        "terms: sensitivity, false alarms per 100 school days, median days to detection",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "backtest", help=_("EARS C1/C2/C3 beside the 2006 rule over past registers or synthetic "
+                           "terms: sensitivity, false alarms per 100 school days, median days to "
+                           "detection"),
+        epilog=epilog(), formatter_class=formatter, parents=[common])
     p.set_defaults(func=cmd_warning_backtest)
     p.add_argument("--config", metavar="PATH",
-                   help="config file: its early_warning parameters, calendar and classes")
-    p.add_argument("--demo", action="store_true", help="use the demo's config")
-    p.add_argument("--registers", metavar="DIR", help="a folder of past register CSVs")
-    p.add_argument("--synthetic", action="store_true", help="generated terms (seeded)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the synthetic terms (default 1)")
-    p.add_argument("--terms", type=int, default=4, help="synthetic terms (default 4)")
+                   help=_("config file: its early_warning parameters, calendar and classes"))
+    p.add_argument("--demo", action="store_true", help=_("use the demo's config"))
+    p.add_argument("--registers", metavar="DIR", help=_("a folder of past register CSVs"))
+    p.add_argument("--synthetic", action="store_true", help=_("generated terms (seeded)"))
+    p.add_argument("--seed", type=int, default=1,
+                   help=_("seed of the synthetic terms (default 1)"))
+    p.add_argument("--terms", type=int, default=4, help=_("synthetic terms (default 4)"))
     p.add_argument("--rate", type=float, default=0.01,
-                   help="synthetic sickness absence per pupil and school day (default 0.01)")
+                   help=_("synthetic sickness absence per pupil and school day (default 0.01)"))
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p = add("silence", "silences and maintenance windows: `silence add|list|expire`", None,
+    p = add("silence", _("silences and maintenance windows: `silence add|list|expire`"), None,
             config=False)
     silence_sub = p.add_subparsers(dest="silence_command", required=True, metavar="SUBCOMMAND")
-    for name, text in (("add", "make a silence: matching events open incidents that tell "
-                        "nobody until it ends"), ("list", "list silences (the config's too)"),
-                       ("expire", "end silence ID now: what it held walks from the first step")):
-        p = silence_sub.add_parser(name, help=text, description=text, epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, text in (("add", _("make a silence: matching events open incidents that tell "
+                                 "nobody until it ends")),
+                       ("list", _("list silences (the config's too)")),
+                       ("expire", _("end silence ID now: what it held walks from the first "
+                                    "step"))):
+        p = silence_sub.add_parser(name, help=text, description=text, epilog=epilog(),
+                                   formatter_class=formatter, parents=[common])
         p.set_defaults(func=cmd_silence)
-        p.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
-        p.add_argument("--demo", action="store_true",
-                       help="use the demo's config and its state in ./escalator-demo")
+        p.add_argument("--config", metavar="PATH", help=config_help)
+        p.add_argument("--demo", action="store_true", help=demo_help)
         if name == "list":
-            p.add_argument("--all", action="store_true", help="include expired silences")
+            p.add_argument("--all", action="store_true", help=_("include expired silences"))
         elif name == "expire":
             p.add_argument("id", metavar="ID")
         else:
             p.add_argument("--matcher", "-m", action="append", required=True,
-                           metavar="MATCHER", help='e.g. -m \'place=~"1号楼.*"\' (repeat: all '
-                           "must match)")
-            p.add_argument("--comment", required=True, help="why (e.g. 1号楼消防改造)")
+                           metavar="MATCHER", help=_('e.g. -m \'place=~"1号楼.*"\' (repeat: all '
+                                                     "must match)"))
+            p.add_argument("--comment", required=True, help=_("why (e.g. 1号楼消防改造)"))
             p.add_argument("--starts", type=_when, metavar="TIME",
-                           help="start (default now; school-local unless an offset is given)")
-            p.add_argument("--ends", type=_when, metavar="TIME", help="end")
+                           help=_("start (default now; school-local unless an offset is given)"))
+            p.add_argument("--ends", type=_when, metavar="TIME", help=_("end"))
             p.add_argument("--weekdays", type=int, nargs="+", metavar="N",
-                           help="a weekly window on these days (1=Mon … 7=Sun)")
+                           help=_("a weekly window on these days (1=Mon … 7=Sun)"))
             p.add_argument("--nth", type=int, nargs="+", metavar="N",
-                           help="only the Nth such day of the month (1 … 5, -1 last)")
-            p.add_argument("--start", default="00:00", metavar="HH:MM", help="window start")
-            p.add_argument("--end", default="00:00", metavar="HH:MM", help="window end")
+                           help=_("only the Nth such day of the month (1 … 5, -1 last)"))
+            p.add_argument("--start", default="00:00", metavar="HH:MM", help=_("window start"))
+            p.add_argument("--end", default="00:00", metavar="HH:MM", help=_("window end"))
             p.add_argument("--include-critical", action="store_true",
-                           help="silence critical events too (default: they get through)")
+                           help=_("silence critical events too (default: they get through)"))
     _roster_parser(sub)
-    p = add("drill-report", "a drill's report (应急演练): time to acknowledge per level, who never "
-            "answered (exit 1 if ID is not a drill)", cmd_drill_report)
+    p = add("drill-report", _("a drill's report (应急演练): time to acknowledge per level, who "
+                              "never answered (exit 1 if ID is not a drill)"), cmd_drill_report)
     p.add_argument("id", type=int, metavar="ID")
     return parser
 
@@ -780,11 +909,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _roster_parser(sub: Any) -> None:
     """``escalator roster show|override|swap|overrides|cancel`` (docs/rosters.md)."""
     p = sub.add_parser("roster", help="the duty roster (值班表): show, override, swap, overrides, "
-                       "cancel", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "cancel", epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     rs = p.add_subparsers(dest="roster_command", required=True, metavar="SUBCOMMAND")
 
     def add(name: str, help: str, func: Any) -> argparse.ArgumentParser:
-        q = rs.add_parser(name, help=help, description=help, epilog=EPILOG,
+        q = rs.add_parser(name, help=help, description=help, epilog=epilog(),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
         q.set_defaults(func=func)
         q.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
@@ -830,23 +959,28 @@ def main(argv: list[str] | None = None) -> int:
     from escalator.plugins import PluginError
     from escalator.store.base import StoreError
 
+    argv = sys.argv[1:] if argv is None else argv
+    i18n.set_language(_lang_of(argv))  # before the parser: its help is in that language
     args = build_parser().parse_args(argv)
     from escalator.service import logs
 
     logs.configure(os.environ.get("ESCALATOR_LOG_FORMAT", "auto"), level=logging.WARNING)
     errors: dict[type[Exception], tuple[str, int]] = {  # what is printed before each, exit code
         UsageError: ("", EXIT_USAGE),
-        ConfigError: ("invalid config ", EXIT_FAIL),
-        IntakeError: ("input rejected: ", EXIT_FAIL),
+        ConfigError: (_("invalid config "), EXIT_FAIL),
+        IntakeError: (_("input rejected: "), EXIT_FAIL),
         NotFound: ("", EXIT_NOT_FOUND),
-        PluginError: ("plugin error: ", EXIT_FAIL),
-        StoreError: ("database error: ", EXIT_FAIL),  # full, read-only, not a database
+        PluginError: (_("plugin error: "), EXIT_FAIL),
+        StoreError: (_("database error: "), EXIT_FAIL),  # full, read-only, not a database
     }
     try:
         return args.func(args)
     except tuple(errors) as e:
         prefix, code = next(v for k, v in errors.items() if isinstance(e, k))
-        print(f"escalator: {prefix}{e}", file=sys.stderr)
+        text = str(e)
+        if isinstance(e, NotFound) and isinstance(getattr(args, "id", None), int):
+            text = _("no incident {id}").format(id=args.id)  # the engine's words are English
+        print(f"escalator: {prefix}{text}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
         return EXIT_OK

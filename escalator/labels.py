@@ -72,3 +72,32 @@ TIMELINE = {
 def word(table: dict[str, dict[str, str]], code: str, lang: str) -> str:
     """``table[lang][code]``, or ``code`` itself when the table has no word for it."""
     return table.get(lang, {}).get(code, code)
+
+
+def level_numbers(modes: list[str]) -> list[int]:
+    """The level number people read (第N级, level N) for each step of a chain whose steps have
+    these ``mode`` values, counted from 1: each step that waits for someone (``escalate``,
+    ``report``) is a new level; an ``inform`` step (a copy, e.g. to the guardians) carries the
+    number of the level before it, or 1 when it comes first. So a copy between two levels never
+    makes the staff see 第1级 and then 第3级. ``["report", "inform", "report"]`` → ``[1, 1, 2]``."""
+    out: list[int] = []
+    level = 0
+    for mode in modes:
+        if str(mode) != "inform" or level == 0:
+            level += 1
+        out.append(level)
+    return out
+
+
+def level_of(steps: list, index: int) -> int:
+    """The level number of step ``index`` (0-based) of ``steps`` — step models or the
+    incident's policy snapshot (``{"mode": …}`` dicts) — with :func:`level_numbers`; for an
+    index past the end, the position counted from 1."""
+    modes = [str(s.get("mode", "escalate") if isinstance(s, dict) else s.mode) for s in steps]
+    numbers = level_numbers(modes)
+    return numbers[index] if 0 <= index < len(numbers) else index + 1
+
+
+def levels_in(steps: list) -> int:
+    """How many levels a chain has (the last step's level number; 0 for no steps)."""
+    return level_of(steps, len(steps) - 1) if steps else 0

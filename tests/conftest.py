@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from escalator.config import load_config
 from escalator.testing import Harness
+
+# The suite's assertions on CLI, check-config and spool text are in English (escalator speaks
+# Chinese by default: escalator/i18n.py); the tests of the Chinese text choose it themselves
+# (tests/test_i18n.py). Set before anything reads it, and inherited by the CLI subprocesses.
+for _var in ("LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_var, None)
+os.environ["LANG"] = "en_US.UTF-8"
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -70,7 +70,7 @@ CASES = {
     ],
     # Rule 9: a duplicate mapping key is caught by the YAML loader.
     "duplicate_key": [
-        ("error", "", 17, 'duplicate key "main"'),
+        ("error", "", 17, "the key 'main' appears twice in the same section"),
     ],
     # Rule 10: step timeouts out of range (inform steps ignore their timeout).
     "timeout_out_of_range": [
@@ -106,7 +106,7 @@ CASES = {
         ("warning", "channels.console.options.secret_file", 13, "no-such-secret.txt"),
     ],
     "yaml_syntax_error": [
-        ("error", "", 6, "YAML syntax error: mapping values are not allowed here"),
+        ("error", "", 6, "a second ': ' on this line: put a value that contains ': ' in quotes"),
     ],
     # Rule 18: clusters name an unknown policy / deadline rule; a deadline rule an unknown unit.
     "unknown_cluster_policy": [
@@ -159,7 +159,7 @@ CASES = {
         ("warning", "inhibit_rules[0]", 30, "no 'equal'"),
     ],
     "unknown_field": [
-        ("error", "policies.main.steps[0].timout", 17, "unknown field (misspelled?)"),
+        ("error", "policies.main.steps[0].timout", 17, "unknown field (did you mean 'timeout'?)"),
     ],
 }
 
@@ -213,7 +213,7 @@ def test_several_problems_are_all_reported() -> None:
     assert len(err.problems) == 7
     text = str(err)
     assert "6 error(s)" in text
-    assert "policies.main.steps[0].targets[1] (line 20): unknown role 'cdc'" in text
+    assert "policies.main.steps[0].targets[1] (level 1, line 20): unknown role 'cdc'" in text
     assert "routes[0].policy (line 24): unknown policy 'fir'" in text
     assert "person has no contact method" not in text  # warnings are not listed as errors
 

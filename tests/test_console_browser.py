@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,15 +62,17 @@ def demo(tmp_path_factory) -> Iterator[SimpleNamespace]:
     port = _free_port()
     proc = subprocess.Popen([*EXE, "demo"], cwd=where, env=_env(port), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stderr, selectors.EVENT_READ)
+    lines: queue.Queue[str] = queue.Queue()  # a reader thread: the banner comes in one write
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
     seen, link, deadline = "", None, time.monotonic() + 30
     while time.monotonic() < deadline and not ("http_listening" in seen and link):
-        if sel.select(timeout=0.5):
-            line = proc.stderr.readline()
-            seen += line
-            found = re.search(r"console: (http://\S+/login/\S+)", line)
-            link = link or (found.group(1) if found else None)
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        seen += line
+        found = re.search(r"(?:console: |控制台：)(http://\S+/login/\S+)", line)
+        link = link or (found.group(1) if found else None)
     assert link and "http_listening" in seen, seen
     yield SimpleNamespace(base=f"http://127.0.0.1:{port}", link=link, dir=where,
                           spool=where / "escalator-demo" / "spool" / "incoming", env=_env(port))

@@ -393,8 +393,8 @@ def test_cli_incidents_lists_a_clusters_members(tmp_path):
         assert run("send", str(tmp_path / f"{i}.json")).returncode == 0
     show = run("incidents", "4")  # cases 1–3 opened incidents 1–3; the third opened the cluster
     assert show.returncode == 0, show.stderr
-    assert "cluster members 3: #1 (2026-11-30, event " in show.stdout
-    assert "#2 (2026-11-30" in show.stdout and "#3 (2026-11-30" in show.stdout
+    assert "cluster members 3: 1 (2026-11-30, event " in show.stdout
+    assert ", 2 (2026-11-30" in show.stdout and ", 3 (2026-11-30" in show.stdout
     assert "S-2023" not in show.stdout.split("time")[0]  # the header lines name no pupil
 
 

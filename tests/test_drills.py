@@ -36,8 +36,8 @@ def write_config(tmp_path: Path, language: str = "zh") -> Path:
     text = text.replace("policies:\n", "policies:\n" + DRILL_POLICY, 1)
     text = text.replace("routes:\n", "routes:\n  - match: {category: accident}\n"
                                      "    policy: drill_chain\n", 1)
-    text = text.replace('contacts: [{channel: main, to: "010-1"}]}',
-                        'contacts: [{channel: main, to: "010-1"}], drills: true}', 1)
+    text = text.replace('contacts: [{channel: main, to: "13900000101"}]}',
+                        'contacts: [{channel: main, to: "13900000101"}], drills: true}', 1)
     text = text.replace("  name: 测试小学\n", f"  name: 测试小学\n  language: {language}\n", 1)
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
@@ -171,7 +171,8 @@ async def test_cli_drill_report_on_a_real_database(tmp_path, language):
         plain = (await h.send(EVENT | {"drill": False, "summary": "真实事件"})).incident_id
     finally:
         h.close()
-    env = {"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(config)}
+    env = {"ESCALATOR_STATE_DIR": str(tmp_path / "state"), "ESCALATOR_CONFIG": str(config),
+           "LANG": "zh_CN.UTF-8" if language == "zh" else "en_US.UTF-8"}  # the CLI's language
     r = run_cli("drill-report", str(drill), env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -192,17 +193,19 @@ async def test_cli_drill_report_on_a_real_database(tmp_path, language):
     assert fourth.split()[-2:] == ["head", "45"]
     # an unknown id: the CLI's not-found code; an incident that is not a drill: an error
     missing = run_cli("drill-report", "999", env=env)
-    assert missing.returncode == 3 and "no incident 999" in missing.stderr
+    assert missing.returncode == 3
+    assert ("没有事件 999" if language == "zh" else "no incident 999") in missing.stderr
     not_drill = run_cli("drill-report", str(plain), env=env)
     assert not_drill.returncode == 1 and "is not a drill" in not_drill.stderr
     # the incidents list and the incident's page show the drill
     listed = run_cli("incidents", "--all", env=env)
-    row = next(line for line in listed.stdout.splitlines() if line.startswith(f"#{drill} "))
-    assert "【演练】" in row
-    assert "【演练】" not in next(line for line in listed.stdout.splitlines()
-                                if line.startswith(f"#{plain} "))
+    mark = "【演练】" if language == "zh" else "[DRILL]"
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(f"{drill} "))
+    assert mark in row  # the id as it is typed: `escalator ack 1`, not #1
+    assert mark not in next(line for line in listed.stdout.splitlines()
+                            if line.startswith(f"{plain} "))
     one = run_cli("incidents", str(drill), env=env)
-    assert "【演练 DRILL】" in one.stdout.splitlines()[0] and '"drill": true' in one.stdout
+    assert mark in one.stdout.splitlines()[0] and '"drill": true' in one.stdout
 
 
 async def test_the_api_shows_the_drill(drill_harness):

@@ -19,18 +19,55 @@ from escalator.config.models import (
     Person,
     StepMode,
 )
+from escalator.config.models import RELATIVE_ROLES as _RELATIVE
 from escalator.engine.targets import Target, UnknownTarget, parse_target
+from escalator.i18n import _
 
 Finding = tuple[tuple[Any, ...], str, str]
 
 HELD_RELATIVE_ROLES = {"class_teacher", "grade_leader"}
 """Relative roles that people hold in their ``roles`` list (the others come from rosters)."""
 
-_NOT_HELD_HINT = {
-    "duty_officer": " (duty officers come from duty_roster and rosters, not from a person's "
-                    "roles)",
-    "guardian": " (guardians come from the guardian roster, not from a person's roles)",
-}
+
+
+def _not_held_hint(role: str) -> str:
+    if role == "duty_officer":
+        return _(" (duty officers come from duty_roster and rosters, not from a person's roles)")
+    if role == "guardian":
+        return _(" (guardians come from the guardian roster, not from a person's roles)")
+    return ""
+
+
+def nearest(name: str, known: Any) -> str:
+    """`` (did you mean 'x'?)`` naming the known name closest to ``name`` (difflib ratio at
+    least 0.6), or an empty string when none is close."""
+    import difflib
+
+    match = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return _(" (did you mean {name!r}?)").format(name=match[0]) if match else ""
+
+
+def _unknown_policy(name: str, config: Config) -> str:
+    return _("unknown policy {name!r}").format(name=name) + nearest(name, config.policies)
+
+
+def unknown_target(text: str, config: Config) -> str:
+    """Why ``text`` names no role, person or unit (:func:`parse_target` raised), with the
+    nearest known name of that kind."""
+    prefix, sep, rest = text.partition(":")
+    roles = [*config.roles, *sorted(_RELATIVE)]
+    if not sep:
+        known = [*roles, *(u.id for u in config.units)]
+        return _("unknown role {name!r}").format(name=text) + nearest(text, known)
+    if prefix == "person":
+        return _("unknown person {name!r}").format(name=rest) + nearest(
+            rest, [p.id for p in config.people])
+    if prefix == "unit":
+        return _("unknown unit {name!r}").format(name=rest) + nearest(
+            rest, [u.id for u in config.units])
+    if prefix == "role":
+        return _("unknown role {name!r}").format(name=rest) + nearest(rest, roles)
+    return _("unknown target type {prefix!r} (use person:, unit: or role:)").format(prefix=prefix)
 
 
 def _error(loc: tuple[Any, ...], message: str) -> Finding:
@@ -62,8 +99,8 @@ def check_step_targets(config: Config) -> Iterator[Finding]:
     for loc, text in _step_targets(config):
         try:
             parse_target(text, config)
-        except UnknownTarget as e:
-            yield _error(loc, str(e))
+        except UnknownTarget:
+            yield _error(loc, unknown_target(text, config))
 
 
 def check_register_notify(config: Config) -> Iterator[Finding]:
@@ -75,9 +112,10 @@ def check_register_notify(config: Config) -> Iterator[Finding]:
     for j, text in enumerate(config.registers.notify):
         try:
             parse_target(text, config)
-        except UnknownTarget as e:
-            yield _warning(("registers", "notify", j), f"{e}: a register's refused rows "
-                           "reach the duty officer instead")
+        except UnknownTarget:
+            yield _warning(("registers", "notify", j), _(
+                "{error}: a register's refused rows reach the duty officer instead").format(
+                    error=unknown_target(text, config)))
 
 
 def check_person_roles(config: Config) -> Iterator[Finding]:
@@ -85,10 +123,9 @@ def check_person_roles(config: Config) -> Iterator[Finding]:
     for i, person in enumerate(config.people):
         for j, role in enumerate(person.roles):
             if role not in config.roles and role not in HELD_RELATIVE_ROLES:
-                yield _error(
-                    ("people", i, "roles", j),
-                    f"unknown role {role!r}{_NOT_HELD_HINT.get(role, '')}",
-                )
+                hint = _not_held_hint(role) or nearest(role, [*config.roles, *HELD_RELATIVE_ROLES])
+                yield _error(("people", i, "roles", j),
+                             _("unknown role {name!r}").format(name=role) + hint)
 
 
 def check_contact_channels(config: Config) -> Iterator[Finding]:
@@ -97,24 +134,25 @@ def check_contact_channels(config: Config) -> Iterator[Finding]:
         for i, item in enumerate(items):
             for j, contact in enumerate(item.contacts):
                 if contact.channel not in config.channels:
-                    yield _error(
-                        (section, i, "contacts", j, "channel"),
-                        f"unknown channel {contact.channel!r}",
-                    )
+                    yield _error((section, i, "contacts", j, "channel"),
+                                 _("unknown channel {name!r}").format(name=contact.channel)
+                                 + nearest(contact.channel, config.channels))
 
 
 def check_route_policies(config: Config) -> Iterator[Finding]:
     """Rule 4: every route names a defined policy, or ``none`` (log only)."""
     for i, route in enumerate(config.routes):
         if route.policy != "none" and route.policy not in config.policies:
-            yield _error(("routes", i, "policy"), f"unknown policy {route.policy!r}")
+            yield _error(("routes", i, "policy"), _unknown_policy(route.policy, config))
 
 
 def check_roster_people(config: Config) -> Iterator[Finding]:
     """Rule 5: every duty roster entry names a known person."""
     for i, shift in enumerate(config.duty_roster):
         if config.person(shift.person) is None:
-            yield _error(("duty_roster", i, "person"), f"unknown person {shift.person!r}")
+            yield _error(("duty_roster", i, "person"),
+                         _("unknown person {name!r}").format(name=shift.person)
+                         + nearest(shift.person, [p.id for p in config.people]))
 
 
 def check_person_classes(config: Config) -> Iterator[Finding]:
@@ -126,10 +164,11 @@ def check_person_classes(config: Config) -> Iterator[Finding]:
                 continue
             for j, value in enumerate(getattr(person, field)):
                 if value not in known:
-                    kind = field[:-2] if field == "classes" else field[:-1]
-                    yield _error(
-                        ("people", i, field, j), f"unknown {kind} {value!r} (not in school.{field})"
-                    )
+                    text = (_("unknown class {name!r} (not in school.classes)")
+                            if field == "classes"
+                            else _("unknown grade {name!r} (not in school.grades)"))
+                    yield _error(("people", i, field, j),
+                                 text.format(name=value) + nearest(value, known))
 
 
 def _candidates(target: Target, config: Config) -> list[Any] | None:
@@ -153,8 +192,8 @@ def _candidates(target: Target, config: Config) -> list[Any] | None:
 def _nobody(target: Target) -> str:
     """Why a role ``target`` reaches nobody."""
     if target.name == "duty_officer":
-        return "the duty roster lists no known person (duty_roster, rosters)"
-    return f"role {target.name!r} is held by nobody"
+        return _("the duty roster lists no known person (duty_roster, rosters)")
+    return _("role {name!r} is held by nobody").format(name=target.name)
 
 
 def check_targets_reach_someone(config: Config) -> Iterator[Finding]:
@@ -168,9 +207,11 @@ def check_targets_reach_someone(config: Config) -> Iterator[Finding]:
         if found is None:
             continue
         if not found:
-            yield _error(loc, f"target {text!r} resolves to nobody: {_nobody(target)}")
+            yield _error(loc, _("target {text!r} resolves to nobody: {why}").format(
+                text=text, why=_nobody(target)))
         elif not any(r.contacts for r in found):
-            yield _error(loc, f"target {text!r} resolves only to recipients with no contact method")
+            yield _error(loc, _("target {text!r} resolves only to recipients with no contact "
+                                "method").format(text=text))
 
 
 def _teaches(person: Person, class_id: str) -> bool:
@@ -181,11 +222,9 @@ def check_class_teachers(config: Config) -> Iterator[Finding]:
     """Rule 8: every class in ``school.classes`` has a class teacher."""
     for i, class_id in enumerate(config.school.classes):
         if not any(_teaches(p, class_id) for p in config.people):
-            yield _error(
-                ("school", "classes", i),
-                f"class {class_id!r} has no class teacher "
-                "(a person with role class_teacher and this class in classes)",
-            )
+            yield _error(("school", "classes", i),
+                         _("class {name!r} has no class teacher (a person with role "
+                           "class_teacher and this class in classes)").format(name=class_id))
 
 
 def check_duplicate_ids(config: Config) -> Iterator[Finding]:
@@ -193,28 +232,25 @@ def check_duplicate_ids(config: Config) -> Iterator[Finding]:
     people: dict[str, int] = {}
     for i, person in enumerate(config.people):
         if person.id in people:
-            yield _error(
-                ("people", i, "id"),
-                f"duplicate person id {person.id!r} (also people[{people[person.id]}])",
-            )
+            yield _error(("people", i, "id"),
+                         _("duplicate person id {id!r} (also people[{index}])").format(
+                             id=person.id, index=people[person.id]))
         people.setdefault(person.id, i)
     units: dict[str, int] = {}
     for i, unit in enumerate(config.units):
         if unit.id in units:
-            yield _error(
-                ("units", i, "id"), f"duplicate unit id {unit.id!r} (also units[{units[unit.id]}])"
-            )
+            yield _error(("units", i, "id"),
+                         _("duplicate unit id {id!r} (also units[{index}])").format(
+                             id=unit.id, index=units[unit.id]))
         elif unit.id in people:
-            yield _error(
-                ("units", i, "id"),
-                f"unit id {unit.id!r} is also a person id (people[{people[unit.id]}])",
-            )
+            yield _error(("units", i, "id"),
+                         _("unit id {id!r} is also a person id (people[{index}])").format(
+                             id=unit.id, index=people[unit.id]))
         elif unit.id in config.roles or unit.id in RELATIVE_ROLES:
-            yield _error(
-                ("units", i, "id"),
-                f"unit id {unit.id!r} is also a role name: a bare target {unit.id!r} is "
-                f"ambiguous (rename one, or write unit:{unit.id} / role:{unit.id})",
-            )
+            yield _error(("units", i, "id"),
+                         _("unit id {id!r} is also a role name: a bare target {id!r} is "
+                           "ambiguous (rename one, or write unit:{id} / role:{id})").format(
+                               id=unit.id))
         units.setdefault(unit.id, i)
 
 
@@ -223,30 +259,29 @@ def check_timeouts(config: Config) -> Iterator[Finding]:
     for pid, policy in config.policies.items():
         for i, step in enumerate(policy.steps):
             if step.mode != StepMode.inform and not TIMEOUT_MIN <= step.timeout <= TIMEOUT_MAX:
-                yield _error(
-                    ("policies", pid, "steps", i, "timeout"),
-                    f"timeout {_seconds(step.timeout)} is out of range: it must be between "
-                    f"{_seconds(TIMEOUT_MIN)} and {_seconds(TIMEOUT_MAX)}",
-                )
+                yield _error(("policies", pid, "steps", i, "timeout"),
+                             _("timeout {timeout} is out of range: it must be between {min} "
+                               "and {max}").format(timeout=_seconds(step.timeout),
+                                 min=_seconds(TIMEOUT_MIN), max=_seconds(TIMEOUT_MAX)))
 
 
 def check_default_route(config: Config) -> Iterator[Finding]:
     """Rule 11: exactly one route has ``default: true``."""
     defaults = [i for i, r in enumerate(config.routes) if r.default]
     if not defaults:
-        yield _error(("routes",), "no default route: exactly one route needs 'default: true'")
+        yield _error(("routes",), _("no default route: exactly one route needs "
+                                    "'default: true'"))
     for i in defaults[1:]:
-        yield _error(
-            ("routes", i, "default"),
-            f"more than one default route (routes[{defaults[0]}] is already the default)",
-        )
+        yield _error(("routes", i, "default"),
+                     _("more than one default route (routes[{index}] is already the "
+                       "default)").format(index=defaults[0]))
 
 
 def check_people_reachable(config: Config) -> Iterator[Finding]:
     """Rule 12 (warning): every person has a contact method."""
     for i, person in enumerate(config.people):
         if not person.contacts:
-            yield _warning(("people", i), "person has no contact method")
+            yield _warning(("people", i), _("person has no contact method"))
 
 
 def check_shadowed_routes(config: Config) -> Iterator[Finding]:
@@ -254,11 +289,9 @@ def check_shadowed_routes(config: Config) -> Iterator[Finding]:
     catch_all: int | None = None
     for i, route in enumerate(config.routes):
         if catch_all is not None:
-            yield _warning(
-                ("routes", i),
-                f"route can never be reached: routes[{catch_all}] has no match conditions "
-                "and takes every event",
-            )
+            yield _warning(("routes", i),
+                           _("route can never be reached: routes[{index}] has no match "
+                             "conditions and takes every event").format(index=catch_all))
         elif not route.default and route.match.model_dump(exclude_defaults=True) == {}:
             catch_all = i
 
@@ -267,7 +300,7 @@ def check_heartbeat_policies(config: Config) -> Iterator[Finding]:
     """Rule 14: every heartbeat monitor names a defined policy."""
     for name, monitor in config.heartbeats.items():
         if monitor.policy not in config.policies:
-            yield _error(("heartbeats", name, "policy"), f"unknown policy {monitor.policy!r}")
+            yield _error(("heartbeats", name, "policy"), _unknown_policy(monitor.policy, config))
 
 
 def check_channel_templates(config: Config) -> Iterator[Finding]:
@@ -281,7 +314,8 @@ def check_channel_templates(config: Config) -> Iterator[Finding]:
             try:
                 compile_template(source)
             except jinja2.TemplateSyntaxError as e:
-                yield _error(("channels", cid, "templates", part), f"template error: {e.message}")
+                yield _error(("channels", cid, "templates", part),
+                             _("template error: {error}").format(error=e.message))
 
 
 def check_secrets_resolvable(config: Config) -> Iterator[Finding]:
@@ -301,7 +335,43 @@ def check_secrets_resolvable(config: Config) -> Iterator[Finding]:
                     resolve_secrets({key: value}, config.base_dir)
                 except ValueError as e:
                     yield _warning((section, item_id, "options", key),
-                                   f"{e}: the daemon will refuse to start without it")
+                                   _("{error}: the daemon will refuse to start without it").format(
+                                       error=e))
+
+
+def check_contact_addresses(config: Config) -> Iterator[Finding]:
+    """Rule 23: a contact's address fits its channel — a phone number (mainland mobile or
+    E.164) for an SMS channel, an e-mail address for the e-mail channel — and a unit's
+    ``phone`` is a phone number (a landline too). The rules and their sources:
+    :mod:`escalator.config.contacts`."""
+    from escalator.config.contacts import (
+        EMAIL_CHANNEL_TYPES,
+        SMS_CHANNEL_TYPES,
+        is_email,
+        is_phone,
+    )
+
+    for section, items in (("people", config.people), ("units", config.units)):
+        for i, item in enumerate(items):
+            for j, contact in enumerate(item.contacts):
+                channel = config.channels.get(contact.channel)
+                kind = channel.type if channel is not None else None
+                if kind in SMS_CHANNEL_TYPES and not is_phone(contact.to):
+                    yield _error((section, i, "contacts", j, "to"), _(
+                        "{address!r} is not a phone number: write a mainland mobile number "
+                        "(11 digits starting 13–19, e.g. 13955550001) or an international one "
+                        "with + and the country code (e.g. +8613955550001)").format(
+                            address=contact.to))
+                elif kind in EMAIL_CHANNEL_TYPES and not is_email(contact.to):
+                    yield _error((section, i, "contacts", j, "to"), _(
+                        "{address!r} is not an e-mail address (name@domain, e.g. "
+                        "wangli@school.example)").format(address=contact.to))
+    for i, unit in enumerate(config.units):
+        if unit.phone is not None and not is_phone(unit.phone, landline=True):
+            yield _error(("units", i, "phone"), _(
+                "{address!r} is not a phone number: write a mobile number (e.g. 13955550001), "
+                "a landline with its area code (e.g. 010-12345678) or +country code and "
+                "number").format(address=unit.phone))
 
 
 def check_calendar_years(config: Config) -> Iterator[Finding]:
@@ -324,8 +394,8 @@ def check_guardian_roster(config: Config) -> Iterator[Finding]:
     if not uses and config.guardians is None:
         return
     if config.guardians is None:
-        yield _error(uses[0], "target 'guardian' needs a guardian roster: add "
-                     "guardians: {roster: path/to/guardians.csv}")
+        yield _error(uses[0], _("target 'guardian' needs a guardian roster: add "
+                                "guardians: {{roster: path/to/guardians.csv}}"))
         return
     try:
         load_roster(config)
@@ -334,8 +404,9 @@ def check_guardian_roster(config: Config) -> Iterator[Finding]:
         if e.errors:
             for err in e.errors[:20]:
                 yield _error(("guardians", "roster"),
-                             f"{path}: row {err['row']} (line {err['line']}), column "
-                             f"{err['column']}: {err['message']}")
+                             _("{path}: row {row} (line {line}), column {column}: "
+                               "{message}").format(path=path, row=err["row"], line=err["line"],
+                                                   column=err["column"], message=err["message"]))
         else:
             yield _error(("guardians", "roster"), e.reason if str(path) in e.reason
                          else f"{path}: {e.reason}")
@@ -349,11 +420,12 @@ def check_cluster_references(config: Config) -> Iterator[Finding]:
     rules = settings(config).rules
     if config.clusters is not None:
         if config.clusters.policy not in config.policies:
-            yield _error(("clusters", "policy"), f"unknown policy {config.clusters.policy!r}")
+            yield _error(("clusters", "policy"), _unknown_policy(config.clusters.policy, config))
         for loc, rid in ((("clusters", "deadline"), config.clusters.deadline),
                          (("clusters", "notifiable", "deadline"), config.clusters.notifiable.deadline)):
             if rid not in rules:
-                yield _error(loc, f"unknown deadline rule {rid!r} (not in deadlines.rules)")
+                yield _error(loc, _("unknown deadline rule {name!r} (not in "
+                                    "deadlines.rules)").format(name=rid) + nearest(rid, rules))
     if config.clusters is None and config.deadlines is None:
         return
     for rid, rule in rules.items():
@@ -361,11 +433,13 @@ def check_cluster_references(config: Config) -> Iterator[Finding]:
         for j, text in enumerate(rule.notify):
             try:
                 parse_target(text, config)
-            except UnknownTarget as e:
+            except UnknownTarget:
                 if configured:
-                    yield _error(("deadlines", "rules", rid, "notify", j), str(e))
+                    yield _error(("deadlines", "rules", rid, "notify", j),
+                                 unknown_target(text, config))
                 else:
-                    yield _error(("deadlines",), f"default deadline rule {rid!r}: {e}")
+                    yield _error(("deadlines",), _("default deadline rule {name!r}: {error}").format(
+                        name=rid, error=unknown_target(text, config)))
 
 
 def _configured_rule(config: Config, rid: str) -> bool:
@@ -430,9 +504,10 @@ def check_deadline_chains(config: Config) -> Iterator[Finding]:
         if ahead >= rule.within:
             loc = (("deadlines", "rules", rid, "lead") if rule.lead is not None
                    else ("deadlines", "lead"))
-            yield _warning(loc, f"lead {_seconds(ahead)} is not shorter than the "
-                                f"{_seconds(rule.within)} deadline of rule {rid!r}: the engine "
-                                "tells its level itself as soon as the incident opens")
+            yield _warning(loc, _("lead {lead} is not shorter than the {within} deadline of rule "
+                                  "{rule!r}: the engine tells its level itself as soon as the "
+                                  "incident opens").format(lead=_seconds(ahead),
+                                                           within=_seconds(rule.within), rule=rid))
         policies: list[str] = []
         if config.clusters is not None and config.clusters.deadline == rid:
             policies.append(config.clusters.policy)
@@ -447,22 +522,27 @@ def check_deadline_chains(config: Config) -> Iterator[Finding]:
             targets = ", ".join(rule.notify)
             if after is None:
                 yield _warning(("policies", pid),
-                               f"chain never tells {', '.join(never)}, required within "
-                               f"{_seconds(rule.within)} by deadline rule {rid!r} (the engine "
-                               "will tell them itself at the deadline less the lead time)")
+                               _("chain never tells {targets}, required within {within} by "
+                                 "deadline rule {rule!r} (the engine will tell them itself at "
+                                 "the deadline less the lead time)").format(
+                                   targets=", ".join(never), within=_seconds(rule.within),
+                                   rule=rid))
             elif after > rule.within:
                 yield _warning(("policies", pid),
-                               f"chain tells {targets} only after {_seconds(after)} of step "
-                               f"timeouts, past the {_seconds(rule.within)} deadline of rule "
-                               f"{rid!r} (the engine will tell them itself at the deadline less "
-                               "the lead time)")
+                               _("chain tells {targets} only after {after} of step timeouts, "
+                                 "past the {within} deadline of rule {rule!r} (the engine will "
+                                 "tell them itself at the deadline less the lead time)").format(
+                                   targets=targets, after=_seconds(after),
+                                   within=_seconds(rule.within), rule=rid))
             elif rule.within - ahead < after and ahead < rule.within:  # else: the lead warning
                 yield _warning(("policies", pid),
-                               f"chain tells {targets} after {_seconds(after)} of step timeouts, "
-                               f"later than the {_seconds(rule.within)} deadline of rule {rid!r} "
-                               f"less its {_seconds(ahead)} lead: the engine's deadline "
-                               f"escalation will tell them first, at "
-                               f"{_seconds(rule.within - ahead)} (the deadline is still met)")
+                               _("chain tells {targets} after {after} of step timeouts, later "
+                                 "than the {within} deadline of rule {rule!r} less its {lead} "
+                                 "lead: the engine's deadline escalation will tell them first, "
+                                 "at {first} (the deadline is still met)").format(
+                                   targets=targets, after=_seconds(after),
+                                   within=_seconds(rule.within), rule=rid, lead=_seconds(ahead),
+                                   first=_seconds(rule.within - ahead)))
 
 
 def check_early_warning(config: Config) -> Iterator[Finding]:
@@ -480,29 +560,33 @@ def check_early_warning(config: Config) -> Iterator[Finding]:
     for j, text in enumerate(ew.notify):
         try:
             parse_target(text, config)
-        except UnknownTarget as e:
-            yield _error(("early_warning", "notify", j), str(e))
+        except UnknownTarget:
+            yield _error(("early_warning", "notify", j), unknown_target(text, config))
     if ew.policy is not None and ew.policy not in config.policies:
-        yield _error(("early_warning", "policy"), f"unknown policy {ew.policy!r}")
+        yield _error(("early_warning", "policy"), _unknown_policy(ew.policy, config))
     if ew.outbreaks.enabled:
         pid = policy_id(config)
         if pid not in config.policies:
             yield _error(("early_warning", "outbreaks", "policy"),
-                         f"unknown policy {pid!r} (outbreak incidents walk "
-                         "early_warning.outbreaks.policy, else clusters.policy, else 'cluster')")
-        if ew.outbreaks.deadline not in settings(config).rules:
+                         _unknown_policy(pid, config) + _(
+                             " (outbreak incidents walk early_warning.outbreaks.policy, else "
+                             "clusters.policy, else 'cluster')"))
+        rules = settings(config).rules
+        if ew.outbreaks.deadline not in rules:
             yield _error(("early_warning", "outbreaks", "deadline"),
-                         f"unknown deadline rule {ew.outbreaks.deadline!r}")
+                         _("unknown deadline rule {name!r}").format(name=ew.outbreaks.deadline)
+                         + nearest(ew.outbreaks.deadline, rules))
     known = syndromes(config)
     for j, g in enumerate(ew.groups or []):
         if g not in known:
             yield _error(("early_warning", "groups", j),
-                         f"unknown syndrome group {g!r} (known: {', '.join(known)})")
+                         _("unknown syndrome group {name!r} (known: {known})").format(
+                             name=g, known=", ".join(known)) + nearest(g, known))
     if not config.school.calendar.terms:
         yield _warning(("school", "calendar"),
-                       "early_warning without school.calendar.terms: every workday of the "
-                       "vacations counts as a school day with no absence, and a new term's first "
-                       "week is judged against them; enter the terms")
+                       _("early_warning without school.calendar.terms: every workday of the "
+                         "vacations counts as a school day with no absence, and a new term's "
+                         "first week is judged against them; enter the terms"))
 
 
 def check_quieting(config: Config) -> Iterator[Finding]:
@@ -514,21 +598,25 @@ def check_quieting(config: Config) -> Iterator[Finding]:
     now = datetime.now(config.school.tz)
     for i, s in enumerate(config.silences):
         if s.id in seen:
-            yield _error(("silences", i, "id"), f"duplicate silence id {s.id!r}")
+            yield _error(("silences", i, "id"),
+                         _("duplicate silence id {id!r}").format(id=s.id))
         seen.add(s.id)
         end = s.ends_at
         if end is not None and (end if end.tzinfo else end.replace(tzinfo=config.school.tz)) <= now:
             yield _warning(("silences", i, "ends_at"),
-                           f"silence {s.id!r} is over: remove it from the config")
+                           _("silence {id!r} is over: remove it from the config").format(
+                               id=s.id))
     for i, rule in enumerate(config.inhibit_rules):
         if not rule.equal:
             yield _warning(("inhibit_rules", i),
-                           "no 'equal': one open incident matching source_matchers holds back "
-                           "every target event in the whole school (name e.g. equal: [building])")
+                           _("no 'equal': one open incident matching source_matchers holds "
+                             "back every target event in the whole school (name e.g. equal: "
+                             "[building])"))
     for i, route in enumerate(config.routes):
         if route.group_by and route.policy == "none":
             yield _warning(("routes", i, "group_by"),
-                           "the route's policy is 'none' (no incident): group_by does nothing")
+                           _("the route's policy is 'none' (no incident): group_by does "
+                             "nothing"))
 
 
 def check_rosters(config: Config) -> Iterator[Finding]:
@@ -550,7 +638,7 @@ def check_rosters(config: Config) -> Iterator[Finding]:
         return
     days = config.rosters.gap_check_days
     gaps = gap_warnings(config, datetime.now(config.school.tz), days)
-    for role in dict.fromkeys(role for role, _ in gaps):
+    for role in dict.fromkeys(role for role, _gap in gaps):
         spans = [g for r, g in gaps if r == role]
         listed = "; ".join(f"{local_text(config, g.start)} to {local_text(config, g.end)}"
                            for g in spans[:5])
@@ -594,6 +682,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_quieting,
     check_rosters,
     check_quiet_hours,
+    check_contact_addresses,
 ]
 """Every rule, in the order its findings are listed."""
 

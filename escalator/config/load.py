@@ -8,6 +8,7 @@ raises :class:`ConfigError` listing every error.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 
 from escalator.config.models import Config
+from escalator.config.yaml_errors import explain
+from escalator.i18n import _
+from escalator.labels import level_of
+
+_STEP = re.compile(r"\.steps\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,23 @@ class Problem:
     line: int | None
     message: str
     level: str = "error"  # "error" | "warning"
+    step_level: int | None = None
+    """For a path in a chain's steps: the level number people read
+    (:func:`escalator.labels.level_of`); None: the step's position counted from 1."""
 
     def __str__(self) -> str:
-        where = self.path or "(file)"
-        if self.line is not None:
-            where += f" (line {self.line})"
-        return f"{where}: {self.message}"
+        where = self.path or _("(file)")
+        step = _STEP.search(self.path)  # levels are numbered from 1 for people
+        level = self.step_level or (int(step.group(1)) + 1 if step else None)
+        if level is not None and self.line is not None:
+            text = _("{where} (level {level}, line {line}): {message}")
+        elif level is not None:
+            text = _("{where} (level {level}): {message}")
+        elif self.line is not None:
+            text = _("{where} (line {line}): {message}")
+        else:
+            text = _("{where}: {message}")
+        return text.format(where=where, level=level, line=self.line, message=self.message)
 
 
 class ConfigError(Exception):
@@ -45,7 +62,8 @@ class ConfigError(Exception):
         self.problems = problems
         errors = [p for p in problems if p.level == "error"]
         lines = "\n".join(f"  {p}" for p in errors)
-        super().__init__(f"{self.path}: {len(errors)} error(s)\n{lines}")
+        super().__init__(_("{path}: {count} error(s)").format(path=self.path, count=len(errors))
+                         + f"\n{lines}")
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -110,43 +128,45 @@ def check_config(path: Path | str) -> tuple[Config | None, list[Problem]]:
         data = path.read_bytes()
         text = data.decode("utf-8-sig")
     except OSError as e:
-        return None, [Problem("", None, f"cannot read config file: {e.strerror or e}")]
+        return None, [Problem("", None, _("cannot read config file: {reason}").format(
+            reason=e.strerror or e))]
     except UnicodeDecodeError as e:
         bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # utf-8-sig counts after the BOM
-        return None, [Problem("", data.count(b"\n", 0, bom + e.start) + 1, f"config file is not UTF-8: {e}")]
+        return None, [Problem("", data.count(b"\n", 0, bom + e.start) + 1, _(
+            "config file is not UTF-8 (save it as UTF-8): {reason}").format(reason=e))]
     try:
         root = _yaml().load(text)
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        msg = " ".join(str(x) for x in (e.context, e.problem) if x)
-        if "duplicate key" in msg:
-            msg = f"duplicate id or key: {msg}"
-        return None, [Problem("", line, f"YAML syntax error: {msg}")]
+        line, msg = explain(text, e)
+        return None, [Problem("", line, msg)]
     except ReaderError as e:  # a control character: not a MarkedYAMLError
         line = text.count("\n", 0, e.position) + 1 if isinstance(e.position, int) else None
-        return None, [Problem("", line, f"YAML syntax error: character #x{e.character:04x} "
-                                        "is not allowed (a control character?)")]
+        return None, [Problem("", line, _("YAML syntax error: character #x{code:04x} is not "
+                                          "allowed (a control character?)").format(
+                                              code=e.character))]
     except RecursionError:
-        return None, [Problem("", 1, "YAML syntax error: nested too deeply")]
+        return None, [Problem("", 1, _("YAML syntax error: nested too deeply"))]
     except Exception as e:  # the YAML library failing on odd input is still a bad file, not a crash
-        return None, [Problem("", 1, f"YAML could not be read ({type(e).__name__}: {e}); "
-                                     "check the file's structure")]
+        return None, [Problem("", 1, _("YAML could not be read ({error}); check the file's "
+                                       "structure").format(error=f"{type(e).__name__}: {e}"))]
     if not isinstance(root, CommentedMap):
-        return None, [Problem("", 1, "the config file must be a YAML mapping (school:, people:, …)")]
+        return None, [Problem("", 1, _("the config file must be a YAML mapping (school:, "
+                                       "people:, …)"))]
     locator = Locator(root)
+    plain = _plain(root)
     try:
-        config = Config.model_validate(_plain(root))
+        config = Config.model_validate(plain)
     except ValidationError as e:
         problems = []
         for err in e.errors():
             loc = tuple(err["loc"])
-            problems.append(Problem(format_path(loc), locator.line(loc), _message(err)))
+            problems.append(Problem(format_path(loc), locator.line(loc), _message(err, loc),
+                                    step_level=_step_level(plain, loc)))
         return None, sorted(problems, key=lambda p: (p.line or 0, p.path))
     config._base_dir = path.resolve().parent
     config._source = path.resolve()
     problems = [
-        Problem(format_path(loc), locator.line(loc), msg, level)
+        Problem(format_path(loc), locator.line(loc), msg, level, _step_level(plain, loc))
         for loc, msg, level in run_checks(config)
     ]
     problems.sort(key=lambda p: (p.line or 0, p.path))
@@ -155,15 +175,80 @@ def check_config(path: Path | str) -> tuple[Config | None, list[Problem]]:
     return config, problems
 
 
-def _message(err: dict[str, Any]) -> str:
+def _step_level(plain: Any, loc: tuple[Any, ...]) -> int | None:
+    """The level number of the step that ``loc`` (``("policies", id, "steps", i, …)``) is in,
+    from the modes written in the file; None for any other path or a malformed chain."""
+    if len(loc) < 4 or loc[0] != "policies" or loc[2] != "steps" or not isinstance(loc[3], int):
+        return None
+    try:
+        steps = plain["policies"][loc[1]]["steps"]
+        modes = [str(s.get("mode", "escalate")) if isinstance(s, dict) else "escalate"
+                 for s in steps]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return level_of([{"mode": m} for m in modes], loc[3])
+
+
+def _message(err: dict[str, Any], loc: tuple[Any, ...] = ()) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        return "unknown field (misspelled?)"
+        from escalator.config.checks import nearest
+
+        hint = nearest(loc[-1] if loc else "", known_fields(loc[:-1]))
+        return _("unknown field") + hint if hint else _("unknown field (misspelled?)")
     if err["type"] == "missing":
-        return "required field missing"
+        return _("required field missing")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return msg
+
+
+def known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names (and aliases) a config may have at YAML path ``loc`` (``("school",)`` →
+    ``name``, ``timezone``, …): the pydantic models there, found by walking
+    :class:`~escalator.config.models.Config`'s annotations; empty when ``loc`` is no model."""
+    models: list[Any] = [Config]
+    for part in loc:
+        nxt: list[Any] = []
+        for model in models:
+            if isinstance(part, str) and hasattr(model, "model_fields"):
+                field = model.model_fields.get(part) or next(
+                    (f for f in model.model_fields.values() if f.alias == part), None)
+                if field is not None:
+                    nxt += _models_in(field.annotation, container=False)
+            else:  # a list index or a mapping key: the item type
+                nxt += _models_in(model, container=True)
+        models = nxt
+    names: list[str] = []
+    for model in models:
+        if hasattr(model, "model_fields"):
+            for name, field in model.model_fields.items():
+                names.append(field.alias or name)
+    return names
+
+
+def _models_in(annotation: Any, *, container: bool) -> list[Any]:
+    """The pydantic models in ``annotation`` (through Optional, Union, Annotated); with
+    ``container``, the item models of the lists and mappings in it."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _models_in(args[0], container=container)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return [m for a in args for m in _models_in(a, container=container)]
+    if container:
+        if origin in (list, tuple, set, frozenset) and args:
+            return _models_in(args[0], container=False)
+        if origin is dict and len(args) == 2:
+            return _models_in(args[1], container=False)
+        return []
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return [annotation]
+    if origin in (list, tuple, set, frozenset, dict):
+        return [annotation]  # walked on at the next (index or key) part
+    return []
 
 
 def load_config(path: Path | str) -> Config:
@@ -184,14 +269,16 @@ def resolve_secrets(options: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     for key, value in options.items():
         if key.endswith("_env") and isinstance(value, str):
             if value not in os.environ:
-                raise ValueError(f"option {key}: environment variable {value} is not set")
+                raise ValueError(_("option {key}: environment variable {name} is not set").format(
+                    key=key, name=value))
             out[key[: -len("_env")]] = os.environ[value]
         elif key.endswith("_file") and isinstance(value, str):
             p = Path(value) if Path(value).is_absolute() else base_dir / value
             try:
                 out[key[: -len("_file")]] = p.read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise ValueError(f"option {key}: cannot read {p}: {e.strerror}") from e
+                raise ValueError(_("option {key}: cannot read {path}: {reason}").format(
+                    key=key, path=p, reason=e.strerror)) from e
         else:
             out[key] = value
     return out

@@ -30,7 +30,14 @@ from escalator.config.models import Config
 from escalator.engine import decisions
 from escalator.engine.decisions import level_number
 from escalator.engine.targets import Target, resolve
-from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, SYMPTOM  # noqa: F401 (template values)
+from escalator.labels import (  # noqa: F401 (template values)
+    CATEGORY,
+    KIND,
+    ROLE,
+    SEVERITY,
+    SYMPTOM,
+    level_of,
+)
 from escalator.store.base import Incident, Notification
 
 

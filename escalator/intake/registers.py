@@ -43,6 +43,7 @@ from escalator.classes import chinese_number, class_id, class_label
 from escalator.config.models import Config, RegisterLayout
 from escalator.engine.engine import Submission
 from escalator.events import Event, Symptom
+from escalator.i18n import _
 from escalator.intake.textfiles import UndecodableText, decode_text
 
 __all__ = [
@@ -457,14 +458,14 @@ def read_register(data: bytes, config: Config, *, key: bytes | Callable[[], byte
     columns); an exception raised by a ``key`` function is raised unchanged (it is not the
     register's fault).
     """
-    text, _ = decode(data, encoding)
+    text, _encoding = decode(data, encoding)
     records = _records(text)
     if not any(any(c.strip() for c in cells) for _, cells in records):
-        raise RegisterError("empty register: no header and no rows")
+        raise RegisterError(_("empty register: no header and no rows"))
     layouts = layouts_for(config, name, source)
     header: _Header | None = None
     start = 0
-    for i, (_, cells) in enumerate(records[:HEADER_SEARCH_ROWS]):
+    for i, (_line, cells) in enumerate(records[:HEADER_SEARCH_ROWS]):
         header = _match_header(cells, layouts)
         if header is not None:
             start = i + 1
@@ -477,9 +478,11 @@ def read_register(data: bytes, config: Config, *, key: bytes | Callable[[], byte
     if missing:
         unknown = header.unrecognised
         raise RegisterError(
-            f"{header.kind} register: required column(s) missing: {', '.join(missing)}"
-            + (f"; unrecognised column(s): {', '.join(unknown)}" if unknown else "")
-            + " (map them in registers.layouts, docs/spool.md)",
+            _("{kind} register: required column(s) missing: {missing}").format(
+                kind=header.kind, missing=", ".join(missing))
+            + (_("; unrecognised column(s): {columns}").format(columns=", ".join(unknown))
+               if unknown else "")
+            + _(" (map them in registers.layouts, docs/spool.md)"),
             [{"field": "(header)", "column": m, "message": "required column missing"}
              for m in missing]
             + [{"field": "(header)", "column": u, "message": "unrecognised column"}
@@ -501,11 +504,13 @@ def _not_a_register(cells: list[str]) -> RegisterError:
     known = {i for i in best.columns.values()} | {i for i, _ in best.ticks}
     unknown = [c.strip() for i, c in enumerate(cells) if c.strip() and i not in known]
     missing = best.missing()
-    kind = "absence register (因病缺勤登记)" if best.kind == ABSENCE else "morning-check register (晨午检登记表)"
+    kind = (_("absence register (因病缺勤登记)") if best.kind == ABSENCE
+            else _("morning-check register (晨午检登记表)"))
     return RegisterError(
-        f"not a known register: unrecognised column(s): {', '.join(unknown) or '(none)'}; "
-        f"closest is the {kind}, which needs {', '.join(missing)} too. A form of the school's "
-        "own can be described in registers.layouts (heading → field, docs/spool.md)",
+        _("not a known register: unrecognised column(s): {columns}; closest is the {kind}, "
+          "which needs {missing} too. A form of the school's own can be described in "
+          "registers.layouts (heading → field, docs/spool.md)").format(
+              columns=", ".join(unknown) or _("(none)"), kind=kind, missing=", ".join(missing)),
         [{"field": "(header)", "column": u, "message": "unrecognised column"} for u in unknown]
         + [{"field": "(header)", "column": m, "message": "required column missing"}
            for m in missing])
@@ -525,7 +530,7 @@ def parse_register(data: bytes, config: Config, *, key: bytes | Callable[[], byt
 def refusal_reason(reg: Register) -> str:
     """One line: how many rows of ``reg`` were refused, and which."""
     bad = [r.row for r in reg.refused]
-    return (f"{reg.kind} register: {len(bad)} bad row(s): "
+    return (_("{kind} register: {count} bad row(s): ").format(kind=reg.kind, count=len(bad))
             + ", ".join(str(r) for r in bad[:20]) + (", …" if len(bad) > 20 else ""))
 
 
@@ -570,7 +575,8 @@ def _records(text: str) -> list[tuple[int, list[str]]]:
             out.append((line, cells))
             line = reader.line_num + 1
     except csv.Error as e:
-        raise RegisterError(f"not a valid CSV file: {e} (line {reader.line_num})") from None
+        raise RegisterError(_("not a valid CSV file: {error} (line {line})").format(
+            error=e, line=reader.line_num)) from None
     return out
 
 

@@ -48,6 +48,7 @@ from escalator.engine.routing import matches
 from escalator.engine.rules import EngineOps, Rule, StoredEvent
 from escalator.engine.targets import Recipient
 from escalator.events import Event
+from escalator.i18n import _
 from escalator.school.drills import drill_excluded
 from escalator.school.ledger import deadline_status
 from escalator.store.base import Incident, Tx
@@ -203,15 +204,20 @@ def describe(inc: Incident, tz: tzinfo, now: datetime | None = None) -> str:
     def local(dt: datetime) -> str:
         return dt.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
-    line = (f"deadline {local(inc.deadline_at)} ({inc.deadline_rule}: "
-            f"{', '.join(inc.deadline_notify or [])})")
+    line = _("deadline {due} ({rule}: {notify})").format(
+        due=local(inc.deadline_at), rule=inc.deadline_rule,
+        notify=", ".join(inc.deadline_notify or []))
     state = status(inc, now or datetime.now(inc.deadline_at.tzinfo))
     if inc.deadline_met_at is not None:
-        return f"{line}, {state}: told {local(inc.deadline_met_at)}"
+        told = (_("{line}, met: told {at}") if state == "met"
+                else _("{line}, missed: told {at}"))
+        return told.format(line=line, at=local(inc.deadline_met_at))
     if state == "resolved_unreported":
         assert inc.resolved_at is not None
-        return f"{line}, resolved, not reported: resolved {local(inc.resolved_at)}"
-    return f"{line}, {'not told yet' if state == 'pending' else 'missed: not told'}"
+        return _("{line}, resolved, not reported: resolved {at}").format(
+            line=line, at=local(inc.resolved_at))
+    return (_("{line}, not told yet") if state == "pending"
+            else _("{line}, missed: not told")).format(line=line)
 
 
 class LegalDeadlineRule(Rule):

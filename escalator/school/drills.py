@@ -24,7 +24,7 @@ from typing import Any
 from escalator.config.models import Config
 from escalator.engine.rules import EngineOps, Rule, Skip
 from escalator.engine.targets import Recipient
-from escalator.labels import STATE
+from escalator.labels import STATE, level_of
 from escalator.store.base import Incident, Store
 
 ANSWERS = ("acknowledged", "step_confirmed", "step_confirmed_late", "seen")
@@ -64,7 +64,8 @@ class Level:
     """One firing of a step in the drill: ``step`` (0-based), ``round``, ``name``, ``mode``,
     ``fired_at``; the first answer (``answered_at``, ``answered_by``, ``answer``: the timeline
     type) or None; ``seconds`` between them; ``asked``: whether anyone at this level was asked to
-    acknowledge (False for ``inform`` and for a level whose targets were all left out)."""
+    acknowledge (False for ``inform`` and for a level whose targets were all left out);
+    ``number``: the level number people read."""
 
     step: int
     round: int
@@ -75,6 +76,8 @@ class Level:
     answered_by: str | None = None
     answer: str | None = None
     asked: bool = False
+    number: int = 0
+    """The level number people read (:func:`escalator.labels.level_of`; a copy shares it)."""
 
     @property
     def seconds(self) -> float | None:
@@ -130,7 +133,8 @@ def drill_report(store: Store, incident_id: int) -> DrillReport:
         if t.type == "step_fired":
             step, rnd = d["step"], d.get("round", 0)
             report.levels.append(Level(step, rnd, d.get("name"), d.get("mode", ""), t.at,
-                                       asked=(step, rnd) in asked))
+                                       asked=(step, rnd) in asked,
+                                       number=level_of(inc.policy["steps"], step)))
             continue
         if t.type not in ANSWERS:
             continue
@@ -146,7 +150,7 @@ def drill_report(store: Store, incident_id: int) -> DrillReport:
         if n.status == "cancelled" and n.attempts == 0:
             continue  # never sent: the recipient was not asked
         run = runs.get(n.step_run_id)
-        level = run.step_index + 1 if run else None
+        level = level_of(inc.policy["steps"], run.step_index) if run else None
         key = (n.recipient_kind, n.recipient_id)
         if key in silent:
             silent[key].status = n.status
@@ -205,7 +209,7 @@ def report_rows(report: DrillReport, config: Config, lang: str) -> list[list[str
 
     rows = []
     for lv in report.levels:
-        label = t["level"].format(n=lv.step + 1) + (t["round"].format(r=lv.round + 1)
+        label = t["level"].format(n=lv.number or lv.step + 1) + (t["round"].format(r=lv.round + 1)
                                                       if lv.round else "")
         secs = lv.seconds
         rows.append([label, lv.name or "", lv.mode, local(lv.fired_at),

@@ -24,6 +24,7 @@ import structlog
 
 from escalator.clock import Clock, SystemClock
 from escalator.config import Config, ConfigError, Problem, load_config
+from escalator.config.checks import nearest
 from escalator.config.load import resolve_secrets
 from escalator.config.models import Policy, Step
 from escalator.config.settings import Settings
@@ -34,6 +35,7 @@ from escalator.engine.engine import Engine, IngestResult, Submission
 from escalator.engine.runloop import SEND_BATCH, Lane, RunLoop
 from escalator.events import Event
 from escalator.hookspecs import PluginContext
+from escalator.i18n import _
 from escalator.intake.group_commit import GroupCommit
 from escalator.intake.sources import SourceContext
 from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
@@ -71,9 +73,10 @@ def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
     out = []
     for cid, ch in config.channels.items():
         if ch.type not in registry.channels:
-            out.append(Problem(f"channels.{cid}.type", None,
-                               f"unknown channel type {ch.type!r} (installed: "
-                               f"{', '.join(sorted(registry.channels))})"))
+            out.append(Problem(f"channels.{cid}.type", None, _(
+                "unknown channel type {type!r} (installed: {installed})").format(
+                    type=ch.type, installed=", ".join(sorted(registry.channels)))
+                + nearest(ch.type, registry.channels)))
             continue
         model = getattr(registry.channels[ch.type], "options_model", None)
         if model is None:
@@ -89,9 +92,10 @@ def plugin_problems(config: Config, registry: Registry) -> list[Problem]:
             out.append(Problem(f"channels.{cid}.options", None, str(e)))
     for sid, src in config.sources.items():
         if src.type not in registry.sources:
-            out.append(Problem(f"sources.{sid}.type", None,
-                               f"unknown source type {src.type!r} (installed: "
-                               f"{', '.join(sorted(registry.sources))})"))
+            out.append(Problem(f"sources.{sid}.type", None, _(
+                "unknown source type {type!r} (installed: {installed})").format(
+                    type=src.type, installed=", ".join(sorted(registry.sources)))
+                + nearest(src.type, registry.sources)))
     return out
 
 

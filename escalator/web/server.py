@@ -28,7 +28,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``SO_REUSEADDR``), not yet listening. Raises
+    ``OSError`` (``EADDRINUSE`` when the port is taken)."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
@@ -67,7 +69,7 @@ async def serve(daemon: Any) -> None:
     cannot be bound."""
     host, port = parse_listen(daemon.settings.http_listen)
     app = create_app(daemon)
-    sock = _bind(host, port)
+    sock = bind_listen(host, port)
     bound = sock.getsockname()[1]
 
     def started() -> None:

@@ -19,6 +19,7 @@ from ruamel.yaml.error import YAMLError
 from escalator.config.models import Config
 from escalator.engine.engine import Submission
 from escalator.events import Event
+from escalator.i18n import _
 from escalator.intake.parsing import IntakeError, parse_events
 from escalator.intake.registers import Register, RegisterError, read_register
 from escalator.intake.spool.files import Rejected
@@ -49,13 +50,14 @@ def decode_file(name: str, data: bytes, config: Config, *, key: Callable[[], byt
             reg = read_register(data, config, key=key, encoding=encoding, name=name,
                                 source=source)
         except RegisterError as e:
-            raise Rejected(e.reason, e.errors) from None
+            raise Rejected(e.reason, e.errors, code="register") from None
         return Decoded(list(reg.submissions), reg)
     doc = decode_yaml(data) if suffix in (".yaml", ".yml") else decode_json(data)
     try:
         return Decoded(list(parse_events(doc)))
     except IntakeError as e:
-        raise Rejected("invalid event", e.errors) from None
+        raise Rejected(_("invalid event: {count} problem(s), listed under errors").format(
+            count=len(e.errors)), e.errors, code="invalid_event") from None
 
 
 def decode_text(data: bytes) -> str:
@@ -63,7 +65,8 @@ def decode_text(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise Rejected(f"not UTF-8 text (byte {e.start})") from None
+        raise Rejected(_("not UTF-8 text (byte {offset}): save the file as UTF-8").format(
+            offset=e.start), code="not_utf8") from None
 
 
 def decode_json(data: bytes) -> Any:
@@ -72,11 +75,12 @@ def decode_json(data: bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise Rejected(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+        raise Rejected(_("not valid JSON: {problem} (line {line}, column {column})").format(
+            problem=e.msg, line=e.lineno, column=e.colno), code="bad_json") from None
     except RecursionError:
-        raise Rejected("not valid JSON: nested too deeply") from None
+        raise Rejected(_("not valid JSON: nested too deeply"), code="bad_json") from None
     except ValueError as e:  # e.g. an integer over the interpreter's digit limit
-        raise Rejected(f"not valid JSON: {e}") from None
+        raise Rejected(_("not valid JSON: {problem}").format(problem=e), code="bad_json") from None
 
 
 class _StringTimestamps(SafeConstructor):
@@ -99,12 +103,14 @@ def decode_yaml(data: bytes) -> Any:
     except YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise Rejected(f"not valid YAML: {problem}{where}") from None
+        where = (_(" (line {line}, column {column})").format(
+            line=mark.line + 1, column=mark.column + 1) if mark is not None else "")
+        raise Rejected(_("not valid YAML: {problem}").format(problem=problem) + where,
+                       code="bad_yaml") from None
     except RecursionError:
-        raise Rejected("not valid YAML: nested too deeply") from None
+        raise Rejected(_("not valid YAML: nested too deeply"), code="bad_yaml") from None
     except (ValueError, TypeError, OverflowError) as e:
-        raise Rejected(f"not valid YAML: {e}") from None
+        raise Rejected(_("not valid YAML: {problem}").format(problem=e), code="bad_yaml") from None
     bounded(doc, YAML_MAX_NODES)
     return doc
 
@@ -117,7 +123,8 @@ def bounded(doc: Any, limit: int) -> None:
         node = stack.pop()
         seen += 1
         if seen > limit:
-            raise Rejected(f"YAML document too large: over {limit} values once aliases are expanded")
+            raise Rejected(_("YAML document too large: over {limit} values once aliases are "
+                             "expanded").format(limit=limit), code="too_large")
         if isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())

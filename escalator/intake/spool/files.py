@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
+from escalator.i18n import _
 from escalator.intake.spool.settle import Changed, Signature, signature
 
 SIDECAR_SUFFIX = ".error.json"
@@ -25,10 +26,16 @@ SIDECAR_SUFFIX = ".error.json"
 
 
 class Rejected(Exception):
-    """A file that goes to ``failed/``: ``reason`` and the ``errors`` list for the sidecar."""
+    """A file that goes to ``failed/``: ``code`` (stable, for programs: ``symlink``,
+    ``not_a_file``, ``hard_link``, ``too_large``, ``unreadable``, ``not_utf8``, ``bad_json``,
+    ``bad_yaml``, ``invalid_event``, ``register``, ``parse_failed``, ``engine_failed``),
+    ``reason`` (one line for people, in the administrators' language:
+    :func:`escalator.i18n.language`) and the ``errors`` list for the sidecar."""
 
-    def __init__(self, reason: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, reason: str, errors: list[dict[str, Any]] | None = None, *,
+                 code: str = "rejected") -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
         self.errors = errors or []
 
@@ -89,11 +96,12 @@ def read_file(in_fd: int, name: str, expect: Signature | None, max_bytes: int) -
     from the filesystem."""
     mode = os.stat(name, dir_fd=in_fd, follow_symlinks=False).st_mode
     if stat.S_ISLNK(mode):
-        raise Rejected("a symbolic link: links are refused, never followed")
+        raise Rejected(_("a symbolic link: links are refused, never followed"), code="symlink")
     if stat.S_ISDIR(mode):
-        raise Rejected("a folder, not a file: put event files directly into incoming/")
+        raise Rejected(_("a folder, not a file: put event files directly into incoming/"),
+                       code="not_a_file")
     if not stat.S_ISREG(mode):
-        raise Rejected("not a regular file (a device, FIFO or socket)")
+        raise Rejected(_("not a regular file (a device, FIFO or socket)"), code="not_a_file")
     # No symlink may be swapped in between the check and the open; a FIFO must not block.
     flags = (os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
              | getattr(os, "O_NOCTTY", 0))
@@ -101,22 +109,26 @@ def read_file(in_fd: int, name: str, expect: Signature | None, max_bytes: int) -
         fd = os.open(name, flags, dir_fd=in_fd)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise Rejected("not a regular file (symlinks are refused)") from None
+            raise Rejected(_("not a regular file (symlinks are refused)"),
+                           code="symlink") from None
         raise
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise Rejected("not a regular file (symlinks are refused)")
+            raise Rejected(_("not a regular file (symlinks are refused)"), code="symlink")
         if st.st_nlink > 1:
-            raise Rejected(f"a hard link (the file has {st.st_nlink} names): refused; write "
-                           "the file in tmp/ and rename it into incoming/")
+            raise Rejected(_("a hard link (the file has {count} names): refused; write the file "
+                             "in tmp/ and rename it into incoming/").format(count=st.st_nlink),
+                           code="hard_link")
         if st.st_size > max_bytes:
-            raise Rejected(f"file too large: {st.st_size} bytes (limit {max_bytes})")
+            raise Rejected(_("file too large: {size} bytes (limit {limit})").format(
+                size=st.st_size, limit=max_bytes), code="too_large")
         if expect is not None and signature(st) != expect:
             raise Changed(signature(st))
         data = f.read(max_bytes + 1)
         if len(data) > max_bytes:  # grew after the size check
-            raise Rejected(f"file too large: over {max_bytes} bytes (limit {max_bytes})")
+            raise Rejected(_("file too large: over {limit} bytes (limit {limit})").format(
+                limit=max_bytes), code="too_large")
         after = os.fstat(fd)
         if signature(after) != signature(st):
             raise Changed(signature(after))
@@ -157,8 +169,8 @@ def move(root: Path, in_fd: int, name: str, parts: tuple[str, ...],
             dest = f"{p.stem}.{n}{p.suffix}"
             n += 1
         if sidecar is not None:
-            body = {"file": display_name(name), "reason": sidecar.reason, "errors": sidecar.errors,
-                    "at": at.isoformat() if at is not None else None}
+            body = {"file": display_name(name), "code": sidecar.code, "reason": sidecar.reason,
+                    "errors": sidecar.errors, "at": at.isoformat() if at is not None else None}
             tmp = f".{dest}{SIDECAR_SUFFIX}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o666, dir_fd=dst)

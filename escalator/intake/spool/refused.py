@@ -64,7 +64,8 @@ def refusal(reg: Register, name: str, sha256: str, config: Config) -> Refusal:
         cells = (r.cells + [""] * width)[:max(width, len(r.cells))]
         writer.writerow([*cells, "；".join(f"{e['column']}：{e['message']}" for e in r.errors)])
     errors = [e for r in reg.refused for e in r.errors]
-    sidecar = {"file": name, "reason": refusal_reason(reg), "rows_read": reg.rows,
+    sidecar = {"file": name, "code": "rows_refused", "reason": refusal_reason(reg),
+               "rows_read": reg.rows,
                "rows_taken": reg.rows - len(reg.refused), "rows_refused": len(reg.refused),
                "sha256": sha256, "errors": errors,
                **({"unrecognised_columns": reg.unrecognised} if reg.unrecognised else {})}

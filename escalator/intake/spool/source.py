@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import structlog
 
 from escalator.config.models import parse_duration
+from escalator.i18n import _
 from escalator.intake.sources import SourceContext
 from escalator.intake.spool.decode import decode_file
 from escalator.intake.spool.files import (
@@ -286,7 +287,9 @@ class SpoolSource:
         except Rejected as e:
             return self._fail(in_fd, name, e)
         except OSError as e:
-            return self._fail(in_fd, name, Rejected(f"cannot read the file: {e.strerror or e}"))
+            return self._fail(in_fd, name, Rejected(
+                _("cannot read the file: {reason}").format(reason=e.strerror or e),
+                code="unreadable"))
         sha = hashlib.sha256(data).hexdigest()
         try:
             decoded = decode_file(name, data, self.ctx.config, key=self._pseudonym_key,
@@ -299,7 +302,9 @@ class SpoolSource:
             return False
         except Exception as e:  # a parser bug must not stop the source: fail the file, loudly
             log.exception("spool_parse_crashed", file=name)
-            return self._fail(in_fd, name, Rejected(f"cannot parse the file: {type(e).__name__}: {e}"))
+            return self._fail(in_fd, name, Rejected(
+                _("cannot parse the file: {error}").format(error=f"{type(e).__name__}: {e}"),
+                code="parse_failed"))
         events = decoded.items
         refused = None
         if decoded.register is not None and decoded.register.refused:
@@ -325,7 +330,8 @@ class SpoolSource:
         except Exception as e:
             log.exception("spool_ingest_crashed", file=name)
             return self._fail(in_fd, name, Rejected(
-                f"the engine could not take the file: {type(e).__name__}: {e}"))
+                _("the engine could not take the file: {error}").format(
+                    error=f"{type(e).__name__}: {e}"), code="engine_failed"))
         if refused is not None:
             log.warning("spool_register_rows_refused", file=name,
                         rows_refused=refused.sidecar["rows_refused"],
