@@ -76,16 +76,18 @@ def word(table: dict[str, dict[str, str]], code: str, lang: str) -> str:
 
 def level_numbers(modes: list[str]) -> list[int]:
     """The level number people read (第N级, level N) for each step of a chain whose steps have
-    these ``mode`` values, counted from 1: each step that waits for someone (``escalate``,
-    ``report``) is a new level; an ``inform`` step (a copy, e.g. to the guardians) carries the
-    number of the level before it, or 1 when it comes first. So a copy between two levels never
-    makes the staff see 第1级 and then 第3级. ``["report", "inform", "report"]`` → ``[1, 1, 2]``."""
+    these ``mode`` values, counted from 1: only steps that wait for someone (``escalate``,
+    ``report``) are levels; an ``inform`` step (a copy, e.g. to the guardians) carries the number
+    of the level before it, or 1 when it comes first. So a copy between two levels never makes
+    the staff see 第1级 and then 第3级. ``["report", "inform", "report"]`` → ``[1, 1, 2]``,
+    ``["inform", "escalate"]`` → ``[1, 1]``. The one rule for every text (messages, the
+    acknowledge page, simulate, the CLI, drill reports, check-config)."""
     out: list[int] = []
     level = 0
     for mode in modes:
-        if str(mode) != "inform" or level == 0:
+        if str(mode) != "inform":
             level += 1
-        out.append(level)
+        out.append(max(level, 1))
     return out
 
 

@@ -16,8 +16,9 @@ from .conftest import ROOT, case
 @pytest.mark.parametrize(("modes", "numbers"), [
     (["report", "report", "report"], [1, 2, 3]),
     (["report", "inform", "report", "report"], [1, 1, 2, 3]),
-    (["inform", "escalate"], [1, 2]),
-    (["inform", "inform", "escalate", "inform"], [1, 1, 2, 2]),
+    (["inform", "escalate"], [1, 1]),
+    (["inform", "inform", "escalate", "inform"], [1, 1, 1, 1]),
+    (["report", "report", "inform"], [1, 2, 2]),
     ([], []),
 ])
 def test_level_numbers(modes, numbers):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from escalator.labels import level_of
 from escalator.store.base import Incident, StepRun, TimelineEntry
 
 DECISIONS = ("report", "handled")
@@ -87,13 +88,12 @@ def waiting_level(steps: Sequence[dict[str, Any]], before: int) -> int | None:
 
 
 def level_number(steps: Sequence[dict[str, Any]], index: int) -> int | None:
-    """The 1-based level a person reads for step ``index``: steps that wait (``escalate`` /
-    ``report``) are counted, ``inform`` steps (a copy to guardians or the bureau) are not, so
-    the school doctor after the class teacher and a guardians' copy is 第2级, never 第3级.
-    None for an ``inform`` step."""
+    """The 1-based level a person reads for step ``index`` (:func:`escalator.labels.level_of`:
+    only steps that wait are counted), or None for an ``inform`` step (a copy to guardians or
+    the bureau is not a level) and for an index outside the chain."""
     if not 0 <= index < len(steps) or steps[index]["mode"] == "inform":
         return None
-    return sum(1 for s in steps[:index + 1] if s["mode"] != "inform")
+    return level_of(list(steps), index)
 
 
 def next_waiting(steps: Sequence[dict[str, Any]], index: int) -> int | None:
