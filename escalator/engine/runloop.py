@@ -29,7 +29,7 @@ from escalator.store.thread import Runner, inline
 
 TICK_BATCH = 50
 """Most incidents one tick transaction advances (the store is free for the other lanes between)."""
-SEND_BATCH = 10
+SEND_BATCH = 50
 """Notifications one delivery pass claims."""
 
 
