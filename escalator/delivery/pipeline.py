@@ -553,33 +553,35 @@ class Delivery:
                 await slots.acquire()  # free: returns at once
                 take += 1
             group, i = rows[i:i + take], i + take
+            held = len(group)  # slots of this group not given back yet
             try:
                 live = await self.db(self._tx, self._recheck, [r[0] for r in group],
                                      self.clock.now())
-            except BaseException:
-                for _ in group:
+                for n, inc, channel, event, run in group:
+                    try:
+                        if (head := behind.get(n.priority)) is not None:
+                            requeue[n.id] = plan_queue(n, self.clock.now(), head)
+                            continue
+                        if n.id not in live:
+                            done.add(n.id)
+                            continue
+                        message, body = self._render(n, inc, channel, event, run)
+                        started = self.clock.now()
+                        result = await send(channel, message)
+                        done.add(n.id)
+                    finally:
+                        held -= 1
+                        slots.release()
+                    now = self.clock.now()
+                    plan = plan_next(n, result, started, now, self.rng)
+                    if self.metrics is not None:
+                        self.metrics.notification(n.channel, result.status.value)
+                    batch[n.id] = (n, inc, result, plan, body, now)
+                    if plan.status == "pending":
+                        behind[n.priority] = replace(n, due_at=plan.due_at)
+            finally:
+                for _ in range(held):  # an error: the group's other slots back for other lanes
                     slots.release()
-                raise
-            for n, inc, channel, event, run in group:
-                try:
-                    done.add(n.id)
-                    if (head := behind.get(n.priority)) is not None:
-                        requeue[n.id] = plan_queue(n, self.clock.now(), head)
-                        continue
-                    if n.id not in live:
-                        continue
-                    message, body = self._render(n, inc, channel, event, run)
-                    started = self.clock.now()
-                    result = await send(channel, message)
-                finally:
-                    slots.release()
-                now = self.clock.now()
-                plan = plan_next(n, result, started, now, self.rng)
-                if self.metrics is not None:
-                    self.metrics.notification(n.channel, result.status.value)
-                batch[n.id] = (n, inc, result, plan, body, now)
-                if plan.status == "pending":
-                    behind[n.priority] = replace(n, due_at=plan.due_at)
 
     @staticmethod
     def _recheck(tx: Tx, rows: list[Notification], now: datetime) -> set[int]:
