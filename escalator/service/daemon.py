@@ -2,10 +2,8 @@
 
 One asyncio loop, three lanes that never wait for each other (docs/ARCHITECTURE.md, "Lanes"):
 **intake** (the HTTP API and the sources; group commit), **timers** (the daily purge and the
-engine's ticks) and **delivery** (sends), each a task of its own — delivery on an event loop of
-its own thread (:class:`~escalator.service.loop_thread.LoopThread`), so a burst of requests on
-the main loop does not stand between a send and the next; every store call runs on one store
-thread (:class:`~escalator.store.thread.StoreThread`, delivery's calls first), never on a loop. The passes
+engine's ticks) and **delivery** (sends), each a task of its own; every store call runs on one
+store thread (:class:`~escalator.store.thread.StoreThread`), never on the loop. The passes
 themselves are :mod:`escalator.engine.runloop`'s. Each idle lane sleeps until the next timer in
 the store, a wake-up from intake, or at most :data:`MAX_IDLE` seconds (so rows written by
 another process, e.g. ``escalator ack``, are seen). A fourth task, the pulse, pings systemd's
@@ -40,8 +38,6 @@ from escalator.intake.sources import SourceContext
 from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
-from escalator.service.logs import loop_factory
-from escalator.service.loop_thread import LoopThread
 from escalator.service.metrics import Metrics
 from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
@@ -171,8 +167,6 @@ class Daemon:
         self._ctx = SourceContext(settings=settings, config=config, clock=self.clock,
                                   ingest=self.ingest, ingest_file=self.ingest_file)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._delivery_thread: LoopThread | None = None
-        """The delivery lane's own event loop and thread, while :meth:`run` runs."""
         for warning in startup_warnings(config, self.clock.now().astimezone(config.school.tz).date()):
             log.warning("school_calendar_incomplete", detail=warning)  # docs/school-rules.md
 
@@ -189,12 +183,8 @@ class Daemon:
 
     def wake(self) -> None:
         """Wake the timer and delivery lanes (something became due: a commit, an action)."""
-        timers, delivery = self._wakes
-        timers.set()
-        if self._delivery_thread is not None:  # the delivery lane's event lives on its loop
-            self._delivery_thread.call_soon(delivery.set)
-        else:
-            delivery.set()
+        for event in self._wakes:
+            event.set()
 
     def stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT): input stops, sends in flight finish."""
@@ -327,10 +317,8 @@ class Daemon:
                                                     name="http"))
         await self._until_listening()
         self.pm.hook.startup(context=self._plugin_context("startup"))
-        self._delivery_thread = LoopThread("escalator-delivery", loop_factory(self.settings.event_loop))
         lanes = [asyncio.create_task(self._timer_lane(), name="timers"),
-                 asyncio.create_task(self._delivery_thread.run(self._delivery_lane()),
-                                     name="delivery")]
+                 asyncio.create_task(self._delivery_lane(), name="delivery")]
         log.info("escalator_started", database=str(self.settings.database),
                  inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
         await self._refresh_counts()
@@ -351,15 +339,7 @@ class Daemon:
                 self.pm.hook.shutdown(context=self._plugin_context("shutdown"))
             except Exception:
                 log.exception("shutdown_hook_failed")
-            channels = list(self.delivery.channels.values())
-            if self._delivery_thread is not None:  # their connections and clients, on its loop
-                thread, self._delivery_thread = self._delivery_thread, None
-                try:
-                    await thread.run(aclose_all(channels))
-                finally:
-                    thread.close()
-            else:
-                await aclose_all(channels)
+            await aclose_all(self.delivery.channels.values())  # their connections and clients
             pulse.cancel()
             await asyncio.gather(pulse, return_exceptions=True)
             if self._tasks:  # an administrators' notice under way gets a few seconds
