@@ -30,6 +30,8 @@ from escalator.store.base import (
     TimelineEntry,
 )
 from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
+from escalator.store.sqlite_quiet import MIGRATION as QUIET_MIGRATION
+from escalator.store.sqlite_quiet import SQLiteQuiet
 from escalator.store.sqlite_reports import SQLiteReports
 from escalator.store.sqlite_rows import (
     case_fact,
@@ -277,11 +279,14 @@ MIGRATIONS: list[str] = [
         WHERE status = 'pending';
     ALTER TABLE step_runs ADD COLUMN first_delivered_at TEXT;
     """,
+    # silences and groups (docs/silences.md): silences, the incidents they hold, the groups of
+    # grouping routes and their members (the SQL lives with its queries in sqlite_quiet.py)
+    QUIET_MIGRATION,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-class SQLiteTx(SQLiteReports, SQLiteEarlyWarning):
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
     early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`).
