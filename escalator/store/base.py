@@ -226,6 +226,27 @@ class Delivery:
 
 
 @dataclass
+class RosterOverride:
+    """A roster override (docs/rosters.md): ``person`` is on duty as ``role`` from ``starts_at``
+    to ``ends_at`` (aware UTC, half-open) — in place of ``replaces`` when given (张老师 替
+    李老师), else besides whoever the rotation has. ``swap_id``: the other half of a swap.
+    ``cancelled_at``: when it was withdrawn (None: in force)."""
+
+    id: int
+    role: str
+    person: str
+    replaces: str | None
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    created_at: datetime
+    comment: str | None = None
+    swap_id: int | None = None
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
+
+
+@dataclass
 class NotificationRow:
     """A notification as the ledger lists it: the row, its incident's ``category``, and the
     step run's ``step_index`` and ``mode`` (None for a notice without a step run)."""
@@ -446,6 +467,17 @@ class SchoolTx(Protocol):
         """Set ``deadline_met_at`` (and stop the deadline timer) unless already set."""
         ...
 
+    # the zero-report check (escalator/school/zero_reports.py)
+    def cases_between(self, start: datetime, end: datetime) -> int:
+        """Pupils (distinct subject ids; an event without one counts alone) with a recorded
+        case — a trigger event of kind ``suspected_case`` or ``absence``, category
+        ``infectious_disease``, not a drill, not ledger-only, not personal leave — whose
+        ``occurred_at`` is in ``[start, end)``."""
+        ...
+    def open_clusters(self) -> list[int]:
+        """Ids of the open (not resolved) cluster incidents that are not drills, ascending."""
+        ...
+
     # early warning from sickness absence (escalator/school/early_warning/). A scope is
     # ``school``, ``grade:3``, ``class:3-2`` or ``dormitory:B301`` (ValueError otherwise); dates
     # are school-local
@@ -499,13 +531,32 @@ class SchoolTx(Protocol):
         """Delete counted cases dated before ``before``; returns how many rows."""
         ...
 
+    # roster overrides and swaps (escalator/school/roster.py; docs/rosters.md)
+    def add_roster_override(self, *, role: str, person: str, replaces: str | None,
+                            starts_at: datetime, ends_at: datetime, created_by: str,
+                            created_at: datetime, comment: str | None = None,
+                            swap_id: int | None = None) -> int:
+        """Store an override (in force until cancelled); returns its id."""
+        ...
+    def roster_overrides(self, start: datetime, end: datetime, role: str | None = None,
+                         *, cancelled: bool = False) -> list[RosterOverride]:
+        """Overrides overlapping ``[start, end)`` (of ``role`` when given), by start then id;
+        in force only, unless ``cancelled``."""
+        ...
+    def cancel_roster_override(self, override_id: int, at: datetime, by: str) -> list[int]:
+        """Withdraw override ``override_id`` (and the other half of its swap); returns the ids
+        withdrawn now (empty when it does not exist or was withdrawn before)."""
+        ...
+
 
 class ReportReads(Protocol):
     """Read-only queries for the work ledger and the monthly report
     (:mod:`escalator.school.ledger`). Time ranges are half-open ``[start, end)``, aware UTC."""
 
-    def incidents_created(self, start: datetime, end: datetime) -> list[Incident]:
-        """Incidents opened in ``[start, end)``, by ``created_at`` then id."""
+    def incidents_occurred(self, start: datetime, end: datetime) -> list[Incident]:
+        """Incidents whose first event occurred in ``[start, end)`` (its ``occurred_at``; an
+        incident without that event: when it was opened), by that time then id — so a case of
+        30 November entered on 7 December counts in November."""
         ...
     def first_timeline_entry(self, incident_id: int, types: tuple[str, ...]) -> TimelineEntry | None:
         """The incident's earliest timeline entry of one of ``types`` (by ``at`` then id)."""

@@ -22,7 +22,7 @@ from escalator.web import errors
 from escalator.web.auth import Keyring
 from escalator.web.limits import BodyLimit
 from escalator.web.openapi import add_components
-from escalator.web.routers import ack, compat, events, incidents, ops, silences
+from escalator.web.routers import ack, compat, events, incidents, ops, roster, silences
 
 
 def create_app(daemon: Any) -> FastAPI:
@@ -47,7 +47,7 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(errors.ApiError, errors.api_error)
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
-    for module in (events, incidents, ack, compat, ops, silences):
+    for module in (events, incidents, ack, compat, ops, silences, roster):
         app.include_router(module.router)
     add_components(app, Event, PdEvent, AmWebhook)
     return app
