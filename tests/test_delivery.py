@@ -400,3 +400,17 @@ async def test_one_claim_transaction_one_recheck_and_one_record_for_a_batch_to_o
     # in one — not two transactions per message
     assert calls == ["_claim", "_recheck", "_record_all"]
     assert len(h.ch["sms"].sent) == 5
+
+
+async def test_a_pass_sends_at_most_its_claim_limit_of_messages_with_digests_on(h):
+    # digests on (after 5): 4 rows to one address are not a digest, so each is a message;
+    # a pass of 2 sends 2 of them (the rows it takes beyond its claim go back to pending):
+    # one kill between a send and its record re-sends at most one pass (tests/test_crash_lane.py)
+    delivery_config(h, digest=DigestConfig(enabled=True, after=5))
+    incidents = [ingest(h, event("solo", i)) for i in range(4)]
+    assert await h.delivery.run_once(2) == 2
+    assert [m.incident_id for m in h.ch["sms"].sent] == incidents[:2]
+    assert [rows(h, i)[0].status for i in incidents] == ["delivered", "delivered", "pending",
+                                                         "pending"]
+    assert await h.delivery.run_once(2) == 2
+    assert [m.incident_id for m in h.ch["sms"].sent] == incidents

@@ -492,7 +492,9 @@ class Delivery:
         in order (priority, then id): ``(priority, id, "one", (row, incident, channel, event
         body, step run))`` ready to send, or ``(priority, id, "digest", rows)`` when digests
         are on and more than ``delivery.digest.after`` rows of one priority wait for the
-        address (the other due rows of that address are claimed here too). A row whose twin
+        address (the other due rows of that address are claimed here too; as single messages,
+        only as many as keep the pass at ``limit`` messages — the most one kill can make the
+        next process send again). A row whose twin
         (same step run, channel, address, purpose) is earlier in the batch goes back to
         ``pending``: the next pass finds its twin on record (dedup)."""
         claimed = tx.claim_notifications(now, limit)
@@ -502,15 +504,21 @@ class Delivery:
             groups.setdefault((n.channel, n.address, n.priority), []).append(n)
         lanes: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         twins: set[tuple[Any, ...]] = set()
+        budget = limit - len(claimed)  # messages a pass sends: at most ``limit`` (crash bound)
         for (channel, address, priority), group in groups.items():
             units = lanes.setdefault((channel, address), [])
             if digest.enabled and priority != URGENT:
-                group = sorted(group + tx.claim_address(
-                    channel, address, priority, now, max(0, DIGEST_MAX - len(group))),
-                    key=lambda n: n.id)
-                if len(group) > digest.after:
-                    units.append((priority, group[0].id, "digest", group))
+                more = tx.claim_address(channel, address, priority, now,
+                                        max(0, DIGEST_MAX - len(group)))
+                if len(group) + len(more) > digest.after:  # one message for all of them
+                    rows = sorted(group + more, key=lambda n: n.id)
+                    units.append((priority, rows[0].id, "digest", rows))
                     continue
+                for n in more[budget:]:  # each would be a message of its own: not this pass
+                    tx.update_notification(n.id, status="pending", updated_at=now)
+                more = more[:budget]
+                budget -= len(more)
+                group = sorted(group + more, key=lambda n: n.id)
             for n in group:
                 key = (n.step_run_id, n.channel, n.address, n.purpose)
                 if n.step_run_id is not None and key in twins:
