@@ -301,6 +301,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX roster_overrides_time ON roster_overrides(ends_at, starts_at);
     """,
+    # decisions at a level (docs/decisions.md): how many reminders the level an incident waits
+    #    on has had since its walk stopped (NULL while the walk goes on)
+    """
+    ALTER TABLE incidents ADD COLUMN reminders INTEGER;
+    """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
