@@ -354,3 +354,63 @@ async def test_every_store_transaction_of_the_worker_goes_through_the_db_runner(
         thread.close()
     assert calls and on_loop and not any(on_loop)  # every transaction ran on the store thread
     assert [n.status for n in rows(h, inc)] == ["delivered"]
+
+
+class FailingFirst(RecordingChannel):
+    """Answers the first message "retry later" (a 503), the rest delivered."""
+
+    async def send(self, message: Message) -> DeliveryResult:
+        self.sent.append(message)
+        if len(self.sent) == 1:
+            return DeliveryResult(DeliveryStatus.failed_retryable, "HTTP 503")
+        return DeliveryResult(DeliveryStatus.delivered, "ok")
+
+
+async def test_a_retry_in_a_claimed_batch_holds_the_later_rows_to_that_address_behind_it(h):
+    # three messages to one address claimed together: the first is to be retried, so the two
+    # after it are not sent in this pass — they wait (pending) until its retry, then go in order
+    without_digests(h)
+    h.ch["sms"] = channel = FailingFirst("sms")
+    h.delivery.channels = h.ch
+    incidents = [ingest(h, event("solo", i)) for i in range(3)]
+    assert await h.delivery.run_once() == 3
+    assert [m.incident_id for m in channel.sent] == [incidents[0]]
+    first, second, third = (rows(h, i)[0] for i in incidents)
+    assert (first.status, second.status, third.status) == ("pending", "pending", "pending")
+    assert second.due_at == third.due_at == first.due_at > h.clock.now()
+    assert ledger(h, second.id) == ledger(h, third.id) == []  # no attempt counted
+    await h.advance(RETRY_MAX_STEP)
+    assert [m.incident_id for m in channel.sent] == [incidents[0], *incidents]
+    assert {n.status for i in incidents for n in rows(h, i)} == {"delivered"}
+
+
+async def test_one_claim_transaction_one_recheck_and_one_record_for_a_batch_to_one_address(h):
+    without_digests(h)
+    calls: list[str] = []
+
+    async def run(fn, /, *args, **kwargs):
+        calls.append(getattr(args[0], "__name__", "?") if args else fn.__name__)
+        return fn(*args, **kwargs)
+
+    h.delivery.db = run
+    for i in range(5):
+        ingest(h, event("solo", i))
+    assert await h.delivery.run_once() == 5
+    # 5 rows, 8 send slots: claimed and prepared in one transaction, re-checked in one, recorded
+    # in one — not two transactions per message
+    assert calls == ["_claim", "_recheck", "_record_all"]
+    assert len(h.ch["sms"].sent) == 5
+
+
+async def test_a_pass_sends_at_most_its_claim_limit_of_messages_with_digests_on(h):
+    # digests on (after 5): 4 rows to one address are not a digest, so each is a message;
+    # a pass of 2 sends 2 of them (the rows it takes beyond its claim go back to pending):
+    # one kill between a send and its record re-sends at most one pass (tests/test_crash_lane.py)
+    delivery_config(h, digest=DigestConfig(enabled=True, after=5))
+    incidents = [ingest(h, event("solo", i)) for i in range(4)]
+    assert await h.delivery.run_once(2) == 2
+    assert [m.incident_id for m in h.ch["sms"].sent] == incidents[:2]
+    assert [rows(h, i)[0].status for i in incidents] == ["delivered", "delivered", "pending",
+                                                         "pending"]
+    assert await h.delivery.run_once(2) == 2
+    assert [m.incident_id for m in h.ch["sms"].sent] == incidents

@@ -36,7 +36,7 @@ from escalator.events import Event
 from escalator.intake.sources import SourceContext
 from escalator.intake.spool.source import SpoolSource
 from escalator.plugins import collect, get_plugin_manager
-from escalator.service.daemon import SEND_BATCH, Daemon, build_channels
+from escalator.service.daemon import Daemon, build_channels
 from escalator.store.sqlite import from_db
 from escalator.testing import Harness, RecordingChannel
 from escalator.web.server import serve
@@ -355,6 +355,9 @@ async def test_store_full_refuses_inputs_with_503_keeps_the_spool_file_and_recov
     assert deferred and "full" in deferred[0]["reason"], logs
     # the engine loop: the messages of accepted events are sent until recording one fails;
     # then each pass fails at once (logged, Daemon._loop goes on) and sends nothing more
+    # (claims of 10: a claim of the daemon's 50 rows at once finds no room at all — then
+    # nothing is sent, and the case below, sent but not recorded, is not reached)
+    daemon.runloop.send_batch = 10
     with capture_logs() as logs:
         for _ in range(3):
             await step_quietly(daemon)
@@ -366,7 +369,7 @@ async def test_store_full_refuses_inputs_with_503_keeps_the_spool_file_and_recov
     # the ones sent whose ledger rows could not be written (one batch of sends, recorded in
     # one transaction) stay "sending" (kept in memory to be recorded, never re-sent
     # meanwhile); the rows claimed but not sent are pending again
-    assert 1 <= statuses.get("sending", 0) <= SEND_BATCH, statuses
+    assert 1 <= statuses.get("sending", 0) <= daemon.runloop.send_batch, statuses
     assert len(sent) == statuses["delivered"] + statuses["sending"], statuses
     assert statuses["pending"] == len(accepted) - len(sent)
     whole(full.db)

@@ -106,3 +106,32 @@ def test_a_failed_ingest_transaction_logs_no_event(harness, monkeypatch):
                                    source="spool")
     assert len([e for e in logs if e["event"] == "event_ingested"]) == 3
 
+
+
+async def test_the_store_thread_runs_urgent_calls_before_waiting_normal_ones():
+    import asyncio
+
+    thread = StoreThread()
+    gate, order = threading.Event(), []
+    try:
+        first = asyncio.ensure_future(thread.run(gate.wait))  # holds the thread
+        await asyncio.sleep(0.05)
+        normal = [asyncio.ensure_future(thread.run(order.append, f"normal {i}")) for i in range(3)]
+        await asyncio.sleep(0)
+        urgent = asyncio.ensure_future(thread.urgent(order.append, "urgent"))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *normal, urgent)
+    finally:
+        thread.close()
+    assert order == ["urgent", "normal 0", "normal 1", "normal 2"]
+
+
+async def test_a_store_call_error_reaches_the_caller():
+    thread = StoreThread()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            await thread.urgent(lambda: 1 / 0)
+        assert await thread.run(sum, [1, 2]) == 3
+    finally:
+        thread.close()

@@ -447,27 +447,32 @@ class Delivery:
         """Claim and process every due notification (up to ``limit``, most urgent first).
         Returns how many were claimed.
 
-        The claimed rows are grouped by (channel id, address): each group is a lane that sends
-        its rows one at a time, in order (priority, then creation), or as one digest when more
-        than ``delivery.digest.after`` of one priority wait (:meth:`_digest`); the lanes run
-        at once, at most ``delivery.concurrency_per_channel`` sends in flight per channel id.
-        The attempts are recorded together at the end (one transaction).
+        Three store calls for the whole batch, not two per message: one transaction claims
+        the rows and runs stages 1–3 for each (:meth:`_claim`); the sends of each (channel id,
+        address) go in order, and before each send the row is re-checked — in one transaction
+        for the rows about to take the free send slots of their channel (:meth:`_recheck`), so
+        at most ``delivery.concurrency_per_channel`` rows per channel are re-checked and not
+        yet sent at any moment (an acknowledgement's commit leaves at most that many sends
+        going out); the attempts are recorded together at the end (one transaction).
+        A lane is one (channel id, address): its rows one at a time, by priority then
+        creation, or as one digest when more than ``delivery.digest.after`` of one priority
+        wait (:meth:`_digest`); the lanes run at once.
 
         When the store cannot write (full disk, I/O error) the error is raised, after
         returning the claimed rows not yet sent to ``pending``; an attempt already made is
         kept in memory (its row stays ``sending``, so it is not sent again) and recorded first
         on the next call (:meth:`record_late`)."""
         await self.record_late()
-        claimed = await self.db(self._tx, lambda tx: tx.claim_notifications(self.clock.now(), limit))
-        lanes: dict[tuple[str, str], list[Notification]] = {}
-        for n in claimed:
-            lanes.setdefault((n.channel, n.address), []).append(n)
+        claimed, lanes = await self.db(self._tx, self._claim, self.clock.now(), limit)
+        if not claimed:
+            return 0
         width = self.config.delivery.concurrency_per_channel
         self._slots = {ch: asyncio.Semaphore(width) for ch, _ in lanes}
         batches: list[dict[int, tuple[Any, ...]]] = [{} for _ in lanes]
+        requeue: dict[int, Plan] = {}
         done: set[int] = set()
         try:
-            outcomes = await asyncio.gather(*(self._lane(rows, b, done) for rows, b
+            outcomes = await asyncio.gather(*(self._lane(units, b, done, requeue) for units, b
                                               in zip(lanes.values(), batches, strict=True)),
                                             return_exceptions=True)
         except BaseException:  # cancelled: keep what was sent, give back what was not
@@ -478,45 +483,166 @@ class Delivery:
             await self._unclaim([m.id for m in claimed
                                  if m.id not in done and m.id not in self._unrecorded])
             raise errors[0]
-        await self._record(batch)
+        await self._record(batch, requeue)
         return len(claimed)
 
-    async def _lane(self, rows: list[Notification], batch: dict[int, tuple[Any, ...]],
-                    done: set[int]) -> None:
-        """One (channel id, address): its rows by priority then id, one send at a time; the
-        rows of one priority as a digest when more than ``delivery.digest.after`` wait."""
-        rows = sorted(rows, key=lambda n: (n.priority, n.id))
+    def _claim(self, tx: Tx, now: datetime, limit: int
+               ) -> tuple[list[Notification], dict[tuple[str, str], list[tuple[Any, ...]]]]:
+        """One transaction: claim up to ``limit`` due rows and run stages 1–3 for each
+        (:meth:`_prepare`). Returns the claimed rows and, per (channel id, address), its units
+        in order (priority, then id): ``(priority, id, "one", (row, incident, channel, event
+        body, step run))`` ready to send, or ``(priority, id, "digest", rows)`` when digests
+        are on and more than ``delivery.digest.after`` rows of one priority wait for the
+        address (the other due rows of that address are claimed here too; as single messages,
+        only as many as keep the pass at ``limit`` messages — the most one kill can make the
+        next process send again). A row whose twin
+        (same step run, channel, address, purpose) is earlier in the batch goes back to
+        ``pending``: the next pass finds its twin on record (dedup)."""
+        claimed = tx.claim_notifications(now, limit)
         digest = self.config.delivery.digest
-        by_priority: dict[int, list[Notification]] = {}
-        for n in rows:
-            by_priority.setdefault(n.priority, []).append(n)
-        for priority, group in by_priority.items():
+        groups: dict[tuple[str, str, int], list[Notification]] = {}
+        for n in claimed:
+            groups.setdefault((n.channel, n.address, n.priority), []).append(n)
+        lanes: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        twins: set[tuple[Any, ...]] = set()
+        budget = limit - len(claimed)  # messages a pass sends: at most ``limit`` (crash bound)
+        for (channel, address, priority), group in groups.items():
+            units = lanes.setdefault((channel, address), [])
             if digest.enabled and priority != URGENT:
-                more = await self.db(self._tx, lambda tx, g=group, p=priority: tx.claim_address(
-                    g[0].channel, g[0].address, p, self.clock.now(), max(0, DIGEST_MAX - len(g))))
-                group = sorted(group + more, key=lambda n: n.id)
-                if len(group) > digest.after:
-                    await self._digest(group, batch)
-                    done.update(n.id for n in group)
+                more = tx.claim_address(channel, address, priority, now,
+                                        max(0, DIGEST_MAX - len(group)))
+                if len(group) + len(more) > digest.after:  # one message for all of them
+                    rows = sorted(group + more, key=lambda n: n.id)
+                    units.append((priority, rows[0].id, "digest", rows))
                     continue
+                for n in more[budget:]:  # each would be a message of its own: not this pass
+                    tx.update_notification(n.id, status="pending", updated_at=now)
+                more = more[:budget]
+                budget -= len(more)
+                group = sorted(group + more, key=lambda n: n.id)
             for n in group:
-                await self._deliver(n, batch)
-                done.add(n.id)
+                key = (n.step_run_id, n.channel, n.address, n.purpose)
+                if n.step_run_id is not None and key in twins:
+                    tx.update_notification(n.id, status="pending", updated_at=now)
+                    continue
+                if (prepared := self._prepare(tx, n, now)) is not None:
+                    twins.add(key)
+                    inc, channel_, first, run = prepared
+                    units.append((priority, n.id, "one",
+                                  (n, inc, channel_, first["body"] if first else {}, run)))
+        for key in [k for k, units in lanes.items() if not units]:
+            del lanes[key]
+        for units in lanes.values():
+            units.sort(key=lambda u: (u[0], u[1]))
+        return claimed, lanes
 
-    def _record_all(self, tx: Tx, batch: dict[int, tuple[Any, ...]]) -> None:
+    async def _lane(self, units: list[tuple[Any, ...]], batch: dict[int, tuple[Any, ...]],
+                    done: set[int], requeue: dict[int, Plan]) -> None:
+        """One (channel id, address): its units in order — prepared rows sent one at a time
+        (:meth:`_send_rows`), digests as one message (:meth:`_digest`)."""
+        rows: list[tuple[Any, ...]] = []
+        for _, _, kind, payload in units:
+            if kind == "one":
+                rows.append(payload)
+                continue
+            if rows:
+                await self._send_rows(rows, batch, done, requeue)
+                rows = []
+            await self._digest(payload, batch)
+            done.update(n.id for n in payload)
+        if rows:
+            await self._send_rows(rows, batch, done, requeue)
+
+    async def _send_rows(self, rows: list[tuple[Any, ...]], batch: dict[int, tuple[Any, ...]],
+                         done: set[int], requeue: dict[int, Plan]) -> None:
+        """Send prepared rows of one address in order. The next rows take the channel's free
+        send slots (at least one, waiting for it), are re-checked together, and each is
+        rendered and sent in turn, its slot given back after its send. After an attempt that
+        is to be retried, the later rows of its priority wait behind it (:func:`plan_queue`:
+        pending until its retry), so the recipient still gets them in creation order."""
+        behind: dict[int, Notification] = {}  # priority → the row to be retried first
+        i = 0
+        while i < len(rows):
+            slots = self._slot(rows[i][0].channel)
+            await slots.acquire()
+            take = 1
+            while i + take < len(rows) and not slots.locked():
+                await slots.acquire()  # free: returns at once
+                take += 1
+            group, i = rows[i:i + take], i + take
+            held = len(group)  # slots of this group not given back yet
+            try:
+                live = await self.db(self._tx, self._recheck, [r[0] for r in group],
+                                     self.clock.now())
+                for n, inc, channel, event, run in group:
+                    try:
+                        if (head := behind.get(n.priority)) is not None:
+                            requeue[n.id] = plan_queue(n, self.clock.now(), head)
+                            continue
+                        if n.id not in live:
+                            done.add(n.id)
+                            continue
+                        message, body = self._render(n, inc, channel, event, run)
+                        started = self.clock.now()
+                        result = await send(channel, message)
+                        done.add(n.id)
+                    finally:
+                        held -= 1
+                        slots.release()
+                    now = self.clock.now()
+                    plan = plan_next(n, result, started, now, self.rng)
+                    if self.metrics is not None:
+                        self.metrics.notification(n.channel, result.status.value)
+                    batch[n.id] = (n, inc, result, plan, body, now)
+                    if plan.status == "pending":
+                        behind[n.priority] = replace(n, due_at=plan.due_at)
+            finally:
+                for _ in range(held):  # an error: the group's other slots back for other lanes
+                    slots.release()
+
+    @staticmethod
+    def _recheck(tx: Tx, rows: list[Notification], now: datetime) -> set[int]:
+        """Stage 1 for rows about to be sent, in one transaction (one read): the ids of the
+        rows that should still go out — still ``sending``, their incident neither resolved
+        nor, for a row that needs an acknowledgement, acknowledged (such a row is cancelled,
+        as :func:`recheck` does)."""
+        states = tx.sending_states([n.id for n in rows])
+        live = set()
+        for n in rows:
+            state = states.get(n.id)
+            if state is None:
+                continue  # cancelled by an acknowledgement after the claim
+            if state == "resolved" or (state == "acknowledged" and n.needs_ack):
+                tx.update_notification(n.id, status="cancelled", updated_at=now)
+                continue
+            live.add(n.id)
+        return live
+
+    def _record_all(self, tx: Tx, batch: dict[int, tuple[Any, ...]],
+                    requeue: dict[int, Plan] | None = None) -> None:
         for args in batch.values():
             record(tx, self.config, *args, contacts_of=self.contacts_of)
+        for nid, plan in (requeue or {}).items():  # queued behind a retry (order per address)
+            current = tx.get_notification(nid)
+            if current is not None and current.status == "sending":
+                tx.update_notification(nid, status="pending", due_at=plan.due_at,
+                                       first_attempt_at=plan.first_attempt_at,
+                                       updated_at=plan.due_at)
 
-    async def _record(self, batch: dict[int, tuple[Any, ...]]) -> None:
-        """Record attempts (row id → :func:`record` args) in one transaction — one fsync for a
-        batch of sends; when the store cannot write, keep them for :meth:`record_late` (their
-        rows stay ``sending``, so they are not sent again) and raise."""
-        if not batch:
+    async def _record(self, batch: dict[int, tuple[Any, ...]],
+                      requeue: dict[int, Plan] | None = None) -> None:
+        """Record attempts (row id → :func:`record` args), and rows queued behind a retry
+        (``requeue``: row id → :func:`plan_queue`'s plan), in one transaction — one fsync for
+        a batch of sends; when the store cannot write, keep the attempts for
+        :meth:`record_late` (their rows stay ``sending``, so they are not sent again) and
+        raise."""
+        if not batch and not requeue:
             return
         try:
-            await self.db(self._tx, self._record_all, dict(batch))
+            await self.db(self._tx, self._record_all, dict(batch), dict(requeue or {}))
         except Exception:
             self._unrecorded.update(batch)
+            await self._unclaim(list(requeue or ()))
             raise
         for n, _, result, *_ in batch.values():
             self._observe(n, result)
@@ -596,16 +722,10 @@ class Delivery:
         run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
         return inc, channel, first, run
 
-    async def _deliver(self, n: Notification, batch: dict[int, tuple[Any, ...]] | None = None
-                       ) -> None:
-        """Run one claimed row through re-check → dedup → throttle → render → send → retry → record.
-        With ``batch`` the attempt is added to it, for the caller to record (:meth:`_record`)."""
-        if batch and any(m.step_run_id == n.step_run_id or (
-                (m.channel, m.address) == (n.channel, n.address) and plan.status != "delivered")
-                for m, _, _, plan, *_ in batch.values()):
-            await self._record(batch)  # a twin (dedup) or an earlier message still to go out to
-            batch.clear()              # this address (order) must be on record before this row
-        async with self._slot(n.channel):  # the re-check is just before the send, in its slot
+    async def _deliver(self, n: Notification) -> None:
+        """One claimed row on its own: re-check → dedup → throttle → render → send → retry →
+        record, the re-check in its send slot just before the send."""
+        async with self._slot(n.channel):
             prepared = await self.db(self._tx, self._prepare, n, self.clock.now())
             if prepared is None:
                 return
@@ -614,13 +734,10 @@ class Delivery:
             started = self.clock.now()
             result = await send(channel, message)
         now = self.clock.now()
-        plan = plan_next(n, result, started, now, self.rng)
         if self.metrics is not None:
             self.metrics.notification(n.channel, result.status.value)
-        if batch is not None:
-            batch[n.id] = (n, inc, result, plan, body, now)
-        else:
-            await self._record({n.id: (n, inc, result, plan, body, now)})
+        await self._record({n.id: (n, inc, result, plan_next(n, result, started, now, self.rng),
+                                   body, now)})
 
     def _slot(self, channel_id: str) -> asyncio.Semaphore:
         """The channel's send slots for this :meth:`run_once` (a fresh one outside it)."""

@@ -19,6 +19,7 @@ that could name or count other pupils, and they get their own templates
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -303,7 +304,14 @@ def _deadline_local(ctx: RenderContext) -> str | None:
 _env = SandboxedEnvironment(
     loader=jinja2.PackageLoader("escalator.delivery", "templates"),
     autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    auto_reload=False,  # packaged templates do not change under a running daemon: no stat per message
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _override(source: str) -> jinja2.Template:
+    """A channel's override template, compiled once (not for every message)."""
+    return _env.from_string(source)
 
 
 def render_templates(ctx: RenderContext) -> Rendered:
@@ -317,7 +325,7 @@ def render_templates(ctx: RenderContext) -> Rendered:
     for part in ("title", "body"):
         source = None if guardian else ctx.templates.get(part)
         name = f"{ctx.language}/guardian_{part}.j2" if guardian else f"{ctx.language}/{part}.j2"
-        tpl = _env.from_string(source) if source else _env.get_template(name)
+        tpl = _override(source) if source else _env.get_template(name)
         out[part] = tpl.render(values).strip()
     hint = None
     if ctx.notification.needs_ack and not guardian:

@@ -29,8 +29,10 @@ from escalator.store.thread import Runner, inline
 
 TICK_BATCH = 50
 """Most incidents one tick transaction advances (the store is free for the other lanes between)."""
-SEND_BATCH = 10
-"""Notifications one delivery pass claims."""
+SEND_BATCH = 50
+"""Notifications one delivery pass claims (three store transactions for the pass: claim, re-check
+per group of free send slots, record; a kill between a send and the record re-sends at most
+this many: ``tests/test_crash_lane.py``'s ``CLAIM_LIMIT``)."""
 
 
 class Deliverer(Protocol):

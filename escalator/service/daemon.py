@@ -149,7 +149,7 @@ class Daemon:
         self.purge = DailyPurge(self.engine)  # personal data past retention, once a day
         self.delivery = Delivery(self.store, config, channels, self.clock,
                                  render=lambda ctx: self.pm.hook.render_notification(context=ctx),
-                                 db=self.db)
+                                 db=self.store_thread.urgent)  # sends go before group commits
         self.delivery.contacts_of = self.engine.contacts_of  # failover: guardians via the rules
         self.delivery.school_hours = lambda c: self.pm.hook.school_hours(config=c)  # quiet hours
         self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(
@@ -399,7 +399,7 @@ class Daemon:
             except Exception as e:
                 self._failed("delivery", e)
                 await asyncio.sleep(1.0)
-            await self._sleep(wake)
+            await self._sleep(wake, self.store_thread.urgent)
 
     def _failed(self, lane: str, e: Exception) -> None:
         self.last_error = f"{lane}: {type(e).__name__}: {e}"
@@ -448,9 +448,11 @@ class Daemon:
                 f"{counts.get('acknowledged', 0)} acknowledged")
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
-    async def _sleep(self, wake: asyncio.Event) -> None:
+    async def _sleep(self, wake: asyncio.Event, db: Any = None) -> None:
+        """Sleep until the next timer in the store (read through ``db``: the delivery lane's
+        read goes before waiting group commits), ``wake`` or :data:`MAX_IDLE`."""
         try:
-            due = await self.runloop.next_due()
+            due = await (db or self.db)(self.engine.next_due)
         except Exception:
             due = None
         timeout = MAX_IDLE

@@ -22,7 +22,7 @@ store: they become :class:`StoreUnavailable` or :class:`Conflict`. All datetimes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -401,6 +401,11 @@ class CoreTx(Protocol):
                       limit: int) -> list[Notification]:
         """Mark up to ``limit`` ``pending`` rows to ``channel``/``address`` of ``priority`` due
         at ``now`` ``sending`` and return them by id (the rows of a digest)."""
+        ...
+    def sending_states(self, notification_ids: Sequence[int]) -> dict[int, str]:
+        """For the rows among ``notification_ids`` still ``sending``: row id → its incident's
+        state (one read for a batch of sends about to go out; a row cancelled or gone is
+        missing)."""
         ...
     def update_notification(self, notification_id: int, **fields: Any) -> None: ...
     def release_claims(self) -> int: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -503,6 +503,14 @@ class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQL
         ).fetchall()
         return sorted((row_to(Notification, r) for r in rows), key=lambda n: n.id)
 
+    def sending_states(self, notification_ids: Sequence[int]) -> dict[int, str]:
+        if not notification_ids:
+            return {}
+        marks = ", ".join("?" for _ in notification_ids)
+        return dict(self.c.execute(
+            "SELECT n.id, i.state FROM notifications n JOIN incidents i ON i.id = n.incident_id"
+            f" WHERE n.id IN ({marks}) AND n.status = 'sending'", list(notification_ids)))
+
     def update_notification(self, notification_id: int, **values: Any) -> None:
         self._update("notifications", notification_id, values)
 
@@ -547,7 +555,14 @@ class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQL
             " SELECT MIN(next_step_at) AS t FROM incidents WHERE next_step_at IS NOT NULL"
             " UNION ALL SELECT MIN(deadline_check_at) FROM incidents"
             "  WHERE deadline_check_at IS NOT NULL"
-            " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending')"
+            # one seek per priority in the pending rows' index (priority, due_at): a MIN over
+            # all priorities at once would read every pending row (a backlog on every sleep)
+            " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending'"
+            "  AND priority = 0"
+            " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending'"
+            "  AND priority = 1"
+            " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending'"
+            "  AND priority = 2)"
         ).fetchone()
         return from_db(row[0]) if row and row[0] else None
 

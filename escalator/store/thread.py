@@ -2,19 +2,30 @@
 
 SQLite lets one writer in at a time anyway; giving it a thread of its own keeps the asyncio
 loop free for intake, timers, delivery and health checks while a transaction (and its fsync)
-runs (docs/ARCHITECTURE.md, "Lanes"). The calls queue in order (FIFO), so a caller waits at most
-for the transactions queued before its own.
+runs (docs/ARCHITECTURE.md, "Lanes"). Calls queue in two classes: **urgent** ones
+(:meth:`StoreThread.urgent`: the delivery lane's claim, re-check and record, which each cover a
+whole batch of sends) go before every waiting **normal** one (:meth:`StoreThread.run`: intake's
+group commits, timer ticks, web reads); within a class the order is FIFO. So a send waits at
+most for the one transaction running, never for a queue of group commits; intake loses at most
+one short delivery transaction per turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+URGENT = 0
+"""Priority class of :meth:`StoreThread.urgent` (runs before every waiting normal call)."""
+NORMAL = 1
+"""Priority class of :meth:`StoreThread.run`."""
 
 
 class Runner(Protocol):
@@ -29,16 +40,71 @@ async def inline(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
 
 class StoreThread:
-    """One worker thread for store calls. ``await thread.run(fn, *args)`` runs ``fn`` there and
-    returns its result (or raises its exception) on the loop. :meth:`close` waits for queued
-    calls to finish."""
+    """One worker thread for store calls. ``await thread.run(fn, *args)`` (normal) or
+    ``await thread.urgent(fn, *args)`` runs ``fn`` there and returns its result (or raises its
+    exception) on the loop; urgent calls go before waiting normal ones. :meth:`close` waits for
+    queued calls to finish."""
 
     def __init__(self, name: str = "escalator-store") -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"{name}_0", daemon=True)
+        self._thread.start()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the store thread, after the calls queued before it."""
+        return await self._submit(NORMAL, fn, args, kwargs)
+
+    async def urgent(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the store thread, before every waiting :meth:`run` call
+        (after the call running and the urgent ones queued before it)."""
+        return await self._submit(URGENT, fn, args, kwargs)
+
+    async def _submit(self, priority: int, fn: Callable[..., T], args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> T:
+        if self._closed:
+            raise RuntimeError("store thread closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        future: asyncio.Future[T] = loop.create_future()
+        call = functools.partial(fn, *args, **kwargs)
+        self._queue.put((priority, next(self._seq), (loop, future, call)))
+        return await future
+
+    def _work(self) -> None:
+        while True:
+            _, _, item = self._queue.get()
+            if item is None:
+                return
+            loop, future, call = item
+            if future.cancelled():
+                continue
+            try:
+                result = call()
+            except BaseException as e:  # handed to the caller, on its loop
+                self._settle(loop, future, None, e)
+            else:
+                self._settle(loop, future, result, None)
+
+    @staticmethod
+    def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
+                error: BaseException | None) -> None:
+        def settle() -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        try:
+            loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the caller's loop has closed
+            pass
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Run what is queued, then stop the thread (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put((NORMAL + 1, next(self._seq), None))
+        if self._thread is not threading.current_thread():
+            self._thread.join()

@@ -454,3 +454,17 @@ def test_spool_files_are_remembered_once(store):
         assert tx.spool_file_seen("abc") and not tx.spool_file_seen("abd")
     with pytest.raises(Conflict), store.transaction() as tx:
         tx.add_spool_file(sha256="abc", name="again.json", taken_at=T0, events=3)
+
+
+def test_sending_states_names_the_incident_state_of_rows_still_sending(store):
+    with store.transaction() as tx:
+        open_ = new_incident(tx)
+        acked = new_incident(tx, "k/2", state="acknowledged")
+        sending = new_notification(tx, open_, status="sending")
+        of_acked = new_notification(tx, acked, status="sending")
+        cancelled = new_notification(tx, open_, status="cancelled")
+        pending = new_notification(tx, open_)
+    with store.transaction() as tx:
+        assert tx.sending_states([sending, of_acked, cancelled, pending, 999_999]) == {
+            sending: "triggered", of_acked: "acknowledged"}
+        assert tx.sending_states([]) == {}
