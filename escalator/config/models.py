@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from escalator.config import early_warning_defaults, school_defaults
+from escalator.config.replies import RepliesConfig
 from escalator.events import Category, Kind, Severity, Symptom
 
 TIMEOUT_MIN = 5
@@ -669,6 +670,8 @@ class Config(_Model):
     """Early warning from sickness absence (docs/early-warning.md); None: off."""
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     """How the delivery worker sends: concurrency, digests, the step-wait cap."""
+    replies: RepliesConfig | None = None
+    """Answering from the phone: reply codes, SMS webhooks, e-mail replies (docs/replies.md)."""
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

@@ -26,6 +26,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from escalator.config.models import Config
+from escalator.delivery.reply_codes import hint as reply_hint
 from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, SYMPTOM  # noqa: F401 (template values)
 from escalator.store.base import Incident, Notification
 
@@ -46,7 +47,7 @@ class RenderContext:
     ``audience``: ``person`` or ``group`` (the channel's); ``occurred_local``: the event time in
     the school's zone, formatted; ``step``: (0-based step index, step name) or None;
     ``templates``: per-channel overrides ``{"title": …, "body": …}`` (Jinja2 source);
-    ``event``: the first event's body.
+    ``event``: the first event's body; ``reply_code``: the reply code, if any.
     """
 
     incident: Incident
@@ -58,6 +59,9 @@ class RenderContext:
     templates: dict[str, str] = field(default_factory=dict)
     event: dict[str, Any] = field(default_factory=dict)
     """The incident's first event body (JSON form), for symptoms, count, details, reporter."""
+    reply_code: str | None = None
+    """The recipient's reply code for this incident (:mod:`escalator.delivery.reply_codes`), or
+    None when the message takes no reply by SMS or e-mail."""
 
     @property
     def language(self) -> str:
@@ -125,7 +129,7 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "recipient_name": ctx.notification.recipient_name, "audience": "guardian",
         "action": (g.message if g and g.message else actions.get(inc.kind, actions[""])),
         "contact": g.contact if g else None,
-        "deadline": None, "deadline_escalation": False,
+        "deadline": None, "deadline_escalation": False, "reply_code": None, "reply_hint": None,
     }
 
 
@@ -175,6 +179,8 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "audience": ctx.audience,
         "deadline": _deadline_local(ctx),
         "deadline_escalation": n.purpose == "deadline",
+        "reply_code": ctx.reply_code if n.needs_ack else None,
+        "reply_hint": reply_hint(ctx.reply_code, lang) if n.needs_ack else None,
     }
 
 
@@ -208,6 +214,9 @@ def render_templates(ctx: RenderContext) -> Rendered:
     if ctx.notification.needs_ack:
         url = values["ack_url"]
         hint = url or f"escalator ack {ctx.incident.id}"
+        tail = f"{hint}\n{values['reply_hint']}" if values.get("reply_hint") else None
+        if tail and out["body"].endswith(tail):  # the link, then the reply line: keep both whole
+            hint = tail
     return Rendered(out["title"].splitlines()[0] if out["title"] else "", out["body"], hint)
 
 

@@ -7,7 +7,7 @@ import inspect
 import re
 from pathlib import Path
 
-from escalator.store.base import CoreTx, ReportReads, RetentionTx, SchoolTx, Store, Tx
+from escalator.store.base import CoreTx, ReplyTx, ReportReads, RetentionTx, SchoolTx, Store, Tx
 
 
 def _methods(protocol: type) -> set[str]:
@@ -16,7 +16,7 @@ def _methods(protocol: type) -> set[str]:
 
 
 def test_tx_is_the_sum_of_its_parts():
-    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx)
+    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, ReplyTx)
     assert _methods(Tx) == set().union(*map(_methods, parts))
     assert all(not (_methods(a) & _methods(b)) for a in parts for b in parts if a is not b)
 
