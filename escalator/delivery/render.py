@@ -120,6 +120,7 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "affected_count": None, "details": None, "reported_by": None, "summary": None,
         "id": inc.id, "drill": inc.drill,
         "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "severity_level": str(inc.severity),
         "category": CATEGORY[lang].get(inc.category, inc.category),
         "kind": KIND[lang].get(inc.kind, inc.kind),
         "event_kind": inc.kind,
@@ -162,6 +163,7 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "id": inc.id,
         "drill": inc.drill,
         "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "severity_level": str(inc.severity),
         "category": CATEGORY[lang].get(inc.category, inc.category),
         "kind": KIND[lang]["cluster"] if ev.get("labels", {}).get("cluster")
         else KIND[lang].get(inc.kind, inc.kind),

@@ -1,0 +1,153 @@
+"""The Aliyun voice-call channel (``aliyun_voice``, 语音通知) through its official SDK against a
+real HTTP server on 127.0.0.1 answering the JSON the real API answers; which messages call
+(``severities``, ``hours``) and the failover to SMS for the rest, through the real delivery
+stage on a fake clock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from escalator_plugins.aliyun_voice import AliyunVoiceChannel
+
+from escalator.delivery.channels import DeliveryStatus, Message
+from escalator.plugins import collect, get_plugin_manager
+from tests.channel_servers import Answer, HTTPRecorder, free_port
+
+D, R, P = DeliveryStatus.delivered, DeliveryStatus.failed_retryable, DeliveryStatus.failed_permanent
+
+VALUES = {"id": 31, "severity": "特急", "severity_level": "critical", "category": "安全事故",
+          "class_id": None, "place": "3号宿舍楼", "summary": "宿舍楼烟感报警，疑似起火",
+          "step": {"number": 1, "name": "值班领导"}}
+
+
+def msg(severity: str = "critical", address: str = "13800000000") -> Message:
+    return Message(notification_id=9, incident_id=31, channel_id="voice", address=address,
+                   recipient_name="李校长", title="【特急】安全事故 #31", body="…", ack_hint=None,
+                   values={**VALUES, "severity_level": severity})
+
+
+@pytest.fixture
+def secret() -> str:
+    return f"SECRET-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def http():
+    with HTTPRecorder() as server:
+        yield server
+
+
+@pytest.fixture
+def voice(http, secret):
+    pytest.importorskip("alibabacloud_dyvmsapi20170525")
+
+    def make(**extra):
+        options = {"access_key_id": "LTAI5tVoiceKeyId", "access_key_secret": secret,
+                   "tts_code": "TTS_287000001", "called_show_number": "057100000000",
+                   "params": {"no": "id", "cat": "category", "where": "place"},
+                   "endpoint": f"127.0.0.1:{http.port}", "protocol": "http", "timeout": 5}
+        return AliyunVoiceChannel("voice", {**options, **extra})
+    return make
+
+
+def answer(code: str, message: str = "", status: int = 200) -> Answer:
+    body = {"Code": code, "Message": message or code, "RequestId": "V1-R2"}
+    if code == "OK":
+        body["CallId"] = "116012354148^10281378****"
+    return Answer(status=status, body=body)
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    """School-local (UTC+8) ``hour:minute`` on 2026-12-07, as aware UTC."""
+    return datetime(2026, 12, 7, (hour - 8) % 24, minute, tzinfo=UTC)
+
+
+def test_registered_as_a_builtin_person_channel_that_takes_no_replies():
+    assert collect(get_plugin_manager(entry_points=False)).channels["aliyun_voice"] is AliyunVoiceChannel
+    assert AliyunVoiceChannel.audience == "person" and not AliyunVoiceChannel.takes_replies
+
+
+async def test_a_critical_message_places_a_call_with_the_template_values(voice, http):
+    http.answer(answer("OK"))
+    result = await voice().send(msg(address="+86 138-0000-0000"))
+    assert result.status is D and "CallId" in result.detail and "call placed" in result.detail
+    req = http.requests[0]
+    assert req.headers["x-acs-action"] == "SingleCallByTts"
+    assert req.headers["authorization"].startswith("ACS3-HMAC-SHA256")  # signed, key not sent
+    q = req.query  # an RPC call: parameters in the query string
+    assert q["CalledNumber"] == ["13800000000"] and q["CalledShowNumber"] == ["057100000000"]
+    assert q["TtsCode"] == ["TTS_287000001"] and q["PlayTimes"] == ["3"]
+    assert q["OutId"] == ["escalator-9"]
+    assert json.loads(q["TtsParam"][0]) == {"no": "31", "cat": "安全事故", "where": "3号宿舍楼"}
+
+
+async def test_other_severities_and_hours_are_refused_without_a_call(voice, http):
+    http.answer(*[answer("OK")] * 3)
+    ch = voice(hours={"start": "21:00", "end": "07:00"})
+    result = await ch.send(msg("high"))
+    assert result.status is P and "not for severity high" in result.detail
+    ch.now = lambda: at(14, 30)  # school hours: the SMS will do
+    result = await ch.send(msg())
+    assert result.status is P and "not at 14:30" in result.detail
+    assert http.requests == []
+    ch.now = lambda: at(3, 34)  # 03:34, a critical incident: call
+    assert (await ch.send(msg())).status is D
+    ch.now = lambda: at(21, 0)
+    assert (await ch.send(msg())).status is D
+    ch.now = lambda: at(7, 0)
+    assert (await ch.send(msg())).status is P
+    assert len(http.requests) == 2
+    both = voice(severities=["critical", "high"])
+    assert (await both.send(msg("high"))).status is D
+
+
+@pytest.mark.parametrize("reply, status", [
+    (answer("isv.BUSINESS_LIMIT_CONTROL", "触发流控"), R),
+    (answer("Throttling.User", "Request was denied due to user flow control.", 400), R),
+    (answer("ServiceUnavailable", "The request has failed due to a temporary failure.", 503), R),
+    (answer("isv.TTS_TEMPLATE_ILLEGAL", "TTS模板不合法"), P),
+    (answer("isv.MOBILE_NUMBER_ILLEGAL", "号码格式非法"), P),
+    (answer("isv.AMOUNT_NOT_ENOUGH", "余额不足"), P),
+    (answer("InvalidAccessKeyId.NotFound", "Specified access key is not found.", 404), P),
+])
+async def test_answers_mapped(voice, http, reply, status):
+    http.answer(reply)
+    result = await voice().send(msg())
+    assert result.status is status and reply.body["Code"] in result.detail
+
+
+async def test_connection_refused_is_retryable(voice):
+    assert (await voice(endpoint=f"127.0.0.1:{free_port()}").send(msg())).status is R
+
+
+async def test_secret_never_in_repr_details_logs_or_requests(voice, http, secret, caplog):
+    caplog.set_level(logging.DEBUG)
+    ch = voice()
+    assert secret not in repr(ch) and "LTAI5tVoiceKeyId" not in repr(ch)
+    http.answer(answer("SignatureDoesNotMatch", f"Specified signature is not matched: {secret}", 400))
+    result = await ch.send(msg())
+    assert result.status is P and secret not in result.detail and "***" in result.detail
+    assert secret not in caplog.text
+    assert all(secret.encode() not in r.body and secret not in r.raw_query for r in http.requests)
+
+
+def test_bad_options_are_named():
+    pytest.importorskip("alibabacloud_dyvmsapi20170525")
+    base = {"access_key_id": "i", "access_key_secret": "s", "tts_code": "TTS_1"}
+    with pytest.raises(ValueError, match="pupil_name"):
+        AliyunVoiceChannel("c", {**base, "params": {"n": "pupil_name"}})
+    with pytest.raises(ValueError, match="severities"):
+        AliyunVoiceChannel("c", {**base, "severities": ["urgent"]})
+    with pytest.raises(ValueError, match="play_times"):
+        AliyunVoiceChannel("c", {**base, "play_times": 5})
+
+
+def test_missing_sdk_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "alibabacloud_dyvmsapi20170525.client", None)
+    with pytest.raises(ValueError, match=r"pip install 'escalator\[aliyun-voice\]'"):
+        AliyunVoiceChannel("c", {"access_key_id": "i", "access_key_secret": "s", "tts_code": "TTS_1"})
