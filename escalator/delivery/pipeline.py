@@ -45,8 +45,8 @@ import structlog
 
 from escalator.clock import Clock
 from escalator.config.models import Config
-from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery import reply_codes
+from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.engine.engine import step_delivered

@@ -3,8 +3,9 @@ error handlers, the body-size cap, the metrics wiring and the OpenAPI components
 module that knows every router.
 
 Credentials (:mod:`escalator.web.auth`): bearer tokens for ``/api/v1/…``; the PagerDuty intake
-authenticates by its ``routing_key``, acknowledge pages by their link token. ``/healthz``,
-``/metrics``, ``/ack/…``, ``/docs`` and ``/openapi.json`` need no bearer token.
+authenticates by its ``routing_key``, acknowledge pages by their link token, SMS reply webhooks
+(``/replies/…``) by a signature or a secret in the path. ``/healthz``, ``/metrics``,
+``/ack/…``, ``/replies/…``, ``/docs`` and ``/openapi.json`` need no bearer token.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from escalator.web import errors
 from escalator.web.auth import Keyring
 from escalator.web.limits import BodyLimit
 from escalator.web.openapi import add_components
-from escalator.web.routers import ack, compat, events, incidents, ops
+from escalator.web.routers import ack, compat, events, incidents, ops, replies
 
 
 def create_app(daemon: Any) -> FastAPI:
@@ -47,7 +48,7 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(errors.ApiError, errors.api_error)
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
-    for module in (events, incidents, ack, compat, ops):
+    for module in (events, incidents, ack, compat, ops, replies):
         app.include_router(module.router)
     add_components(app, Event, PdEvent, AmWebhook)
     return app
