@@ -86,8 +86,10 @@ class TencentReply(BaseModel):
     time: int | None = None
 
 
-_GATEWAY = TypeAdapter(GatewaySms | list[GatewaySms])
+_GATEWAY = TypeAdapter(GatewaySms)
+_GATEWAY_LIST = TypeAdapter(list[GatewaySms])
 _ALIYUN = TypeAdapter(list[AliyunSmsUp])
+_TENCENT = TypeAdapter(TencentReply)
 
 
 class WebhookSecrets:
@@ -180,8 +182,8 @@ async def gateway_reply(name: str, request: Request, daemon: CurrentDaemon) -> d
         log.warning("reply_webhook_refused", webhook=name,
                     reason="stale timestamp" if given and not fresh else "bad signature")
         raise ApiError(401, "bad or missing signature (X-Escalator-Timestamp, X-Escalator-Signature)")
-    doc = _parse(_GATEWAY, await read_json(request))
-    items = doc if isinstance(doc, list) else [doc]
+    doc = await read_json(request)
+    items = _parse(_GATEWAY_LIST, doc) if isinstance(doc, list) else [_parse(_GATEWAY, doc)]
     await _take(request, daemon, name, hook,
                 [Inbound(i.from_, i.text, "sms", name) for i in items])
     return {"received": len(items)}
@@ -207,7 +209,7 @@ async def provider_reply(name: str, secret: str, request: Request,
         await _take(request, daemon, name, hook,
                     [Inbound(u.phone_number, u.content, "sms", name) for u in ups])
         return {"code": 0, "msg": "接收成功"}
-    reply = _parse(TypeAdapter(TencentReply), doc)
+    reply = _parse(_TENCENT, doc)
     sender = reply.mobile if reply.nationcode in ("", "86") else f"+{reply.nationcode}{reply.mobile}"
     await _take(request, daemon, name, hook, [Inbound(sender, reply.text, "sms", name)])
     return {"result": 0, "errmsg": "OK"}
