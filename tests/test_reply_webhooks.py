@@ -48,14 +48,14 @@ def config_text(sms_url: str, smtp_port: int) -> str:
                 "from: 'escalator <esc@school.example>', html: false}}\n")
     assert "  main: {type: console}\n  backup: {type: console}\n" in base
     base = base.replace("  main: {type: console}\n  backup: {type: console}\n", channels)
-    return base + f"""
+    return base + """
 replies:
   webhooks:
-    gateway: {{type: sms_http, secret_env: TEST_REPLY_GW, answer_channel: main}}
-    aliyun: {{type: aliyun, secret_file: aliyun.secret, answer_channel: main}}
-    tencent: {{type: tencent, secret_env: TEST_REPLY_TC, answer_channel: main}}
-    short: {{type: aliyun, secret_env: TEST_REPLY_SHORT}}
-  email: {{spool_dir: mail-replies, answer_channel: backup, poll_seconds: 3600}}
+    gateway: {type: sms_http, secret_env: TEST_REPLY_GW, answer_channel: main}
+    aliyun: {type: aliyun, secret_file: aliyun.secret, answer_channel: main}
+    tencent: {type: tencent, secret_env: TEST_REPLY_TC, answer_channel: main}
+    short: {type: aliyun, secret_env: TEST_REPLY_SHORT}
+  email: {spool_dir: mail-replies, answer_channel: backup, poll_seconds: 3600}
 """
 
 
