@@ -147,6 +147,13 @@ CASES = {
     # Configured deadline rules merge over the defaults: a custom rule alone is fine.
     "custom_deadline_rule_merges": [],
     # Validation by the pydantic models: a misspelled field.
+    # Replies: answer channels configured, webhook secrets readable (docs/replies.md).
+    "reply_answer_channel": [
+        ("warning", "replies.webhooks.aliyun.secret_env", 21, "TEST_ESCALATOR_NO_SUCH_VARIABLE"),
+        ("warning", "replies.webhooks.gateway.secret_file", 25, "cannot read"),
+        ("error", "replies.webhooks.gateway.answer_channel", 26, "unknown channel 'aliyun_sms'"),
+        ("error", "replies.email.answer_channel", 29, "unknown channel 'mail'"),
+    ],
     "unknown_field": [
         ("error", "policies.main.steps[0].timout", 17, "unknown field (misspelled?)"),
     ],

@@ -485,6 +485,29 @@ def check_early_warning(config: Config) -> Iterator[Finding]:
                        "week is judged against them; enter the terms")
 
 
+def check_replies(config: Config) -> Iterator[Finding]:
+    """Replies (docs/replies.md): an ``answer_channel`` is a configured channel (error); a
+    webhook's secret can be read here (warning, as for channel secrets; never shown)."""
+    from escalator.config.load import resolve_secrets
+
+    replies = config.replies
+    if replies is None:
+        return
+    for name, hook in replies.webhooks.items():
+        if hook.answer_channel is not None and hook.answer_channel not in config.channels:
+            yield _error(("replies", "webhooks", name, "answer_channel"),
+                         f"unknown channel {hook.answer_channel!r}")
+        options = hook.model_dump(include={"secret_env", "secret_file"}, exclude_none=True)
+        try:
+            resolve_secrets(options, config.base_dir)
+        except ValueError as e:
+            yield _warning(("replies", "webhooks", name, next(iter(options))),
+                           f"{e}: this webhook answers 404 without it")
+    mail = replies.email
+    if mail is not None and mail.answer_channel is not None and mail.answer_channel not in config.channels:
+        yield _error(("replies", "email", "answer_channel"), f"unknown channel {mail.answer_channel!r}")
+
+
 CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_step_targets,
     check_person_roles,
@@ -507,6 +530,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_deadline_chains,
     check_secrets_resolvable,
     check_early_warning,
+    check_replies,
 ]
 """Every rule, in the order its findings are listed."""
 
