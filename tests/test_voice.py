@@ -10,6 +10,7 @@ import logging
 import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from escalator_plugins.aliyun_voice import AliyunVoiceChannel
@@ -151,3 +152,28 @@ def test_missing_sdk_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "alibabacloud_dyvmsapi20170525.client", None)
     with pytest.raises(ValueError, match=r"pip install 'escalator\[aliyun-voice\]'"):
         AliyunVoiceChannel("c", {"access_key_id": "i", "access_key_secret": "s", "tts_code": "TTS_1"})
+
+
+async def test_through_the_delivery_stage_a_refused_message_fails_over_to_sms(voice, http, tmp_path):
+    """李老师 (tests/fixtures/engine.yaml) has ``main`` first, then ``backup``: with ``main`` a
+    voice channel, a critical incident calls her; a high one goes on at once to ``backup``."""
+    from escalator.config import load_config
+    from escalator.testing import Harness, RecordingChannel
+
+    http.answer(answer("OK"))
+    h = Harness(load_config(Path(__file__).parent / "fixtures" / "engine.yaml"),
+                tmp_path / "db.sqlite3")
+    sms = RecordingChannel()
+    h.delivery.channels = {"main": voice(), "backup": sms}
+    fall = {"kind": "incident", "category": "accident", "class_id": "5-1",
+            "summary": "5-1班学生摔伤"}
+    await h.send({**fall, "severity": "high", "dedup_key": "fall/1"})
+    assert [m.address for m in sms.sent] == ["li@example.edu"] and http.requests == []
+    await h.send({**fall, "severity": "critical", "dedup_key": "fall/2"})
+    assert len(http.requests) == 1 and http.requests[0].query["CalledNumber"] == ["13800000002"]
+    assert len(sms.sent) == 1
+    with h.store.transaction() as tx:
+        [first] = [n for n in tx.notifications_of(1) if n.contact_index == 0]
+        [attempt] = tx.deliveries_of(first.id)
+    assert "not for severity high" in attempt.detail
+    h.close()
