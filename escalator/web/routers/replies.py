@@ -83,7 +83,7 @@ class TencentReply(BaseModel):
     text: str = Field(max_length=2000)
     sign: str | None = None
     extend: str | None = None
-    time: int | None = None
+    time: float | None = None
 
 
 _GATEWAY = TypeAdapter(GatewaySms)
