@@ -67,12 +67,15 @@ def test_code_names_are_short_and_never_repeat():
     ("3", Reply("report", None)), ("确认", Reply("acknowledge", None)),
     ("确认ab", Reply("acknowledge", "ab")), ("上报 c", Reply("report", "c")),
     ("已处置", Reply("handled", None)), ("1#A", Reply("acknowledge", "a")),
+    ("2a 已联系家长接回", Reply("handled", "a", "已联系家长接回")),
+    ("2，已送医", Reply("handled", None, "已送医")), ("3A。", Reply("report", "a")),
 ])
 def test_replies_people_write_are_read(text, reply):
     assert parse_reply(text) == reply
 
 
-@pytest.mark.parametrize("text", ["好的", "4a", "1abcd", "", "  ", "1a 好的", "a1", "收到了谢谢"])
+@pytest.mark.parametrize("text", ["好的", "4a", "1abcd", "", "  ", "1a 好的", "a1", "收到了谢谢",
+                                  "3a 明天再说", "12"])
 def test_anything_else_is_no_reply(text):
     assert parse_reply(text) is None
 

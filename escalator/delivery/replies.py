@@ -10,7 +10,8 @@ actor and ``via`` ``sms`` or ``email`` in the timeline:
 
 - ``1`` → :meth:`Engine.acknowledge` with the code's ack token (an ``escalate`` step stops the
   walk, a ``report`` step confirms this level and tells the next);
-- ``2`` → ``Engine.decide(decision="handled")`` (已处置，无需上报);
+- ``2`` → ``Engine.decide(decision="handled")`` (已处置，无需上报): the text after the code is
+  the reason ("2a 已联系家长接回"), else "短信回复 2：本级已处置，无需上报";
 - ``3`` → ``Engine.decide(decision="report")`` (上报上一级).
 
 Every reply gets an answer text (:class:`Handled`), in the school's language: what was done, or
@@ -59,7 +60,10 @@ ANSWERS = {
         "seen": "事件 #{id} 已知悉，已记录。",
         "already_acknowledged": "事件 #{id} 已被确认，无需再回复。",
         "already_resolved": "事件 #{id} 已解除，无需再回复。",
-        "handled": "事件 #{id} 已记录为已处置，无需上报。",
+        "handled": "事件 #{id} 已记录为本级已处置，无需上报，事件已解除。",
+        "not_allowed": "事件 #{id}：抄送人员不能作此决定，已记录为知悉。",
+        "level_closed": "事件 #{id}：您这一级的处理已结束（已上报或已由他人处理），回复未改变处理进程。",
+        "default_reason": "{via}回复 2：本级已处置，无需上报",
         "reported": "事件 #{id} 已上报上一级。",
         "recorded": "事件 #{id} 已记录您的回复（{outcome}）。",
         "unavailable": "事件 #{id}：暂不能通过短信办理此项，请使用通知中的确认链接。",
@@ -76,7 +80,11 @@ ANSWERS = {
         "seen": "Incident #{id}: noted as seen.",
         "already_acknowledged": "Incident #{id} was already acknowledged.",
         "already_resolved": "Incident #{id} is already resolved.",
-        "handled": "Incident #{id} recorded as handled; no report needed.",
+        "handled": "Incident #{id} recorded as handled at your level; no report needed; resolved.",
+        "not_allowed": "Incident #{id}: you were informed only and cannot decide this.",
+        "level_closed": "Incident #{id}: your level has ended (reported on, or handled by "
+                        "someone else); your reply changed nothing.",
+        "default_reason": "Reply 2 by {via}: handled here, no report needed",
         "reported": "Incident #{id} reported to the next level.",
         "recorded": "Incident #{id}: your reply was recorded ({outcome}).",
         "unavailable": "Incident #{id}: this cannot be done by reply; use the link in the message.",
@@ -89,6 +97,10 @@ ANSWERS = {
     },
 }
 """The answers, per language; ``{id}``, ``{code}``, ``{choices}``, ``{outcome}`` filled in."""
+
+
+VIA_WORD = {"sms": "短信", "email": "邮件"}
+"""How a reply came, in the default reason of a ``2`` without one (zh)."""
 
 
 @dataclass(frozen=True)
@@ -212,9 +224,9 @@ class ReplyDesk:
             return Handled("choose", w["choose"].format(choices=choices), recipient=_name(who[0]))
         else:
             row = rows[0]
-        return self._act(row, reply.action, inbound.via)
+        return self._act(row, reply.action, inbound.via, reply.reason)
 
-    def _act(self, row: ReplyCode, action: str, via: str) -> Handled:
+    def _act(self, row: ReplyCode, action: str, via: str, reason: str | None) -> Handled:
         w = self._words()
         who = f"{row.recipient_kind}:{row.recipient_id}"
         try:
@@ -225,8 +237,16 @@ class ReplyDesk:
                 if decide is None:
                     return Handled("unavailable", w["unavailable"].format(id=row.incident_id),
                                    row.incident_id, who)
-                r = decide(decision="handled" if action == "handled" else "report", reason=None,
+                if action == "handled":
+                    zh = self.config.school.language == "zh"
+                    reason = reason or w["default_reason"].format(
+                        via=VIA_WORD.get(via, via) if zh else via)
+                r = decide(decision="handled" if action == "handled" else "report",
+                           reason=reason if action == "handled" else None,
                            actor=row.recipient_id, via=via, token=row.ack_token)
+        except ValueError:  # the engine's DecisionError: a decision it does not take here
+            return Handled("unavailable", w["unavailable"].format(id=row.incident_id),
+                           row.incident_id, who)
         except NotFound:
             return Handled("stale_code", w["stale_code"].format(code=row.code), row.incident_id, who)
         text = w.get(r.outcome) or w["recorded"]

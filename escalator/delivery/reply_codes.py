@@ -31,14 +31,15 @@ from escalator.store.base import Notification, ReplyCode, Tx
 
 ACTIONS = {"1": "acknowledge", "2": "handled", "3": "report"}
 """The digit a reply starts with → what it asks for."""
-WORDS = {"确认": "1", "收到": "1", "已处置": "2", "处置": "2", "上报": "3", "ack": "1"}
+WORDS = {"确认": "1", "收到": "1", "已处置": "2", "处置": "2", "上报": "3"}
 """Words accepted in place of the digit (a teacher may write 确认 instead of 1)."""
 RECIPIENT_KINDS = ("person", "unit")
 """Recipients who get codes: the people and units of the config (not guardians)."""
 
-_REPLY = re.compile(r"^(?P<action>[123]|" + "|".join(sorted(WORDS, key=len, reverse=True))
-                    + r")(?P<code>[a-z]{1,3})?$")
-_NOISE = re.compile(r"[\s。．.，,！!：:#＃\"'“”‘’]+")
+_SEP = r"[\s#＃:：,，.。!！、]*"
+_REPLY = re.compile(
+    r"^(?P<action>[123]|" + "|".join(sorted(WORDS, key=len, reverse=True)) + ")" + _SEP
+    + r"(?P<code>[a-z]{1,3})?(?![a-z])" + _SEP + r"(?P<rest>.*?)\s*$", re.IGNORECASE | re.DOTALL)
 
 
 def code_name(index: int) -> str:
@@ -80,24 +81,31 @@ def assign(tx: Tx, config: Config, n: Notification, channel: Any, now: datetime)
 
 @dataclass(frozen=True)
 class Reply:
-    """A parsed reply: ``action`` (``acknowledge``, ``handled``, ``report``) and ``code``
-    (lower-case letters, or None when the reply has only the digit)."""
+    """A parsed reply: ``action`` (``acknowledge``, ``handled``, ``report``), ``code``
+    (lower-case letters, or None when the reply has only the digit) and, for ``handled``, the
+    ``reason`` written after the code (None when there is none)."""
 
     action: str
     code: str | None
+    reason: str | None = None
 
 
 def parse_reply(text: str) -> Reply | None:
     """The reply in ``text`` (an SMS, or an e-mail's first line), or None if it is none.
 
-    Full-width characters are folded (NFKC: "１Ａ" is "1a"), case, spaces and punctuation are
-    ignored: "1a", "1 A", "１ａ。", "确认a", "3" are replies; "好的" is not."""
-    folded = _NOISE.sub("", unicodedata.normalize("NFKC", text or "")).lower()
+    Full-width characters are folded (NFKC: "１Ａ" is "1a"); case, spaces and punctuation
+    between the parts are ignored: "1a", "1 A", "１ａ。", "确认a", "3" are replies; "好的", "1a
+    好的" are not. After ``2`` and its code the rest is the reason ("2a 已联系家长接回")."""
+    folded = unicodedata.normalize("NFKC", text or "").strip()
     m = _REPLY.match(folded)
     if m is None:
         return None
-    action = WORDS.get(m.group("action"), m.group("action"))
-    return Reply(ACTIONS[action], m.group("code"))
+    action = ACTIONS[WORDS.get(m.group("action"), m.group("action"))]
+    rest = m.group("rest").strip()
+    if rest and action != "handled":
+        return None
+    code = m.group("code").lower() if m.group("code") else None
+    return Reply(action, code, rest[:500] or None)
 
 
 HINT = {
