@@ -62,7 +62,7 @@ ANSWERS = {
         "already_resolved": "事件 #{id} 已解除，无需再回复。",
         "handled": "事件 #{id} 已记录为本级已处置，无需上报，事件已解除。",
         "not_allowed": "事件 #{id}：抄送人员不能作此决定，已记录为知悉。",
-        "level_closed": "事件 #{id}：您这一级的处理已结束（已上报或已由他人处理），回复未改变处理进程。",
+        "level_closed": "事件 #{id}：您这一级已由他人处理或已上报上一级，您的回复未改变处理进程。",
         "default_reason": "{via}回复 2：本级已处置，无需上报",
         "reported": "事件 #{id} 已上报上一级。",
         "recorded": "事件 #{id} 已记录您的回复（{outcome}）。",
