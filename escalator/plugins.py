@@ -32,6 +32,7 @@ BUILTIN_PLUGINS = (
     "escalator_plugins.aliyun_sms",
     "escalator_plugins.tencent_sms",
     "escalator_plugins.aliyun_voice",
+    "escalator_plugins.tencent_voice",
     "escalator.school.plugin",
 )
 """Built-in plugin modules, registered exactly like third-party ones."""

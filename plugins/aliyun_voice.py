@@ -13,11 +13,10 @@ sms_template.py``), cut to ``max_param_chars`` (default 20). ``called_show_numbe
 number shown to the callee (a number bought in the console; empty: the public pool's).
 ``play_times`` (1–3, default 3), ``volume`` (0–100), ``speed`` (-500–500).
 
-Which messages call: only those of an incident whose severity is in ``severities`` (default
-``[critical]``), and, with ``hours`` (``{start: "21:00", end: "07:00"}``, school-local in
-``timezone``), only in those hours; any other message is refused at once (a permanent
-failure, detail ``voice: not …``) so the delivery stage fails over to the recipient's next
-contact method (their SMS). Put the voice contact method first for people who must be woken.
+Which messages call: ``severities`` (default ``[critical]``) and ``hours``
+(:mod:`escalator.delivery.voice`); any other message is refused at once, so the delivery stage
+fails over to the recipient's next contact method (their SMS). Put the voice contact method
+first for people who must be woken.
 
 Answers: body ``Code`` ``OK`` → delivered: the call was placed (whether it was picked up,
 Aliyun reports later through its call-status callback, which escalator does not read: the walk
@@ -32,11 +31,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
@@ -50,6 +48,7 @@ from escalator.delivery.sms_template import (
     template_values,
 )
 from escalator.delivery.text import short
+from escalator.delivery.voice import VoiceFilter, refusal
 from escalator.hookspecs import hookimpl
 
 RETRYABLE_CODES = frozenset({
@@ -68,19 +67,7 @@ def classify_code(code: str, status: int | None = None) -> DeliveryStatus:
     return DeliveryStatus.failed_permanent
 
 
-class Hours(BaseModel):
-    """A daily window, school-local: ``start`` to ``end`` (crossing midnight when end ≤ start)."""
-
-    start: time
-    end: time
-
-    def contains(self, t: time) -> bool:
-        if self.start < self.end:
-            return self.start <= t < self.end
-        return t >= self.start or t < self.end
-
-
-class AliyunVoiceOptions(CloudSmsOptions):
+class AliyunVoiceOptions(CloudSmsOptions, VoiceFilter):
     access_key_id: str = Field(min_length=1)
     access_key_secret: str = Field(min_length=1)
     tts_code: str = Field(min_length=1)
@@ -93,28 +80,11 @@ class AliyunVoiceOptions(CloudSmsOptions):
     region_id: str = "cn-hangzhou"
     endpoint: str = "dyvmsapi.aliyuncs.com"
     max_param_chars: int = Field(20, ge=1, le=500)
-    severities: list[str] = Field(default_factory=lambda: ["critical"], min_length=1)
-    hours: Hours | None = None
-    timezone: str = "Asia/Shanghai"
 
     @field_validator("params")
     @classmethod
     def known_values(cls, value: dict[str, str]) -> dict[str, str]:
         check_value_names(list(value.values()))
-        return value
-
-    @field_validator("severities")
-    @classmethod
-    def known_severities(cls, value: list[str]) -> list[str]:
-        known = {"critical", "high", "medium", "low", "info"}
-        if unknown := [v for v in value if v not in known]:
-            raise ValueError(f"unknown severities {unknown} (known: {', '.join(sorted(known))})")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def known_zone(cls, value: str) -> str:
-        ZoneInfo(value)  # raises for an unknown zone
         return value
 
 
@@ -140,18 +110,8 @@ class AliyunVoiceChannel(ChannelBase):
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def refusal(self, message: Message) -> str | None:
-        """Why ``message`` does not call (``severities``, ``hours``), or None if it does."""
-        o = self.options
-        values = message.values or {}
-        severity = values.get("severity_level")
-        if severity not in o.severities:
-            return f"voice: not for severity {severity or 'unknown'} (only {', '.join(o.severities)})"
-        if o.hours is not None:
-            local = self.now().astimezone(ZoneInfo(o.timezone)).time()
-            if not o.hours.contains(local):
-                return (f"voice: not at {local:%H:%M} (only {o.hours.start:%H:%M}–"
-                        f"{o.hours.end:%H:%M})")
-        return None
+        """Why ``message`` does not call now (``severities``, ``hours``), or None if it does."""
+        return refusal(self.options, message, self.now())
 
     def tts_param(self, message: Message) -> str:
         """The ``TtsParam`` JSON for ``message``."""

@@ -1,5 +1,5 @@
-"""The Aliyun voice-call channel (``aliyun_voice``, 语音通知) through its official SDK against a
-real HTTP server on 127.0.0.1 answering the JSON the real API answers; which messages call
+"""The voice-call channels (``aliyun_voice`` 语音通知, ``tencent_voice`` 语音消息) through their
+official SDKs against a real HTTP server on 127.0.0.1 answering the JSON the real API answers; which messages call
 (``severities``, ``hours``) and the failover to SMS for the rest, through the real delivery
 stage on a fake clock."""
 
@@ -68,9 +68,14 @@ def at(hour: int, minute: int = 0) -> datetime:
     return datetime(2026, 12, 7, (hour - 8) % 24, minute, tzinfo=UTC)
 
 
-def test_registered_as_a_builtin_person_channel_that_takes_no_replies():
-    assert collect(get_plugin_manager(entry_points=False)).channels["aliyun_voice"] is AliyunVoiceChannel
-    assert AliyunVoiceChannel.audience == "person" and not AliyunVoiceChannel.takes_replies
+def test_registered_as_builtin_person_channels_that_take_no_replies():
+    from escalator_plugins.tencent_voice import TencentVoiceChannel
+
+    channels = collect(get_plugin_manager(entry_points=False)).channels
+    assert channels["aliyun_voice"] is AliyunVoiceChannel
+    assert channels["tencent_voice"] is TencentVoiceChannel
+    for cls in (AliyunVoiceChannel, TencentVoiceChannel):
+        assert cls.audience == "person" and not cls.takes_replies
 
 
 async def test_a_critical_message_places_a_call_with_the_template_values(voice, http):
@@ -177,3 +182,96 @@ async def test_through_the_delivery_stage_a_refused_message_fails_over_to_sms(vo
         [attempt] = tx.deliveries_of(first.id)
     assert "not for severity high" in attempt.detail
     h.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tencent Cloud (tencent_voice, 语音消息 SendTtsVoice)
+# ---------------------------------------------------------------------------------------------
+
+TENCENT_JSON = "application/json"
+
+
+@pytest.fixture
+def tencent(http, secret):
+    pytest.importorskip("tencentcloud.vms")
+    from escalator_plugins.tencent_voice import TencentVoiceChannel
+
+    def make(**extra):
+        options = {"secret_id": "AKIDVoiceSecretId", "secret_key": secret,
+                   "voice_sdk_app_id": "1400000002", "template_id": "1200001",
+                   "params": ["id", "category", "place"],
+                   "endpoint": f"127.0.0.1:{http.port}", "protocol": "http", "timeout": 5}
+        return TencentVoiceChannel("voice", {**options, **extra})
+    return make
+
+
+def tencent_placed() -> Answer:
+    return Answer(body={"Response": {"SendStatus": {"CallId": "be2f3a0c-5b8e-4a1d-9c2f-0a1b2c3d4e5f",
+                                                    "SessionContext": "escalator-9"},
+                                     "RequestId": "c1d2e3f4-0000-4a1d-9c2f-0a1b2c3d4e5f"}},
+                  content_type=TENCENT_JSON)
+
+
+def tencent_error(code: str, message: str = "") -> Answer:
+    return Answer(body={"Response": {"Error": {"Code": code, "Message": message or code},
+                                     "RequestId": "d9d5ac8b-6a43-4b1f-8f55-6a3b5a6a8a1c"}},
+                  content_type=TENCENT_JSON)
+
+
+async def test_tencent_a_critical_message_places_a_call(tencent, http):
+    http.answer(tencent_placed())
+    result = await tencent().send(msg())
+    assert result.status is D and "CallId" in result.detail
+    req = http.requests[0]
+    assert req.headers["x-tc-action"] == "SendTtsVoice"
+    assert req.headers["authorization"].startswith("TC3-HMAC-SHA256")
+    body = req.json()
+    assert body["CalledNumber"] == "+8613800000000" and body["VoiceSdkAppid"] == "1400000002"
+    assert body["TemplateId"] == "1200001" and body["PlayTimes"] == 3
+    assert body["TemplateParamSet"] == ["31", "安全事故", "3号宿舍楼"]
+    assert body["SessionContext"] == "escalator-9"
+
+
+async def test_tencent_refuses_other_severities_and_hours(tencent, http):
+    ch = tencent(hours={"start": "22:00", "end": "06:00"})
+    assert "not for severity medium" in (await ch.send(msg("medium"))).detail
+    ch.now = lambda: at(21, 59)
+    assert (await ch.send(msg())).status is P
+    assert http.requests == []
+
+
+@pytest.mark.parametrize("reply, status", [
+    (tencent_error("LimitExceeded.FrequencyLimit", "频率超限"), R),
+    (tencent_error("RequestLimitExceeded"), R),
+    (tencent_error("InternalError.Timeout"), R),
+    (tencent_error("FailedOperation.TemplateIncorrectOrUnapproved"), P),
+    (tencent_error("InvalidParameterValue.IncorrectPhoneNumber"), P),
+    (tencent_error("FailedOperation.InsufficientBalance"), P),
+    (tencent_error("AuthFailure.SecretIdNotFound"), P),
+])
+async def test_tencent_answers_mapped(tencent, http, reply, status):
+    http.answer(reply)
+    result = await tencent().send(msg())
+    assert result.status is status and reply.body["Response"]["Error"]["Code"] in result.detail
+
+
+async def test_tencent_5xx_refused_and_secret_kept(tencent, http, secret, caplog):
+    caplog.set_level(logging.DEBUG)
+    http.answer(Answer(status=502, body=b"<html>502</html>", content_type="text/html"))
+    assert (await tencent().send(msg())).status is R
+    assert (await tencent(endpoint=f"127.0.0.1:{free_port()}").send(msg())).status is R
+    ch = tencent()
+    assert secret not in repr(ch) and "AKIDVoiceSecretId" not in repr(ch)
+    http.answer(tencent_error("AuthFailure.SignatureFailure", f"credentials {secret} invalid"))
+    result = await ch.send(msg())
+    assert result.status is P and secret not in result.detail and secret not in caplog.text
+    assert all(secret.encode() not in r.body and secret not in str(r.headers) for r in http.requests)
+
+
+def test_tencent_missing_sdk_names_the_extra(monkeypatch):
+    from escalator_plugins.tencent_voice import TencentVoiceChannel
+
+    monkeypatch.setitem(sys.modules, "tencentcloud.vms.v20200902.vms_client", None)
+    with pytest.raises(ValueError, match=r"pip install 'escalator\[tencent-voice\]'"):
+        TencentVoiceChannel("c", {"secret_id": "i", "secret_key": "s", "voice_sdk_app_id": "1",
+                                  "template_id": "1"})
