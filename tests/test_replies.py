@@ -269,3 +269,17 @@ async def test_a_channel_that_raises_leaves_the_reply_handled(h):
     result = await desk.answer(inbound, handled, Broken(), "sms")
     assert result.status is DeliveryStatus.failed_retryable
     assert h.incident(1).state == "acknowledged"
+
+
+async def test_a_retry_of_an_older_message_keeps_the_code_on_the_newest_token(h):
+    from escalator.delivery.reply_codes import assign
+
+    await h.send(FALL)
+    await h.advance(120)  # the repeat round: 王老师 told again
+    channel = SmsRecorder()
+    with h.store.transaction() as tx:
+        older, newer = sorted((n for n in tx.notifications_of(1) if n.recipient_id == "t-wang"),
+                              key=lambda n: n.id)[:2]
+        assert assign(tx, h.config, newer, channel, h.clock.now()) == "a"
+        assert assign(tx, h.config, older, channel, h.clock.now()) == "a"  # e.g. a late retry
+        assert tx.reply_code("person", "t-wang", "a").ack_token == newer.ack_token

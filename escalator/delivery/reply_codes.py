@@ -67,6 +67,8 @@ def assign(tx: Tx, config: Config, n: Notification, channel: Any, now: datetime)
         return None
     rows = tx.reply_codes_of(n.recipient_kind, n.recipient_id)
     mine = next((r for r in rows if r.incident_id == n.incident_id), None)
+    if mine is not None and mine.notification_id > n.id:
+        return mine.code  # a later message already carries it (this one is a retry): keep its token
     if mine is not None:
         code = mine.code
     else:
