@@ -30,6 +30,7 @@ from escalator.plugins import collect, get_plugin_manager
 from escalator.service.daemon import Daemon
 from escalator.testing import Harness
 from tests.channel_servers import HTTPRecorder, SMTPServer
+from tests.test_replies import SmsRecorder
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ADMIN = "adm-2c5e8a1f7b3d9046"
@@ -262,20 +263,8 @@ async def test_mail_replies_from_the_spool_folder(tmp_path, config_path, servers
     registry = collect(get_plugin_manager(entry_points=False))
     email = registry.channels["email"]("backup", config.channels["backup"].options)
 
-    class Sms:  # 李老师's first contact: SMS through a recorder taking replies
-        takes_replies = True
-        audience = "person"
-
-        def __init__(self):
-            self.sent = []
-
-        async def send(self, message):
-            from escalator.delivery.channels import DeliveryResult, DeliveryStatus
-            self.sent.append(message)
-            return DeliveryResult(DeliveryStatus.delivered)
-
     h = Harness(config, tmp_path / "db.sqlite3")
-    h.delivery.channels = {"main": Sms(), "backup": email}
+    h.delivery.channels = {"main": SmsRecorder(), "backup": email}  # 李老师: SMS, then e-mail
     await h.send({**FALL, "class_id": "5-1", "dedup_key": "fall/5-1"})  # 李老师
     folder = tmp_path / "mail-replies"
     folder.mkdir()
@@ -308,3 +297,76 @@ async def test_mail_replies_from_the_spool_folder(tmp_path, config_path, servers
 
 async def test_the_daemon_reads_the_mail_folder_as_an_input(api):
     assert "reply-mail" in [t.get_name() for t in api.daemon._inputs]
+
+
+# ------------------------------------------------------------------ e-mail replies over IMAP
+
+
+@pytest.fixture
+def imap_server():
+    """A real IMAP server (pymap's in-memory backend) on 127.0.0.1, user ``esc`` / ``pw``."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("pymap")
+    exe = Path(sys.executable).parent / "pymap"
+    if not exe.exists() and shutil.which("pymap") is None:
+        pytest.skip("pymap not installed")
+    from tests.channel_servers import free_port
+    port = free_port()
+    proc = subprocess.Popen([str(exe if exe.exists() else shutil.which("pymap")), "--host",
+                             "127.0.0.1", "--port", str(port), "--no-tls", "dict",
+                             "--demo-user", "esc", "--demo-password", "pw"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:  # a real server starting: wait until it accepts connections
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError("pymap did not start") from None
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+async def test_mail_replies_from_an_imap_mailbox(tmp_path, config_path, servers, imap_server):
+    import imaplib
+
+    from escalator.config.replies import ReplyImap
+    from escalator.delivery.reply_mail import read_imap
+
+    config = load_config(config_path)
+    email = collect(get_plugin_manager(entry_points=False)).channels["email"](
+        "backup", config.channels["backup"].options)
+    h = Harness(config, tmp_path / "db.sqlite3")
+    h.delivery.channels = {"main": SmsRecorder(), "backup": email}  # 李老师: SMS, then e-mail
+    await h.send({**FALL, "class_id": "5-1", "dedup_key": "fall/5-1"})
+    box = imaplib.IMAP4("127.0.0.1", imap_server)
+    box.login("esc", "pw")
+    for data in (eml("李老师 <li@example.edu>", "1a\r\n> 原消息\r\n"),
+                 eml("li@example.edu", "外出", Auto_Submitted="auto-replied"),
+                 eml("stranger@example.com", "1a")):
+        assert box.append("INBOX", None, None, data)[0] == "OK"
+    box.logout()
+    options = ReplyImap(host="127.0.0.1", port=imap_server, tls=False, username="esc",
+                        password_env="UNUSED")
+    desk = ReplyDesk(h.engine)
+
+    async def db(fn, *args):
+        return fn(*args)
+
+    handled = await read_imap(options, "pw", desk, db, email, "backup")
+    assert [x.outcome for x in handled] == ["acknowledged", "unknown_sender"]
+    assert h.incident(1).acknowledged_by == "t-li"
+    assert [m.rcpt_tos for m in servers.smtp.messages] == [["li@example.edu"]]
+    assert await read_imap(options, "pw", desk, db, email, "backup") == []  # flagged \Seen
+    with pytest.raises(imaplib.IMAP4.error):
+        await read_imap(options, "wrong", desk, db, email, "backup")
+    h.close()

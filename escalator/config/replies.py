@@ -39,15 +39,45 @@ class ReplyWebhook(_Model):
         return self
 
 
-class ReplyMail(_Model):
-    """E-mail replies: ``spool_dir`` (relative to the config file) where the mail system drops
-    each reply as a ``.eml`` file (e.g. a Maildir's ``new/`` or a procmail/fetchmail rule);
-    read every ``poll_seconds``; a read file moves to ``done/`` (or ``failed/``) under it.
-    ``answer_channel``: an e-mail channel to answer known senders through (None: only logged)."""
+class ReplyImap(_Model):
+    """A mailbox to read replies from over IMAP: ``host``, ``port`` (default 993 with ``tls``,
+    else 143), ``tls`` (implicit TLS, default true), ``username``, the password from
+    ``password_env`` or ``password_file``, ``mailbox`` (default ``INBOX``). Unseen mails are
+    read and then flagged ``\\Seen``."""
 
-    spool_dir: str = Field(min_length=1)
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    tls: bool = True
+    username: str = Field(min_length=1)
+    password_env: str | None = None
+    password_file: str | None = None
+    mailbox: str = Field(default="INBOX", min_length=1)
+    timeout: float = Field(default=20.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ReplyImap:
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password_env, password_file")
+        return self
+
+
+class ReplyMail(_Model):
+    """E-mail replies, from ``spool_dir`` (relative to the config file; the mail system drops
+    each reply there as a ``.eml`` file, e.g. a Maildir's ``new/`` or a procmail/fetchmail
+    rule; a read file moves to ``done/`` or ``failed/`` under it) and/or an ``imap`` mailbox;
+    read every ``poll_seconds``. ``answer_channel``: an e-mail channel to answer known senders
+    through (None: only logged)."""
+
+    spool_dir: str | None = Field(default=None, min_length=1)
+    imap: ReplyImap | None = None
     poll_seconds: float = Field(default=10.0, ge=0.5, le=3600)
     answer_channel: _Id | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> ReplyMail:
+        if self.spool_dir is None and self.imap is None:
+            raise ValueError("give spool_dir, imap or both")
+        return self
 
 
 class RepliesConfig(_Model):

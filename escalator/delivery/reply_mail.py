@@ -1,4 +1,5 @@
-"""E-mail replies (docs/replies.md): a spool folder of mails, each read once.
+"""E-mail replies (docs/replies.md): a spool folder of mails, and/or an IMAP mailbox, each mail
+read once.
 
 The mail system drops each reply to escalator's address into ``replies.email.spool_dir`` as one
 file (``.eml``; e.g. a Maildir's ``new/`` folder, a procmail/fetchmail/getmail rule, or
@@ -8,6 +9,9 @@ Files starting with ``.`` and folders are skipped. Each file is read
 (``via`` ``email``; the sender matched by address), and moved to ``done/`` — or to ``failed/``
 when it cannot be read as a mail (logged). Nothing is lost: a crash before the move reads the
 file again, and a second acknowledgement is answered "already acknowledged".
+
+An IMAP mailbox (``replies.email.imap``) is read the same way: its unseen mails, fetched with
+``BODY.PEEK`` and flagged ``\\Seen`` once handled (a crash in between reads them again).
 
 Automatic mail (``Auto-Submitted`` other than ``no``, RFC 3834 §5; ``Precedence: bulk``,
 ``junk``, ``list``, ``auto_reply``) is moved to ``done/`` without acting or answering, so an
@@ -20,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import imaplib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -31,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from escalator.config.load import resolve_secrets
 from escalator.delivery.replies import Handled, Inbound, ReplyDesk, mask
 
 log = structlog.get_logger("escalator.delivery.reply_mail")
@@ -85,6 +91,20 @@ def read_mail(data: bytes) -> Mail:
     return Mail(addresses[0].addr_spec, text, automatic)
 
 
+async def take_mail(mail: Mail, where: str, desk: ReplyDesk, db: Callable[..., Awaitable[Any]],
+                    channel: Any, channel_id: str) -> Handled | None:
+    """Act on one read mail (``where``: its file or IMAP uid, for the log): None for automatic
+    mail (not acted on, not answered); else what it did, answered when the sender is known."""
+    if mail.automatic:
+        log.info("reply_mail_automatic_ignored", mail=where, sender=mask(mail.sender))
+        return None
+    inbound = Inbound(mail.sender, mail.text, "email", "email")
+    handled = await db(desk.handle, inbound)
+    if handled.known_sender:
+        await desk.answer(inbound, handled, channel, channel_id)
+    return handled
+
+
 async def read_folder(folder: Path, desk: ReplyDesk,
                       db: Callable[..., Awaitable[Any]], channel: Any,
                       channel_id: str) -> list[Handled]:
@@ -105,19 +125,78 @@ async def read_folder(folder: Path, desk: ReplyDesk,
                 raise ValueError(f"larger than {MAX_MAIL_BYTES} bytes")
             mail = read_mail(path.read_bytes())
         except (OSError, ValueError) as e:
-            log.warning("reply_mail_unreadable", file=name, reason=str(e))
+            log.warning("reply_mail_unreadable", mail=name, reason=str(e))
             _move(path, folder / "failed")
             continue
-        if mail.automatic:
-            log.info("reply_mail_automatic_ignored", file=name, sender=mask(mail.sender))
-            _move(path, folder / "done")
-            continue
-        inbound = Inbound(mail.sender, mail.text, "email", "email")
-        handled = await db(desk.handle, inbound)
+        handled = await take_mail(mail, name, desk, db, channel, channel_id)
         _move(path, folder / "done")
-        out.append(handled)
-        if handled.known_sender:
-            await desk.answer(inbound, handled, channel, channel_id)
+        if handled is not None:
+            out.append(handled)
+    return out
+
+
+def imap_unseen(options: Any, password: str) -> list[tuple[bytes, bytes]]:
+    """``(uid, mail bytes)`` of every unseen mail in ``options.mailbox`` (an
+    :class:`~escalator.config.replies.ReplyImap`), read without setting ``\\Seen``
+    (``BODY.PEEK``). Blocking (run it in a thread); raises ``OSError`` / ``imaplib.IMAP4.error``."""
+    with _imap(options, password) as box:
+        typ, data = box.uid("SEARCH", None, "UNSEEN")
+        uids = data[0].split() if typ == "OK" and data and data[0] else []
+        out = []
+        for uid in uids:
+            typ, parts = box.uid("FETCH", uid, "(BODY.PEEK[])")
+            body = next((p[1] for p in parts or () if isinstance(p, tuple) and len(p) > 1), None)
+            if typ == "OK" and isinstance(body, bytes):
+                out.append((uid, body))
+        return out
+
+
+def imap_mark_seen(options: Any, password: str, uids: list[bytes]) -> None:
+    """Flag ``uids`` ``\\Seen`` in ``options.mailbox``. Blocking; raises like :func:`imap_unseen`."""
+    if not uids:
+        return
+    with _imap(options, password) as box:
+        box.uid("STORE", b",".join(uids), "+FLAGS", "(\\Seen)")
+
+
+@contextlib.contextmanager
+def _imap(options: Any, password: str) -> Iterator[imaplib.IMAP4]:
+    port = options.port or (993 if options.tls else 143)
+    cls = imaplib.IMAP4_SSL if options.tls else imaplib.IMAP4
+    box = cls(options.host, port, timeout=options.timeout)
+    try:
+        box.login(options.username, password)
+        typ, _ = box.select(options.mailbox)
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"cannot select mailbox {options.mailbox!r}")
+        yield box
+    finally:
+        with contextlib.suppress(Exception):
+            box.logout()
+
+
+async def read_imap(options: Any, password: str, desk: ReplyDesk,
+                    db: Callable[..., Awaitable[Any]], channel: Any,
+                    channel_id: str) -> list[Handled]:
+    """One pass over the IMAP mailbox: every unseen mail handled like a spool file, then flagged
+    ``\\Seen`` (an unreadable one too, logged). A crash between the two reads the mail again
+    (the second acknowledgement is answered "already acknowledged"). Connection and login
+    errors propagate (the daemon's supervisor retries)."""
+    mails = await asyncio.to_thread(imap_unseen, options, password)
+    out, done = [], []
+    for uid, data in mails:
+        where = f"imap:{uid.decode(errors='replace')}"
+        try:
+            mail = read_mail(data[:MAX_MAIL_BYTES])
+        except ValueError as e:
+            log.warning("reply_mail_unreadable", mail=where, reason=str(e))
+            done.append(uid)
+            continue
+        handled = await take_mail(mail, where, desk, db, channel, channel_id)
+        done.append(uid)
+        if handled is not None:
+            out.append(handled)
+    await asyncio.to_thread(imap_mark_seen, options, password, done)
     return out
 
 
@@ -148,12 +227,25 @@ class ReplyMailbox:
             if conf is None:  # switched off by a reload
                 await asyncio.sleep(10)
                 continue
-            folder = Path(conf.spool_dir)
-            if not folder.is_absolute():
-                folder = daemon.config.base_dir / folder
             channel = (daemon.delivery.channels.get(conf.answer_channel)
                        if conf.answer_channel else None)
-            if await read_folder(folder, daemon.replies, daemon.db, channel,
-                                 conf.answer_channel or ""):
+            handled: list[Handled] = []
+            if conf.spool_dir is not None:
+                folder = Path(conf.spool_dir)
+                if not folder.is_absolute():
+                    folder = daemon.config.base_dir / folder
+                handled += await read_folder(folder, daemon.replies, daemon.db, channel,
+                                             conf.answer_channel or "")
+            if conf.imap is not None:
+                secret = conf.imap.model_dump(include={"password_env", "password_file"},
+                                              exclude_none=True)
+                password = str(resolve_secrets(secret, daemon.config.base_dir)["password"])
+                try:
+                    handled += await read_imap(conf.imap, password, daemon.replies, daemon.db,
+                                               channel, conf.answer_channel or "")
+                except (OSError, imaplib.IMAP4.error) as e:  # the server is down: next poll
+                    log.warning("reply_imap_unreachable", host=conf.imap.host,
+                                reason=type(e).__name__)
+            if handled:
                 daemon.wake()
             await asyncio.sleep(conf.poll_seconds)
