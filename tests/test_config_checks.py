@@ -153,6 +153,7 @@ CASES = {
         ("warning", "replies.webhooks.gateway.secret_file", 25, "cannot read"),
         ("error", "replies.webhooks.gateway.answer_channel", 26, "unknown channel 'aliyun_sms'"),
         ("error", "replies.email.answer_channel", 29, "unknown channel 'mail'"),
+        ("warning", "replies.email.imap.password_file", 33, "cannot read"),
     ],
     "unknown_field": [
         ("error", "policies.main.steps[0].timout", 17, "unknown field (misspelled?)"),

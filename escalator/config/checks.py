@@ -487,7 +487,8 @@ def check_early_warning(config: Config) -> Iterator[Finding]:
 
 def check_replies(config: Config) -> Iterator[Finding]:
     """Replies (docs/replies.md): an ``answer_channel`` is a configured channel (error); a
-    webhook's secret can be read here (warning, as for channel secrets; never shown)."""
+    webhook's secret and the IMAP password can be read here (warning, as for channel secrets;
+    never shown)."""
     from escalator.config.load import resolve_secrets
 
     replies = config.replies
@@ -506,6 +507,13 @@ def check_replies(config: Config) -> Iterator[Finding]:
     mail = replies.email
     if mail is not None and mail.answer_channel is not None and mail.answer_channel not in config.channels:
         yield _error(("replies", "email", "answer_channel"), f"unknown channel {mail.answer_channel!r}")
+    if mail is not None and mail.imap is not None:
+        options = mail.imap.model_dump(include={"password_env", "password_file"}, exclude_none=True)
+        try:
+            resolve_secrets(options, config.base_dir)
+        except ValueError as e:
+            yield _warning(("replies", "email", "imap", next(iter(options))),
+                           f"{e}: the mailbox cannot be read without it")
 
 
 CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
