@@ -205,6 +205,55 @@ def _local(dt: datetime | None, config: Config) -> str:
     return dt.astimezone(config.school.tz).strftime("%m-%d %H:%M:%S") if dt else "-"
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    """``silence add|list|expire`` (docs/silences.md): straight on the database, like ``ack``."""
+    from escalator.engine import silences
+
+    engine = _open_engine(args)
+    config, now = engine.config, engine.clock.now()
+    with engine.store.transaction() as tx:
+        if args.silence_command == "list":
+            rows = silences.overview(tx, config, now, "all" if args.all else "current")
+            _print_table([[r["id"], r["state"], r["origin"], " ".join(r["matchers"]),
+                           _local(r["starts_at"], config), _local(r["ends_at"], config),
+                           "weekly" if r["schedule"] else "", str(r["held"]), r["created_by"],
+                           r["comment"][:30]] for r in rows],
+                         ["id", "state", "from", "matchers", "starts", "ends", "schedule", "held",
+                          "by", "comment"])
+            return EXIT_OK
+        if args.silence_command == "expire":
+            try:
+                held = silences.expire(tx, config, args.id, by=_actor(), now=now)
+            except silences.SilenceError as e:
+                raise UsageError(str(e)) from None
+            except LookupError as e:
+                print(f"escalator: {e.args[0]}", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            print(f"silence {args.id} expired; {held} held incident(s) walk from their first step")
+            return EXIT_OK
+        schedule = None
+        if args.weekdays:
+            schedule = {"weekdays": args.weekdays, "nth": args.nth or [],
+                        "start": args.start, "end": args.end}
+        try:
+            s = silences.create(
+                tx, config, matchers=args.matcher, created_by=_actor(), comment=args.comment,
+                now=now, starts_at=args.starts, ends_at=args.ends, schedule=schedule,
+                exempt_critical=not args.include_critical)
+        except silences.SilenceError as e:
+            print(f"escalator: silence rejected: {e.field}: {e}", file=sys.stderr)
+            return EXIT_FAIL
+    print(f"silence {s.id} made: {' '.join(s.matchers)} until {_local(s.ends_at, config)}")
+    return EXIT_OK
+
+
+def _when(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (YYYY-MM-DD HH:MM)") from None
+
+
 def cmd_incidents(args: argparse.Namespace) -> int:
     from escalator.engine.engine import NotFound
 
@@ -229,7 +278,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 print(f"cluster members {len(members)}: " + ", ".join(
                     f"#{m['incident_id'] or '-'} ({m['date']}, event {str(m['event_id'])[:8]})"
                     for m in members))
-            rows = [[_local(t.at, config), t.type, t.actor or "",
+            from escalator.labels import TIMELINE, word
+
+            rows = [[_local(t.at, config), " ".join(dict.fromkeys(
+                        (t.type, word(TIMELINE, t.type, config.school.language)))), t.actor or "",
                      json.dumps(t.detail, ensure_ascii=False)] for t in tx.timeline(inc.id)]
             _print_table(rows, ["time", "what", "who", "detail"])
             return EXIT_OK
@@ -487,6 +539,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.01,
                    help="synthetic sickness absence per pupil and school day (default 0.01)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p = add("silence", "silences and maintenance windows: `silence add|list|expire`", None,
+            config=False)
+    silence_sub = p.add_subparsers(dest="silence_command", required=True, metavar="SUBCOMMAND")
+    for name, text in (("add", "make a silence: matching events open incidents that tell "
+                        "nobody until it ends"), ("list", "list silences (the config's too)"),
+                       ("expire", "end silence ID now: what it held walks from the first step")):
+        p = silence_sub.add_parser(name, help=text, description=text, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=cmd_silence)
+        p.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
+        p.add_argument("--demo", action="store_true",
+                       help="use the demo's config and its state in ./escalator-demo")
+        if name == "list":
+            p.add_argument("--all", action="store_true", help="include expired silences")
+        elif name == "expire":
+            p.add_argument("id", metavar="ID")
+        else:
+            p.add_argument("--matcher", "-m", action="append", required=True,
+                           metavar="MATCHER", help='e.g. -m \'place=~"1号楼.*"\' (repeat: all '
+                           "must match)")
+            p.add_argument("--comment", required=True, help="why (e.g. 1号楼消防改造)")
+            p.add_argument("--starts", type=_when, metavar="TIME",
+                           help="start (default now; school-local unless an offset is given)")
+            p.add_argument("--ends", type=_when, metavar="TIME", help="end")
+            p.add_argument("--weekdays", type=int, nargs="+", metavar="N",
+                           help="a weekly window on these days (1=Mon … 7=Sun)")
+            p.add_argument("--nth", type=int, nargs="+", metavar="N",
+                           help="only the Nth such day of the month (1 … 5, -1 last)")
+            p.add_argument("--start", default="00:00", metavar="HH:MM", help="window start")
+            p.add_argument("--end", default="00:00", metavar="HH:MM", help="window end")
+            p.add_argument("--include-critical", action="store_true",
+                           help="silence critical events too (default: they get through)")
     p = add("drill-report", "a drill's report (应急演练): time to acknowledge per level, who never "
             "answered (exit 1 if ID is not a drill)", cmd_drill_report)
     p.add_argument("id", type=int, metavar="ID")

@@ -59,6 +59,16 @@ STATE = {
 """Incident states: one word each, on every page, message, export and report."""
 
 
+TIMELINE = {
+    "zh": {"silenced": "已静默", "silence_ended": "静默结束，开始通知", "inhibited": "已抑制（并入本事件）",
+           "group_wait": "分组等待", "group_wait_over": "分组等待结束", "group_update": "分组新增通报"},
+    "en": {"silenced": "silenced", "silence_ended": "silence over, walking",
+           "inhibited": "inhibited (attached here)", "group_wait": "group waiting",
+           "group_wait_over": "group wait over", "group_update": "group update sent"},
+}
+"""Timeline entries of silences, inhibition and grouping (docs/silences.md) as words."""
+
+
 def word(table: dict[str, dict[str, str]], code: str, lang: str) -> str:
     """``table[lang][code]``, or ``code`` itself when the table has no word for it."""
     return table.get(lang, {}).get(code, code)

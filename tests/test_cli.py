@@ -196,3 +196,29 @@ def test_plugins_and_check_config_read_the_configs_plugins_dir(tmp_path):
     listed = run("plugins", "--config", str(cfg))
     assert listed.returncode == 0 and "district_rule" in listed.stdout
     assert "district_rule" not in run("plugins").stdout
+
+
+def test_silence_add_list_expire_on_the_state_database(state, tmp_path):
+    from datetime import datetime, timedelta
+
+    fire = tmp_path / "fire.json"
+    fire.write_text(json.dumps({"kind": "incident", "category": "fire", "summary": "1号楼 火警",
+                                "place": "1号楼"}, ensure_ascii=False), encoding="utf-8")
+    ends = (datetime.now().astimezone() + timedelta(hours=2)).isoformat(timespec="minutes")
+    run("send", str(fire), env=state)  # makes the database
+    bad = run("silence", "add", "-m", "place", "--comment", "检修", "--ends", ends, env=state)
+    assert bad.returncode == 1 and "matchers" in bad.stderr
+    made = run("silence", "add", "-m", 'place="1号楼"', "--comment", "1号楼消防改造",
+               "--ends", ends, env=state)
+    assert made.returncode == 0, made.stderr
+    sid = made.stdout.split()[1]
+    fire.write_text(fire.read_text(encoding="utf-8").replace("火警", "烟雾"), encoding="utf-8")
+    held = json.loads(run("send", str(fire), env=state).stdout)
+    assert "silenced 已静默" in run("incidents", str(held["incident_id"]), env=state).stdout
+    listing = run("silence", "list", env=state)
+    assert sid in listing.stdout and "1号楼消防改造" in listing.stdout and "active" in listing.stdout
+    expired = run("silence", "expire", sid, env=state)
+    assert expired.returncode == 0 and "1 held" in expired.stdout
+    assert run("silence", "expire", sid, env=state).returncode == 3
+    assert sid not in run("silence", "list", env=state).stdout
+    assert sid in run("silence", "list", "--all", env=state).stdout

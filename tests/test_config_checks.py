@@ -147,6 +147,13 @@ CASES = {
     # Configured deadline rules merge over the defaults: a custom rule alone is fine.
     "custom_deadline_rule_merges": [],
     # Validation by the pydantic models: a misspelled field.
+    # Rule 22: silences, inhibit rules, grouping (docs/silences.md).
+    "quieting": [
+        ("warning", "routes[0].group_by", 17, "group_by does nothing"),
+        ("error", "silences[1].id", 25, "duplicate silence id 'fire_alarm_test'"),
+        ("warning", "silences[1].ends_at", 28, "is over"),
+        ("warning", "inhibit_rules[0]", 30, "no 'equal'"),
+    ],
     # Replies: answer channels configured, webhook secrets readable (docs/replies.md).
     "reply_answer_channel": [
         ("warning", "replies.webhooks.aliyun.secret_env", 21, "TEST_ESCALATOR_NO_SUCH_VARIABLE"),

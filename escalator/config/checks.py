@@ -485,6 +485,32 @@ def check_early_warning(config: Config) -> Iterator[Finding]:
                        "week is judged against them; enter the terms")
 
 
+def check_quieting(config: Config) -> Iterator[Finding]:
+    """Rule 22: silences, inhibit rules and grouping (docs/silences.md): standing silences'
+    ids are unique; a silence already over is dead text; an inhibit rule without ``equal``
+    lets one open incident swallow every target event of the whole school; ``group_by`` on a
+    route whose policy is ``none`` does nothing."""
+    seen: set[str] = set()
+    now = datetime.now(config.school.tz)
+    for i, s in enumerate(config.silences):
+        if s.id in seen:
+            yield _error(("silences", i, "id"), f"duplicate silence id {s.id!r}")
+        seen.add(s.id)
+        end = s.ends_at
+        if end is not None and (end if end.tzinfo else end.replace(tzinfo=config.school.tz)) <= now:
+            yield _warning(("silences", i, "ends_at"),
+                           f"silence {s.id!r} is over: remove it from the config")
+    for i, rule in enumerate(config.inhibit_rules):
+        if not rule.equal:
+            yield _warning(("inhibit_rules", i),
+                           "no 'equal': one open incident matching source_matchers holds back "
+                           "every target event in the whole school (name e.g. equal: [building])")
+    for i, route in enumerate(config.routes):
+        if route.group_by and route.policy == "none":
+            yield _warning(("routes", i, "group_by"),
+                           "the route's policy is 'none' (no incident): group_by does nothing")
+
+
 def check_replies(config: Config) -> Iterator[Finding]:
     """Replies (docs/replies.md): an ``answer_channel`` is a configured channel (error); a
     webhook's secret and the IMAP password can be read here (warning, as for channel secrets;
@@ -538,6 +564,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_deadline_chains,
     check_secrets_resolvable,
     check_early_warning,
+    check_quieting,
     check_replies,
 ]
 """Every rule, in the order its findings are listed."""

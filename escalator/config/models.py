@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from escalator.config import early_warning_defaults, school_defaults
+from escalator.config.quieting import InhibitRule, SilenceConfig, check_group_summary
 from escalator.config.replies import RepliesConfig
 from escalator.events import Category, Kind, Severity, Symptom
 
@@ -281,6 +282,24 @@ class Route(_Model):
     match: Match = Field(default_factory=Match)
     policy: str
     default: bool = False
+    group_by: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
+    """Grouping (docs/silences.md): events of this route with the same values of these fields
+    or labels are one incident (its dedup key is the group's), told once with the count."""
+    group_wait: Duration = Field(default=0.0, ge=0, le=TIMEOUT_MAX)
+    """Seconds a new group waits for more members before its first step fires."""
+    group_interval: Duration = Field(default=0.0, ge=0, le=TIMEOUT_MAX)
+    """Seconds between update messages about new members (0: no updates)."""
+    group_summary: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """The group incident's summary, e.g. ``"{place} 共 {count} 个探测器报警"``
+    (:data:`escalator.config.quieting.GROUP_FIELDS`)."""
+
+    @model_validator(mode="after")
+    def _grouping(self) -> Route:
+        if not self.group_by and (self.group_wait or self.group_interval or self.group_summary):
+            raise ValueError("group_wait, group_interval and group_summary need group_by")
+        if self.group_summary is not None:
+            check_group_summary(self.group_summary, self.group_by)
+        return self
 
 
 class DutyShift(_Model):
@@ -670,6 +689,10 @@ class Config(_Model):
     """Early warning from sickness absence (docs/early-warning.md); None: off."""
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     """How the delivery worker sends: concurrency, digests, the step-wait cap."""
+    silences: list[SilenceConfig] = Field(default_factory=list)
+    """Standing silences and maintenance windows (docs/silences.md)."""
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    """Inhibit rules (docs/silences.md "Inhibition")."""
     replies: RepliesConfig | None = None
     """Answering from the phone: reply codes, SMS webhooks, e-mail replies (docs/replies.md)."""
 

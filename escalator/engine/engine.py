@@ -42,6 +42,7 @@ import structlog
 
 from escalator.clock import Clock
 from escalator.config.models import Config, ContactMethod, Policy
+from escalator.engine import grouping, inhibition, silences
 from escalator.engine.routing import NO_POLICY, route
 from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
 from escalator.engine.targets import Recipient, Target, UnknownTarget, parse_target, resolve
@@ -59,8 +60,10 @@ class NotFound(LookupError):
 class IngestResult:
     """The intake answer for one event.
 
-    ``status``: ``created`` (a new incident), ``deduplicated`` (counted on an open incident),
-    ``logged`` (stored, no incident: route ``none`` or a heartbeat), ``acknowledged`` /
+    ``status``: ``created`` (a new incident; held quiet while a silence is in force:
+    docs/silences.md), ``deduplicated`` (counted on an open incident, a group's too),
+    ``inhibited`` (attached to the open incident that inhibits it), ``logged`` (stored, no
+    incident: route ``none`` or a heartbeat), ``acknowledged`` /
     ``resolved`` (an ``action`` applied to the open incident with the key), ``ignored`` (an
     action for a key with no open incident), ``ledger`` (recorded only, see
     :class:`Submission`), ``duplicate_row`` (a row key seen before; nothing stored,
@@ -206,6 +209,9 @@ class Engine:
         event_id = uuid.uuid4().hex
         src = source or ev.source or "unknown"
         incident_id: int | None = None
+        group = (grouping.group_of(ev, src, self.config, key)  # a grouping route: the group's key
+                 if policy is None and not sub.ledger_only and ev.action == Action.trigger else None)
+        key = group.key if group is not None else key
         open_incident = tx.open_incident_by_key(key)
         if sub.ledger_only:
             status = "ledger"
@@ -215,12 +221,19 @@ class Engine:
                 tx.update_incident(incident_id, event_count=open_incident.event_count + 1, updated_at=now)
                 tx.add_timeline(incident_id, now, "deduplicated", src,
                                 {"event_id": event_id, "count": open_incident.event_count + 1})
+                if group is not None:
+                    grouping.joined(tx, self.config, open_incident, group, now)
             elif policy is None and (ev.kind == Kind.heartbeat
                                      or (policy_id := route(ev, self.config)) == NO_POLICY):
                 status = "logged"
+            elif policy is None and (found := inhibition.inhibitor(tx, self.config, ev, src)):
+                incident_id, status = found[0].id, "inhibited"
+                inhibition.attach(tx, found[0], found[1], ev, event_id, src, now)
             else:
                 chosen = policy or (policy_id, self.config.policies[policy_id])
-                incident_id, status = self._open(tx, ev, key, chosen, event_id, src, now), "created"
+                incident_id = self._open(tx, ev, key, chosen, event_id, src, now,
+                                         group=group, routed=policy is None)
+                status = "created"
         elif open_incident is None:
             status = "ignored"
         else:
@@ -245,7 +258,8 @@ class Engine:
         return IngestResult(event_id, incident_id, status, key, src)
 
     def _open(self, tx: Tx, ev: Event, key: str, chosen: tuple[str, Policy], event_id: str,
-              src: str, now: datetime) -> int:
+              src: str, now: datetime, group: grouping.Group | None = None,
+              routed: bool = False) -> int:
         policy_id, policy = chosen
         incident_id = tx.insert_incident(
             dedup_key=key, state="triggered", kind=ev.kind.value, category=ev.category.value,
@@ -259,7 +273,13 @@ class Engine:
                          **({"drill": True} if ev.drill else {})})
         inc = tx.get_incident(incident_id)
         assert inc is not None
-        self._advance(tx, inc, now, opening=ev.model_dump(mode="json", exclude_none=True))
+        # a group's wait, or a silence: the first step waits on the incident's own timer
+        wait = grouping.opened(tx, self.config, incident_id, group, ev.summary, now) if group else None
+        active = silences.silencing(tx, self.config, ev, src, now) if routed else None
+        if active is not None:
+            silences.hold(tx, inc, active, now, not_before=wait)
+        if wait is None and active is None:
+            self._advance(tx, inc, now, opening=ev.model_dump(mode="json", exclude_none=True))
         return incident_id
 
     # ----------------------------------------------------------------- timers
@@ -277,6 +297,10 @@ class Engine:
             due = tx.due_incidents(now, limit)
             for incident_id in due:
                 inc = tx.get_incident(incident_id)
+                if inc is not None and inc.next_step_at is not None and inc.next_step_at <= now:
+                    if silences.on_due(tx, self.config, inc, now):
+                        continue  # a silence holds it still (docs/silences.md)
+                    grouping.on_due(tx, inc, now)
                 if inc is not None and any([rule.on_due(ops, tx, inc) for rule in self.rules]):
                     inc = tx.get_incident(incident_id)  # a rule's timer (a legal deadline) fired
                     if inc is not None and (inc.next_step_at is None or inc.next_step_at > now):
@@ -287,12 +311,14 @@ class Engine:
                     self._advance(tx, inc, now)
                 elif inc is not None:
                     tx.update_incident(incident_id, next_step_at=None)
-        return opened + len(due)
+            updated = grouping.send_updates(ops, tx, now, limit)
+        return opened + len(due) + updated
 
     def next_due(self) -> datetime | None:
-        """The earliest timer (step or delivery) in the store, or None."""
+        """The earliest timer (step, delivery or group update) in the store, or None."""
         with self.store.transaction() as tx:  # read only: nothing to observe
-            return tx.next_due()
+            due = [t for t in (tx.next_due(), tx.next_group_update()) if t is not None]
+        return min(due, default=None)
 
     def _advance(self, tx: Tx, inc: Incident, now: datetime,
                  opening: dict[str, Any] | None = None) -> None:

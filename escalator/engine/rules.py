@@ -45,7 +45,7 @@ class StoredEvent:
     ``event``: the normalised event (``occurred_at`` set, aware). ``id``: its event id.
     ``source``: the intake source recorded. ``status``: the intake answer
     (:class:`~escalator.engine.engine.IngestResult` ``status``: ``created``, ``deduplicated``,
-    ``logged``, ``acknowledged``, ``resolved``, ``ignored`` or ``ledger``; never
+    ``inhibited``, ``logged``, ``acknowledged``, ``resolved``, ``ignored`` or ``ledger``; never
     ``duplicate_row``, which stores nothing). ``incident_id``: the incident it opened, joined or
     acted on, or None. ``routed``: True when routing chose the policy; False when the caller
     named it — an incident a rule opened (:meth:`EngineOps.open_incident`) or the daemon's own

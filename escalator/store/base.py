@@ -10,9 +10,11 @@ with every method of :class:`Tx`, which is the combination of
   reporting deadline met, early warning's counted cases, signals, outbreaks and links;
 - :class:`ReportReads` — read-only queries for the work ledger and the monthly report;
 - :class:`RetentionTx` — the purge of personal data past the retention period;
+- :class:`QuietTx` — silences, the incidents they hold, and the groups of grouping routes
+  (docs/silences.md);
 - :class:`ReplyTx` — the reply codes of SMS and e-mail messages (docs/replies.md).
 
-A new backend must implement all five and pass the store contract suite
+A new backend must implement all six and pass the store contract suite
 (``tests/store_contract/``), which runs every behaviour against every backend. Every method
 runs inside one transaction that commits durably (fsync) when the ``with store.transaction()``
 block exits without an exception, and rolls back otherwise. Driver errors never leave the
@@ -285,6 +287,47 @@ class PurgeCounts:
                 + self.deliveries + self.case_facts + self.cluster_members)
 
 
+@dataclass
+class Silence:
+    """A silence (docs/silences.md; Alertmanager's silences, GoAlert's maintenance mode):
+    events whose fields and labels satisfy every one of ``matchers`` (text such as
+    ``'place=~"1号楼.*"'``, :func:`escalator.config.quieting.parse_matcher`) open incidents
+    that wait, telling nobody, while it is active — from ``starts_at`` to ``ends_at`` (aware UTC;
+    None: unbounded on that side) and, with a ``schedule`` (the JSON of a
+    :class:`~escalator.config.quieting.WeeklySchedule`), only inside its windows.
+    ``exempt_critical``: ``critical`` events are not silenced. ``expired_at``/``expired_by``:
+    ended early by a person (``expired_at`` ≤ now means it is over)."""
+
+    id: str
+    matchers: list[str]
+    starts_at: datetime | None
+    ends_at: datetime | None
+    created_by: str
+    comment: str
+    created_at: datetime
+    schedule: dict[str, Any] | None = None
+    exempt_critical: bool = True
+    expired_at: datetime | None = None
+    expired_by: str | None = None
+
+
+@dataclass
+class IncidentGroup:
+    """The group behind an incident of a grouping route (docs/silences.md "Grouping"):
+    ``group_key`` (the incident's dedup key), the route's index, its ``values`` (group_by
+    name → value), how many distinct members (events by their own dedup key) it has,
+    how many the people were last told of (``told``), and the durable timer of the next
+    update message (``update_at``, aware UTC, or None)."""
+
+    incident_id: int
+    group_key: str
+    route: int
+    values: dict[str, str]
+    members: int = 0
+    told: int = 0
+    update_at: datetime | None = None
+
+
 class CoreTx(Protocol):
     """The core operations inside one transaction: events, incidents, step runs, the outbox,
     the timeline and timers, spool files. Every backend implements these."""
@@ -493,6 +536,58 @@ class RetentionTx(Protocol):
         ...
 
 
+class QuietTx(Protocol):
+    """Silences, the incidents they hold, and incident groups (:mod:`escalator.engine.silences`,
+    :mod:`escalator.engine.grouping`; docs/silences.md)."""
+
+    def insert_silence(self, silence: Silence) -> None:
+        """Store a new silence (:class:`Conflict` when its id is taken)."""
+        ...
+    def get_silence(self, silence_id: str) -> Silence | None: ...
+    def list_silences(self, since: datetime | None) -> list[Silence]:
+        """Silences by ``created_at`` then id: every one with ``since`` None, else those not
+        over by ``since`` (not expired at or before it, ``ends_at`` unset or after it)."""
+        ...
+    def expire_silence(self, silence_id: str, at: datetime, by: str) -> bool:
+        """End the silence at ``at`` by ``by``; False when there is none or it was over by then."""
+        ...
+    def hold_incident(self, incident_id: int, silence_id: str, until: datetime) -> None:
+        """Record that ``silence_id`` holds ``incident_id`` until ``until`` (replaces a hold)."""
+        ...
+    def silence_hold(self, incident_id: int) -> tuple[str, datetime] | None:
+        """The silence holding ``incident_id`` and until when, or None."""
+        ...
+    def release_hold(self, incident_id: int) -> None: ...
+    def held_by(self, silence_id: str) -> list[int]:
+        """The incidents ``silence_id`` holds, by id."""
+        ...
+    def open_openings(self, drill: bool, category: str | None, limit: int,
+                      equal: dict[str, str] | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        """Open incidents (newest first, at most ``limit``) with ``drill`` as given and, when
+        ``category`` is given, that category: ``(incident id, source, body)`` of the event that
+        opened each (incidents without a stored opening event are left out). ``equal``: only
+        those whose opening event has these values — ``source`` the recorded source, a name of
+        :data:`escalator.config.quieting.FIELDS` that field of the body, any other name that
+        label; a missing one reads as ``""``. For inhibit rules' source matchers."""
+        ...
+    def add_group(self, group: IncidentGroup) -> None: ...
+    def incident_group(self, incident_id: int) -> IncidentGroup | None: ...
+    def add_group_member(self, incident_id: int, member_key: str, at: datetime) -> bool:
+        """Count ``member_key`` (an event's own dedup key) in the group of ``incident_id``;
+        False when it was counted already. Keeps ``members`` up to date."""
+        ...
+    def set_group_update(self, incident_id: int, update_at: datetime | None,
+                         told: int | None = None) -> None:
+        """Set the group's update timer (None: none) and, when given, ``told``."""
+        ...
+    def due_group_updates(self, now: datetime, limit: int) -> list[int]:
+        """Incidents whose group update timer is ≤ ``now``, soonest first (at most ``limit``)."""
+        ...
+    def next_group_update(self) -> datetime | None:
+        """The earliest group update timer, or None."""
+        ...
+
+
 @dataclass
 class ReplyCode:
     """A reply code (docs/replies.md): ``code`` (``a``, ``b``, … ``aa``) lets recipient
@@ -526,7 +621,7 @@ class ReplyTx(Protocol):
         ...
 
 
-class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, ReplyTx, Protocol):
+class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ReplyTx, Protocol):
     """Every operation inside one transaction: what ``store.transaction()`` yields."""
 
 

@@ -30,6 +30,8 @@ from escalator.store.base import (
     TimelineEntry,
 )
 from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
+from escalator.store.sqlite_quiet import MIGRATION as QUIET_MIGRATION
+from escalator.store.sqlite_quiet import SQLiteQuiet
 from escalator.store.sqlite_replies import SQLiteReplies
 from escalator.store.sqlite_reports import SQLiteReports
 from escalator.store.sqlite_rows import (
@@ -278,6 +280,9 @@ MIGRATIONS: list[str] = [
         WHERE status = 'pending';
     ALTER TABLE step_runs ADD COLUMN first_delivered_at TEXT;
     """,
+    # silences and groups (docs/silences.md): silences, the incidents they hold, the groups of
+    # grouping routes and their members (the SQL lives with its queries in sqlite_quiet.py)
+    QUIET_MIGRATION,
     # reply codes (docs/replies.md): the short code a recipient answers an incident with from
     # the phone ("回复 1a 确认"), mapped to the ack token of the notification that carried it
     """
@@ -297,7 +302,7 @@ MIGRATIONS: list[str] = [
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteReplies):
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteReplies):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
     early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`).

@@ -7,7 +7,16 @@ import inspect
 import re
 from pathlib import Path
 
-from escalator.store.base import CoreTx, ReplyTx, ReportReads, RetentionTx, SchoolTx, Store, Tx
+from escalator.store.base import (
+    CoreTx,
+    QuietTx,
+    ReplyTx,
+    ReportReads,
+    RetentionTx,
+    SchoolTx,
+    Store,
+    Tx,
+)
 
 
 def _methods(protocol: type) -> set[str]:
@@ -16,7 +25,7 @@ def _methods(protocol: type) -> set[str]:
 
 
 def test_tx_is_the_sum_of_its_parts():
-    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, ReplyTx)
+    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ReplyTx)
     assert _methods(Tx) == set().union(*map(_methods, parts))
     assert all(not (_methods(a) & _methods(b)) for a in parts for b in parts if a is not b)
 
