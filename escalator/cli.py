@@ -167,7 +167,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     for e in events:
         r = engine.ingest(e, source=args.source)
         print(json.dumps({"event_id": r.event_id, "incident_id": r.incident_id, "status": r.status,
-                          "dedup_key": r.dedup_key}, ensure_ascii=False))
+                          "dedup_key": r.dedup_key,
+                          **({"warnings": list(r.warnings)} if r.warnings else {})},
+                         ensure_ascii=False))
     return EXIT_OK
 
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from escalator.classes import normalise_class, normalise_grade
+
 SUMMARY_MAX = 500
 """Longest accepted ``summary`` (characters). Longer summaries are rejected, never truncated."""
 DETAILS_MAX = 4000
@@ -133,7 +135,19 @@ class Event(BaseModel):
     @field_validator("grade", mode="before")
     @classmethod
     def _grade_as_text(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        """A grade as the school's id (``三年级`` → ``3``, ``初一`` → ``7``): the one class
+        rule, :mod:`escalator.classes`."""
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        return normalise_grade(v) if isinstance(v, str) and v.strip() else v
+
+    @field_validator("class_id", mode="before")
+    @classmethod
+    def _class_as_id(cls, v: Any) -> Any:
+        """A class as the school's id (``３－１`` → ``3-1``, ``四年级三班`` → ``4-3``): the one
+        class rule, :mod:`escalator.classes`; a class the school does not have is kept (the
+        engine warns about it)."""
+        return normalise_class(v) if isinstance(v, str) and v.strip() else v
 
     @field_validator("dedup_key")
     @classmethod

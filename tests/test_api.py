@@ -113,7 +113,7 @@ async def test_every_sample_event_is_accepted_with_the_right_status(api):
         r = await post_case(c, f"events/{name}.json")
         assert r.status_code == 202, (name, r.text)
         got[name] = r.json()
-        assert set(got[name]) == {"event_id", "incident_id", "status", "dedup_key"}
+        assert set(got[name]) == {"event_id", "incident_id", "status", "dedup_key", "warnings"}
     created = ["fever_single", "fever_cluster_day1_1", "fever_cluster_day1_3", "fire_alarm",
                "food_safety", "bullying", "duplicate_a"]
     assert {n: got[n]["status"] for n in created} == dict.fromkeys(created, "created")
@@ -465,6 +465,7 @@ async def test_heartbeat_ping_records_a_logged_event(api):
 
 async def test_pagerduty_trigger_then_resolve_closes_the_incident(api):
     c = api.client
+    api.clock.advance(24 * 3600)  # after the gateway's timestamp (2026-11-30 21:47 local)
     r = await c.post("/v2/enqueue", content=(CASES / "compat/pagerduty_v2_trigger.json").read_bytes())
     assert r.status_code == 202
     assert r.json() == {"status": "success", "message": "Event processed",

@@ -9,10 +9,10 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUNDATION = {"events", "clock", "labels", "config"}
+FOUNDATION = {"events", "classes", "clock", "labels", "config"}
 MAY_IMPORT = {
-    "events": set(), "clock": set(), "labels": set(),
-    "config": {"events"},
+    "classes": set(), "events": {"classes"}, "clock": set(), "labels": set(),
+    "config": {"events", "classes"},
     "store": FOUNDATION,
     "engine": FOUNDATION | {"store", "plugins", "hookspecs"},
     "intake": FOUNDATION | {"store", "engine"},

@@ -146,6 +146,10 @@ CASES = {
     ],
     # Configured deadline rules merge over the defaults: a custom rule alone is fine.
     "custom_deadline_rule_merges": [],
+    # registers.notify (a register's refused rows) names a role nobody defined (a warning).
+    "unknown_register_notify": [
+        ("warning", "registers.notify[0]", 24, "unknown role 'school_doctor'"),
+    ],
     # Validation by the pydantic models: a misspelled field.
     # Rule 22: silences, inhibit rules, grouping (docs/silences.md).
     "quieting": [

@@ -271,3 +271,62 @@ def test_shipped_configs_wire_a_guardian_roster():
         assert not [p for p in found if p.level == "error"], found
         targets = {t for p in config.policies.values() for s in p.steps for t in s.targets}
         assert "guardian" in targets, name
+
+
+# --- guardians told what fits (issue 13, point 5) --------------------------------------------
+
+
+async def test_a_pupil_absent_at_home_gets_the_home_reminder_not_collect(make):
+    h = make(steps="      - {targets: [guardian], mode: inform}\n"
+                   "      - {targets: [school_doctor], timeout: 120, mode: report}\n")
+    at_home = case("events/fever_single.json") | {"labels": {"attendance": "absent"}}
+    await h.send(at_home)
+    body = guardian_messages(h)[0].body
+    assert "请让孩子在家观察休息，及时就医，并将就诊结果告知班主任" in body
+    assert "来校接孩子" not in body
+    # written as a place, the same
+    h.channel.sent.clear()
+    await h.send(case("events/fever_cluster_day1_1.json") | {"place": "家中"})
+    body = guardian_messages(h)[0].body
+    assert "在家观察" in body and "来校接孩子" not in body
+
+
+async def test_a_pupil_at_school_is_to_be_collected(make):
+    h = make(steps="      - {targets: [guardian], mode: inform}\n")
+    await h.send(case("events/fever_cluster_day1_1.json") | {"labels": {"attendance": "present"}})
+    [m] = guardian_messages(h)
+    assert "请尽快来校接孩子" in m.body and "在家观察" not in m.body
+
+
+async def test_a_pupil_at_school_with_37_8_from_the_check_register_gets_a_guardian_message(
+        make, tmp_path):
+    """The morning check's pupils have no school number, so the roster does not know them:
+    the parent's phone the register gives is used, through guardians.channel."""
+    from escalator.intake.registers import parse_register
+
+    h = make(steps="      - {targets: [guardian], mode: inform}\n",
+             guardians="  roster: roster.csv\n  channel: main\n")
+    data = ("编号,年级,班级,姓名,性别,年龄,联系电话,是否出勤,发热,咳嗽,其他(请注明),体温(℃),晨检日期\r\n"
+            "2,三年级,2班,李小红,女,9,13800000002,是,,,,37.8,2026年11月30日\r\n").encode("gb18030")
+    [sub] = parse_register(data, h.config, key=bytes(range(32)))
+    assert sub.event.kind.value == "suspected_case" and sub.event.symptoms[0].value == "fever"
+    h.engine.ingest(sub, source="spool")
+    await h.settle()
+    [m] = guardian_messages(h)
+    assert m.address == "13800000002" and m.recipient_name == "家长"
+    assert "请尽快来校接孩子" in m.body and "李小红" not in m.body
+
+
+async def test_without_a_guardian_the_duty_officer_gets_the_class_teacher_and_nothing_more(make):
+    h = make(steps="      - {targets: [guardian], mode: inform}\n"
+                   "      - {targets: [school_doctor], timeout: 120, mode: report}\n")
+    ev = case("events/fever_single.json") | {"subject": {"id": "S-9999-0000", "name": "钱多多",
+                                                          "guardian_phone": "13911112222"}}
+    await h.send(ev)
+    duty = h.channel.sent[0]
+    assert duty.recipient_name == "值班员"
+    assert "班级：3-2" in duty.body
+    assert "班主任：王老师，联系方式：13800000001" in duty.body
+    assert "请联系班主任，由班主任通知家长" in duty.body
+    for private in ("S-9999-0000", "钱多多", "13911112222"):
+        assert private not in duty.body

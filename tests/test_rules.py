@@ -23,7 +23,8 @@ from escalator.testing import Harness
 
 from .conftest import FIXTURES, ROOT
 
-SCHOOL_RULES = ["heartbeats", "deadlines", "clusters", "early_warning", "guardians", "drills"]
+SCHOOL_RULES = ["heartbeats", "deadlines", "clusters", "early_warning", "zero_reports", "guardians",
+                "drills"]
 
 
 def _imports(path: Path) -> list[str]:

@@ -151,10 +151,12 @@ async def test_every_sample_event_file_is_accepted(any_config_harness, spool):
     for src in GOOD:  # moved, not rewritten
         assert (w.processed / src.name).read_bytes() == src.read_bytes()
     # one event per file, each file's hash recorded once; with the demo's `clusters:`, escalator
-    # adds the event of the school cluster that the three fever_cluster pupils make
+    # adds the event of the school cluster that the three fever_cluster pupils make, and the
+    # zero report of the same day contradicts those cases (零报告与登记不符)
     made = rows(h, "SELECT dedup_key FROM events WHERE source = 'escalator'")
     assert [r["dedup_key"] for r in made] == (
-        ["cluster/respiratory/class:3-2/2026-11-30"] if h.config.clusters else [])
+        ["cluster/respiratory/class:3-2/2026-11-30",
+         "zero-report-mismatch/zero_report/2026-11-30"] if h.config.clusters else [])
     assert count(h, "events") == len(GOOD) + len(made)
     assert count(h, "spool_files") == len(GOOD)
     assert sorted(r["name"] for r in rows(h, "SELECT name FROM spool_files")) == sorted(

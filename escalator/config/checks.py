@@ -65,6 +65,20 @@ def check_step_targets(config: Config) -> Iterator[Finding]:
             yield _error(loc, str(e))
 
 
+def check_register_notify(config: Config) -> Iterator[Finding]:
+    """``registers.notify`` (told about a register's refused rows, docs/spool.md) names known
+    targets — checked when a spool source reads registers; an unknown one reaches nobody, and
+    the duty officer is told instead."""
+    if not any(s.type == "spool" for s in config.sources.values()):
+        return
+    for j, text in enumerate(config.registers.notify):
+        try:
+            parse_target(text, config)
+        except UnknownTarget as e:
+            yield _warning(("registers", "notify", j), f"{e}: a register's refused rows "
+                           "reach the duty officer instead")
+
+
 def check_person_roles(config: Config) -> Iterator[Finding]:
     """Rule 2: a person's roles are defined in ``roles:`` or are held relative roles."""
     for i, person in enumerate(config.people):
@@ -564,6 +578,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_deadline_chains,
     check_secrets_resolvable,
     check_early_warning,
+    check_register_notify,
     check_quieting,
     check_replies,
 ]

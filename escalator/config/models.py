@@ -332,6 +332,19 @@ class Heartbeat(_Model):
     sources: list[str] = Field(default_factory=list)
     category: Category = Category.other
     severity: Severity = Severity.high
+    zero_report: bool | None = None
+    """A daily zero report (零报告: "no new cases today"): checked against the day's recorded
+    cases and open clusters (:mod:`escalator.school.zero_reports`). None: yes when
+    ``category`` is ``infectious_disease``."""
+    mismatch_notify: list[str] | None = None
+    """Targets told when a zero report contradicts the day's records (零报告与登记不符).
+    None: the roles ``school_doctor`` and ``leadership`` that the config has, else the
+    monitor's ``policy``."""
+
+    @property
+    def is_zero_report(self) -> bool:
+        return self.zero_report if self.zero_report is not None else (
+            self.category == Category.infectious_disease)
 
 
 class GuardiansConfig(_Model):
@@ -513,6 +526,10 @@ class OutbreaksConfig(_Model):
         return {**copy.deepcopy(early_warning_defaults.OUTBREAK_RULES), **value}
 
 
+ZERO_REPORT_MISMATCH_POLICY = "zero_report_mismatch"
+"""The policy a zero report that contradicts the day's records walks (零报告与登记不符), added
+by :meth:`Config._zero_report_mismatch_policy` when a zero-report monitor exists."""
+
 EARLY_WARNING_POLICY = "early_warning"
 """The policy id early-warning signals walk when ``early_warning.policy`` is not set: one
 ``inform`` step to ``early_warning.notify``, added to ``policies`` when the config is loaded
@@ -658,6 +675,64 @@ class DeliverySection(_Model):
     step_wait_cap: Duration = Field(default=600.0, ge=0, le=TIMEOUT_MAX)
 
 
+class IntakeSection(_Model):
+    """``intake`` (docs/classes.md "Times"): ``future_skew``, how far (seconds) an event's
+    ``occurred_at`` may lie ahead of the time received before the answer and the incident's
+    timeline carry a warning (a clock set wrong). A time in the future is never used for
+    timers, days or dedup keys: it is replaced by the time received (the written time is kept
+    in ``labels.occurred_at_as_sent``)."""
+
+    future_skew: Duration = Field(default=600.0, ge=0)
+
+
+class RegisterLayout(_Model):
+    """A register form of the school's own (``registers.layouts``, docs/spool.md "Layouts"):
+    ``columns`` maps a column heading as written (``缺勤原因(描述症状、就诊记录)``) to a field of
+    the register ``kind`` (``absence``: date, class, grade, pupil, name, sex, age, phone,
+    reason, symptoms, onset, reporter, enrolled, missed; ``chenwujian``: the morning-check
+    fields). Used for files whose name matches ``files`` (glob, e.g. ``缺勤*.csv``) or that come
+    from a source in ``sources``; with neither, for every register whose header it fits."""
+
+    kind: Literal["absence", "chenwujian"] = "absence"
+    columns: dict[str, str] = Field(min_length=1)
+    files: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> RegisterLayout:
+        known = REGISTER_FIELDS[self.kind]
+        for heading, field in self.columns.items():
+            if field.startswith("symptom:") and self.kind == "chenwujian":
+                if field[len("symptom:"):] not in {s.value for s in Symptom}:
+                    raise ValueError(f"column {heading!r}: unknown symptom code "
+                                     f"{field[len('symptom:'):]!r} (known: "
+                                     f"{', '.join(s.value for s in Symptom)})")
+            elif field not in known:
+                raise ValueError(f"column {heading!r}: unknown field {field!r} for a {self.kind} "
+                                 f"register (known: {', '.join(known)}"
+                                 + (", symptom:<code>)" if self.kind == "chenwujian" else ")"))
+        return self
+
+
+REGISTER_FIELDS: dict[str, tuple[str, ...]] = {
+    "absence": ("date", "class", "grade", "pupil", "reason", "symptoms", "onset", "reporter",
+                "enrolled", "missed", "name", "sex", "age", "phone", "no"),
+    "chenwujian": ("no", "grade", "class", "name", "sex", "age", "phone", "present", "other",
+                   "temperature", "seen_doctor", "diagnosis", "date", "enrolled"),
+}
+"""The fields a register layout may map a heading to (:mod:`escalator.intake.registers` reads
+them; ``tests/test_register_rows.py`` checks both lists agree)."""
+
+
+class RegistersSection(_Model):
+    """``registers`` (docs/spool.md): ``layouts`` (:class:`RegisterLayout`) and ``notify``,
+    the targets told how many rows of which register were refused and why (default: the
+    school doctor, ``school_doctor``)."""
+
+    layouts: list[RegisterLayout] = Field(default_factory=list)
+    notify: list[str] = Field(default_factory=lambda: ["school_doctor"], min_length=1)
+
+
 class Config(_Model):
     """The whole config file. Build it with :func:`escalator.config.load_config`."""
 
@@ -689,6 +764,10 @@ class Config(_Model):
     """Early warning from sickness absence (docs/early-warning.md); None: off."""
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     """How the delivery worker sends: concurrency, digests, the step-wait cap."""
+    intake: IntakeSection = Field(default_factory=IntakeSection)
+    """How events are screened on intake: the allowed clock skew."""
+    registers: RegistersSection = Field(default_factory=RegistersSection)
+    """CSV registers: the school's own layouts; who is told about refused rows."""
     silences: list[SilenceConfig] = Field(default_factory=list)
     """Standing silences and maintenance windows (docs/silences.md)."""
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
@@ -712,6 +791,26 @@ class Config(_Model):
                     else "Sickness-absence early warning")
             self.policies[EARLY_WARNING_POLICY] = Policy(
                 name=name, steps=[Step(targets=list(ew.notify), mode=StepMode.inform)])
+        return self
+
+    @model_validator(mode="after")
+    def _zero_report_mismatch_policy(self) -> Config:
+        """A zero-report monitor: add the policy :data:`ZERO_REPORT_MISMATCH_POLICY` (one
+        ``inform`` step to the monitors' ``mismatch_notify``, default the roles
+        ``school_doctor`` and ``leadership`` the config has) unless ``policies`` has one."""
+        if ZERO_REPORT_MISMATCH_POLICY in self.policies:
+            return self
+        targets: list[str] = []
+        for monitor in self.heartbeats.values():
+            if monitor.is_zero_report:
+                wanted = monitor.mismatch_notify
+                if wanted is None:
+                    wanted = [r for r in ("school_doctor", "leadership") if r in self.roles]
+                targets += [t for t in wanted if t not in targets]
+        if targets:
+            name = "零报告与登记不符" if self.school.language == "zh" else "Zero report contradicts the records"
+            self.policies[ZERO_REPORT_MISMATCH_POLICY] = Policy(
+                name=name, steps=[Step(targets=targets, mode=StepMode.inform)])
         return self
 
     @property

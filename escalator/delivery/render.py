@@ -27,6 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from escalator.config.models import Config
 from escalator.delivery.reply_codes import hint as reply_hint
+from escalator.engine.targets import Target, resolve
 from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, SYMPTOM  # noqa: F401 (template values)
 from escalator.store.base import Incident, Notification
 
@@ -93,16 +94,37 @@ def target_label(target: str, config: Config, lang: str) -> str:
 
 
 GUARDIAN_ACTION = {
-    "zh": {"suspected_case": "请尽快来校接孩子，并带孩子到医院就诊，就诊后请将诊断结果告知班主任。",
-           "absence": "请关注孩子的健康状况，就诊后请将诊断结果告知班主任，痊愈后凭复课证明返校。",
+    "zh": {"at_school": "请尽快来校接孩子，并带孩子到医院就诊，就诊后请将诊断结果告知班主任。",
+           "at_home": "请让孩子在家观察休息，及时就医，并将就诊结果告知班主任；痊愈后凭复课证明返校。",
            "": "请尽快与学校联系。"},
-    "en": {"suspected_case": "Please come to the school to collect your child as soon as "
-                             "possible and take them to a doctor; tell the class teacher the "
-                             "diagnosis.",
-           "absence": "Please watch your child's health, tell the class teacher the diagnosis "
-                      "after seeing a doctor, and bring a recovery note when they return.",
+    "en": {"at_school": "Please come to the school to collect your child as soon as "
+                        "possible and take them to a doctor; tell the class teacher the "
+                        "diagnosis.",
+           "at_home": "Please keep your child at home and watch their health, see a doctor "
+                      "promptly and tell the class teacher the diagnosis; bring a recovery "
+                      "note when they return.",
            "": "Please contact the school as soon as possible."},
 }
+"""What a guardian is asked to do, by where the pupil is (:func:`pupil_whereabouts`)."""
+
+HOME_WORDS = ("家", "home")
+"""A ``place`` naming one of these means the pupil is at home."""
+
+
+def pupil_whereabouts(kind: str, event: dict[str, Any]) -> str:
+    """Where the pupil of an incident is, from its first event: ``at_home`` for a sickness
+    absence (``kind: absence``), ``labels.attendance: absent`` (a register's 缺勤) or a
+    ``place`` at home (家中, 在家); ``at_school`` for any other suspected case (a pupil ill at
+    school: 晨午检 found them, or a teacher reported them); ``""`` otherwise. Only a pupil at
+    school is asked to be collected (请尽快来校接孩子)."""
+    labels = event.get("labels") or {}
+    place = str(event.get("place") or "").lower()
+    if (kind == "absence" or labels.get("attendance") == "absent"
+            or any(w in place for w in HOME_WORDS)):
+        return "at_home"
+    if kind == "suspected_case":
+        return "at_school"
+    return ""
 
 
 def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
@@ -126,9 +148,10 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "event_kind": inc.kind,
         "class_id": inc.class_id, "grade": inc.grade, "place": None,
         "occurred": ctx.occurred_local, "step": None, "event_count": 1,
-        "unresolved_targets": None, "needs_ack": False, "ack_url": None,
+        "unresolved_targets": None, "unresolved_help": [], "needs_ack": False, "ack_url": None,
         "recipient_name": ctx.notification.recipient_name, "audience": "guardian",
-        "action": (g.message if g and g.message else actions.get(inc.kind, actions[""])),
+        "action": (g.message if g and g.message
+                   else actions[pupil_whereabouts(inc.kind, ev)]),
         "contact": g.contact if g else None,
         "deadline": None, "deadline_escalation": False, "reply_code": None, "reply_hint": None,
     }
@@ -152,8 +175,11 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
     if details and len(details) > DETAILS_SHOWN:
         details = details[:DETAILS_SHOWN] + "…"
     unresolved = None
+    help_lines: list[str] = []
     if n.purpose == "target_unresolved" and n.note:
-        unresolved = sep.join(target_label(t.strip(), config, lang) for t in n.note.split(","))
+        targets = [t.strip() for t in n.note.split(",")]
+        unresolved = sep.join(target_label(t, config, lang) for t in targets)
+        help_lines = unresolved_help(inc, targets, config, lang) if person else []
     return {
         "school": config.school.name,
         "symptoms": sep.join(SYMPTOM[lang].get(s, s.replace("_", " ")) for s in ev.get("symptoms", [])),
@@ -175,6 +201,7 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "step": {"number": ctx.step[0] + 1, "name": ctx.step[1]} if ctx.step else None,
         "event_count": inc.event_count,
         "unresolved_targets": unresolved,
+        "unresolved_help": help_lines,
         "needs_ack": n.needs_ack,
         "ack_url": ack_url(ctx) if n.needs_ack else None,
         "recipient_name": n.recipient_name,
@@ -184,6 +211,40 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "reply_code": ctx.reply_code if n.needs_ack else None,
         "reply_hint": reply_hint(ctx.reply_code, lang) if n.needs_ack else None,
     }
+
+
+def unresolved_help(inc: Incident, targets: list[str], config: Config, lang: str) -> list[str]:
+    """What the duty officer, told because ``targets`` of ``inc``'s step reached nobody, needs
+    to act — and nothing more: why nobody was found (a class the school does not list; no
+    class teacher for the class; a pupil whose guardians are not in the roster) and the class
+    teacher with the first way to reach them. No pupil data: the class teacher knows the
+    pupil. Lines in ``lang``."""
+    zh = lang == "zh"
+    lines: list[str] = []
+    cid = inc.class_id
+    if cid and config.school.classes and cid not in config.school.classes:
+        lines.append(f"班级 {cid} 不在学校班级名单（school.classes）中，因此找不到班主任；请核实班级。"
+                     if zh else f"Class {cid} is not in the school's class list (school.classes), "
+                     "so no class teacher could be found; please check the class.")
+    teachers = resolve(Target("relative", "class_teacher"), config, class_id=cid,
+                       grade=inc.grade, at=inc.created_at) if cid else []
+    if "guardian" in targets:
+        lines.append("监护人名册中没有该生的监护人联系方式（或无法确定是哪一名学生）。"
+                     if zh else "The guardian roster has no contact for this pupil (or the "
+                     "incident is not about one pupil).")
+    for t in teachers:
+        reach = t.contacts[0].to if t.contacts else ("（无联系方式）" if zh else "(no contact)")
+        lines.append(f"班主任：{t.name}，联系方式：{reach}" if zh
+                     else f"Class teacher: {t.name}, contact: {reach}")
+    if cid and not teachers and "class_teacher" not in targets:
+        lines.append(f"班级 {cid} 没有配置班主任。" if zh else f"Class {cid} has no class teacher "
+                     "in the config.")
+    if "guardian" in targets:
+        lines.append("请联系班主任，由班主任通知家长。" if zh and teachers else
+                     "请联系学校保健室或年级组，尽快通知家长。" if zh else
+                     "Please ask the class teacher to reach the parents." if teachers else
+                     "Please ask the school clinic or the grade office to reach the parents.")
+    return lines
 
 
 def _deadline_local(ctx: RenderContext) -> str | None:

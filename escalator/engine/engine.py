@@ -45,6 +45,7 @@ from escalator.config.models import Config, ContactMethod, Policy
 from escalator.engine import grouping, inhibition, silences
 from escalator.engine.routing import NO_POLICY, route
 from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
+from escalator.engine.screening import screen
 from escalator.engine.targets import Recipient, Target, UnknownTarget, parse_target, resolve
 from escalator.events import Action, Event, Kind
 from escalator.store.base import Incident, Notification, StepRun, Store, Tx, priority_of
@@ -67,7 +68,9 @@ class IngestResult:
     ``resolved`` (an ``action`` applied to the open incident with the key), ``ignored`` (an
     action for a key with no open incident), ``ledger`` (recorded only, see
     :class:`Submission`), ``duplicate_row`` (a row key seen before; nothing stored,
-    ``event_id`` empty). ``source``: the source recorded for the event.
+    ``event_id`` empty). ``source``: the source recorded for the event. ``warnings``: what
+    was accepted but is worth a look (:mod:`escalator.engine.screening`: a time in the future,
+    a class the school does not list), each ``{"code", "field", "message"}``.
     """
 
     event_id: str
@@ -75,6 +78,7 @@ class IngestResult:
     status: str
     dedup_key: str
     source: str = ""
+    warnings: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,14 @@ class Submission:
     event whose ``row_key`` was stored before is skipped (status ``duplicate_row``), so a
     re-exported register adds only its new rows. ``ledger_only``: record the event in the
     ledger without routing it (status ``ledger``; e.g. a 事假 personal-leave row).
+    ``policy``: ``(id, Policy)`` to walk instead of routing (e.g. the notice about a register's
+    refused rows, :mod:`escalator.intake.spool.refused`).
     """
 
     event: Event
     row_key: str | None = None
     ledger_only: bool = False
+    policy: tuple[str, Policy] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,8 +206,9 @@ class Engine:
     def _ingest(self, tx: Tx, item: Event | Submission, source: str | None,
                 now: datetime, policy: tuple[str, Policy] | None = None) -> IngestResult:
         sub = item if isinstance(item, Submission) else Submission(item)
+        policy = policy or sub.policy
         tz = self.config.school.tz
-        ev = sub.event.normalised(now, tz)
+        ev, warnings = screen(sub.event.normalised(now, tz), self.config, now)
         key = ev.derived_dedup_key(tz)
         if sub.row_key is not None and tx.row_key_seen(sub.row_key):
             src = source or sub.event.source or "unknown"
@@ -249,13 +257,17 @@ class Engine:
             action=ev.action.value, dedup_key=key, incident_id=incident_id, outcome=status,
             body=ev.model_dump(mode="json", exclude_none=True), row_key=sub.row_key,
         )
+        warned = tuple(w.as_dict() for w in warnings)
+        if warned and incident_id is not None:
+            tx.add_timeline(incident_id, now, "input_warning", src,
+                            {"event_id": event_id, "warnings": list(warned)})
         stored = StoredEvent(ev, event_id, src, status, incident_id, routed=policy is None)
         ops = self._ops(tx, now)
         for rule in self.rules:  # school rules and a district's own (escalator/engine/rules.py)
             rule.on_event(ops, tx, stored)
         self._unlogged.append(dict(event_id=event_id, incident_id=incident_id, status=status,
                                    source=src, kind=ev.kind.value, category=ev.category.value))
-        return IngestResult(event_id, incident_id, status, key, src)
+        return IngestResult(event_id, incident_id, status, key, src, warned)
 
     def _open(self, tx: Tx, ev: Event, key: str, chosen: tuple[str, Policy], event_id: str,
               src: str, now: datetime, group: grouping.Group | None = None,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from escalator.classes import normalise_class, normalise_grade
 from escalator.events import DETAILS_MAX, SUMMARY_MAX, Category
 
 LABELS_MAX = 50
@@ -96,13 +97,15 @@ class AmWebhook(BaseModel):
 
 
 class AmResult(BaseModel):
-    """The intake answer for one Alertmanager alert."""
+    """The intake answer for one Alertmanager alert (``warnings``: as for ``POST
+    /api/v1/events``, docs/classes.md)."""
 
     fingerprint: str
     event_id: str
     incident_id: int | None
     status: str
     dedup_key: str
+    warnings: list[dict[str, str]] = []
 
 
 class AmOut(BaseModel):
@@ -172,11 +175,34 @@ def pd_event(pd: PdEvent, integration: str) -> tuple[dict[str, Any], str]:
         labels=_labels(details, {"source": p.source, "component": p.component,
                                  "group": p.group, "class": p.class_}),
     )
+    raw.update(_school_place(details))
     if p.custom_details is not None:
         raw["details"] = _text(p.custom_details)[:DETAILS_MAX]
     if p.timestamp is not None:
         raw["occurred_at"] = p.timestamp.isoformat()
     return raw, key
+
+
+CLASS_KEYS = ("class_id", "班级")
+GRADE_KEYS = ("grade", "年级")
+
+
+def _school_place(values: dict[str, Any]) -> dict[str, str]:
+    """``class_id`` / ``grade`` from a label or custom detail named ``class_id`` or ``班级``
+    (``grade`` or ``年级``), read by the one class rule (:mod:`escalator.classes`); a value it
+    cannot read stays a label only (an alert is never refused over it)."""
+    out: dict[str, str] = {}
+    for keys, field, read in ((CLASS_KEYS, "class_id", normalise_class),
+                              (GRADE_KEYS, "grade", normalise_grade)):
+        for k in keys:
+            v = values.get(k)
+            if isinstance(v, str | int) and not isinstance(v, bool) and str(v).strip():
+                try:
+                    out[field] = read(str(v))
+                    break
+                except ValueError:
+                    continue
+    return out
 
 
 def am_fingerprint(alert: AmAlert) -> str:
@@ -202,6 +228,7 @@ def am_event(alert: AmAlert) -> dict[str, Any]:
         "dedup_key": f"alertmanager/{am_fingerprint(alert)}"[:255],
         "labels": _labels(labels),
     }
+    raw.update(_school_place(labels))
     if alert.annotations.get("description"):
         raw["details"] = alert.annotations["description"][:DETAILS_MAX]
     if alert.startsAt is not None and alert.startsAt.year > 1970:

@@ -1,10 +1,16 @@
 """CSV registers (登记表) → events: the sickness-absence register (因病缺勤登记) and the
 morning/noon-check register (晨午检登记表), as schools really export them from a spreadsheet.
 
-Pure functions: bytes in, :class:`~escalator.engine.engine.Submission` items out, no I/O. The only
-exception :func:`parse_register` raises is :class:`RegisterError` (a ``ValueError``); a file with
-bad rows is rejected as a whole, and the error lists every bad row with its row number, column
-and reason. ``docs/spool.md`` is the writer-facing description of everything here.
+Pure functions: bytes in, :class:`~escalator.engine.engine.Submission` items out, no I/O.
+:func:`read_register` reads every row: the good rows' submissions, and the refused rows, each
+with its row number, line, column and reason — one bad row never hides the others (the spool
+puts the refused rows in ``failed/``: :mod:`escalator.intake.spool.refused`). The only
+exception it raises is :class:`RegisterError` (a ``ValueError``), for the whole file: not
+decodable, not a CSV, a header that fits no register (naming its unrecognised and missing
+columns). :func:`parse_register` is the all-or-nothing form. Layouts of the school's own forms
+come from ``registers.layouts``; classes are read by the one class rule
+(:mod:`escalator.classes`). ``docs/spool.md`` is the writer-facing description of everything
+here.
 
 Encodings (:func:`decode`): a declared encoding, else a byte-order mark (UTF-8 or UTF-16), else
 strict UTF-8, else strict GB18030 (a superset of GBK and GB2312, which is what a Chinese Windows
@@ -20,6 +26,7 @@ is the spreadsheet's header row), so ``line`` is the row number a spreadsheet pr
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import hmac
 import io
@@ -32,14 +39,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from escalator.config.models import Config
+from escalator.classes import chinese_number, class_id, class_label
+from escalator.config.models import Config, RegisterLayout
 from escalator.engine.engine import Submission
 from escalator.events import Event, Symptom
 from escalator.intake.textfiles import UndecodableText, decode_text
 
 __all__ = [
-    "ABSENCE", "CHENWUJIAN", "SYMPTOM_WORDS", "SYMPTOM_ZH", "RegisterError", "chinese_number",
-    "class_id", "class_label", "decode", "map_symptoms", "parse_register", "pseudonym",
+    "ABSENCE", "CHENWUJIAN", "SYMPTOM_WORDS", "SYMPTOM_ZH", "RefusedRow", "Register",
+    "RegisterError", "chinese_number", "class_id", "class_label", "decode", "layouts_for",
+    "map_symptoms", "parse_register", "pseudonym", "read_register", "refusal_reason",
 ]
 
 ABSENCE = "absence"
@@ -105,6 +114,7 @@ _SUBSTRING_WORDS = sorted((w for w in SYMPTOM_WORDS if len(w) >= 2), key=len, re
 
 PERSONAL_LEAVE_WORDS = ("事假", "私事", "家中有事", "家里有事", "探亲")
 SICK_LEAVE_WORDS = ("病假", "因病")
+UNKNOWN_REASON_WORDS = ("旷课", "未请假", "不明", "不详", "待查", "未知")
 
 
 def map_symptoms(text: str) -> tuple[list[Symptom], list[str]]:
@@ -132,103 +142,6 @@ def map_symptoms(text: str) -> tuple[list[Symptom], list[str]]:
                 if SYMPTOM_WORDS[word] not in codes:
                     codes.append(SYMPTOM_WORDS[word])
     return codes, other
-
-
-# ----------------------------------------------------------------------------- classes
-
-_CN_DIGITS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_CN_TENS = re.compile(r"^([一二三四五六七八九]?)十([一二三四五六七八九]?)$")
-_OPEN, _CLOSE = "([【〔〈<{", ")]】〕〉>}"
-_NUM = r"([0-9]{1,2}|[一二三四五六七八九十]{1,3})"
-_GRADE_ONLY = re.compile(rf"^{_NUM}(?:年级|年)?$")
-_CLASS_ONLY = re.compile(rf"^{_NUM}班?$")
-_COMBINED = (
-    re.compile(rf"^{_NUM}(?:年级|年)\(?{_NUM}\)?班?$"),    # 三年级2班, 3年级(2)班
-    re.compile(rf"^{_NUM}\({_NUM}\)班?$"),                 # 三(2)班
-    re.compile(rf"^{_NUM}[-._/·]{_NUM}班?$"),               # 3-2, 3.2, 3/2班
-)
-
-
-def chinese_number(text: str) -> int:
-    """An integer 1..99 written in Arabic digits (full-width too) or Chinese numerals
-    (``三`` → 3, ``十二`` → 12, ``二十一`` → 21). Raises ``ValueError`` otherwise."""
-    t = _norm(text)
-    value = 0
-    if t.isascii() and t.isdigit():
-        value = int(t)
-    elif t in _CN_DIGITS:
-        value = _CN_DIGITS[t]
-    elif m := _CN_TENS.match(t):
-        value = _CN_DIGITS.get(m.group(1), 1) * 10 + _CN_DIGITS.get(m.group(2), 0)
-    if 0 < value < 100:
-        return value
-    raise ValueError(f"not a number: {text!r}")
-
-
-def _brackets(text: str) -> str:
-    """No spaces; every kind of bracket as ``(``/``)`` (after NFKC full-width ones already are)."""
-    text = re.sub(r"\s+", "", _norm(text))
-    return text.translate(str.maketrans(_OPEN + _CLOSE, "(" * len(_OPEN) + ")" * len(_CLOSE)))
-
-
-def class_id(grade: str | None, cls: str, classes: Sequence[str] = ()) -> str:
-    """The school's class id (``"3-2"``) for a register's grade and class cells.
-
-    The alias rule (``docs/spool.md``): both cells are NFKC-normalised (full-width ``（２）`` →
-    ``(2)``), spaces dropped, every bracket read as ``(``/``)``; a grade is a number with an
-    optional ``年级``, a class a number with an optional ``班``, either in brackets; a number is
-    Arabic (1–99) or Chinese (一 … 九十九). With no grade cell, the class cell holds both:
-    ``3-2``, ``3.2``, ``三年级2班``, ``三(2)班``, ``3年级(2)班``; a class cell that repeats the
-    grade (``三年级`` + ``三年级2班``) is read the same. So ``三年级`` + ``2班``, ``三年级`` +
-    ``(2)班``, ``三年级`` + ``（２）班`` and ``3`` + ``2`` all give ``3-2``. With ``classes`` (the
-    school's configured class ids) non-empty, the result must be one of them. Raises
-    ``ValueError`` with a message naming what was read.
-    """
-    g_text = _brackets(grade or "")
-    c_text = _brackets(cls)
-    if not c_text:
-        raise ValueError("the class is empty")
-    g: int | None = None
-    c: int | None = None
-    if g_text:
-        gm = _GRADE_ONLY.match(g_text.strip("()"))
-        if not gm:
-            raise ValueError(f"not a grade: {grade!r} (write e.g. 三年级 or 3)")
-        cm = _CLASS_ONLY.match(re.sub(r"^\((.*)\)(班?)$", r"\1\2", c_text))
-        if cm:
-            g, c = chinese_number(gm.group(1)), chinese_number(cm.group(1))
-        elif (both := _combined(c_text)) and both[0] == chinese_number(gm.group(1)):
-            g, c = both
-    else:
-        both = _combined(c_text)
-        if both:
-            g, c = both
-    if g is None or c is None:
-        raise ValueError(f"not a class: {cls!r} (write e.g. 2班, (2)班 or 3-2)")
-    cid = f"{g}-{c}"
-    if classes and cid not in classes:
-        shown = ", ".join(list(classes)[:30]) + (", …" if len(classes) > 30 else "")
-        got = f"{grade} {cls}" if g_text else cls
-        raise ValueError(f"unknown class {got!r} (read as {cid}); the school's classes: {shown}")
-    return cid
-
-
-def _combined(text: str) -> tuple[int, int] | None:
-    for pattern in _COMBINED:
-        m = pattern.match(text)
-        if m:
-            return chinese_number(m.group(1)), chinese_number(m.group(2))
-    return None
-
-
-_CN_GRADE = ["", "一", "二", "三", "四", "五", "六", "七", "八", "九", "十", "十一", "十二"]
-
-
-def class_label(cid: str) -> str:
-    """``"3-2"`` → ``"三年级2班"`` (the form used in summaries)."""
-    g, c = cid.split("-")
-    grade = _CN_GRADE[int(g)] if 0 < int(g) < len(_CN_GRADE) else g
-    return f"{grade}年级{int(c)}班"
 
 
 # ----------------------------------------------------------------------------- pseudonyms
@@ -288,13 +201,20 @@ _ABSENCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "class": ("班级",),
     "grade": ("年级",),
     "pupil": ("学号", "学生编号", "学籍号"),
-    "reason": ("缺勤原因", "原因", "请假类型"),
+    "reason": ("缺勤原因", "原因", "请假类型", "请假原因"),
     "symptoms": ("症状", "主要症状"),
     "onset": ("发病时间", "发病日期"),
     "reporter": ("报告人", "登记人", "填报人"),
     "enrolled": ("应到人数", "应到", "班级人数"),
+    "missed": ("缺课", "缺课天数", "缺勤天数", "缺课节数", "缺课时间", "缺课时长"),
+    "name": ("姓名", "学生姓名"),
+    "sex": ("性别",),
+    "age": ("年龄",),
+    "phone": ("家长电话", "联系电话", "家长联系电话", "监护人电话", "电话"),
+    "no": ("序号", "编号"),
 }
 _ABSENCE_REQUIRED = ("date", "class", "pupil", "reason")
+"""``pupil`` may be replaced by ``name`` (the pseudonymous id is derived from it)."""
 
 _CHECK_COLUMNS: dict[str, tuple[str, ...]] = {
     "no": ("编号", "序号"),
@@ -314,6 +234,10 @@ _CHECK_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 _CHECK_REQUIRED = ("class", "name", "present", "date")
 
+# the fields a layout (registers.layouts) may map a heading to are these tables' keys:
+# escalator.config.models.REGISTER_FIELDS (checked by tests/test_register_rows.py); for the
+# check register also symptom:<code> (a tick column of a WS/T 772 code, e.g. symptom:fever)
+
 
 def _header_key(cell: str) -> str:
     """A header cell as matched: NFKC, no spaces, a trailing ``(…)`` note dropped
@@ -330,21 +254,61 @@ class _Header:
     ticks: list[tuple[int, Symptom]]  # tick columns of the check register
     date_title: str = ""
 
+    @property
+    def unrecognised(self) -> list[str]:
+        """Header cells no field reads (shown in a refusal; their cells are ignored)."""
+        used = set(self.columns.values()) | {i for i, _ in self.ticks}
+        return [t for i, t in enumerate(self.titles) if t and i not in used]
 
-def _match_header(cells: list[str]) -> _Header | None:
+    def missing(self) -> list[str]:
+        """The required fields (as their first heading) the header lacks."""
+        if self.kind == ABSENCE:
+            need = [r for r in _ABSENCE_REQUIRED if r != "pupil"]
+            out = [_ABSENCE_COLUMNS[r][0] for r in need if r not in self.columns]
+            if "pupil" not in self.columns and "name" not in self.columns:
+                out.insert(2, "学号 or 姓名")
+            return out
+        return [_CHECK_COLUMNS[r][0] for r in _CHECK_REQUIRED if r not in self.columns]
+
+
+def _find(keys: list[str], table: dict[str, tuple[str, ...]],
+          own: dict[str, str] | None = None) -> dict[str, int]:
+    """Field → column index: a layout's own headings (``own``: heading key → field) first,
+    then the built-in names of ``table``."""
+    found: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if own and k in own and own[k] not in found:
+            found[own[k]] = i
+    taken = set(found.values())
+    for logical, names in table.items():
+        if logical in found:
+            continue
+        for name in names:
+            if name in keys and keys.index(name) not in taken:
+                found[logical] = keys.index(name)
+                break
+    return found
+
+
+def _match_header(cells: list[str], layouts: Sequence[RegisterLayout] = ()) -> _Header | None:
     keys = [_header_key(c) for c in cells]
-
-    def find(table: dict[str, tuple[str, ...]]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for logical, names in table.items():
-            for name in names:
-                if name in keys:
-                    found[logical] = keys.index(name)
-                    break
-        return found
-
     titles = [c.strip() for c in cells]
-    check = find(_CHECK_COLUMNS)
+    for layout in layouts:  # a school's own form first: it fits when most headings are there
+        own = {_header_key(h): f for h, f in layout.columns.items()}
+        hits = sum(1 for k in own if k in keys)
+        if hits == 0 or hits * 2 < len(own):
+            continue
+        table = _ABSENCE_COLUMNS if layout.kind == ABSENCE else _CHECK_COLUMNS
+        plain = {k: f for k, f in own.items() if not f.startswith("symptom:")}
+        columns = _find(keys, table, plain)
+        ticks = [(keys.index(k), Symptom(f.split(":", 1)[1])) for k, f in own.items()
+                 if f.startswith("symptom:") and k in keys]
+        if layout.kind == CHENWUJIAN:
+            ticks += [(i, SYMPTOM_WORDS[k]) for i, k in enumerate(keys) if k in SYMPTOM_WORDS
+                      and i not in columns.values() and i not in {j for j, _ in ticks}]
+        date_title = keys[columns["date"]] if "date" in columns else ""
+        return _Header(layout.kind, columns, titles, ticks, date_title)
+    check = _find(keys, _CHECK_COLUMNS)
     ticks = [(i, SYMPTOM_WORDS[k]) for i, k in enumerate(keys)
              if k in SYMPTOM_WORDS and i not in check.values()]
     # recognised by a pupil column and at least three known columns in all; the required
@@ -352,15 +316,23 @@ def _match_header(cells: list[str]) -> _Header | None:
     if "name" in check and ("present" in check or ticks) and len(check) + len(ticks) >= 3:
         return _Header(CHENWUJIAN, check, titles, ticks,
                        keys[check["date"]] if "date" in check else "")
-    absence = find(_ABSENCE_COLUMNS)
-    if "pupil" in absence and len(absence) >= 3:
+    absence = _find(keys, _ABSENCE_COLUMNS)
+    if ("pupil" in absence or ("name" in absence and "reason" in absence)) and len(absence) >= 3:
         return _Header(ABSENCE, absence, titles, [])
     return None
 
 
-def _columns_text(table: dict[str, tuple[str, ...]], required: tuple[str, ...]) -> str:
-    optional = [names[0] for logical, names in table.items() if logical not in required]
-    return (", ".join(table[r][0] for r in required) + "; optional: " + ", ".join(optional))
+def layouts_for(config: Config, name: str | None, source: str | None) -> list[RegisterLayout]:
+    """The layouts of ``registers.layouts`` that apply to file ``name`` from source ``source``:
+    those naming the file (glob) or the source first, then those naming neither."""
+    named, general = [], []
+    for layout in config.registers.layouts:
+        if not layout.files and not layout.sources:
+            general.append(layout)
+        elif ((name is not None and any(fnmatch.fnmatch(name, p) for p in layout.files))
+              or (source is not None and source in layout.sources)):
+            named.append(layout)
+    return named + general
 
 
 # ----------------------------------------------------------------------------- cell readers
@@ -437,81 +409,154 @@ def _temperature(text: str, column: str) -> float | None:
 # ----------------------------------------------------------------------------- parsing
 
 
-def parse_register(data: bytes, config: Config, *, key: bytes | Callable[[], bytes],
-                   encoding: str | None = None) -> list[Submission]:
-    """Read one CSV register and return its :class:`~escalator.engine.engine.Submission` items.
+@dataclass
+class RefusedRow:
+    """A row that could not be read: ``row`` (1 = first data row), ``line`` (of the file),
+    ``cells`` as written, ``errors`` (``{"field", "row", "line", "column", "message"}``)."""
+
+    row: int
+    line: int
+    cells: list[str]
+    errors: list[dict[str, Any]]
+
+
+@dataclass
+class Register:
+    """One register as read (:func:`read_register`): its ``kind``, the ``submissions`` of its
+    good rows, the ``refused`` rows, the ``header`` cells as written and the header's
+    ``unrecognised`` cells (ignored)."""
+
+    kind: str
+    submissions: list[Submission]
+    refused: list[RefusedRow]
+    header: list[str]
+    unrecognised: list[str]
+    rows: int = 0
+    """Rows read, good and refused (blank rows not counted)."""
+
+
+def read_register(data: bytes, config: Config, *, key: bytes | Callable[[], bytes],
+                  encoding: str | None = None, name: str | None = None,
+                  source: str | None = None) -> Register:
+    """Read one CSV register: the submissions of its good rows and its refused rows, each with
+    its reasons — one bad row never hides the others (docs/spool.md "Bad rows").
 
     ``config``: the school (name, timezone, classes; people, to map a reporter's name to their
-    id). ``key``: the pseudonym key (bytes, or a function returning them, called only when a
-    pupil without an id needs one — see :func:`pseudonym`). ``encoding``: declared encoding, or
-    None to detect (:func:`decode`).
+    id; ``registers.layouts``). ``key``: the pseudonym key (bytes, or a function returning
+    them, called only when a pupil without a school number needs an id — see
+    :func:`pseudonym`). ``encoding``: declared encoding, or None to detect (:func:`decode`).
+    ``name`` / ``source``: the file's name and source id, to pick the layouts that apply
+    (:func:`layouts_for`).
 
-    The register type is recognised by its header (see :data:`ABSENCE`, :data:`CHENWUJIAN`).
-    Every submission carries a ``row_key`` (``register type/date/pupil id``), so re-dropping a
-    re-exported register adds only its new rows. Rows of healthy pupils who are present give
-    nothing. Raises :class:`RegisterError` (undecodable bytes, not a CSV, no known header,
-    missing columns, or bad rows — all bad rows listed); an exception raised by a ``key``
-    function is raised unchanged (it is not the register's fault).
+    The register type is recognised by its header: a layout of ``registers.layouts`` that fits,
+    else the built-in headings (:data:`ABSENCE`, :data:`CHENWUJIAN`). Every submission carries
+    a ``row_key`` (``register type/date/pupil id``), so re-dropping a re-exported or corrected
+    register adds only its new rows. Rows of healthy pupils who are present give nothing.
+    Raises :class:`RegisterError` for what concerns the whole file (undecodable bytes, not a
+    CSV, no known header, missing columns: naming the header's unrecognised and missing
+    columns); an exception raised by a ``key`` function is raised unchanged (it is not the
+    register's fault).
     """
     text, _ = decode(data, encoding)
     records = _records(text)
     if not any(any(c.strip() for c in cells) for _, cells in records):
         raise RegisterError("empty register: no header and no rows")
+    layouts = layouts_for(config, name, source)
     header: _Header | None = None
     start = 0
     for i, (_, cells) in enumerate(records[:HEADER_SEARCH_ROWS]):
-        header = _match_header(cells)
+        header = _match_header(cells, layouts)
         if header is not None:
             start = i + 1
             break
     if header is None:
-        raise RegisterError(
-            "not a known register: no header row names the columns of the absence register "
-            f"({_columns_text(_ABSENCE_COLUMNS, _ABSENCE_REQUIRED)}) or of the morning-check "
-            f"register ({_columns_text(_CHECK_COLUMNS, _CHECK_REQUIRED)}, and one tick column "
-            "per symptom)")
-    required = _ABSENCE_REQUIRED if header.kind == ABSENCE else _CHECK_REQUIRED
-    table = _ABSENCE_COLUMNS if header.kind == ABSENCE else _CHECK_COLUMNS
-    missing = [table[r][0] for r in required if r not in header.columns]
+        seen = max((cells for _, cells in records[:HEADER_SEARCH_ROWS]),
+                   key=lambda cs: sum(1 for c in cs if c.strip()))
+        raise _not_a_register(seen)
+    missing = header.missing()
     if missing:
-        raise RegisterError(f"{header.kind} register: required column(s) missing: "
-                            f"{', '.join(missing)}",
-                            [{"field": "(header)", "column": m, "message": "required column missing"}
-                             for m in missing])
+        unknown = header.unrecognised
+        raise RegisterError(
+            f"{header.kind} register: required column(s) missing: {', '.join(missing)}"
+            + (f"; unrecognised column(s): {', '.join(unknown)}" if unknown else "")
+            + " (map them in registers.layouts, docs/spool.md)",
+            [{"field": "(header)", "column": m, "message": "required column missing"}
+             for m in missing]
+            + [{"field": "(header)", "column": u, "message": "unrecognised column"}
+               for u in unknown])
     try:
         return _parse_rows(config, header, key, records[start:])
     except _KeyFailure as e:
         raise e.original from None
 
 
+def _not_a_register(cells: list[str]) -> RegisterError:
+    """The refusal of a file whose header fits no register: the header's unrecognised
+    columns and, for the register it comes closest to, the missing ones."""
+    keys = [_header_key(c) for c in cells]
+    best = max((_Header(ABSENCE, _find(keys, _ABSENCE_COLUMNS), [c.strip() for c in cells], []),
+                _Header(CHENWUJIAN, _find(keys, _CHECK_COLUMNS), [c.strip() for c in cells],
+                        [(i, SYMPTOM_WORDS[k]) for i, k in enumerate(keys) if k in SYMPTOM_WORDS])),
+               key=lambda h: len(h.columns) + len(h.ticks))
+    known = {i for i in best.columns.values()} | {i for i, _ in best.ticks}
+    unknown = [c.strip() for i, c in enumerate(cells) if c.strip() and i not in known]
+    missing = best.missing()
+    kind = "absence register (因病缺勤登记)" if best.kind == ABSENCE else "morning-check register (晨午检登记表)"
+    return RegisterError(
+        f"not a known register: unrecognised column(s): {', '.join(unknown) or '(none)'}; "
+        f"closest is the {kind}, which needs {', '.join(missing)} too. A form of the school's "
+        "own can be described in registers.layouts (heading → field, docs/spool.md)",
+        [{"field": "(header)", "column": u, "message": "unrecognised column"} for u in unknown]
+        + [{"field": "(header)", "column": m, "message": "required column missing"}
+           for m in missing])
+
+
+def parse_register(data: bytes, config: Config, *, key: bytes | Callable[[], bytes],
+                   encoding: str | None = None, name: str | None = None) -> list[Submission]:
+    """:func:`read_register` for a caller that takes a register whole or not at all (the
+    early-warning backtest): the submissions, or :class:`RegisterError` listing every bad row
+    with its row number, column and reason."""
+    reg = read_register(data, config, key=key, encoding=encoding, name=name)
+    if reg.refused:
+        raise RegisterError(refusal_reason(reg), [e for r in reg.refused for e in r.errors])
+    return reg.submissions
+
+
+def refusal_reason(reg: Register) -> str:
+    """One line: how many rows of ``reg`` were refused, and which."""
+    bad = [r.row for r in reg.refused]
+    return (f"{reg.kind} register: {len(bad)} bad row(s): "
+            + ", ".join(str(r) for r in bad[:20]) + (", …" if len(bad) > 20 else ""))
+
+
 def _parse_rows(config: Config, header: _Header, key: bytes | Callable[[], bytes],
-                records: list[tuple[int, list[str]]]) -> list[Submission]:
+                records: list[tuple[int, list[str]]]) -> Register:
     reader = _Rows(config, header, key)
     out: list[Submission] = []
-    errors: list[dict[str, Any]] = []
+    refused: list[RefusedRow] = []
+    read = 0
     for row, (line, cells) in enumerate(records, start=1):
         if not any(c.strip() for c in cells):
             continue
+        read += 1
         problems: list[_CellError] = []
+        got: list[Submission] = []
         if len(cells) > len(header.titles) and any(c.strip() for c in cells[len(header.titles):]):
             problems.append(_CellError(
                 "(row)", f"{len(cells)} cells but the header has {len(header.titles)} columns "
                          "(an unquoted comma in a cell?)"))
         else:
             try:
-                out.extend(reader.row(row, cells, problems))
+                got = reader.row(row, cells, problems)
             except (ValueError, OverflowError, ArithmeticError) as e:  # never escape as-is
                 problems.append(_CellError("(row)", f"cannot read the row: {e}"))
-        for p in problems:
-            errors.append({"field": f"row {row} (line {line}), {p.column}", "row": row,
-                           "line": line, "column": p.column, "message": p.message})
-    if errors:
-        bad_rows = sorted({e["row"] for e in errors})
-        raise RegisterError(
-            f"{header.kind} register: {len(bad_rows)} bad row(s): "
-            + ", ".join(str(r) for r in bad_rows[:20]) + (", …" if len(bad_rows) > 20 else ""),
-            errors)
-    return out
+        if problems:
+            refused.append(RefusedRow(row, line, list(cells), [
+                {"field": f"row {row} (line {line}), {p.column}", "row": row, "line": line,
+                 "column": p.column, "message": p.message} for p in problems]))
+        else:
+            out.extend(got)
+    return Register(header.kind, out, refused, header.titles, header.unrecognised, read)
 
 
 def _records(text: str) -> list[tuple[int, list[str]]]:
@@ -604,26 +649,91 @@ class _Rows:
                 problems.append(_CellError("(row)", f"{loc}: {err['msg']}"))
             return None
 
+    def _personal(self, cells: list[str], problems: list[_CellError]) -> dict[str, Any]:
+        """The optional 性别 / 年龄 / 家长电话 cells as subject fields (personal data: a bad
+        phone is reported without echoing it)."""
+        out: dict[str, Any] = {}
+        sex_text = _norm(self.get(cells, "sex"))
+        sex = {"男": "男", "男生": "男", "m": "男", "male": "男",
+               "女": "女", "女生": "女", "f": "女", "female": "女"}.get(sex_text.lower())
+        if sex is None and sex_text not in _EMPTY:
+            problems.append(_CellError(self.title("sex"), f"not 男/女: {sex_text!r}"))
+        elif sex:
+            out["sex"] = sex
+        age_text = re.sub(r"\s*(岁|周岁)$", "", _norm(self.get(cells, "age")))
+        if age_text not in _EMPTY:
+            if age_text.isascii() and age_text.isdigit() and int(age_text) <= 150:
+                out["age"] = int(age_text)
+            else:
+                problems.append(_CellError(self.title("age"), "not an age in years"))
+        phone = re.sub(r"[\s\-()]", "", _norm(self.get(cells, "phone")))
+        if phone not in _EMPTY:
+            if _PHONE.match(phone):
+                out["guardian_phone"] = phone
+            else:
+                problems.append(_CellError(self.title("phone"), "not a phone number (5–20 digits)"))
+        return out
+
+    def _missed(self, cells: list[str], problems: list[_CellError]) -> tuple[str, str] | None:
+        """The optional 缺课 cell as ``(number, unit)``, the number kept as written (``0.5``,
+        ``4``) and the unit ``days`` or ``lessons`` (a ``节`` in the cell or its heading);
+        ``半天``/``上午``/``下午`` → 0.5 days, ``全天`` → 1 day; None when empty."""
+        text = _norm(self.get(cells, "missed"))
+        if text in _EMPTY:
+            return None
+        words = {"半天": "0.5", "上午": "0.5", "下午": "0.5", "全天": "1", "一天": "1"}
+        if text in words:
+            return words[text], "days"
+        lessons = "节" in text or "课时" in text or (
+            "节" in self.title("missed") and not re.search(r"(天|日)$", text))
+        number = re.sub(r"\s*(天|日|节|课时|节课)$", "", text)
+        try:
+            value = float(number)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 366 or value != value:
+            problems.append(_CellError(self.title("missed"),
+                                       f"not a number of days or lessons: {text!r} (write e.g. "
+                                       "0.5, 1 or 半天)"))
+            return None
+        return f"{value:g}", "lessons" if lessons else "days"
+
     # --- 因病缺勤登记 -----------------------------------------------------------------------
 
     def _absence(self, row: int, cells: list[str], problems: list[_CellError]) -> list[Submission]:
         day = self._cell(problems, lambda: _date(self.get(cells, "date"), self.title("date")))
         cid = self._cell(problems, lambda: self._class(cells))
         pupil = _norm(self.get(cells, "pupil"))
-        if not pupil:
+        name = re.sub(r"\s+", "", _norm(self.get(cells, "name")))
+        if "pupil" not in self.h.columns:  # a form with names only: the pseudonymous id
+            if not name:
+                problems.append(_CellError(self.title("name"), "required: the pupil's name"))
+            elif len(name) > 50:
+                problems.append(_CellError(self.title("name"), "too long: at most 50 characters"))
+        elif not pupil:
             problems.append(_CellError(self.title("pupil"), "required: the pupil's number"))
         elif len(pupil) > 64 or re.search(r"\s", pupil):
             problems.append(_CellError(self.title("pupil"),
                                        "not a pupil number (at most 64 characters, no spaces)"))
         reason_text = _norm(self.get(cells, "reason"))
-        sick = any(w in reason_text for w in SICK_LEAVE_WORDS)
         personal = any(w in reason_text for w in PERSONAL_LEAVE_WORDS)
-        if sick == personal:
-            problems.append(_CellError(
-                self.title("reason"),
-                f"unknown absence reason {reason_text!r}: write 病假 (sick leave) or 事假 "
-                "(personal leave)" if reason_text else "required: 病假 or 事假"))
+        sick_word = any(w in reason_text for w in SICK_LEAVE_WORDS)
+        if not reason_text or reason_text in _EMPTY:
+            problems.append(_CellError(self.title("reason"),
+                                       "required: 病假, 事假 or what the pupil has"))
         symptoms, other = map_symptoms(self.get(cells, "symptoms"))
+        said, said_other = map_symptoms(reason_text)  # 缺勤原因 written as symptoms
+        symptoms += [s for s in said if s not in symptoms]
+        other += [o for o in said_other if o not in other
+                  and o not in SICK_LEAVE_WORDS + PERSONAL_LEAVE_WORDS + UNKNOWN_REASON_WORDS]
+        # 事假 → personal leave (the ledger only); 旷课, 不明 … → to be followed up; anything
+        # else (病假, symptoms, a description of the illness) → sick
+        if personal and not (sick_word or said):
+            reason = "personal"
+        elif any(w in reason_text for w in UNKNOWN_REASON_WORDS) and not (sick_word or said):
+            reason = "unknown"
+        else:
+            reason = "sick"
         onset_text = self.get(cells, "onset")
         onset = None
         if onset_text and _norm(onset_text) not in _EMPTY:
@@ -631,31 +741,47 @@ class _Rows:
         if onset is not None and day is not None and onset.astimezone(self.tz).date() > day:
             problems.append(_CellError(self.title("onset"),
                                        f"onset {onset_text!r} is after the register date {day}"))
+        personal_cells = self._personal(cells, problems)
+        missed = self._missed(cells, problems)
+        enrolled = self._enrolled(cells, problems)
         if problems:
             return []
         assert day is not None and cid is not None
+        if "pupil" not in self.h.columns:
+            pupil = pseudonym(self.key(), self.school.name, cid, name)
         day_start = datetime.combine(day, time(0), self.tz)
         occurred = onset if onset is not None and onset.astimezone(self.tz).date() == day else day_start
         label = class_label(cid)
         words = "、".join(SYMPTOM_ZH[s] for s in symptoms)
-        details = [f"因病缺勤登记第{row}行：{'病假' if sick else '事假'}"]
+        leave = {"personal": "事假", "sick": "病假", "unknown": "缺勤，原因待查"}[reason]
+        details = [f"因病缺勤登记第{row}行：{leave}"]
         if symptoms:
             details.append(f"症状：{words}")
         if other:
             details.append(f"其他：{'、'.join(other)}")
-        labels = {"register": ABSENCE, "row": str(row), "reason": "sick" if sick else "personal"}
-        if enrolled := self._enrolled(cells, problems):
+        labels = {"register": ABSENCE, "row": str(row), "reason": reason}
+        if enrolled:
             labels["class_size"] = enrolled  # 应到人数: early warning's denominator
+        if missed is not None:
+            details.append(f"缺课{missed[0]}{'节' if missed[1] == 'lessons' else '天'}")
+            labels["missed"], labels["missed_unit"] = missed
         if onset is not None:
             details.append(f"发病时间：{onset.astimezone(self.tz):%Y-%m-%d %H:%M}")
             labels["onset_at"] = onset.astimezone(self.tz).isoformat()
+        else:
+            labels["time"] = "day"  # the register gives the day only (shown without 00:00)
+        ledger_only = reason == "personal"
+        summary = (f"{label} 1名学生事假缺勤" if ledger_only
+                   else f"{label} 1名学生因病缺勤" + (f"：{words}" if words else "")
+                   if reason == "sick" else f"{label} 1名学生缺勤，原因待查")
+        subject: dict[str, Any] = {"id": pupil, **personal_cells}
+        if name and "pupil" not in self.h.columns:
+            subject["name"] = name
         data: dict[str, Any] = {
-            "kind": "absence", "category": "infectious_disease",
-            "summary": (f"{label} 1名学生因病缺勤" + (f"：{words}" if words else "")) if sick
-            else f"{label} 1名学生事假缺勤",
-            "severity": "medium" if sick else "info",
+            "kind": "absence", "category": "infectious_disease", "summary": summary,
+            "severity": "info" if ledger_only else "medium",
             "details": "；".join(details)[:4000],
-            "class_id": cid, "grade": cid.split("-")[0], "subject": {"id": pupil},
+            "class_id": cid, "grade": cid.split("-")[0], "subject": subject,
             "symptoms": [s.value for s in symptoms], "occurred_at": occurred,
             "source": "absence-register", "labels": labels,
         }
@@ -665,7 +791,7 @@ class _Rows:
         if event is None:
             return []
         return [Submission(event, row_key=f"{ABSENCE}/{day.isoformat()}/{pupil}",
-                           ledger_only=not sick)]
+                           ledger_only=ledger_only)]
 
     # --- 晨午检登记表 ------------------------------------------------------------------------
 
@@ -719,24 +845,7 @@ class _Rows:
         diagnosis = None if diagnosis in _EMPTY else diagnosis
         if diagnosis and len(diagnosis) > 200:
             problems.append(_CellError(self.title("diagnosis"), "too long: at most 200 characters"))
-        sex_text = _norm(self.get(cells, "sex"))
-        sex = {"男": "男", "男生": "男", "m": "男", "male": "男",
-               "女": "女", "女生": "女", "f": "女", "female": "女"}.get(sex_text.lower())
-        if sex is None and sex_text not in _EMPTY:
-            problems.append(_CellError(self.title("sex"), f"not 男/女: {sex_text!r}"))
-        age_text = re.sub(r"\s*(岁|周岁)$", "", _norm(self.get(cells, "age")))
-        age: int | None = None
-        if age_text not in _EMPTY:
-            if age_text.isascii() and age_text.isdigit() and int(age_text) <= 150:
-                age = int(age_text)
-            else:
-                problems.append(_CellError(self.title("age"), "not an age in years"))
-        phone = re.sub(r"[\s\-()]", "", _norm(self.get(cells, "phone")))
-        if phone in _EMPTY:
-            phone = ""
-        elif not _PHONE.match(phone):
-            # the value itself is personal data: not echoed
-            problems.append(_CellError(self.title("phone"), "not a phone number (5–20 digits)"))
+        personal_cells = self._personal(cells, problems)
         enrolled = self._enrolled(cells, problems)
         if problems:
             return []
@@ -766,7 +875,8 @@ class _Rows:
         if other:
             details.append(f"其他：{'、'.join(other)}")
         labels = {"register": CHENWUJIAN, "row": str(row), "check": self.check,
-                  "attendance": "present" if present else "absent"}
+                  "attendance": "present" if present else "absent",
+                  "time": "day"}  # the register gives the day only (shown without 00:00)
         if not present:  # early warning counts sick absences only (docs/early-warning.md)
             labels["reason"] = ("personal" if ledger_only else "sick"
                                 if symptoms or sick_word or diagnosis else "unknown")
@@ -781,13 +891,7 @@ class _Rows:
         if diagnosis:
             details.append(f"初步诊断：{diagnosis}")
         pid = pseudonym(self.key(), self.school.name, cid, name)
-        subject: dict[str, Any] = {"id": pid, "name": name}
-        if phone:
-            subject["guardian_phone"] = phone
-        if sex:
-            subject["sex"] = sex
-        if age is not None:
-            subject["age"] = age
+        subject: dict[str, Any] = {"id": pid, "name": name, **personal_cells}
         data: dict[str, Any] = {
             "kind": kind, "category": "infectious_disease", "summary": summary,
             "severity": "info" if ledger_only else "medium",

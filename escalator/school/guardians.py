@@ -15,8 +15,11 @@ contacts in row order: the first is used, the next on a permanent failure). Engl
 channel cell uses ``guardians.channel``.
 
 ``guardian`` reaches the guardians of the incident's **single subject**: every trigger event of
-the incident names the same ``subject.id``. A class-level incident (no subject), a cluster
-(several pupils) or a pupil missing from the roster reaches nobody (``target_unresolved``).
+the incident names the same ``subject.id``. A pupil missing from the roster is reached at the
+guardian phone the register gave (``subject.guardian_phone``, the 晨午检 register's 联系电话)
+through ``guardians.channel``, when both exist (:func:`phone_on_record`). A class-level
+incident (no subject), a cluster (several pupils) or a pupil with neither reaches nobody
+(``target_unresolved``: the duty officer is told the class and how to reach its class teacher).
 
 :class:`GuardianRule` resolves the relative role ``guardian`` for the engine (a rule,
 :mod:`escalator.engine.rules`); guardians are told without an acknowledge link.
@@ -231,14 +234,36 @@ def single_subject(bodies: list[dict[str, Any]]) -> str | None:
     return ids.pop()
 
 
+def _bodies(tx: Any, incident_id: int, opening: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    bodies = [e["body"] for e in tx.events_of(incident_id)]
+    if opening is not None:
+        bodies.append(dict(opening))
+    return bodies
+
+
 def incident_subject(tx: Any, incident_id: int, opening: Mapping[str, Any] | None = None
                      ) -> str | None:
     """The incident's single subject from its stored events (``opening``: the body of the
     event that is opening the incident, not stored yet)."""
-    bodies = [e["body"] for e in tx.events_of(incident_id)]
-    if opening is not None:
-        bodies.append(opening)
-    return single_subject(bodies)
+    return single_subject(_bodies(tx, incident_id, opening))
+
+
+def phone_on_record(config: Config, bodies: list[dict[str, Any]], pupil: str | None
+                    ) -> list[tuple[str, Guardian]]:
+    """The guardian phone the register gave for ``pupil`` (``subject.guardian_phone``, e.g. a
+    晨午检 row's 联系电话), as one guardian reached through ``guardians.channel`` — used when
+    the roster has nobody for the pupil, so that a pupil found ill at school is collected
+    even when the roster only knows school numbers. [] without a phone or a channel."""
+    g = config.guardians
+    if pupil is None or g is None or g.channel is None:
+        return []
+    phones = [(b.get("subject") or {}).get("guardian_phone") for b in bodies
+              if (b.get("subject") or {}).get("id") == pupil]
+    phone = next((p for p in reversed(phones) if p), None)
+    if phone is None:
+        return []
+    name = "家长" if config.school.language == "zh" else "Parent"
+    return [(recipient_id(0), Guardian(name, None, (ContactMethod(channel=g.channel, to=phone),)))]
 
 
 class GuardianRule(Rule):
@@ -252,6 +277,8 @@ class GuardianRule(Rule):
                    opening: Mapping[str, Any] | None) -> list[Recipient] | None:
         if role != "guardian":
             return None
-        pupil = incident_subject(tx, incident.id, opening)
+        bodies = _bodies(tx, incident.id, opening)
+        pupil = single_subject(bodies)
+        found = guardians_of(ops.config, pupil) or phone_on_record(ops.config, bodies, pupil)
         return [Recipient("guardian", rid, g.label, g.contacts, can_acknowledge=False)
-                for rid, g in guardians_of(ops.config, pupil)]
+                for rid, g in found]

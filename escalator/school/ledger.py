@@ -215,6 +215,25 @@ def _cell(value: Any) -> str:
 # ------------------------------------------------------------------ the ledger
 
 
+def occurred_cell(body: dict[str, Any] | None, tz: ZoneInfo) -> datetime | date | None:
+    """When the incident's first event occurred, school-local, as written: a register's onset
+    time (``labels.onset_at``) when it gave one, a date alone when the register gave only the
+    day (``labels.time: day``, never a made-up 00:00), else ``occurred_at``."""
+    if not body:
+        return None
+    labels = body.get("labels") or {}
+    text = labels.get("onset_at") or body.get("occurred_at")
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text).astimezone(tz)
+    except ValueError:
+        return None
+    if labels.get("time") == "day" and not labels.get("onset_at"):
+        return at.date()
+    return at.replace(tzinfo=None)
+
+
 def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
                   now: datetime) -> list[Table]:
     """Every ledger table for school-local dates ``day_from`` .. ``day_to`` (both included)."""
@@ -231,12 +250,10 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
 
     tables = {k: Table(k, w[k], headings(k, config)) for k in TABLES}
     with store.transaction() as tx:
-        for inc in tx.incidents_created(lo, hi):
+        for inc in tx.incidents_occurred(lo, hi):
             first = tx.first_timeline_entry(inc.id, RESPONSE_TYPES)
             event = tx.get_event(inc.first_event_id) if inc.first_event_id else None
-            occurred = event["body"].get("occurred_at") if event else None
-            occurred_at = (datetime.fromisoformat(occurred).astimezone(tz).replace(tzinfo=None)
-                           if occurred else None)
+            occurred_at = occurred_cell(event["body"] if event else None, tz)
             status = _status(inc, now)
             tables["incidents"].rows.append([
                 inc.id, KIND[lang].get(inc.kind, inc.kind),
@@ -313,6 +330,8 @@ def write_xlsx(tables: Iterable[Table], path: Path) -> None:
             for cell in ws[ws.max_row]:
                 if isinstance(cell.value, datetime):
                     cell.number_format = "yyyy-mm-dd hh:mm:ss"
+                elif isinstance(cell.value, date):  # a register that gave the day only
+                    cell.number_format = "yyyy-mm-dd"
         for i, h in enumerate(t.headers, start=1):
             ws.column_dimensions[ws.cell(1, i).column_letter].width = max(10, min(40, len(h) * 2))
     wb.save(path)
@@ -380,7 +399,8 @@ def month_bounds(month: str) -> tuple[date, date]:
 def monthly_report(store: Store, config: Config, month: str, now: datetime) -> dict[str, Any]:
     """Figures for the school-local month ``YYYY-MM`` per category and severity.
 
-    Incidents count by the month they opened in. Drills (``drill: true``) are counted only as
+    Incidents count by the school-local month their first event occurred in (a case of 30
+    November entered on 7 December is November's). Drills (``drill: true``) are counted only as
     ``drills``; every other figure is of real incidents. ``ack_*_seconds``: from opening to the
     first person's response (acknowledged, or a ``report`` level confirmed), median and
     nearest-rank p90. Deadlines: :func:`deadline_status` at ``now``, one figure per status
@@ -395,7 +415,7 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
     groups: dict[tuple[str, str], _Group] = {}
     monitors: dict[str, dict[str, int]] = {}
     with store.transaction() as tx:
-        for inc in tx.incidents_created(lo, hi):
+        for inc in tx.incidents_occurred(lo, hi):
             g = groups.setdefault((inc.category, inc.severity), _Group())
             if inc.drill:
                 g.drills += 1

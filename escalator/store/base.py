@@ -442,6 +442,17 @@ class SchoolTx(Protocol):
         """Set ``deadline_met_at`` (and stop the deadline timer) unless already set."""
         ...
 
+    # the zero-report check (escalator/school/zero_reports.py)
+    def cases_between(self, start: datetime, end: datetime) -> int:
+        """Pupils (distinct subject ids; an event without one counts alone) with a recorded
+        case — a trigger event of kind ``suspected_case`` or ``absence``, category
+        ``infectious_disease``, not a drill, not ledger-only, not personal leave — whose
+        ``occurred_at`` is in ``[start, end)``."""
+        ...
+    def open_clusters(self) -> list[int]:
+        """Ids of the open (not resolved) cluster incidents that are not drills, ascending."""
+        ...
+
     # early warning from sickness absence (escalator/school/early_warning/). A scope is
     # ``school``, ``grade:3``, ``class:3-2`` or ``dormitory:B301`` (ValueError otherwise); dates
     # are school-local
@@ -500,8 +511,10 @@ class ReportReads(Protocol):
     """Read-only queries for the work ledger and the monthly report
     (:mod:`escalator.school.ledger`). Time ranges are half-open ``[start, end)``, aware UTC."""
 
-    def incidents_created(self, start: datetime, end: datetime) -> list[Incident]:
-        """Incidents opened in ``[start, end)``, by ``created_at`` then id."""
+    def incidents_occurred(self, start: datetime, end: datetime) -> list[Incident]:
+        """Incidents whose first event occurred in ``[start, end)`` (its ``occurred_at``; an
+        incident without that event: when it was opened), by that time then id — so a case of
+        30 November entered on 7 December counts in November."""
         ...
     def first_timeline_entry(self, incident_id: int, types: tuple[str, ...]) -> TimelineEntry | None:
         """The incident's earliest timeline entry of one of ``types`` (by ``at`` then id)."""

@@ -38,11 +38,41 @@ class SQLiteReports:
 
     # ------------------------------------------------------------------ ledger and report reads
 
-    def incidents_created(self, start: datetime, end: datetime) -> list[Incident]:
+    def incidents_occurred(self, start: datetime, end: datetime) -> list[Incident]:
+        # the time of the incident's first event (occurred_at, UTC ISO text in its body), else
+        # when it was opened; julianday compares the two text forms as instants
         rows = self.c.execute(
-            "SELECT * FROM incidents WHERE created_at >= ? AND created_at < ?"
-            " ORDER BY created_at, id", (to_db(start), to_db(end)))
+            "SELECT i.* FROM incidents i LEFT JOIN events e ON e.id = i.first_event_id,"
+            " (SELECT julianday(?) AS lo, julianday(?) AS hi) b"
+            " WHERE COALESCE(julianday(json_extract(e.body, '$.occurred_at')),"
+            "                julianday(i.created_at)) >= b.lo"
+            "   AND COALESCE(julianday(json_extract(e.body, '$.occurred_at')),"
+            "                julianday(i.created_at)) < b.hi"
+            " ORDER BY COALESCE(julianday(json_extract(e.body, '$.occurred_at')),"
+            "                   julianday(i.created_at)), i.id",
+            (to_db(start), to_db(end)))
         return [row_to(Incident, r) for r in rows]
+
+    # ------------------------------------------------------------------ the zero-report check
+
+    def cases_between(self, start: datetime, end: datetime) -> int:
+        rows = self.c.execute(
+            "SELECT COUNT(DISTINCT COALESCE(json_extract(body, '$.subject.id'), id)) FROM events"
+            " WHERE kind IN ('suspected_case', 'absence') AND category = 'infectious_disease'"
+            "   AND action = 'trigger' AND outcome != 'ledger'"
+            "   AND COALESCE(json_extract(body, '$.drill'), 0) = 0"
+            "   AND COALESCE(json_extract(body, '$.labels.reason'), '') != 'personal'"
+            "   AND julianday(json_extract(body, '$.occurred_at')) >= julianday(?)"
+            "   AND julianday(json_extract(body, '$.occurred_at')) < julianday(?)",
+            (to_db(start), to_db(end)))
+        return int(rows.fetchone()[0])
+
+    def open_clusters(self) -> list[int]:
+        rows = self.c.execute(
+            "SELECT DISTINCT g.incident_id FROM cluster_groups g JOIN incidents i"
+            " ON i.id = g.incident_id WHERE i.state != 'resolved' AND i.drill = 0"
+            " ORDER BY g.incident_id")
+        return [int(r[0]) for r in rows]
 
     def first_timeline_entry(self, incident_id: int, types: tuple[str, ...]) -> TimelineEntry | None:
         row = self.c.execute(

@@ -25,13 +25,25 @@ class ErrorOut(BaseModel):
     errors: list[ErrorItem] = []
 
 
+class WarningOut(BaseModel):
+    """Something accepted but worth a look (:mod:`escalator.engine.screening`): ``code``
+    (``occurred_in_future``, ``class_unknown``), the ``field``, a ``message`` in the school's
+    language."""
+
+    code: str
+    field: str
+    message: str
+
+
 class IngestOut(BaseModel):
-    """The intake answer for one event (``status``: see :class:`~escalator.engine.engine.IngestResult`)."""
+    """The intake answer for one event (``status``: see :class:`~escalator.engine.engine.IngestResult`;
+    ``warnings``: empty unless something was accepted but is worth a look)."""
 
     event_id: str
     incident_id: int | None
     status: str
     dedup_key: str
+    warnings: list[WarningOut] = []
 
 
 class ActionOut(BaseModel):
@@ -155,4 +167,4 @@ def incident_out(inc: Any) -> dict[str, Any]:
 def ingest_out(r: IngestResult) -> dict[str, Any]:
     """The :class:`IngestOut` fields of an intake result."""
     return {"event_id": r.event_id, "incident_id": r.incident_id, "status": r.status,
-            "dedup_key": r.dedup_key}
+            "dedup_key": r.dedup_key, "warnings": [dict(w) for w in r.warnings]}

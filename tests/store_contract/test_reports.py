@@ -14,17 +14,56 @@ from .conftest import new_event, new_incident, new_notification, new_step_run, t
 # ------------------------------------------------------------------ ledger reads
 
 
-def test_incidents_opened_in_a_half_open_range(store):
+def test_incidents_by_the_time_their_first_event_occurred(store):
+    def opened(key: str, created: float, occurred: str | None) -> int:
+        incident = new_incident(tx, key, created_at=t(created), first_event_id=f"e-{key}")
+        new_event(tx, f"e-{key}", incident_id=incident, at=t(created),
+                  body={"summary": key} | ({"occurred_at": occurred} if occurred else {}))
+        return incident
+
     with store.transaction() as tx:
-        late = new_incident(tx, "late", created_at=t(10))
-        edge = new_incident(tx, "edge", created_at=t(0))
-        new_incident(tx, "after", created_at=t(20))
-        new_incident(tx, "before", created_at=t(-1))
-        same = new_incident(tx, "same", created_at=t(10))
+        # entered a week later (created t(10000)), occurred at t(5): counted at t(5)
+        late_entry = opened("late-entry", 10_000, "2026-11-30T08:05:00Z")
+        edge = opened("edge", 0, "2026-11-30T08:00:00.000000Z")
+        same = opened("same", 3, "2026-11-30T16:05:00+08:00")     # an offset: t(5) too
+        opened("future", 1, "2026-11-30T08:20:00Z")                 # t(20): outside
+        opened("before", 1, "2026-11-30T07:59:00Z")
+        no_event = new_incident(tx, "no-event", created_at=t(7))    # when it was opened
     with store.transaction() as tx:
-        assert [i.id for i in tx.incidents_created(t(0), t(20))] == [edge, late, same]
-        assert tx.incidents_created(t(20), t(20)) == []
-        assert tx.incidents_created(t(0), t(20))[0].dedup_key == "edge"
+        assert [i.id for i in tx.incidents_occurred(t(0), t(20))] == [
+            edge, late_entry, same, no_event]
+        assert tx.incidents_occurred(t(20), t(20)) == []
+        assert tx.incidents_occurred(t(0), t(20))[0].dedup_key == "edge"
+
+
+def test_cases_between_and_open_clusters(store):
+    def case(id: str, occurred: str, **over) -> None:
+        body = {"summary": "x", "occurred_at": occurred, "subject": {"id": over.pop("pupil", id)},
+                "labels": over.pop("labels", {}), "drill": over.pop("drill", False)}
+        tx.insert_event(id=id, received_at=t(0), source="test", kind=over.pop("kind", "absence"),
+                        category=over.pop("category", "infectious_disease"), action="trigger",
+                        dedup_key=id, incident_id=None, outcome=over.pop("outcome", "created"),
+                        body=body, row_key=None)
+
+    with store.transaction() as tx:
+        case("a", "2026-11-30T08:01:00Z")
+        case("a2", "2026-11-30T08:02:00Z", pupil="a")              # the same pupil again
+        case("b", "2026-11-30T08:03:00Z", kind="suspected_case")
+        case("drill", "2026-11-30T08:03:00Z", drill=True)
+        case("ledger", "2026-11-30T08:03:00Z", outcome="ledger")
+        case("personal", "2026-11-30T08:03:00Z", labels={"reason": "personal"})
+        case("fire", "2026-11-30T08:03:00Z", kind="incident", category="fire")
+        case("later", "2026-11-30T08:30:00Z")
+        open_ = new_incident(tx, "cluster/fever/class:3-2/2026-11-30")
+        tx.add_cluster_groups(open_, "class", ["fever"])
+        done = new_incident(tx, "cluster/gi/class:3-2/2026-11-30", state="resolved")
+        tx.add_cluster_groups(done, "class", ["gi"])
+        new_incident(tx, "plain")
+    with store.transaction() as tx:
+        assert tx.cases_between(t(0), t(20)) == 2
+        assert tx.cases_between(t(0), t(40)) == 3
+        assert tx.cases_between(t(20), t(25)) == 0
+        assert tx.open_clusters() == [open_]
 
 
 def test_timeline_reads_by_incident_and_by_time(store):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
@@ -19,27 +20,40 @@ from escalator.config.models import Config
 from escalator.engine.engine import Submission
 from escalator.events import Event
 from escalator.intake.parsing import IntakeError, parse_events
-from escalator.intake.registers import RegisterError, parse_register
+from escalator.intake.registers import Register, RegisterError, read_register
 from escalator.intake.spool.files import Rejected
 
 YAML_MAX_NODES = 100_000
 """Largest YAML document, counted in nodes with every alias expanded."""
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A spool file's content: ``items`` to ingest; ``register``: the register read, for a
+    ``.csv`` file (its refused rows: :mod:`escalator.intake.spool.refused`), else None."""
+
+    items: list[Event | Submission]
+    register: Register | None = None
+
+
 def decode_file(name: str, data: bytes, config: Config, *, key: Callable[[], bytes],
-                encoding: str | None = None) -> list[Event | Submission]:
+                encoding: str | None = None, source: str | None = None) -> Decoded:
     """The submissions in file ``name`` with content ``data``. ``key``: returns the pseudonym
     key, called only when a register needs it (its exception passes through); ``encoding``: of
-    CSV registers (``None``: detected). Raises :class:`Rejected`."""
+    CSV registers (``None``: detected); ``source``: the source id (picks register layouts).
+    A register's bad rows do not refuse the file (they are in ``register.refused``); JSON and
+    YAML files are all or nothing. Raises :class:`Rejected`."""
     suffix = PurePath(name).suffix.lower()
     if suffix == ".csv":
         try:
-            return list(parse_register(data, config, key=key, encoding=encoding))
+            reg = read_register(data, config, key=key, encoding=encoding, name=name,
+                                source=source)
         except RegisterError as e:
             raise Rejected(e.reason, e.errors) from None
+        return Decoded(list(reg.submissions), reg)
     doc = decode_yaml(data) if suffix in (".yaml", ".yml") else decode_json(data)
     try:
-        return list(parse_events(doc))
+        return Decoded(list(parse_events(doc)))
     except IntakeError as e:
         raise Rejected("invalid event", e.errors) from None
 

@@ -191,3 +191,45 @@ def fsync_path(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_rejected(root: Path, name: str, data: bytes, body: dict[str, Any]) -> str:
+    """Write a register's refused rows (``data``, the ``.rejected.csv`` bytes) as ``name`` in
+    ``root/failed/`` with the sidecar ``name.error.json`` (``body``, which holds the source
+    file's ``sha256``): the sidecar first, then the file, each written to a temporary name,
+    fsynced and renamed, so the file is never there without its sidecar. Under a free name
+    (``x.rejected.1.csv``, …) when taken — unless the one there came from the same source file
+    (same ``sha256``: a retry after a failed commit), which is kept. Returns the path."""
+    dst = open_subdir(root, "failed")
+    try:
+        p = PurePath(name)
+        dest, n = name, 1
+        while True:
+            try:
+                os.stat(dest, dir_fd=dst, follow_symlinks=False)
+            except FileNotFoundError:
+                break
+            try:
+                fd = os.open(dest + SIDECAR_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=dst)
+                with os.fdopen(fd, "rb") as f:
+                    if json.loads(f.read(1 << 22)).get("sha256") == body.get("sha256"):
+                        return str(root / "failed" / dest)
+            except (OSError, ValueError, AttributeError):
+                pass
+            dest = f"{p.stem}.{n}{p.suffix}"
+            n += 1
+        side = json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8", "backslashreplace")
+        for target, content in ((dest + SIDECAR_SUFFIX, side), (dest, data)):
+            tmp = f".{target}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o666, dir_fd=dst)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target, src_dir_fd=dst, dst_dir_fd=dst)
+        os.fsync(dst)
+    finally:
+        os.close(dst)
+    return str(root / "failed" / dest)

@@ -22,8 +22,16 @@ import structlog
 from escalator.config.models import parse_duration
 from escalator.intake.sources import SourceContext
 from escalator.intake.spool.decode import decode_file
-from escalator.intake.spool.files import Rejected, display_name, move, read_file, subdir
+from escalator.intake.spool.files import (
+    Rejected,
+    display_name,
+    move,
+    read_file,
+    subdir,
+    write_rejected,
+)
 from escalator.intake.spool.keys import PSEUDONYM_KEY_FILE, PseudonymKeyError, load_pseudonym_key
+from escalator.intake.spool.refused import refusal, rejected_name
 from escalator.intake.spool.settle import UNKNOWN, Changed, Settling, Signature
 from escalator.intake.spool.watch import (
     IN_CLOSE_WRITE,
@@ -281,8 +289,8 @@ class SpoolSource:
             return self._fail(in_fd, name, Rejected(f"cannot read the file: {e.strerror or e}"))
         sha = hashlib.sha256(data).hexdigest()
         try:
-            events = decode_file(name, data, self.ctx.config, key=self._pseudonym_key,
-                                 encoding=self.encoding)
+            decoded = decode_file(name, data, self.ctx.config, key=self._pseudonym_key,
+                                  encoding=self.encoding, source=self.source_id)
         except Rejected as e:
             return self._fail(in_fd, name, e)
         except PseudonymKeyError as e:
@@ -292,6 +300,21 @@ class SpoolSource:
         except Exception as e:  # a parser bug must not stop the source: fail the file, loudly
             log.exception("spool_parse_crashed", file=name)
             return self._fail(in_fd, name, Rejected(f"cannot parse the file: {type(e).__name__}: {e}"))
+        events = decoded.items
+        refused = None
+        if decoded.register is not None and decoded.register.refused:
+            # the refused rows go to failed/ before the commit (a retry finds them there), the
+            # notice to registers.notify in the same transaction as the good rows
+            refused = refusal(decoded.register, display_name(name), sha, self.ctx.config)
+            try:
+                where = write_rejected(self.root, rejected_name(name), refused.csv,
+                                       {**refused.sidecar, "at": now.isoformat()})
+            except OSError as e:
+                log.error("spool_file_deferred", file=name, reason=f"cannot write the refused "
+                          f"rows: {e}", retry_in=RETRY_AFTER)
+                self.settling.defer(name, now, RETRY_AFTER)
+                return False
+            events = [*events, refused.notice]
         try:
             results = await self.ctx.ingest_file(events, sha, display_name(name), self.source_id)
         except (StoreError, OSError) as e:  # the store, not the file: try again later
@@ -303,6 +326,11 @@ class SpoolSource:
             log.exception("spool_ingest_crashed", file=name)
             return self._fail(in_fd, name, Rejected(
                 f"the engine could not take the file: {type(e).__name__}: {e}"))
+        if refused is not None:
+            log.warning("spool_register_rows_refused", file=name,
+                        rows_refused=refused.sidecar["rows_refused"],
+                        rows_taken=refused.sidecar["rows_taken"], moved_to=where,
+                        errors=refused.sidecar["errors"][:50])
         self.settling.forget(name)
         try:
             dest = self._accept(in_fd, name)
@@ -318,7 +346,8 @@ class SpoolSource:
         else:
             log.info("spool_file_taken", file=name, events=len(results),
                      incidents=[r.incident_id for r in results if r.incident_id is not None],
-                     statuses=sorted({r.status for r in results}), moved_to=dest)
+                     statuses=sorted({r.status for r in results}), moved_to=dest,
+                     **({"warnings": w} if (w := [x for r in results for x in r.warnings]) else {}))
         return True
 
     def _pseudonym_key(self) -> bytes:
