@@ -314,11 +314,16 @@ def cmd_drill_report(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from escalator.delivery.quiet_hours import hold
     from escalator.engine.simulate import simulate
+    from escalator.plugins import get_plugin_manager, plugins_dir_of
 
     config = _load(args)
     events = parse_events(_read_document(Path(args.event)))
-    rows = simulate(config, events[0], horizon_seconds=args.horizon)
+    pm = get_plugin_manager(plugins_dir=plugins_dir_of(config))
+    quiet = hold(config, pm.hook.school_hours(config=config)) if config.quiet_hours else None
+    rows = simulate(config, events[0], horizon_seconds=args.horizon, plugin_manager=pm,
+                    hold=quiet)
     _print_table([[r.offset, r.local_time, r.step, r.mode, r.recipient, r.channel, r.address]
                   for r in rows],
                  ["t+", "local time", "step", "mode", "who", "channel", "address"])
@@ -376,6 +381,108 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
         ledger.write_csv(table, out)
         out.flush()
         out.detach()
+    return EXIT_OK
+
+
+def _local_time(text: str) -> datetime:
+    """A school-local ``YYYY-MM-DD HH:MM`` argument (naive: read in the school's zone)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use 'YYYY-MM-DD HH:MM')") from None
+
+
+def _roster_call(args: argparse.Namespace, fn: Any) -> Any:
+    """``fn(tx, config, now)`` in one store transaction; a :class:`RosterError` is a usage
+    error naming the option."""
+    from escalator.school.roster import RosterError
+
+    engine = _open_engine(args)
+    try:
+        with engine.store.transaction() as tx:
+            return fn(tx, engine.config, engine.clock.now())
+    except RosterError as e:
+        raise UsageError(f"--{e.field.replace('_', '-')}: {e}") from None
+
+
+def cmd_roster_show(args: argparse.Namespace) -> int:
+    from escalator.school import roster
+
+    first = args.from_ or date.today()
+    last = args.to or first
+    if last < first:
+        raise UsageError("--to is before --from")
+    shifts = _roster_call(args, lambda tx, config, now: (config, roster.shifts_between(
+        tx, config, first, last, [args.role] if args.role else None)))
+    config, shifts = shifts
+    rows = [roster.shift_row(config, s) for s in shifts]
+    if args.format == "json":
+        print(json.dumps(rows, ensure_ascii=False, default=str, indent=2))
+        return EXIT_OK
+    _print_table([[r["role"], r["start_local"], r["end_local"],
+                   "、".join(p["name"] for p in r["people"]) or "（无人值班 / nobody）",
+                   ",".join(f"#{o}" for o in r["overrides"])] for r in rows],
+                 ["role", "from", "to", "on duty", "overrides"])
+    return EXIT_OK
+
+
+def cmd_roster_override(args: argparse.Namespace) -> int:
+    from escalator.school import roster
+
+    def add(tx: Any, config: Config, now: datetime) -> str:
+        start, end = roster.period(config, args.role, day=args.date, start=args.start, end=args.end)
+        oid = roster.add_override(tx, config, role=args.role, person=args.person,
+                                  replaces=args.replaces, start=start, end=end, by=_actor(),
+                                  at=now, comment=args.comment)
+        [o] = [o for o in tx.roster_overrides(start, end, args.role) if o.id == oid]
+        return f"override #{oid}: {roster.override_text(config, o)}"
+
+    print(_roster_call(args, add))
+    return EXIT_OK
+
+
+def cmd_roster_swap(args: argparse.Namespace) -> int:
+    from escalator.school import roster
+
+    def swap(tx: Any, config: Config, now: datetime) -> list[str]:
+        ids = roster.add_swap(tx, config, role=args.role, first=args.first,
+                              first_day=args.first_date, second=args.second,
+                              second_day=args.second_date, by=_actor(), at=now,
+                              comment=args.comment)
+        span = [o for d in (args.first_date, args.second_date)
+                for o in tx.roster_overrides(*roster.period(config, args.role, day=d), args.role)]
+        return [f"override #{o.id}: {roster.override_text(config, o)}"
+                for o in {o.id: o for o in span if o.id in ids}.values()]
+
+    print("\n".join(_roster_call(args, swap)))
+    return EXIT_OK
+
+
+def cmd_roster_overrides(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from escalator.school import roster
+
+    def read(tx: Any, config: Config, now: datetime) -> list[list[str]]:
+        start = now if args.from_ is None else datetime.combine(args.from_, datetime.min.time(),
+                                                                config.school.tz)
+        end = start + timedelta(days=366) if args.to is None else datetime.combine(
+            args.to + timedelta(days=1), datetime.min.time(), config.school.tz)
+        return [[f"#{o.id}", roster.override_text(config, o), o.created_by, o.comment or "",
+                 "cancelled" if o.cancelled_at else ""]
+                for o in tx.roster_overrides(start, end, args.role, cancelled=args.all)]
+
+    _print_table(_roster_call(args, read), ["id", "override", "by", "comment", ""])
+    return EXIT_OK
+
+
+def cmd_roster_cancel(args: argparse.Namespace) -> int:
+    ids = _roster_call(args, lambda tx, config, now: tx.cancel_roster_override(args.id, now,
+                                                                                _actor()))
+    if not ids:
+        print(f"escalator: no override #{args.id} in force", file=sys.stderr)
+        return EXIT_FAIL
+    print("cancelled: " + ", ".join(f"#{i}" for i in ids))
     return EXIT_OK
 
 
@@ -573,10 +680,59 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--end", default="00:00", metavar="HH:MM", help="window end")
             p.add_argument("--include-critical", action="store_true",
                            help="silence critical events too (default: they get through)")
+    _roster_parser(sub)
     p = add("drill-report", "a drill's report (应急演练): time to acknowledge per level, who never "
             "answered (exit 1 if ID is not a drill)", cmd_drill_report)
     p.add_argument("id", type=int, metavar="ID")
     return parser
+
+
+def _roster_parser(sub: Any) -> None:
+    """``escalator roster show|override|swap|overrides|cancel`` (docs/rosters.md)."""
+    p = sub.add_parser("roster", help="the duty roster (值班表): show, override, swap, overrides, "
+                       "cancel", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rs = p.add_subparsers(dest="roster_command", required=True, metavar="SUBCOMMAND")
+
+    def add(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        q = rs.add_parser(name, help=help, description=help, epilog=EPILOG,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.set_defaults(func=func)
+        q.add_argument("--config", metavar="PATH", help="config file (default: $ESCALATOR_CONFIG)")
+        q.add_argument("--demo", action="store_true",
+                       help="use the demo's config and its state in ./escalator-demo")
+        return q
+
+    q = add("show", "who is on duty from FROM to TO (school-local dates, both included)",
+            cmd_roster_show)
+    q.add_argument("--from", dest="from_", type=_day, metavar="YYYY-MM-DD", help="default: today")
+    q.add_argument("--to", type=_day, metavar="YYYY-MM-DD", help="default: --from")
+    q.add_argument("--role", help="one role (default: duty_officer and every rotation's role)")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    q = add("override", "PERSON is on duty as ROLE on a date's shift or from START to END, in "
+            "place of REPLACES when given (张老师 替 李老师 12月8日)", cmd_roster_override)
+    q.add_argument("--role", default="duty_officer")
+    q.add_argument("--person", required=True, metavar="ID")
+    q.add_argument("--replaces", metavar="ID")
+    q.add_argument("--date", type=_day, metavar="YYYY-MM-DD", help="that date's shift")
+    q.add_argument("--start", type=_local_time, metavar="'YYYY-MM-DD HH:MM'")
+    q.add_argument("--end", type=_local_time, metavar="'YYYY-MM-DD HH:MM'")
+    q.add_argument("--comment")
+    q = add("swap", "FIRST and SECOND swap shifts: SECOND takes FIRST's shift of FIRST_DATE, "
+            "FIRST takes SECOND's of SECOND_DATE", cmd_roster_swap)
+    q.add_argument("--role", default="duty_officer")
+    q.add_argument("--first", required=True, metavar="ID")
+    q.add_argument("--first-date", required=True, type=_day, metavar="YYYY-MM-DD")
+    q.add_argument("--second", required=True, metavar="ID")
+    q.add_argument("--second-date", required=True, type=_day, metavar="YYYY-MM-DD")
+    q.add_argument("--comment")
+    q = add("overrides", "list overrides in force (default: from now, a year ahead)",
+            cmd_roster_overrides)
+    q.add_argument("--from", dest="from_", type=_day, metavar="YYYY-MM-DD")
+    q.add_argument("--to", type=_day, metavar="YYYY-MM-DD")
+    q.add_argument("--role")
+    q.add_argument("--all", action="store_true", help="include cancelled overrides")
+    q = add("cancel", "withdraw override ID (both halves of a swap)", cmd_roster_cancel)
+    q.add_argument("id", type=int, metavar="ID")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from escalator.clock import Clock
     from escalator.config.models import Config
     from escalator.delivery.channels import Channel, DeliveryResult
+    from escalator.delivery.quiet_hours import SchoolHours
     from escalator.delivery.render import RenderContext, Rendered
     from escalator.engine.engine import IngestResult, Submission
     from escalator.engine.rules import Rule
@@ -80,6 +81,13 @@ def escalator_rules(config: Config) -> list[Rule]:
     """Rules for the engine (:class:`~escalator.engine.rules.Rule`), in the order they are to
     be called; ``config``: the config the engine starts with (or is reloaded to)."""
     raise NotImplementedError  # a specification: pluggy calls the plugins' implementations
+
+
+@hookspec(firstresult=True)
+def school_hours(config: Config) -> SchoolHours | None:
+    """When the school is open, for quiet hours (docs/quiet-hours.md): an object whose
+    ``opens_at(at)`` gives ``at`` inside school hours, else the next school day's start (aware
+    UTC); or None to pass. The built-in one is the school calendar's."""
 
 
 @hookspec

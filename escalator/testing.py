@@ -71,6 +71,7 @@ class Harness:
         self.delivery = Delivery(self.store, config, {c: self.channel for c in config.channels},
                                  self.clock)
         self.delivery.contacts_of = self.engine.contacts_of
+        self.delivery.school_hours = lambda c: self.pm.hook.school_hours(config=c)
         self.runloop = RunLoop(self.engine, self.delivery, periodic=heartbeats, send_batch=50)
         """The daemon's run loop (:mod:`escalator.engine.runloop`), inline on the fake clock."""
 

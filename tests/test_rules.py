@@ -24,7 +24,7 @@ from escalator.testing import Harness
 from .conftest import FIXTURES, ROOT
 
 SCHOOL_RULES = ["heartbeats", "deadlines", "clusters", "early_warning", "zero_reports", "guardians",
-                "drills"]
+                "drills", "roster"]
 
 
 def _imports(path: Path) -> list[str]:

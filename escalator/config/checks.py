@@ -27,7 +27,8 @@ HELD_RELATIVE_ROLES = {"class_teacher", "grade_leader"}
 """Relative roles that people hold in their ``roles`` list (the others come from rosters)."""
 
 _NOT_HELD_HINT = {
-    "duty_officer": " (duty officers come from duty_roster, not from a person's roles)",
+    "duty_officer": " (duty officers come from duty_roster and rosters, not from a person's "
+                    "roles)",
     "guardian": " (guardians come from the guardian roster, not from a person's roles)",
 }
 
@@ -137,17 +138,22 @@ def _candidates(target: Target, config: Config) -> list[Any] | None:
         return [p for p in config.people if p.id == target.name]
     if target.kind == "unit":
         return [u for u in config.units if u.id == target.name]
+    rotating = {pid for r in config.rosters.rotations.values() if r.role == target.name
+                for pid in r.people}
+    if target.kind == "role" and rotating:  # a roster-backed role: its rotations' people
+        return [p for p in config.people if p.id in rotating]
     if target.kind == "role" or target.name in HELD_RELATIVE_ROLES:
         return [p for p in config.people if target.name in p.roles]
     if target.name == "duty_officer":
-        return [p for p in config.people if any(s.person == p.id for s in config.duty_roster)]
+        return [p for p in config.people
+                if p.id in rotating or any(s.person == p.id for s in config.duty_roster)]
     return None  # guardian: from the guardian roster, not known here
 
 
 def _nobody(target: Target) -> str:
     """Why a role ``target`` reaches nobody."""
     if target.name == "duty_officer":
-        return "the duty roster lists no known person"
+        return "the duty roster lists no known person (duty_roster, rosters)"
     return f"role {target.name!r} is held by nobody"
 
 
@@ -525,6 +531,43 @@ def check_quieting(config: Config) -> Iterator[Finding]:
                            "the route's policy is 'none' (no incident): group_by does nothing")
 
 
+def check_rosters(config: Config) -> Iterator[Finding]:
+    """Rule 23: every rotation names known people and a role that is ``duty_officer`` or
+    defined in ``roles:``; (warning) nobody on duty as a roster-backed role in use during the
+    next ``rosters.gap_check_days`` days, by the config alone (docs/rosters.md)."""
+    from escalator.school.roster import gap_warnings, local_text
+
+    for rid, rot in config.rosters.rotations.items():
+        loc = ("rosters", "rotations", rid)
+        if rot.role != "duty_officer" and rot.role not in config.roles:
+            yield _error((*loc, "role"), f"unknown role {rot.role!r} (duty_officer, or a role "
+                                         "defined in roles:)")
+        for i, pid in enumerate(rot.people):
+            if config.person(pid) is None:
+                yield _error((*loc, "people", i), f"unknown person {pid!r}")
+    if any(config.person(pid) is None for r in config.rosters.rotations.values()
+           for pid in r.people) or config.rosters.gap_check_days == 0:
+        return
+    days = config.rosters.gap_check_days
+    gaps = gap_warnings(config, datetime.now(config.school.tz), days)
+    for role in dict.fromkeys(role for role, _ in gaps):
+        spans = [g for r, g in gaps if r == role]
+        listed = "; ".join(f"{local_text(config, g.start)} to {local_text(config, g.end)}"
+                           for g in spans[:5])
+        more = f" and {len(spans) - 5} more" if len(spans) > 5 else ""
+        yield _warning(("rosters",), f"nobody is on duty as {role} in the next {days} days: "
+                       f"{listed}{more} (school-local; add a rotation, a duty_roster shift or "
+                       f"`escalator roster override`)")
+
+
+def check_quiet_hours(config: Config) -> Iterator[Finding]:
+    """Rule 24: ``quiet_hours.channels`` are configured channels."""
+    quiet = config.quiet_hours
+    for i, cid in enumerate((quiet.channels or []) if quiet else []):
+        if cid not in config.channels:
+            yield _error(("quiet_hours", "channels", i), f"unknown channel {cid!r}")
+
+
 def check_replies(config: Config) -> Iterator[Finding]:
     """Replies (docs/replies.md): an ``answer_channel`` is a configured channel (error); a
     webhook's secret and the IMAP password can be read here (warning, as for channel secrets;
@@ -580,6 +623,8 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_early_warning,
     check_register_notify,
     check_quieting,
+    check_rosters,
+    check_quiet_hours,
     check_replies,
 ]
 """Every rule, in the order its findings are listed."""

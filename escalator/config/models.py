@@ -1,7 +1,8 @@
 """Pydantic models of the administrator's YAML config (one file).
 
 Top level: ``school``, ``roles``, ``people``, ``units``, ``channels``, ``policies``, ``routes``,
-``duty_roster``, ``heartbeats``, ``sources``, ``daemon``, ``api``, ``delivery``. Durations are seconds (int) or
+``duty_roster``, ``rosters``, ``quiet_hours``, ``heartbeats``, ``sources``, ``daemon``, ``api``,
+``delivery``. Durations are seconds (int) or
 strings such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``. Cross-references (a person's role, a
 step's target, a route's policy, …) are checked by :mod:`escalator.config.checks`, not here.
 """
@@ -27,6 +28,7 @@ from pydantic import (
 )
 
 from escalator.config import early_warning_defaults, school_defaults
+from escalator.config.duty import QuietHoursConfig, RostersConfig
 from escalator.config.quieting import InhibitRule, SilenceConfig, check_group_summary
 from escalator.config.replies import RepliesConfig
 from escalator.events import Category, Kind, Severity, Symptom
@@ -282,6 +284,9 @@ class Route(_Model):
     match: Match = Field(default_factory=Match)
     policy: str
     default: bool = False
+    urgency: Literal["high", "low"] | None = None
+    """Quiet hours (docs/quiet-hours.md): ``high`` — its incidents' messages go at once at any
+    hour; ``low`` — they wait for school hours whatever the severity; unset: by severity."""
     group_by: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
     """Grouping (docs/silences.md): events of this route with the same values of these fields
     or labels are one incident (its dedup key is the group's), told once with the count."""
@@ -764,6 +769,10 @@ class Config(_Model):
     """Early warning from sickness absence (docs/early-warning.md); None: off."""
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     """How the delivery worker sends: concurrency, digests, the step-wait cap."""
+    rosters: RostersConfig = Field(default_factory=RostersConfig)
+    """Rotations for ``duty_officer`` and other roles (docs/rosters.md)."""
+    quiet_hours: QuietHoursConfig | None = None
+    """Which messages wait for school hours (docs/quiet-hours.md); None: none wait."""
     intake: IntakeSection = Field(default_factory=IntakeSection)
     """How events are screened on intake: the allowed clock skew."""
     registers: RegistersSection = Field(default_factory=RegistersSection)

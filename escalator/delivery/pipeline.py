@@ -12,6 +12,9 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
 2. **dedup** (:func:`find_twin`) — the same message (incident, step run, channel, address,
    purpose) was already delivered: the row becomes ``delivered`` with a ledger row
    ``deduplicated``, nothing is sent;
+2a. **quiet hours** (:mod:`escalator.delivery.quiet_hours`) — outside school hours a non-urgent
+   message on a quiet channel is deferred to the next school morning (its due time moves; a
+   ``deferred`` ledger row), never dropped;
 2b. **order** (:func:`plan_queue`) — an earlier row to the same channel and address is still
    pending (of the same priority): this one waits behind it, so one recipient gets messages in
    creation order;
@@ -47,6 +50,7 @@ from escalator.clock import Clock
 from escalator.config.models import Config
 from escalator.delivery import reply_codes
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
+from escalator.delivery.quiet_hours import SchoolHours, defer, first_event, quiet_until
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.engine.engine import step_delivered
@@ -421,6 +425,10 @@ class Delivery:
         :meth:`Engine.contacts_of`, which knows the rules' recipients such as guardians)."""
         self._unrecorded: dict[int, tuple[Any, ...]] = {}
         """Attempts made whose ledger row could not be written yet (row id → record args)."""
+        self.school_hours: Callable[[Config], SchoolHours | None] | None = None
+        """The school hours of a config, for quiet hours (the daemon and the harness give the
+        plugins' ``school_hours`` hook); None: no message waits for school hours."""
+        self._hours: tuple[Config, SchoolHours | None] | None = None
 
     def reload(self, config: Config, channels: dict[str, Any]) -> None:
         """Use a new config and channels; throttle windows (keyed by channel id) carry over."""
@@ -539,6 +547,25 @@ class Delivery:
         except Exception:
             log.exception("notifications_not_unclaimed", notification_ids=ids)
 
+    def _quiet_until(self, tx: Tx, n: Notification, inc: Incident, now: datetime
+                     ) -> datetime | None:
+        """Stage 2a: when ``n`` must wait for school hours, until when (else None)."""
+        quiet = self.config.quiet_hours
+        if quiet is None or not quiet.enabled or self.school_hours is None:
+            return None
+        if self._hours is None or self._hours[0] is not self.config:  # once per (re)load
+            self._hours = (self.config, self.school_hours(self.config))
+        return quiet_until(self.config, self._hours[1], n, inc, first_event(tx, inc), now)
+
+    def _ahead(self, tx: Tx, n: Notification, now: datetime) -> Notification | None:
+        """Stage 2b's earlier row to wait behind (``Tx.waiting_ahead``), unless quiet hours
+        hold it back now: an urgent message never waits behind a deferred one."""
+        head = tx.waiting_ahead(n.channel, n.address, n.id, n.priority)
+        if head is None or self.config.quiet_hours is None:
+            return head
+        inc = tx.get_incident(head.incident_id)
+        return None if inc is not None and self._quiet_until(tx, head, inc, now) else head
+
     def _prepare(self, tx: Tx, n: Notification, now: datetime) -> tuple[Any, ...] | None:
         """Stages 1–3 for a claimed row, in one transaction: ``None`` when the row is done with
         (cancelled, deduplicated, queued or throttled), else what the send needs: the incident,
@@ -550,7 +577,10 @@ class Delivery:
         if (twin := find_twin(tx, n)) is not None:
             record_duplicate(tx, n, inc, twin, now)
             return None
-        if (head := tx.waiting_ahead(n.channel, n.address, n.id, n.priority)) is not None:
+        if (until := self._quiet_until(tx, n, inc, now)) is not None:
+            defer(tx, self.config, n, inc, until, now)  # quiet hours: the school morning
+            return None
+        if (head := self._ahead(tx, n, now)) is not None:
             plan = plan_queue(n, now, head)  # order per recipient: the earlier one first
             tx.update_notification(n.id, status="pending", due_at=plan.due_at,
                                    first_attempt_at=plan.first_attempt_at, updated_at=now)
@@ -615,11 +645,14 @@ class Delivery:
             if (twin := find_twin(tx, n)) is not None:
                 record_duplicate(tx, n, inc, twin, now)
                 continue
+            if (until := self._quiet_until(tx, n, inc, now)) is not None:
+                defer(tx, self.config, n, inc, until, now)
+                continue
             live.append((n, inc))
         if not live:
             return None
         head, inc = live[0]
-        ahead = tx.waiting_ahead(head.channel, head.address, head.id, head.priority)
+        ahead = self._ahead(tx, head, now)
         channel = self.channels.get(head.channel)
         wait = 0.0 if ahead else self.throttle.acquire(head.channel, channel, head.address)
         if ahead is not None or wait:

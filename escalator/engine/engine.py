@@ -46,7 +46,7 @@ from escalator.engine import grouping, inhibition, silences
 from escalator.engine.routing import NO_POLICY, route
 from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
 from escalator.engine.screening import screen
-from escalator.engine.targets import Recipient, Target, UnknownTarget, parse_target, resolve
+from escalator.engine.targets import Recipient, UnknownTarget, parse_target, resolve
 from escalator.events import Action, Event, Kind
 from escalator.store.base import Incident, Notification, StepRun, Store, Tx, priority_of
 
@@ -420,13 +420,14 @@ class Engine:
     def _resolve_target(self, tx: Tx, text: str, inc: Incident, now: datetime,
                         opening: Mapping[str, Any] | None = None) -> list[Recipient]:
         """Recipients of target string ``text`` for ``inc`` at ``now`` ([] for an unknown
-        target): a relative role is asked of the rules first (``guardian``), then
+        target): a relative or administrator-defined role is asked of the rules first
+        (``guardian``; ``duty_officer`` and roster-backed roles: the roster), then
         :func:`~escalator.engine.targets.resolve`."""
         try:
             target = parse_target(text, self.config)
         except UnknownTarget:
             return []
-        if target.kind == "relative":
+        if target.kind in ("relative", "role"):  # a roster-backed role: the roster rule
             ops = self._ops(tx, now)
             for rule in self.rules:
                 found = rule.recipients(ops, tx, inc, target.name, opening)
@@ -455,8 +456,7 @@ class Engine:
     def _tell_duty_officer(self, tx: Tx, inc: Incident, run_id: int,
                            already: dict[tuple[str, str], Recipient], unresolved: list[str],
                            now: datetime) -> None:
-        officers = resolve(Target("relative", "duty_officer"), self.config, class_id=None,
-                           grade=None, at=now)
+        officers = self._resolve_target(tx, "duty_officer", inc, now)  # the roster, now
         for r in officers:
             if ("person", r.id) not in already:
                 self._notify(tx, inc, run_id, r, True, now, purpose="target_unresolved",
@@ -488,7 +488,8 @@ class Engine:
 
         When the run is still the incident's waiting step, its timer becomes ``at`` + the
         step's timeout — never later than when it fired + ``delivery.step_wait_cap`` + the
-        timeout, the timer set when it fired — and the timeline gets ``step_delivered`` with both
+        timeout, the timer set when it fired (or later where a quiet-hours deferral moved it:
+        :func:`step_deferred`) — and the timeline gets ``step_delivered`` with both
         times (``fired_at``, ``delivered_at``: ISO-8601 UTC) and the wait in seconds. With
         ``step_wait_cap`` 0 nothing is done: the timeout counts from the fire."""
         step_delivered(tx, self.config, step_run_id, at)
@@ -601,13 +602,39 @@ def step_delivered(tx: Tx, config: Config, step_run_id: int, at: datetime) -> No
             or (inc.step_index, inc.round) != (run.step_index, run.round)):
         return
     timeout = timedelta(seconds=float(inc.policy["steps"][run.step_index]["timeout"]))
-    cap = run.fired_at + timedelta(seconds=config.delivery.step_wait_cap) + timeout
-    due = min(max(at, run.fired_at) + timeout, cap, inc.next_step_at)
+    # never later than the timer set when it fired (fired + step_wait_cap + timeout), or as a
+    # quiet-hours deferral moved it (step_deferred)
+    due = min(max(at, run.fired_at) + timeout, inc.next_step_at)
     tx.update_incident(inc.id, next_step_at=due, updated_at=at)
     tx.add_timeline(inc.id, at, "step_delivered", None,
                     {"step": run.step_index, "round": run.round,
                      "fired_at": run.fired_at.isoformat(), "delivered_at": at.isoformat(),
                      "waited": round((at - run.fired_at).total_seconds(), 3)})
+
+
+def step_deferred(tx: Tx, config: Config, step_run_id: int, until: datetime) -> datetime | None:
+    """A message of step run ``step_run_id`` waits for school hours until ``until`` (aware UTC;
+    quiet hours, :mod:`escalator.delivery.quiet_hours`), inside the delivery's transaction ``tx``.
+
+    While the run is the incident's waiting step and none of its messages was delivered yet,
+    its timer moves to ``until`` + ``delivery.step_wait_cap`` + the step's timeout when that is
+    later: the step waits for its deferred message as for any first delivery, and
+    :func:`step_delivered` then counts the timeout from the delivery. Returns the new timer, or
+    None when it did not move (a message of the run was already delivered: the timeout counts
+    from that one)."""
+    run = tx.get_step_run(step_run_id)
+    if run is None or run.status != "open" or run.first_delivered_at is not None:
+        return None
+    inc = tx.get_incident(run.incident_id)
+    if (inc is None or inc.state != "triggered" or inc.next_step_at is None
+            or (inc.step_index, inc.round) != (run.step_index, run.round)):
+        return None
+    timeout = float(inc.policy["steps"][run.step_index]["timeout"])
+    due = until + timedelta(seconds=timeout + config.delivery.step_wait_cap)
+    if due <= inc.next_step_at:
+        return None
+    tx.update_incident(inc.id, next_step_at=due)
+    return due
 
 
 class _Ops:

@@ -164,9 +164,10 @@ class Rule(Protocol):
 
     def recipients(self, ops: EngineOps, tx: Tx, incident: Incident, role: str,
                    opening: Mapping[str, Any] | None) -> list[Recipient] | None:
-        """The recipients of the relative role ``role`` (e.g. ``guardian``) for ``incident``,
-        or None when this rule does not resolve ``role`` (the engine asks the next rule, then
-        resolves its own roles). ``opening``: the JSON body of the event opening the incident,
+        """The recipients of the relative role ``role`` (e.g. ``guardian``, ``duty_officer``)
+        or administrator-defined role (one a roster fills) for ``incident``, or None when this
+        rule does not resolve ``role`` (the engine asks the next rule, then resolves its own
+        roles). ``opening``: the JSON body of the event opening the incident,
         not stored yet, at its first step; else None."""
         return None
 

@@ -7,6 +7,7 @@ in-memory store and a :class:`~escalator.clock.FakeClock`; nothing is sent.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -14,12 +15,15 @@ import pluggy
 
 from escalator.clock import FakeClock
 from escalator.config.models import Config
-from escalator.engine.engine import Engine
+from escalator.engine.engine import Engine, step_deferred
 from escalator.engine.runloop import RunLoop
 from escalator.events import Event
 from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.store import SQLiteStore
-from escalator.store.base import Store
+from escalator.store.base import Notification, Store, Tx
+
+Hold = Callable[[Tx, Notification, datetime], datetime | None]
+"""Until when a message must wait (quiet hours: :func:`escalator.delivery.quiet_hours.hold`), or None."""
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,26 @@ class TimelineRow:
 class MarkDelivered:
     """The delivery of a simulation: claims due notification rows and marks them delivered at
     once, sending nothing (a :class:`~escalator.engine.runloop.Deliverer`); a step's first
-    delivery starts its timeout, as in the daemon (:meth:`Engine.step_delivered`)."""
+    delivery starts its timeout, as in the daemon (:meth:`Engine.step_delivered`). ``hold``:
+    quiet hours, as the daemon's delivery applies them — a message held is deferred (its due
+    time and its step's timer move, :func:`~escalator.engine.engine.step_deferred`).
+    ``sent_at``: when each row was marked delivered (row id → aware UTC)."""
 
-    def __init__(self, engine: Engine, store: Store, clock: FakeClock) -> None:
-        self.engine, self.store, self.clock = engine, store, clock
+    def __init__(self, engine: Engine, store: Store, clock: FakeClock,
+                 hold: Hold | None = None) -> None:
+        self.engine, self.store, self.clock, self.hold = engine, store, clock, hold
+        self.sent_at: dict[int, datetime] = {}
 
     async def run_once(self, limit: int = 10_000) -> int:
         with self.store.transaction() as tx:
             claimed = tx.claim_notifications(self.clock.now(), limit)
             for n in claimed:
+                if self.hold is not None and (until := self.hold(tx, n, self.clock.now())):
+                    tx.update_notification(n.id, status="pending", due_at=until)
+                    if n.step_run_id is not None:
+                        step_deferred(tx, self.engine.config, n.step_run_id, until)
+                    continue
+                self.sent_at[n.id] = self.clock.now()
                 tx.update_notification(n.id, status="delivered")
                 if n.step_run_id is not None:
                     self.engine.step_delivered(tx, n.step_run_id, self.clock.now())
@@ -63,10 +78,13 @@ def _offset(seconds: float) -> str:
 
 
 def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400,
-             plugin_manager: pluggy.PluginManager | None = None) -> list[TimelineRow]:
+             plugin_manager: pluggy.PluginManager | None = None,
+             hold: Hold | None = None) -> list[TimelineRow]:
     """Walk ``event``'s chain with nobody acting, up to ``horizon_seconds`` (seconds) after it.
     The engine's rules come from ``plugin_manager`` (default: the built-ins, the config's
     ``plugins_dir`` and the entry points); their periodic checks (``on_tick``) do not run.
+    ``hold``: quiet hours (the CLI gives :func:`escalator.delivery.quiet_hours.hold`); a message
+    held is listed at the time it would go, marked ``[deferred: quiet hours]``.
 
     Returns the planned messages in order. An event that opens no incident gives no rows.
     """
@@ -80,7 +98,8 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
     result = engine.ingest(event.model_copy(update={"occurred_at": start}), source="simulate")
     if result.incident_id is None:
         return []
-    loop = RunLoop(engine, MarkDelivered(engine, store, clock), periodic=False, send_batch=10_000)
+    marker = MarkDelivered(engine, store, clock, hold)
+    loop = RunLoop(engine, marker, periodic=False, send_batch=10_000)
     asyncio.run(loop.advance(clock, clock.now() + timedelta(seconds=horizon_seconds)))
     rows = []
     with store.transaction() as tx:
@@ -95,9 +114,12 @@ def simulate(config: Config, event: Event, *, horizon_seconds: float = 7 * 86400
                 step = f"{run.step_index + 1}" + (f" (round {run.round + 1})" if run.round else "")
                 mode = run.mode
             who = n.recipient_name + (" [target unresolved]" if n.purpose == "target_unresolved" else "")
+            at = marker.sent_at.get(n.id, n.created_at)
+            if at > n.created_at:
+                who += " [deferred: quiet hours]"
             rows.append(TimelineRow(
-                _offset((n.created_at - start).total_seconds()),
-                n.created_at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"),
+                _offset((at - start).total_seconds()),
+                at.astimezone(config.school.tz).strftime("%Y-%m-%d %H:%M:%S"),
                 step, mode, who, n.channel, n.address))
         if inc is not None and inc.deadline_at is not None:  # docs/school-rules.md "Legal deadlines"
             at = inc.deadline_at

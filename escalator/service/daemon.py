@@ -149,6 +149,7 @@ class Daemon:
                                  render=lambda ctx: self.pm.hook.render_notification(context=ctx),
                                  db=self.db)
         self.delivery.contacts_of = self.engine.contacts_of  # failover: guardians via the rules
+        self.delivery.school_hours = lambda c: self.pm.hook.school_hours(config=c)  # quiet hours
         self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(
             notification=n, result=result)
         self.metrics = Metrics(self.store)  # served at /metrics (escalator/web/routers/ops.py)

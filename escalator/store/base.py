@@ -227,6 +227,27 @@ class Delivery:
 
 
 @dataclass
+class RosterOverride:
+    """A roster override (docs/rosters.md): ``person`` is on duty as ``role`` from ``starts_at``
+    to ``ends_at`` (aware UTC, half-open) — in place of ``replaces`` when given (张老师 替
+    李老师), else besides whoever the rotation has. ``swap_id``: the other half of a swap.
+    ``cancelled_at``: when it was withdrawn (None: in force)."""
+
+    id: int
+    role: str
+    person: str
+    replaces: str | None
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    created_at: datetime
+    comment: str | None = None
+    swap_id: int | None = None
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
+
+
+@dataclass
 class NotificationRow:
     """A notification as the ledger lists it: the row, its incident's ``category``, and the
     step run's ``step_index`` and ``mode`` (None for a notice without a step run)."""
@@ -504,6 +525,23 @@ class SchoolTx(Protocol):
         ...
     def ew_purge(self, before: date) -> int:
         """Delete counted cases dated before ``before``; returns how many rows."""
+        ...
+
+    # roster overrides and swaps (escalator/school/roster.py; docs/rosters.md)
+    def add_roster_override(self, *, role: str, person: str, replaces: str | None,
+                            starts_at: datetime, ends_at: datetime, created_by: str,
+                            created_at: datetime, comment: str | None = None,
+                            swap_id: int | None = None) -> int:
+        """Store an override (in force until cancelled); returns its id."""
+        ...
+    def roster_overrides(self, start: datetime, end: datetime, role: str | None = None,
+                         *, cancelled: bool = False) -> list[RosterOverride]:
+        """Overrides overlapping ``[start, end)`` (of ``role`` when given), by start then id;
+        in force only, unless ``cancelled``."""
+        ...
+    def cancel_roster_override(self, override_id: int, at: datetime, by: str) -> list[int]:
+        """Withdraw override ``override_id`` (and the other half of its swap); returns the ids
+        withdrawn now (empty when it does not exist or was withdrawn before)."""
         ...
 
 

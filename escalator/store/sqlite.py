@@ -34,6 +34,7 @@ from escalator.store.sqlite_quiet import MIGRATION as QUIET_MIGRATION
 from escalator.store.sqlite_quiet import SQLiteQuiet
 from escalator.store.sqlite_replies import SQLiteReplies
 from escalator.store.sqlite_reports import SQLiteReports
+from escalator.store.sqlite_roster import SQLiteRoster
 from escalator.store.sqlite_rows import (
     case_fact,
     encode,
@@ -283,6 +284,24 @@ MIGRATIONS: list[str] = [
     # silences and groups (docs/silences.md): silences, the incidents they hold, the groups of
     # grouping routes and their members (the SQL lives with its queries in sqlite_quiet.py)
     QUIET_MIGRATION,
+    # roster overrides and swaps (escalator/store/sqlite_roster.py, docs/rosters.md)
+    """
+    CREATE TABLE roster_overrides (
+        id INTEGER PRIMARY KEY,
+        role TEXT NOT NULL,
+        person TEXT NOT NULL,
+        replaces TEXT,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        comment TEXT,
+        swap_id INTEGER,
+        cancelled_at TEXT,
+        cancelled_by TEXT
+    );
+    CREATE INDEX roster_overrides_time ON roster_overrides(ends_at, starts_at);
+    """,
     # reply codes (docs/replies.md): the short code a recipient answers an incident with from
     # the phone ("回复 1a 确认"), mapped to the ack token of the notification that carried it
     """
@@ -302,10 +321,11 @@ MIGRATIONS: list[str] = [
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteReplies):
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQLiteReplies):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
-    early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`).
+    early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`,
+    roster overrides in :class:`~escalator.store.sqlite_roster.SQLiteRoster`).
     ``c`` is the connection: for this module and SQLite-specific tests only."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -23,7 +23,7 @@ from escalator.web import errors
 from escalator.web.auth import Keyring
 from escalator.web.limits import BodyLimit
 from escalator.web.openapi import add_components
-from escalator.web.routers import ack, compat, events, incidents, ops, replies, silences
+from escalator.web.routers import ack, compat, events, incidents, ops, replies, roster, silences
 
 
 def create_app(daemon: Any) -> FastAPI:
@@ -48,7 +48,7 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(errors.ApiError, errors.api_error)
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
-    for module in (events, incidents, ack, compat, ops, silences, replies):
+    for module in (events, incidents, ack, compat, ops, silences, roster, replies):
         app.include_router(module.router)
     add_components(app, Event, PdEvent, AmWebhook)
     return app
