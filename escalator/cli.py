@@ -187,6 +187,21 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    """``escalator decide ID report|handled [--reason TEXT]``: the level's decision
+    (:meth:`~escalator.engine.engine.Engine.decide`, docs/decisions.md) as the OS user."""
+    from escalator.engine.decisions import DecisionError
+
+    engine = _open_engine(args)
+    try:
+        r = engine.decide(args.id, decision=args.decision, reason=args.reason, actor=_actor(),
+                          via="cli")
+    except DecisionError as e:
+        raise UsageError(f"--{e.field}: {e}" if e.field == "reason" else str(e)) from None
+    print(f"incident #{r.incident_id}: {r.outcome} (state: {r.state})")
+    return EXIT_OK
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
     r = engine.resolve(args.id, actor=_actor(), via="cli")
@@ -320,10 +335,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     config = _load(args)
     events = parse_events(_read_document(Path(args.event)))
+    decide: dict[int, str] = {}
+    for item in args.decide or ():
+        level, _, what = item.partition("=")
+        if not level.isdigit() or what not in ("report", "handled"):
+            raise UsageError(f"--decide {item}: write LEVEL=report or LEVEL=handled (e.g. 3=report)")
+        decide[int(level)] = what
     pm = get_plugin_manager(plugins_dir=plugins_dir_of(config))
     quiet = hold(config, pm.hook.school_hours(config=config)) if config.quiet_hours else None
     rows = simulate(config, events[0], horizon_seconds=args.horizon, plugin_manager=pm,
-                    hold=quiet)
+                    hold=quiet, decide=decide)
     _print_table([[r.offset, r.local_time, r.step, r.mode, r.recipient, r.channel, r.address]
                   for r in rows],
                  ["t+", "local time", "step", "mode", "who", "channel", "address"])
@@ -592,11 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event", required=True, metavar="FILE", help="an event file (JSON or YAML)")
     p.add_argument("--horizon", type=float, default=7 * 86400, metavar="SECONDS",
                    help="how far to simulate (default: 7 days)")
+    p.add_argument("--decide", action="append", metavar="LEVEL=DECISION",
+                   help="level LEVEL (1-based) answers report or handled as soon as it is told, "
+                   "e.g. --decide 3=report (repeatable; docs/decisions.md)")
     p = add("send", "submit the event(s) in FILE (JSON or YAML, one or a list)", cmd_send)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--source", default="cli", help="source name recorded (default: cli)")
     p = add("ack", "acknowledge incident ID (as the OS user, from the CLI)", cmd_ack)
     p.add_argument("id", type=int, metavar="ID")
+    p = add("decide", "a level's decision on incident ID: report (上报上一级) or handled "
+            "(本级已处置，无需上报: needs --reason)", cmd_decide)
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("decision", choices=["report", "handled"])
+    p.add_argument("--reason", metavar="TEXT", help="why no report is needed (required for handled)")
     p = add("resolve", "resolve incident ID", cmd_resolve)
     p.add_argument("id", type=int, metavar="ID")
     p = add("incidents", "list open incidents, or show one with its timeline", cmd_incidents)

@@ -181,9 +181,14 @@ class SmsHttpChannel(ChannelBase):
     options: SmsHttpOptions
 
     def text(self, message: Message) -> str:
-        """The SMS text for ``message``: signature, title, body, fitted to ``max_segments``."""
+        """The SMS text for ``message``: signature, title, body, fitted to ``max_segments``.
+        The signature appears once: a title that already carries it (a guardian's
+        ``【示例小学】…``) loses its own copy."""
         text, tail = message_text(message)
-        return fit_sms(self.options.signature + text, self.options.max_segments, keep_tail=tail)
+        sig = self.options.signature
+        if sig and sig in text:
+            text = text.replace(sig, "", 1)
+        return fit_sms(sig + text, self.options.max_segments, keep_tail=tail)
 
     def request(self, to: str, text: str) -> dict[str, Any]:
         """Keyword arguments for :func:`http_request`: method, url, params, headers, body."""

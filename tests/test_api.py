@@ -384,6 +384,13 @@ async def test_acknowledge_and_resolve_through_the_api(api):
     assert r.status_code == 422
 
 
+async def submit_link(c, token: str, **fields: str):
+    """Open a message's link and submit its form (with the page's CSRF value and cookie)."""
+    shown = await c.get(f"/ack/{token}")
+    found = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+    return await c.post(f"/ack/{token}", data={"csrf": found[1] if found else "", **fields})
+
+
 async def test_acknowledge_link_get_shows_and_post_acknowledges(api):
     c = api.client
     iid = (await post_case(c, "events/bullying.json")).json()["incident_id"]
@@ -406,14 +413,16 @@ async def test_acknowledge_link_get_shows_and_post_acknowledges(api):
         assert page.headers["referrer-policy"] == "no-referrer"
     after = await incident(c, iid)
     assert after["state"] == "triggered" and after["timeline"] == before["timeline"]
-    done = await c.post(f"/ack/{n.ack_token}")
+    assert (await c.post(f"/ack/{n.ack_token}")).status_code == 403  # no form of this page
+    assert (await incident(c, iid))["state"] == "triggered"
+    done = await submit_link(c, n.ack_token)
     assert done.status_code == 200 and "已确认" in done.text and "Acknowledged" in done.text
     detail = await incident(c, iid)
     assert detail["state"] == "acknowledged" and detail["acknowledged_by"] == "t-li"
     assert detail["timeline"][-1]["detail"]["via"] == "link"
     again = await c.get(f"/ack/{n.ack_token}")
-    assert "已确认" in again.text and 'method="post"' not in again.text
-    assert (await c.post(f"/ack/{n.ack_token}")).text.count("already acknowledged") == 1
+    assert "此事件已由李老师于" in again.text and 'method="post"' not in again.text
+    assert (await submit_link(c, n.ack_token)).text.count("was acknowledged by 李老师") == 1
     for token in ("nope", "x" * 500):
         assert (await c.get(f"/ack/{token}")).status_code == 404
         assert (await c.post(f"/ack/{token}")).status_code == 404
@@ -424,10 +433,12 @@ def test_acknowledge_pages_escape_what_they_show():
     box = {"id": 7, "drill": False, "state": "triggered", "state_zh": "待处理", "severity": "high",
            "severity_zh": "紧急", "category_zh": "<i>x</i>", "category_en": "a&b", "kind_zh": "k"}
     html = page("ack.html", incident=box, recipient='<script>alert("x")</script>', level=1,
-                outcome=None, token='"><img src=x>', button=("确认收到并处理", "Acknowledge")).body.decode()
+                outcome=None, token='"><img src=x>', button=("确认收到并处理", "Acknowledge"),
+                form="decide", csrf="c", next_names="<b>区疾控</b>", error=None).body.decode()
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<i>x</i>" not in html and "a&amp;b" in html
     assert '"><img' not in html and 'action="&#34;&gt;&lt;img src=x&gt;"' in html
+    assert "<b>区疾控</b>" not in html and "&lt;b&gt;区疾控" in html
 
 
 async def test_acknowledge_link_on_a_report_step_confirms_the_level(api):
@@ -435,8 +446,8 @@ async def test_acknowledge_link_on_a_report_step_confirms_the_level(api):
     iid = (await post_case(c, "events/fever_single.json")).json()["incident_id"]
     with api.daemon.store.transaction() as tx:
         [n] = tx.notifications_of(iid)
-    r = await c.post(f"/ack/{n.ack_token}")
-    assert r.status_code == 200 and "已通知上一级" in r.text
+    r = await submit_link(c, n.ack_token)
+    assert r.status_code == 200 and "已上报，已通知第2级" in r.text
     detail = await incident(c, iid)
     assert detail["state"] == "triggered" and detail["step"] == 2
     assert "step_confirmed" in [t["type"] for t in detail["timeline"]]

@@ -60,6 +60,8 @@ def slow(config) -> Config:
         Step(targets=["leadership"], timeout=12 * 3600, mode="report"),
         Step(targets=["district_cdc", "education_bureau"], timeout=3600, mode="report"),
     ])
+    for policy in config.policies.values():  # no reminders: the deadline timer is the next timer
+        policy.remind_every = None
     return config
 
 

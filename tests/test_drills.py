@@ -78,7 +78,8 @@ async def test_a_drill_walks_with_the_drill_mark_and_skips_units_not_open_to_dri
     # police (no drills: true) never told; the district CDC (drills: true) told; no duty officer
     assert h.told() == ["王老师", "区疾控", "张校长"]
     for m in h.channel.sent:
-        assert m.title.startswith("【演练】") and m.body.startswith("【演练】"), m
+        assert m.title.startswith("【演练】") and m.body.startswith("本消息为应急演练"), m
+        assert (m.title + m.body).count("【演练】") == 1, m  # one mark, not doubled in an SMS
         assert m.drill
     timeline = h.timeline(incident_id)
     assert timeline.count("drill_unit_skipped") == 2  # level 2 and level 3

@@ -268,6 +268,8 @@ async def full(tmp_path, monkeypatch):
     # fills the file to its last page (digests and the step-wait cap: tests/test_delivery.py)
     config = config.model_copy(update={"delivery": DeliverySection(digest={"enabled": False},
                                                                    step_wait_cap=0)})
+    for chain in config.policies.values():  # walks end (no reminders): "every walk to its end"
+        chain.remind_every = None
     settings = Settings(state_dir=tmp_path / "state", spool_dir=tmp_path / "spool",
                         http_listen="127.0.0.1:0", api_token=SecretStr(ADMIN))
     daemon = Daemon(config, settings, clock=FakeClock(Harness.START))

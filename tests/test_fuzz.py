@@ -201,6 +201,8 @@ def _mutated_register(draw: st.DrawFn) -> bytes:
     rows, encoding = REGISTERS[draw(st.sampled_from(sorted(REGISTERS)))]
     rows = [list(r) for r in rows]
     for _ in range(draw(st.integers(1, 6))):
+        if not rows:  # a short register can lose every row
+            break
         i = draw(st.integers(0, len(rows) - 1))
         if not rows[i]:
             continue

@@ -194,13 +194,24 @@ async def test_a_report_level_confirmed_by_reply_tells_the_next_level(h):
 
 async def test_replies_2_and_3_go_through_decide(h):
     await h.send(FEVER)
-    handled = desk_of(h).handle(sms("3a"))
-    if not hasattr(h.engine, "decide"):
-        assert handled.outcome == "unavailable" and "确认链接" in handled.answer
-        return
-    assert handled.incident_id == 1 and handled.outcome not in ("stale_code", "unavailable")
+    reported = desk_of(h).handle(sms("3a"))  # report up: this level confirmed, the next told
+    assert reported.outcome == "step_confirmed" and reported.incident_id == 1
+    await h.settle()
+    assert h.told() == ["王老师", "赵校医"]
     await h.send({**FEVER, "dedup_key": "fever/2"})
-    assert desk_of(h).handle(sms("2b")).incident_id == 2
+    handled = desk_of(h).handle(sms("2b 已联系家长接回，明日复诊", WANG))
+    assert handled.outcome == "handled" and handled.incident_id == 2
+    assert "已解除" in handled.answer
+    inc = h.incident(2)
+    assert inc.state == "resolved" and inc.resolved_by == "t-wang"
+    with h.store.transaction() as tx:
+        entry = next(t for t in tx.timeline(2) if t.type == "handled_here")
+    assert entry.detail["reason"] == "已联系家长接回，明日复诊" and entry.detail["via"] == "sms"
+    await h.send({**FEVER, "dedup_key": "fever/3"})
+    desk_of(h).handle(sms("2c"))  # no reason written: the default one, in the school's words
+    with h.store.transaction() as tx:
+        entry = next(t for t in tx.timeline(3) if t.type == "handled_here")
+    assert entry.detail["reason"] == "短信回复 2：本级已处置，无需上报"
 
 
 async def test_unknown_senders_stale_codes_and_unclear_replies_are_answered(h):

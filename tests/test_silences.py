@@ -370,6 +370,8 @@ async def test_a_grouped_incident_is_silenced_like_any_other(qh):
 
 
 async def test_the_group_update_timer_is_a_timer_the_run_loop_waits_for(qh):
+    for chain in qh.config.policies.values():  # no reminders: the group update is the only timer
+        chain.remind_every = None
     r = await send(qh, detector(1, building="2号楼"))
     await qh.advance(200)  # the walk is over (escalation_exhausted): no step timer left
     assert qh.timeline(r.incident_id)[-1] == "escalation_exhausted"

@@ -251,6 +251,11 @@ class Step(_Model):
     timeout: Duration = 900.0
     mode: StepMode = StepMode.escalate
     name: str | None = None
+    on_report_only: bool = False
+    """Reached only when the level before decides to report (上报): its timeout stops the walk
+    there and reminds it instead (docs/decisions.md). Never the first step."""
+    remind_every: Duration | None = None
+    """Seconds between reminders while the walk waits on this level; None: the policy's."""
 
 
 class Policy(_Model):
@@ -259,6 +264,31 @@ class Policy(_Model):
     name: str | None = None
     steps: list[Step] = Field(min_length=1)
     repeat: int = Field(default=0, ge=0, le=10)
+    remind_every: Duration | None = 3600.0
+    """Seconds between reminders to the level the walk stops at (the last level that waits,
+    once the chain is walked; or the level before a step ``on_report_only``) until someone
+    acts; ``0``/``off``/None: no reminders. Default one hour (docs/decisions.md)."""
+    ack_timeout: Duration | None = None
+    """Seconds an acknowledged incident may stay unresolved before it is triggered again and
+    walks its chain from the first step (PagerDuty's acknowledgement timeout); None: never."""
+
+    @field_validator("remind_every", "ack_timeout", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        return None if v in (0, "0", "off", False) else v
+
+    @model_validator(mode="after")
+    def _gates(self) -> Policy:
+        if self.steps[0].on_report_only:
+            raise ValueError("steps[0]: the first step cannot be on_report_only (nobody before it decides)")
+        for name in ("remind_every", "ack_timeout"):
+            v = getattr(self, name)
+            if v is not None and not TIMEOUT_MIN <= v <= TIMEOUT_MAX:
+                raise ValueError(f"{name}: between {TIMEOUT_MIN} s and 7 days, or off")
+        for i, step in enumerate(self.steps):
+            if step.remind_every is not None and not TIMEOUT_MIN <= step.remind_every <= TIMEOUT_MAX:
+                raise ValueError(f"steps[{i}].remind_every: between {TIMEOUT_MIN} s and 7 days")
+        return self
 
 
 def _one_or_many(v: Any) -> Any:

@@ -53,6 +53,7 @@ from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.quiet_hours import SchoolHours, defer, first_event, quiet_until
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
+from escalator.engine.decisions import redact_links
 from escalator.engine.engine import step_delivered
 from escalator.store.base import Incident, Notification, Store, Tx
 from escalator.store.thread import Runner, inline
@@ -724,11 +725,11 @@ class Delivery:
         ctx = RenderContext(inc, n, self.config, audience=getattr(channel, "audience", "person"),
                             occurred_local=self._local(event.get("occurred_at")), step=step,
                             templates=dict(ch.templates) if ch is not None else {}, event=event,
-                            reply_code=reply_code)
+                            reply_code=reply_code, now=self.clock.now())
         r = self.render(ctx)
         message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
                           r.ack_hint, inc.drill, values=template_vars(ctx))
-        return message, f"{r.title}\n{r.body}"
+        return message, redact_links(f"{r.title}\n{r.body}") or ""  # no live link kept
 
     def _local(self, when: str | None) -> str | None:
         if not when:

@@ -20,6 +20,7 @@ that could name or count other pupils, and they get their own templates
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import jinja2
@@ -27,6 +28,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from escalator.config.models import Config
 from escalator.delivery.reply_codes import hint as reply_hint
+from escalator.engine import decisions
+from escalator.engine.decisions import level_number
 from escalator.engine.targets import Target, resolve
 from escalator.labels import CATEGORY, KIND, ROLE, SEVERITY, SYMPTOM  # noqa: F401 (template values)
 from escalator.store.base import Incident, Notification
@@ -63,6 +66,9 @@ class RenderContext:
     reply_code: str | None = None
     """The recipient's reply code for this incident (:mod:`escalator.delivery.reply_codes`), or
     None when the message takes no reply by SMS or e-mail."""
+    now: datetime | None = None
+    """When the message is rendered (aware UTC; None: when its row was written) — a legal
+    deadline already passed then is said to be overdue, never near."""
 
     @property
     def language(self) -> str:
@@ -149,6 +155,8 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "class_id": inc.class_id, "grade": inc.grade, "place": None,
         "occurred": ctx.occurred_local, "step": None, "event_count": 1,
         "unresolved_targets": None, "unresolved_help": [], "needs_ack": False, "ack_url": None,
+        "decide": False, "reminder": False, "receipt": False, "next_level": None,
+        "deadline_overdue": None, "deadline_at_once": False,
         "recipient_name": ctx.notification.recipient_name, "audience": "guardian",
         "action": (g.message if g and g.message
                    else actions[pupil_whereabouts(inc.kind, ev)]),
@@ -166,6 +174,8 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         return guardian_vars(ctx)
     inc, n, lang, ev, config = ctx.incident, ctx.notification, ctx.language, ctx.event, ctx.config
     person = ctx.audience == "person"
+    steps = inc.policy["steps"]
+    mode = steps[ctx.step[0]]["mode"] if ctx.step and ctx.step[0] < len(steps) else None
     sep = "、" if lang == "zh" else ", "
     count = ev.get("affected_count") or ev.get("labels", {}).get("affected_count")
     reporter = ev.get("reported_by")
@@ -198,19 +208,56 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "grade": inc.grade,
         "place": inc.place,
         "occurred": ctx.occurred_local,
-        "step": {"number": ctx.step[0] + 1, "name": ctx.step[1]} if ctx.step else None,
+        "step": {"number": level_number(steps, ctx.step[0]), "name": ctx.step[1]}
+        if ctx.step else None,
         "event_count": inc.event_count,
         "unresolved_targets": unresolved,
         "unresolved_help": help_lines,
         "needs_ack": n.needs_ack,
-        "ack_url": ack_url(ctx) if n.needs_ack else None,
+        # a group (a chat robot) never gets a personal link: whoever opens it would act as
+        # the recipient
+        "ack_url": ack_url(ctx) if n.needs_ack and person else None,
+        "decide": bool(n.needs_ack and mode == "report"),
+        "reminder": n.purpose == "reminder",
+        "receipt": n.purpose == "receipt",
+        "next_level": _next_level(ctx, lang) if n.purpose == "receipt" else None,
         "recipient_name": n.recipient_name,
         "audience": ctx.audience,
         "deadline": _deadline_local(ctx),
+        "deadline_overdue": _overdue(ctx, lang),
+        "deadline_at_once": bool(inc.deadline_at
+                                 and (inc.deadline_at - inc.created_at).total_seconds() < 60),
         "deadline_escalation": n.purpose == "deadline",
         "reply_code": ctx.reply_code if n.needs_ack else None,
         "reply_hint": reply_hint(ctx.reply_code, lang) if n.needs_ack else None,
     }
+
+
+def _next_level(ctx: RenderContext, lang: str) -> dict[str, Any] | None:
+    """For a receipt to the person who filed the report: the level told next, ``{number,
+    names}``, or None."""
+    steps = ctx.incident.policy["steps"]
+    nxt = decisions.next_waiting(steps, ctx.step[0]) if ctx.step else None
+    if nxt is None:
+        return None
+    sep = "、" if lang == "zh" else ", "
+    return {"number": decisions.level_number(steps, nxt),
+            "names": sep.join(target_label(t, ctx.config, lang) for t in steps[nxt]["targets"])}
+
+
+def _overdue(ctx: RenderContext, lang: str) -> str | None:
+    """How long ago the legal reporting deadline passed when the message is rendered
+    (``6天2小时`` / ``6 d 2 h``; minutes under an hour), or None when it has not."""
+    at, now = ctx.incident.deadline_at, ctx.now or ctx.notification.created_at
+    if at is None or (now - at).total_seconds() < 60:  # seconds late are not "overdue"
+        return None
+    minutes = int((now - at).total_seconds() // 60)
+    d, h, m = minutes // 1440, minutes % 1440 // 60, minutes % 60
+    units = ("天", "小时", "分钟") if lang == "zh" else (" d", " h", " min")
+    parts = [f"{v}{u}" for v, u in zip((d, h, m), units, strict=True) if v]
+    if d:
+        parts = parts[:2] if h else parts[:1]
+    return ("" if lang == "zh" else " ").join(parts) or ("1分钟" if lang == "zh" else "1 min")
 
 
 def unresolved_help(inc: Incident, targets: list[str], config: Config, lang: str) -> list[str]:
@@ -274,7 +321,7 @@ def render_templates(ctx: RenderContext) -> Rendered:
         tpl = _env.from_string(source) if source else _env.get_template(name)
         out[part] = tpl.render(values).strip()
     hint = None
-    if ctx.notification.needs_ack:
+    if ctx.notification.needs_ack and not guardian:
         url = values["ack_url"]
         hint = url or f"escalator ack {ctx.incident.id}"
         tail = f"{hint}\n{values['reply_hint']}" if values.get("reply_hint") else None

@@ -98,7 +98,8 @@ def parse_reply(text: str) -> Reply | None:
     Full-width characters are folded (NFKC: "１Ａ" is "1a"); case, spaces and punctuation
     between the parts are ignored: "1a", "1 A", "１ａ。", "确认a", "3" are replies; "好的", "1a
     好的" are not. After ``2`` and its code the rest is the reason ("2a 已联系家长接回")."""
-    folded = unicodedata.normalize("NFKC", text or "").strip()
+    original = (text or "").strip()
+    folded = unicodedata.normalize("NFKC", original)
     m = _REPLY.match(folded)
     if m is None:
         return None
@@ -106,6 +107,10 @@ def parse_reply(text: str) -> Reply | None:
     rest = m.group("rest").strip()
     if rest and action != "handled":
         return None
+    if rest:  # the reason as written (full-width punctuation kept), not as folded
+        cut = next(k for k in range(len(original) + 1)
+                   if len(unicodedata.normalize("NFKC", original[:k])) >= m.start("rest"))
+        rest = original[cut:].strip()
     code = m.group("code").lower() if m.group("code") else None
     return Reply(action, code, rest[:500] or None)
 

@@ -10,12 +10,19 @@ reconcile-on-tick design). Step modes, per DESIGN.md "Escalation policy":
 - ``report`` (逐级上报): an acknowledgement confirms this level — its pending sends are cancelled,
   ``step_confirmed`` is logged and the next step fires at once. A timeout fires the next step and
   logs ``step_overdue``. The incident stays ``triggered`` until an ``escalate`` step or the last
-  step is acknowledged, or it is resolved.
+  step is acknowledged, or it is resolved. :meth:`Engine.decide` is the level's answer:
+  ``report`` (the confirmation above; a step ``on_report_only`` is reached only this way) or
+  ``handled`` here with a reason (the incident is resolved; :mod:`escalator.engine.decisions`).
 - ``inform`` (抄送): notify and go straight on; a reply from an informed person is logged as
   ``seen`` and changes nothing.
 
 A target that resolves to nobody is logged ``target_unresolved``, the duty officer is told, and
 when a step reaches nobody at all the walk goes on as if it had timed out.
+
+A walk that reaches the end of its chain (or a step ``on_report_only`` by a timeout) stops on
+the last level that waits, which is reminded every ``remind_every`` seconds until someone acts
+(``reminder`` in the timeline). An acknowledged incident of a policy with ``ack_timeout`` not
+resolved in that time is triggered again (``ack_timeout``) and walks from its first step.
 
 Rules (:mod:`escalator.engine.rules`): the school rules — heartbeat monitors, legal deadlines,
 symptom clusters, guardians, drills (docs/school-rules.md) — and a district's own plug in as
@@ -42,7 +49,7 @@ import structlog
 
 from escalator.clock import Clock
 from escalator.config.models import Config, ContactMethod, Policy
-from escalator.engine import grouping, inhibition, silences
+from escalator.engine import decisions, grouping, inhibition, silences
 from escalator.engine.routing import NO_POLICY, route
 from escalator.engine.rules import Rule, Skip, StoredEvent, UnknownPolicy
 from escalator.engine.screening import screen
@@ -101,10 +108,12 @@ class Submission:
 
 @dataclass(frozen=True)
 class ActionResult:
-    """What an acknowledge or resolve did: ``outcome`` is one of ``acknowledged``,
+    """What an acknowledge, decision or resolve did: ``outcome`` is one of ``acknowledged``,
     ``step_confirmed`` (a ``report`` level confirmed; next level told), ``seen`` (an ``inform``
-    recipient replied), ``resolved``, ``already_acknowledged``, ``already_resolved``,
-    ``step_confirmed_late`` (a report level confirmed after it was overdue)."""
+    recipient replied), ``resolved``, ``handled`` (handled here, no report needed: resolved),
+    ``already_acknowledged``, ``already_resolved``, ``step_confirmed_late`` (a report level
+    confirmed after it was overdue), ``level_closed`` (a link whose level has ended: nothing
+    changed), ``not_allowed`` (a decision from a link that only informs)."""
 
     incident_id: int
     outcome: str
@@ -321,6 +330,8 @@ class Engine:
                     if self.metrics is not None:
                         self.metrics.step_fired(inc.next_step_at, now)
                     self._advance(tx, inc, now)
+                elif inc is not None and inc.state == "acknowledged" and inc.policy.get("ack_timeout"):
+                    self._retrigger(tx, inc, now)
                 elif inc is not None:
                     tx.update_incident(incident_id, next_step_at=None)
             updated = grouping.send_updates(ops, tx, now, limit)
@@ -333,10 +344,15 @@ class Engine:
         return min(due, default=None)
 
     def _advance(self, tx: Tx, inc: Incident, now: datetime,
-                 opening: dict[str, Any] | None = None) -> None:
+                 opening: dict[str, Any] | None = None, *, reported: bool = False) -> None:
         """Close the current step (timed out) and fire the next ones until one must wait.
-        ``opening``: the body of the event opening the incident (not stored yet)."""
+        ``opening``: the body of the event opening the incident (not stored yet).
+        ``reported``: the current level decided to report (a step ``on_report_only`` fires);
+        without it a walk stopped on its level (``inc.reminders`` set) sends a reminder."""
         steps: list[dict[str, Any]] = inc.policy["steps"]
+        if inc.reminders is not None and not reported:
+            self._remind(tx, inc, now)
+            return
         current = tx.latest_step_run(inc.id) if inc.step_index >= 0 else None
         if current is not None and current.status == "open":
             overdue = current.mode == "report"
@@ -350,21 +366,67 @@ class Engine:
                     index, rnd = 0, rnd + 1
                     tx.add_timeline(inc.id, now, "repeat", None, {"round": rnd})
                 else:
-                    tx.update_incident(inc.id, step_index=len(steps) - 1, round=rnd,
-                                       next_step_at=None, updated_at=now)
-                    tx.add_timeline(inc.id, now, "escalation_exhausted", None, {"round": rnd})
+                    self._stop(tx, inc, index, rnd, now, "escalation_exhausted", answered=reported)
                     return
+            if not reported and index > 0 and decisions.gated(steps, index):
+                self._stop(tx, inc, index, rnd, now, "awaiting_decision")
+                return
             if self._fire_step(tx, inc, index, rnd, now, opening):
                 # the timeout counts from the first message delivered (step_delivered), waiting
                 # for it at most delivery.step_wait_cap
                 timeout = float(steps[index]["timeout"]) + self.config.delivery.step_wait_cap
                 tx.update_incident(inc.id, step_index=index, round=rnd, updated_at=now,
-                                   next_step_at=now + timedelta(seconds=timeout))
+                                   next_step_at=now + timedelta(seconds=timeout), reminders=None)
                 return
             index += 1
 
+    def _stop(self, tx: Tx, inc: Incident, index: int, rnd: int, now: datetime, why: str, *,
+              answered: bool = False) -> None:
+        """Stop the walk before step ``index`` (the chain's end, or a step ``on_report_only``):
+        it waits on the last level that waits, reminded every ``remind_every`` seconds (none
+        when off, when no level waits, or when that level has ``answered``: reported, with only
+        ``inform`` steps after it). Timeline ``why`` (``escalation_exhausted`` /
+        ``awaiting_decision``) with the 0-based ``level`` and ``remind_every``."""
+        steps = inc.policy["steps"]
+        level = None if answered else decisions.waiting_level(steps, index)
+        every = decisions.remind_interval(inc.policy, level)
+        tx.update_incident(inc.id, step_index=level if level is not None else len(steps) - 1,
+                           round=rnd, updated_at=now, reminders=0 if level is not None else None,
+                           next_step_at=now + timedelta(seconds=every) if every else None)
+        tx.add_timeline(inc.id, now, why, None, {"round": rnd, "level": level, "remind_every": every})
+
+    def _remind(self, tx: Tx, inc: Incident, now: datetime) -> None:
+        """Remind the level a stopped walk waits on: its step fires again (a new run, new
+        links, purpose ``reminder``); the run of the previous reminder is closed ``reminded``.
+        Timeline ``reminder`` with the count; the next one in ``remind_every`` seconds."""
+        current = tx.latest_step_run(inc.id)
+        if current is not None and current.status == "open":
+            tx.close_step_run(current.id, "reminded", now)
+        count = (inc.reminders or 0) + 1
+        tx.add_timeline(inc.id, now, "reminder", None,
+                        {"step": inc.step_index, "round": inc.round, "count": count})
+        self._fire_step(tx, inc, inc.step_index, inc.round, now, purpose="reminder")
+        every = decisions.remind_interval(inc.policy, inc.step_index)
+        tx.update_incident(inc.id, reminders=count, updated_at=now,
+                           next_step_at=now + timedelta(seconds=every) if every else None)
+
+    def _retrigger(self, tx: Tx, inc: Incident, now: datetime) -> None:
+        """An acknowledged incident unresolved after its policy's ``ack_timeout``: triggered
+        again (timeline ``ack_timeout``) and walked from its first step."""
+        tx.update_incident(inc.id, state="triggered", step_index=-1, round=0, reminders=None,
+                           next_step_at=now, updated_at=now)
+        tx.add_timeline(inc.id, now, "ack_timeout", None,
+                        {"acknowledged_by": inc.acknowledged_by,
+                         "acknowledged_at": inc.acknowledged_at.isoformat()
+                         if inc.acknowledged_at else None,
+                         "ack_timeout": inc.policy.get("ack_timeout")})
+        log.info("incident_retriggered", incident_id=inc.id)
+        again = tx.get_incident(inc.id)
+        assert again is not None
+        self._advance(tx, again, now)
+
     def _fire_step(self, tx: Tx, inc: Incident, index: int, rnd: int, now: datetime,
-                   opening: dict[str, Any] | None = None) -> bool:
+                   opening: dict[str, Any] | None = None, purpose: str = "step") -> bool:
         """Fire step ``index``: resolve targets and write notification rows. Returns True when
         the walk must wait for this step (escalate/report with someone told).
 
@@ -378,9 +440,10 @@ class Engine:
         mode = step["mode"]
         run_id = tx.insert_step_run(incident_id=inc.id, step_index=index, round=rnd, mode=mode,
                                     fired_at=now)
-        tx.add_timeline(inc.id, now, "step_fired", None,
-                        {"step": index, "round": rnd, "mode": mode, "name": step.get("name"),
-                         "targets": step["targets"]})
+        if purpose == "step":
+            tx.add_timeline(inc.id, now, "step_fired", None,
+                            {"step": index, "round": rnd, "mode": mode, "name": step.get("name"),
+                             "targets": step["targets"]})
         recipients: dict[tuple[str, str], Recipient] = {}
         unresolved: list[str] = []
         ops = self._ops(tx, now)
@@ -404,14 +467,34 @@ class Engine:
                 log.warning("target_unresolved", incident_id=inc.id, step=index, target=text)
             for r in found:
                 recipients.setdefault((r.kind, r.id), r)
-        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.can_acknowledge, now)
-                   for r in recipients.values())
+        # the person who filed the report, told at a report level, gets a receipt (who is next)
+        # instead of being asked to verify it; a level that is only them is confirmed by filing
+        reporter = self._reporter(tx, inc, opening) if mode == "report" and purpose == "step" else None
+        receipts = {key for key, r in recipients.items() if r.kind == "person" and r.id == reporter}
+        told = sum(self._notify(tx, inc, run_id, r, mode != "inform" and r.can_acknowledge
+                                and key not in receipts, now,
+                                purpose="receipt" if key in receipts else purpose)
+                   for key, r in recipients.items())
         if unresolved:
             self._tell_duty_officer(tx, inc, run_id, recipients, unresolved, now)
+        if receipts and told == len(receipts) and not unresolved:
+            tx.close_step_run(run_id, "confirmed", now)
+            tx.add_timeline(inc.id, now, "step_confirmed", reporter,
+                            {"step": index, "round": rnd, "via": "report", "cancelled": 0})
+            return False
         if mode == "inform" or told == 0:
             tx.close_step_run(run_id, "done" if mode == "inform" else "unresolved", now)
             return False
         return True
+
+    def _reporter(self, tx: Tx, inc: Incident, opening: Mapping[str, Any] | None) -> str | None:
+        """The person id who filed ``inc``'s first event (``reported_by``), or None."""
+        body = opening
+        if body is None and inc.first_event_id:
+            stored = tx.get_event(inc.first_event_id)
+            body = stored["body"] if stored else None
+        who = (body or {}).get("reported_by")
+        return who if isinstance(who, str) and self.config.person(who) is not None else None
 
     def _kept_out(self, ops: _Ops, inc: Incident, r: Recipient) -> Skip | None:
         """The first rule's reason to leave ``r`` out of ``inc``'s steps, or None."""
@@ -501,9 +584,35 @@ class Engine:
         """Acknowledge an incident, or, with ``token``, the step whose notification carried it.
 
         Without a token (CLI, API) the current step is acknowledged with its mode's meaning;
-        with a token from an ``inform`` step the reply is logged ``seen``. Pending sends covered
-        are cancelled in the same transaction. Raises :class:`NotFound`.
+        with a token from an ``inform`` step the reply is logged ``seen``; a token whose level
+        has ended (:func:`~escalator.engine.decisions.link_live`) changes nothing
+        (``level_closed``). Pending sends covered are cancelled in the same transaction. At a
+        ``report`` step this is :meth:`decide` ``report``. Raises :class:`NotFound`.
         """
+        return self.decide(incident_id, decision="report", actor=actor, via=via, token=token)
+
+    def decide(self, incident_id: int | None = None, *, decision: str,
+               reason: str | None = None, actor: str, via: str,
+               token: str | None = None) -> ActionResult:
+        """The decision of a level on an incident (or, with ``token``, on the level whose
+        notification carried it), in one transaction (docs/decisions.md):
+
+        - ``report``: :meth:`acknowledge` — at a ``report`` step the level is confirmed, its
+          pending sends cancelled and the next level (a step ``on_report_only`` too) told at
+          once; the last level's confirmation acknowledges the incident; at an ``escalate``
+          step the incident is acknowledged.
+        - ``handled`` (本级已处置，无需上报): ``reason`` required; the walk ends — the incident is
+          **resolved** by ``actor``, every pending send cancelled, the current run closed
+          ``handled``, timeline ``handled_here`` (``step``, ``round``, ``reason``, ``via``)
+          before ``resolved``; the rules' ``on_resolved`` run (a legal deadline not met is
+          recorded as resolved before report).
+
+        ``via``: ``link`` / ``api`` / ``cli`` / …, recorded. Returns an :class:`ActionResult`.
+        Raises :class:`NotFound` (no incident / unknown token) and
+        :class:`~escalator.engine.decisions.DecisionError` (a ``ValueError`` naming the field:
+        unknown decision, missing reason).
+        """
+        decision, reason = decisions.check(decision, reason)
         now = self.clock.now()
         with self._transaction() as tx:
             if token is not None:
@@ -519,8 +628,20 @@ class Engine:
             if inc.state != "triggered":
                 return ActionResult(inc.id, f"already_{inc.state}", inc.state)
             if run is not None and run.mode == "inform" and token is not None:
+                if decision == "handled":
+                    return ActionResult(inc.id, "not_allowed", inc.state)
                 tx.add_timeline(inc.id, now, "seen", actor, {"step": run.step_index, "via": via})
                 return ActionResult(inc.id, "seen", inc.state)
+            if token is not None and not decisions.link_live(inc, run):
+                return ActionResult(inc.id, "level_closed", inc.state)
+            if decision == "handled":
+                level = run if run is not None else None
+                tx.add_timeline(inc.id, now, "handled_here", actor,
+                                {"step": level.step_index if level else inc.step_index,
+                                 "round": level.round if level else inc.round,
+                                 "reason": reason, "via": via})
+                self._resolve(tx, inc, actor, now, via=via, run_status="handled")
+                return ActionResult(inc.id, "handled", "resolved")
             if run is not None and run.mode == "report":
                 return self._confirm_level(tx, inc, run, actor, via, now)
             self._acknowledge_incident(tx, inc, actor, now, via=via)
@@ -529,12 +650,20 @@ class Engine:
     def _confirm_level(self, tx: Tx, inc: Incident, run: StepRun, actor: str, via: str,
                        now: datetime) -> ActionResult:
         last = run.step_index == len(inc.policy["steps"]) - 1
+        current = (run.step_index, run.round) == (inc.step_index, inc.round)
         if run.status != "open":
             tx.add_timeline(inc.id, now, "step_confirmed_late", actor,
                             {"step": run.step_index, "round": run.round, "via": via})
-            if last:
+            if last and current:
                 self._acknowledge_incident(tx, inc, actor, now, via=via)
                 return ActionResult(inc.id, "acknowledged", "acknowledged")
+            if current and inc.reminders is not None:  # the walk waited on this level: go on
+                latest = tx.latest_step_run(inc.id)  # a reminder's run, answered by this
+                if latest is not None and latest.status == "open":
+                    tx.close_step_run(latest.id, "confirmed", now)
+                    tx.cancel_notifications(inc.id, latest.id, now)
+                self._advance(tx, inc, now, reported=True)
+                return ActionResult(inc.id, "step_confirmed", "triggered")
             return ActionResult(inc.id, "step_confirmed_late", inc.state)
         tx.close_step_run(run.id, "confirmed", now)
         cancelled = tx.cancel_notifications(inc.id, run.id, now)
@@ -544,14 +673,16 @@ class Engine:
         if last:
             self._acknowledge_incident(tx, inc, actor, now, via=via)
             return ActionResult(inc.id, "acknowledged", "acknowledged")
-        if run.step_index == inc.step_index and run.round == inc.round:
-            self._advance(tx, inc, now)  # the next level is told at once
+        if current:
+            self._advance(tx, inc, now, reported=True)  # the next level is told at once
         return ActionResult(inc.id, "step_confirmed", "triggered")
 
     def _acknowledge_incident(self, tx: Tx, inc: Incident, actor: str, now: datetime, *,
                               via: str) -> None:
         if inc.state == "triggered":
             self._stop_walk(tx, inc, "acknowledged", "confirmed", actor, now, via)
+            if wait := inc.policy.get("ack_timeout"):  # re-triggered if still open then
+                tx.update_incident(inc.id, next_step_at=now + timedelta(seconds=float(wait)))
 
     def _stop_walk(self, tx: Tx, inc: Incident, state: str, run_status: str, actor: str,
                    now: datetime, via: str) -> None:
@@ -563,7 +694,7 @@ class Engine:
             tx.close_step_run(run.id, run_status, now)
         cancelled = tx.cancel_notifications(inc.id, None, now)
         tx.update_incident(inc.id, state=state, **{f"{state}_at": now, f"{state}_by": actor},
-                           next_step_at=None, updated_at=now)
+                           next_step_at=None, reminders=None, updated_at=now)
         tx.add_timeline(inc.id, now, state, actor, {"via": via, "cancelled": cancelled})
         log.info(f"incident_{state}", incident_id=inc.id, actor=actor, via=via)
 
@@ -580,10 +711,11 @@ class Engine:
             self._resolve(tx, inc, actor, now, via=via)
             return ActionResult(inc.id, "resolved", "resolved")
 
-    def _resolve(self, tx: Tx, inc: Incident, actor: str, now: datetime, *, via: str) -> None:
+    def _resolve(self, tx: Tx, inc: Incident, actor: str, now: datetime, *, via: str,
+                 run_status: str = "done") -> None:
         if inc.state == "resolved":
             return
-        self._stop_walk(tx, inc, "resolved", "done", actor, now, via)
+        self._stop_walk(tx, inc, "resolved", run_status, actor, now, via)
         ops = self._ops(tx, now)
         for rule in self.rules:  # e.g. resolved before a legal deadline's level was told
             rule.on_resolved(ops, tx, inc, actor)
@@ -599,6 +731,7 @@ def step_delivered(tx: Tx, config: Config, step_run_id: int, at: datetime) -> No
         return
     inc = tx.get_incident(run.incident_id)
     if (inc is None or inc.state != "triggered" or inc.next_step_at is None
+            or inc.reminders is not None  # a reminder's run: the reminder timer stands
             or (inc.step_index, inc.round) != (run.step_index, run.round)):
         return
     timeout = timedelta(seconds=float(inc.policy["steps"][run.step_index]["timeout"]))

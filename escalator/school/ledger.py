@@ -35,6 +35,7 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from escalator.config.models import Config
+from escalator.engine.decisions import redact_links
 from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR, Category, Severity
 from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
 from escalator.store.base import Incident, Store
@@ -45,9 +46,10 @@ PURGED = "(purged)"
 NO_DEADLINE = "—"
 DEADLINE_STATUSES = ("met", "missed", "pending", "resolved_unreported")
 """The words of :func:`deadline_status` (each a ``deadlines_…`` figure of the monthly report)."""
-ACK_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late", "seen", "resolved")
+ACK_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late", "seen", "handled_here",
+             "resolved")
 """Timeline entries listed as acknowledgements (and resolves) in the ledger."""
-RESPONSE_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late")
+RESPONSE_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late", "handled_here")
 """Timeline entries that count as a person's response (time to acknowledge)."""
 TABLES = ("incidents", "notifications", "deliveries", "acknowledgements", "heartbeats")
 GUARDIAN = "guardian"
@@ -63,6 +65,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "purged": "（已按保存期限删除）",
         **STATE["zh"],
         "step_confirmed": "本级确认", "step_confirmed_late": "逾期后确认", "seen": "已阅",
+        "handled_here": "已处置，无需上报", "reminder": "提醒", "receipt": "回执",
         "pending_n": "待发送", "sending": "发送中", "delivered": "已送达", "failed": "失败",
         "cancelled": "已取消", "deduplicated": "重复未发", "failed_retryable": "失败（将重试）",
         "deferred": "推迟（免打扰时段）",
@@ -79,6 +82,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "purged": "(purged after the retention period)",
         **STATE["en"],
         "step_confirmed": "level confirmed", "step_confirmed_late": "confirmed late",
+        "handled_here": "handled here, no report needed", "reminder": "reminder",
+        "receipt": "receipt",
         "seen": "seen", "pending_n": "pending", "sending": "sending", "delivered": "delivered",
         "failed": "failed", "cancelled": "cancelled", "deduplicated": "deduplicated",
         "failed_retryable": "failed (retrying)", "failed_permanent": "failed (final)",
@@ -257,12 +262,15 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
             event = tx.get_event(inc.first_event_id) if inc.first_event_id else None
             occurred_at = occurred_cell(event["body"] if event else None, tz)
             status = _status(inc, now)
+            handled = (tx.first_timeline_entry(inc.id, ("handled_here",))
+                       if inc.state == "resolved" else None)
             tables["incidents"].rows.append([
                 inc.id, KIND[lang].get(inc.kind, inc.kind),
                 CATEGORY[lang].get(inc.category, inc.category),
                 SEVERITY[lang].get(inc.severity, inc.severity), inc.summary, inc.class_id,
                 inc.grade, inc.place, w["yes"] if inc.drill else w["no"], occurred_at,
-                _local(inc.created_at, tz), word(inc.state), inc.event_count,
+                _local(inc.created_at, tz), word("handled_here" if handled else inc.state),
+                inc.event_count,
                 _local(first.at, tz) if first else None, first.actor if first else None,
                 _local(inc.acknowledged_at, tz), inc.acknowledged_by,
                 _local(inc.resolved_at, tz), inc.resolved_by,
@@ -287,12 +295,15 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
                 d.id, d.notification_id, n.incident_id, purged(n.recipient_name),
                 n.channel, purged(mask_address(n.address)), _local(d.at, tz),
                 word(d.outcome), purged(d.detail),
-                purged(d.body),
+                purged(redact_links(d.body)),  # rows kept before links were redacted too
             ])
         for entry in tx.timeline_between(lo, hi, ACK_TYPES):
             step = entry.detail.get("step")
+            action = word(entry.type)
+            if entry.type == "handled_here" and entry.detail.get("reason"):
+                action += ("：" if lang == "zh" else ": ") + purged(entry.detail["reason"])
             tables["acknowledgements"].rows.append([
-                entry.incident_id, _local(entry.at, tz), word(entry.type), entry.actor or "",
+                entry.incident_id, _local(entry.at, tz), action, entry.actor or "",
                 entry.detail.get("via", ""), step + 1 if isinstance(step, int) else None,
             ])
         for day in tx.heartbeat_days_between(day_from, day_to):

@@ -92,11 +92,17 @@ class Incident:
     deadline_rule: str | None = None
     deadline_notify: list[str] | None = None
     """The rule's ``notify`` targets, snapshotted when the deadline was set."""
+    reminders: int | None = None
+    """None while the walk goes on; once it stops at the end of its chain or before a step
+    reached only by a decision to report (docs/decisions.md), how many reminders the waiting
+    level (``step_index``) has had since."""
 
 
 @dataclass
 class StepRun:
-    """One firing of a step. ``status``: ``open`` → ``confirmed`` | ``overdue`` | ``done``."""
+    """One firing of a step. ``status``: ``open`` → ``confirmed`` | ``overdue`` | ``timed_out``
+    | ``done`` | ``handled`` (handled at this level, no report needed) | ``reminded`` (a
+    reminder's run, answered by the next reminder)."""
 
     id: int
     incident_id: int

@@ -302,6 +302,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX roster_overrides_time ON roster_overrides(ends_at, starts_at);
     """,
+    # decisions at a level (docs/decisions.md): how many reminders the level an incident waits
+    #    on has had since its walk stopped (NULL while the walk goes on)
+    """
+    ALTER TABLE incidents ADD COLUMN reminders INTEGER;
+    """,
     # reply codes (docs/replies.md): the short code a recipient answers an incident with from
     # the phone ("回复 1a 确认"), mapped to the ack token of the notification that carried it
     """

@@ -4,9 +4,9 @@ the conversions of stored rows into them."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from escalator.engine.engine import IngestResult
 
@@ -52,6 +52,16 @@ class ActionOut(BaseModel):
     incident_id: int
     outcome: str
     state: str
+
+
+class DecisionIn(BaseModel):
+    """A level's decision (docs/decisions.md): ``report`` (上报上一级) or ``handled``
+    (本级已处置，无需上报) with a ``reason`` (required for ``handled``, at most 500 characters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["report", "handled"]
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class IncidentOut(BaseModel):

@@ -1,11 +1,13 @@
-"""Incidents for administrators: list, detail, acknowledge, resolve."""
+"""Incidents for administrators: list, detail, acknowledge, decide, resolve."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 
+from escalator.engine.decisions import DecisionError
 from escalator.engine.engine import NotFound
 from escalator.school import clusters
 from escalator.web.auth import ADMIN_ERRORS, Admin
@@ -13,6 +15,7 @@ from escalator.web.deps import CurrentDaemon, in_store, wake
 from escalator.web.errors import ApiError
 from escalator.web.models import (
     ActionOut,
+    DecisionIn,
     ErrorOut,
     IncidentDetail,
     IncidentOut,
@@ -75,6 +78,21 @@ async def acknowledge_incident(incident_id: IncidentId, who: Admin,
                                daemon: CurrentDaemon) -> ActionOut:
     """Acknowledge the incident's current step with its mode's meaning (docs/engine.md); the actor is the token's name."""
     return await _act(daemon, daemon.engine.acknowledge, incident_id, who.name)
+
+
+@router.post("/api/v1/incidents/{incident_id}/decision", response_model=ActionOut,
+             operation_id="decide_incident", summary="Decide at the current level",
+             responses={**_NOT_FOUND, 422: {"model": ErrorOut, "description": "bad decision"}})
+async def decide_incident(incident_id: IncidentId, body: DecisionIn, who: Admin,
+                          daemon: CurrentDaemon) -> ActionOut:
+    """The current level's decision (docs/decisions.md): ``report`` (上报上一级: the next level
+    is told at once) or ``handled`` (本级已处置，无需上报: needs ``reason``; the incident is
+    resolved). The actor is the token's name. 422 names the field at fault."""
+    try:
+        return await _act(daemon, functools.partial(daemon.engine.decide, decision=body.decision,
+                                                    reason=body.reason), incident_id, who.name)
+    except DecisionError as e:
+        raise ApiError(422, str(e), [{"field": e.field, "message": str(e)}]) from None
 
 
 @router.post("/api/v1/incidents/{incident_id}/resolve", response_model=ActionOut,
