@@ -126,9 +126,23 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"  API:    http://{settings.http_listen}/docs  (acknowledge links in messages work)\n"
               f"  stop:   Ctrl-C\n", file=sys.stderr, flush=True)
     daemon = Daemon(config, settings)
+    if args.command == "demo":
+        _print_demo_link(daemon)
     with asyncio.Runner(loop_factory=logs.loop_factory(settings.event_loop)) as runner:
         runner.run(daemon.run())
     return EXIT_OK
+
+
+def _print_demo_link(daemon: Any) -> None:
+    """The demo's console: a one-time sign-in link for its first administrator."""
+    from escalator.web.console.signin import issue_link
+
+    admin = next((p for p in daemon.config.people if p.access == "administrator"), None)
+    if admin is not None:
+        url = issue_link(daemon.store, daemon.config, daemon.settings, admin.id,
+                         daemon.clock.now())
+        print(f"  console: {url}\n           ({admin.name}; one-time link, valid 10 minutes; "
+              f"more: escalator login-link PERSON_ID --demo)\n", file=sys.stderr, flush=True)
 
 
 def _open_engine(args: argparse.Namespace):
@@ -215,6 +229,44 @@ def cmd_resolve(args: argparse.Namespace) -> int:
               f"{', '.join(inc.deadline_notify or [])}, due {due}) was never made and no "
               "deadline escalation will follow — report it yourself if the case stands "
               "(timeline: resolved_before_report).", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    from escalator.engine.engine import InvalidAction
+
+    engine = _open_engine(args)
+    try:
+        r = engine.add_note(args.id, text=args.text, actor=_actor(), via="cli")
+    except InvalidAction as e:
+        raise IntakeError([{"field": e.field, "message": e.message}]) from None
+    print(f"incident #{r.incident_id}: {r.outcome}")
+    return EXIT_OK
+
+
+def cmd_assign(args: argparse.Namespace) -> int:
+    from escalator.engine.engine import InvalidAction
+
+    engine = _open_engine(args)
+    try:
+        r = engine.assign(args.id, person_id=args.person_id, actor=_actor(), via="cli")
+    except InvalidAction as e:
+        raise IntakeError([{"field": e.field, "message": e.message}]) from None
+    print(f"incident #{r.incident_id}: {r.outcome} ({args.person_id})")
+    return EXIT_OK
+
+
+def cmd_login_link(args: argparse.Namespace) -> int:
+    from escalator.web.console.signin import issue_link
+
+    engine = _open_engine(args)
+    settings = _settings(args, engine.config)
+    try:
+        url = issue_link(engine.store, engine.config, settings, args.person_id,
+                         engine.clock.now())
+    except LookupError as e:
+        raise IntakeError([{"field": "PERSON_ID", "message": str(e)}]) from None
+    print(url)
     return EXIT_OK
 
 
@@ -628,6 +680,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", metavar="TEXT", help="why no report is needed (required for handled)")
     p = add("resolve", "resolve incident ID", cmd_resolve)
     p.add_argument("id", type=int, metavar="ID")
+    p = add("note", "write a note on incident ID (timeline and ledger)", cmd_note)
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("text", metavar="TEXT")
+    p = add("assign", "assign incident ID to PERSON_ID (a person of the config)", cmd_assign)
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("person_id", metavar="PERSON_ID")
+    p = add("login-link", "print a one-time sign-in link to the web console for PERSON_ID "
+            "(valid 10 minutes)", cmd_login_link)
+    p.add_argument("person_id", metavar="PERSON_ID")
     p = add("incidents", "list open incidents, or show one with its timeline", cmd_incidents)
     p.add_argument("id", type=int, nargs="?", metavar="ID")
     p.add_argument("--all", action="store_true", help="include resolved incidents")

@@ -222,3 +222,22 @@ def test_silence_add_list_expire_on_the_state_database(state, tmp_path):
     assert run("silence", "expire", sid, env=state).returncode == 3
     assert sid not in run("silence", "list", env=state).stdout
     assert sid in run("silence", "list", "--all", env=state).stdout
+
+
+def test_note_assign_and_login_link(state):
+    assert run("send", str(CASES / "events/fever_single.json"), env=state).returncode == 0
+    r = run("note", "1", "已电话联系家长，居家观察", env=state)
+    assert r.returncode == 0 and "noted" in r.stdout, r.stderr
+    r = run("assign", "1", "doc", env=state)
+    assert r.returncode == 0 and "assigned (doc)" in r.stdout, r.stderr
+    show = run("incidents", "1", env=state).stdout
+    assert "已电话联系家长" in show and "assigned" in show and "doc" in show
+    bad = run("assign", "1", "ghost", env=state)
+    assert bad.returncode == 1 and "person_id" in bad.stderr and "ghost" in bad.stderr
+    empty = run("note", "1", "  ", env=state)
+    assert empty.returncode == 1 and "text" in empty.stderr
+    assert run("note", "42", "x", env=state).returncode == 3
+    link = run("login-link", "doc", env=state)
+    assert link.returncode == 0, link.stderr
+    assert link.stdout.strip().startswith("http://127.0.0.1:8765/login/")
+    assert run("login-link", "ghost", env=state).returncode == 1

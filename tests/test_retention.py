@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -280,3 +280,18 @@ async def test_cluster_pupil_ids_and_timeline_subjects_are_purged(built, engine_
         [entry] = [t for t in tx.timeline(ids["old"]) if t.type == "cluster_opened"]
     assert entry.detail == {"count": 1, "members": [{"date": "x"}]}
     assert retention.purge(h.store, engine_config, h.clock.now()).changed == 0
+
+
+async def test_a_notes_text_is_purged_with_the_rest_and_the_ledger_says_so(built, engine_config):
+    h, ids = built
+    for key in ("old", "new"):
+        h.engine.add_note(ids[key], text=f"{OLD['name']}家长已接回", actor="doc", via="cli")
+    retention.purge(h.store, engine_config, h.clock.now())
+    with h.store.transaction() as tx:
+        [old] = [t for t in tx.timeline(ids["old"]) if t.type == "note"]
+        [new] = [t for t in tx.timeline(ids["new"]) if t.type == "note"]
+    assert old.detail == {"via": "cli"} and new.detail["text"] == f"{OLD['name']}家长已接回"
+    tables = {t.key: t for t in ledger.ledger_tables(h.store, engine_config, date(2026, 12, 15),
+                                                      date(2026, 12, 15), h.clock.now())}
+    notes = [row[-1] for row in tables["acknowledgements"].rows if row[2] == "备注"]
+    assert notes == ["（已按保存期限删除）", f"{OLD['name']}家长已接回"]

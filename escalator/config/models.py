@@ -196,6 +196,10 @@ class Person(_Model):
     classes: list[str] = Field(default_factory=list)
     grades: list[str] = Field(default_factory=list)
     contacts: list[ContactMethod] = Field(default_factory=list)
+    access: Literal["none", "viewer", "responder", "administrator"] = "responder"
+    """What the person may do in the web console (docs/console.md): ``viewer`` looks (no
+    pupils' names), ``responder`` also acts on incidents, ``administrator`` everything (the
+    settings page too); ``none`` cannot sign in."""
 
     @field_validator("grades", mode="before")
     @classmethod
@@ -678,6 +682,16 @@ class RetentionSection(_Model):
     personal_data_days: int = Field(default=180, ge=30, le=36500)
 
 
+class ConsoleSection(_Model):
+    """``console`` (docs/console.md): the web console served at ``/``. ``pupil_data_roles``:
+    the roles (besides a class's own teacher and console administrators) that see pupils'
+    personal data — PIPL Art. 31 (a child under 14: only those whose work needs it);
+    ``session_hours``: how long a sign-in lasts."""
+
+    pupil_data_roles: list[str] = Field(default_factory=lambda: ["school_doctor"])
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+
+
 def _switch(value: Any) -> Any:
     """``digest: off`` / ``false`` (YAML reads ``off`` as false) → disabled; ``on`` / ``true`` →
     enabled with the defaults; a mapping as it is."""
@@ -811,6 +825,8 @@ class Config(_Model):
     """Standing silences and maintenance windows (docs/silences.md)."""
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     """Inhibit rules (docs/silences.md "Inhibition")."""
+    console: ConsoleSection = Field(default_factory=ConsoleSection)
+    """The web console: who sees pupils' data, how long a sign-in lasts."""
     replies: RepliesConfig | None = None
     """Answering from the phone: reply codes, SMS webhooks, e-mail replies (docs/replies.md)."""
 

@@ -64,6 +64,18 @@ class NotFound(LookupError):
     """No incident (or acknowledge token) with that id."""
 
 
+class InvalidAction(ValueError):
+    """An action's input was refused: ``field`` names it (``text``, ``person_id``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+NOTE_MAX_CHARS = 2000
+"""The longest note (characters) :meth:`Engine.add_note` takes."""
+
+
 @dataclass(frozen=True)
 class IngestResult:
     """The intake answer for one event.
@@ -113,7 +125,8 @@ class ActionResult:
     recipient replied), ``resolved``, ``handled`` (handled here, no report needed: resolved),
     ``already_acknowledged``, ``already_resolved``, ``step_confirmed_late`` (a report level
     confirmed after it was overdue), ``level_closed`` (a link whose level has ended: nothing
-    changed), ``not_allowed`` (a decision from a link that only informs)."""
+    changed), ``not_allowed`` (a decision from a link that only informs); for a note or an assignment
+    ``noted``, ``assigned``, ``already_assigned``."""
 
     incident_id: int
     outcome: str
@@ -711,6 +724,49 @@ class Engine:
             self._resolve(tx, inc, actor, now, via=via)
             return ActionResult(inc.id, "resolved", "resolved")
 
+    def add_note(self, incident_id: int, *, text: str, actor: str, via: str) -> ActionResult:
+        """Write a note (``text``, 1..:data:`NOTE_MAX_CHARS` characters, stripped) to the
+        incident's timeline as ``note`` by ``actor``; the walk is not changed (outcome
+        ``noted``). Notes are allowed on resolved incidents too (an after-action remark).
+        Raises :class:`NotFound`, :class:`InvalidAction` (field ``text``)."""
+        body = (text or "").strip()
+        if not body:
+            raise InvalidAction("text", "a note needs some text")
+        if len(body) > NOTE_MAX_CHARS:
+            raise InvalidAction("text", f"longer than {NOTE_MAX_CHARS} characters")
+        now = self.clock.now()
+        with self._transaction() as tx:
+            inc = tx.get_incident(incident_id)
+            if inc is None:
+                raise NotFound(f"no incident {incident_id}")
+            tx.add_timeline(inc.id, now, "note", actor, {"text": body, "via": via})
+        log.info("incident_noted", incident_id=incident_id, actor=actor, via=via)
+        return ActionResult(inc.id, "noted", inc.state)
+
+    def assign(self, incident_id: int, *, person_id: str, actor: str, via: str) -> ActionResult:
+        """Assign the incident to ``person_id`` (a person of the running config): timeline
+        ``assigned`` with the person's id and name, by ``actor`` (outcome ``assigned``, or
+        ``already_assigned`` when the latest assignment names the same person). Assigning
+        tells nobody and does not change the walk. Raises :class:`NotFound`,
+        :class:`InvalidAction` (field ``person_id``: not a person of the config)."""
+        person = self.config.person(person_id)
+        if person is None:
+            raise InvalidAction("person_id", f"no person {person_id!r} in the config")
+        now = self.clock.now()
+        with self._transaction() as tx:
+            inc = tx.get_incident(incident_id)
+            if inc is None:
+                raise NotFound(f"no incident {incident_id}")
+            latest = assignee(tx.timeline(inc.id))
+            if latest == person.id:
+                return ActionResult(inc.id, "already_assigned", inc.state)
+            tx.add_timeline(inc.id, now, "assigned", actor,
+                            {"person_id": person.id, "name": person.name, "via": via,
+                             **({"previous": latest} if latest else {})})
+        log.info("incident_assigned", incident_id=incident_id, actor=actor, via=via,
+                 person_id=person.id)
+        return ActionResult(inc.id, "assigned", inc.state)
+
     def _resolve(self, tx: Tx, inc: Incident, actor: str, now: datetime, *, via: str,
                  run_status: str = "done") -> None:
         if inc.state == "resolved":
@@ -719,6 +775,15 @@ class Engine:
         ops = self._ops(tx, now)
         for rule in self.rules:  # e.g. resolved before a legal deadline's level was told
             rule.on_resolved(ops, tx, inc, actor)
+
+
+def assignee(timeline: Sequence[Any]) -> str | None:
+    """The person id of the latest ``assigned`` entry of an incident's ``timeline`` (its
+    :class:`~escalator.store.base.TimelineEntry` list, oldest first), or None."""
+    for entry in reversed(timeline):
+        if entry.type == "assigned":
+            return str(entry.detail.get("person_id"))
+    return None
 
 
 def step_delivered(tx: Tx, config: Config, step_run_id: int, at: datetime) -> None:

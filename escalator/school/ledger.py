@@ -47,8 +47,9 @@ NO_DEADLINE = "—"
 DEADLINE_STATUSES = ("met", "missed", "pending", "resolved_unreported")
 """The words of :func:`deadline_status` (each a ``deadlines_…`` figure of the monthly report)."""
 ACK_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late", "seen", "handled_here",
-             "resolved")
-"""Timeline entries listed as acknowledgements (and resolves) in the ledger."""
+             "resolved", "note", "assigned")
+"""Timeline entries listed as acknowledgements (and resolves, decisions, notes and assignments:
+issue 16 point 8) in the ledger; a note's text and the assignee are in the last column."""
 RESPONSE_TYPES = ("acknowledged", "step_confirmed", "step_confirmed_late", "handled_here")
 """Timeline entries that count as a person's response (time to acknowledge)."""
 TABLES = ("incidents", "notifications", "deliveries", "acknowledgements", "heartbeats")
@@ -73,6 +74,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "step": "逐级通知", "target_unresolved": "目标无人（转值班）",
         "escalate": "升级", "report": "逐级上报", "inform": "抄送",
         "person": "人员", "unit": "单位", "guardian": "监护人",
+        "note": "备注", "assigned": "指派",
     },
     "en": {
         "incidents": "Incidents", "notifications": "Notifications", "deliveries": "Deliveries",
@@ -91,6 +93,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "step": "step", "target_unresolved": "target unresolved (duty officer)",
         "escalate": "escalate", "report": "report", "inform": "inform",
         "person": "person", "unit": "unit", "guardian": "guardian",
+        "note": "note", "assigned": "assigned",
     },
 }
 
@@ -106,7 +109,7 @@ _HEADINGS: dict[str, dict[str, list[str]]] = {
                           "通知时间@", "首次发送时间@", "最后错误"],
         "deliveries": ["记录编号", "通知编号", "事件编号", "接收人", "渠道", "地址（已遮盖）",
                        "发送时间@", "结果", "说明", "发送内容"],
-        "acknowledgements": ["事件编号", "时间@", "操作", "操作人", "途径", "步骤"],
+        "acknowledgements": ["事件编号", "时间@", "操作", "操作人", "途径", "步骤", "说明"],
         "heartbeats": ["监测项", "日期", "收到时间@", "漏报事件编号"],
     },
     "en": {
@@ -121,7 +124,7 @@ _HEADINGS: dict[str, dict[str, list[str]]] = {
                           "last error"],
         "deliveries": ["record", "notification", "incident", "recipient", "channel",
                        "address (masked)", "at@", "outcome", "detail", "text sent"],
-        "acknowledgements": ["incident", "at@", "action", "by", "via", "step"],
+        "acknowledgements": ["incident", "at@", "action", "by", "via", "step", "detail"],
         "heartbeats": ["monitor", "date", "received@", "missed incident"],
     },
 }
@@ -305,6 +308,7 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
             tables["acknowledgements"].rows.append([
                 entry.incident_id, _local(entry.at, tz), action, entry.actor or "",
                 entry.detail.get("via", ""), step + 1 if isinstance(step, int) else None,
+                purged(_action_detail(entry.type, entry.detail, config)),
             ])
         for day in tx.heartbeat_days_between(day_from, day_to):
             name = config.heartbeats[day.monitor].name if day.monitor in config.heartbeats else None
@@ -313,6 +317,17 @@ def ledger_tables(store: Store, config: Config, day_from: date, day_to: date,
                 day.missed_incident_id,
             ])
     return [tables[k] for k in TABLES]
+
+
+def _action_detail(type_: str, detail: dict[str, Any], config: Config) -> str:
+    """The ledger's words for what an action said: a note's text, the assignee (name and id)."""
+    if type_ == "note":  # a purged note has lost its text (escalator/school/retention.py)
+        return str(detail.get("text", PURGED))
+    if type_ == "assigned":
+        pid = str(detail.get("person_id", ""))
+        person = config.person(pid)
+        return f"{person.name if person else detail.get('name', '')} ({pid})"
+    return ""
 
 
 def write_csv(table: Table, out: IO[str]) -> None:

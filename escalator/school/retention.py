@@ -49,8 +49,10 @@ log = structlog.get_logger("escalator.school.retention")
 
 PERSONAL_BODY_FIELDS = ("subject", "details", "reported_by")
 """Keys removed from a stored event body."""
-PERSONAL_DETAIL_KEYS = frozenset({"subject", "subject_id", "subject_ids", "subjects", "reason"})
-"""Keys removed from the timeline details of an old incident."""
+PERSONAL_DETAIL_KEYS = frozenset({"subject", "subject_id", "subject_ids", "subjects", "reason",
+                                  "text"})
+"""Keys removed from the timeline details of an old incident (``reason``: a decision's,
+``text``: a note's free text — either may name a pupil)."""
 _SUBJECT_KEY = re.compile(r"subject:(?!-/)[^/]*(?:/[^/]*)*?(?=/\d{4}-\d{2}-\d{2}$)")
 
 

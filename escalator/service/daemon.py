@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from datetime import datetime
 from typing import Any
 
 import pluggy
@@ -159,6 +160,9 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.last_loop_at = self.clock.now()
         self.last_error: str | None = None
+        self.last_reload: tuple[datetime, bool, str] | None = None
+        """The last SIGHUP reload: when (UTC), whether the new config is in use, what happened
+        (the console's settings page)."""
         self.http_port: int | None = None
         self._wakes = (asyncio.Event(), asyncio.Event())  # the timer lane's, the delivery lane's
         self.group_commit = GroupCommit(self.engine, on_commit=self.wake, db=self.db,
@@ -231,6 +235,7 @@ class Daemon:
             self.last_error = f"config reload failed ({len(errors)} errors); running config kept"
             log.error("config_reload_failed", path=str(path), problems=errors)
             self._tell_administrators(len(errors))
+            self.last_reload = (self.clock.now(), False, "; ".join(errors))
             self.notifier.ready(self._status_text())
             return False
         config.daemon.public_base_url = config.daemon.public_base_url or self.settings.public_base_url
@@ -241,6 +246,7 @@ class Daemon:
         self.delivery.reload(config, channels)
         self._closing = asyncio.get_running_loop().create_task(aclose_all(replaced.values()))
         log.info("config_reloaded", path=str(path))
+        self.last_reload = (self.clock.now(), True, f"{len(config.warnings)} warnings")
         self.notifier.ready(self._status_text())
         return True
 

@@ -645,6 +645,69 @@ class QuietTx(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A signed-in web console session (docs/console.md): the ``person_id`` (a config person),
+    the form token ``csrf`` of its pages, when it began and when it ends (aware UTC). The store
+    keeps only a digest of the session's cookie value."""
+
+    person_id: str
+    csrf: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ChannelHealth:
+    """One channel id's deliveries since a time: the last delivered one, failed attempts and
+    the last failure with its detail (the console's settings page)."""
+
+    channel: str
+    last_delivered_at: datetime | None
+    failures: int
+    last_failure_at: datetime | None
+    last_error: str | None
+
+
+class ConsoleTx(Protocol):
+    """The web console's rows (:mod:`escalator.web.console`): one-time sign-in links and
+    sessions, each stored as a digest of its secret (never the secret itself), and the reads
+    of its pages."""
+
+    def add_login_token(self, digest: str, person_id: str, created_at: datetime,
+                        expires_at: datetime) -> None:
+        """Store a sign-in link's token digest for ``person_id``, valid until ``expires_at``;
+        expired tokens are dropped."""
+        ...
+
+    def take_login_token(self, digest: str, now: datetime) -> str | None:
+        """Use a sign-in token once: the person id when ``digest`` is stored, unused and not
+        expired at ``now`` (it is then marked used), else None."""
+        ...
+
+    def add_session(self, digest: str, session: ConsoleSession) -> None:
+        """Store a session under its cookie's digest; expired sessions are dropped."""
+        ...
+
+    def get_session(self, digest: str, now: datetime) -> ConsoleSession | None:
+        """The session with cookie digest ``digest`` unless it has ended at ``now``, or None."""
+        ...
+
+    def end_session(self, digest: str) -> bool:
+        """Sign a session out; whether there was one."""
+        ...
+
+    def absence_by_class(self, day: date) -> dict[str, int]:
+        """Pupils counted as cases (``case_facts`` scopes ``class:…``, drills left out) on
+        school-local ``day``, per class id: distinct pupils."""
+        ...
+
+    def channel_health(self, since: datetime) -> list[ChannelHealth]:
+        """Per channel id with delivery attempts at or after ``since``: see
+        :class:`ChannelHealth`; sorted by channel id."""
+        ...
+
+
 @dataclass
 class ReplyCode:
     """A reply code (docs/replies.md): ``code`` (``a``, ``b``, … ``aa``) lets recipient
@@ -678,7 +741,7 @@ class ReplyTx(Protocol):
         ...
 
 
-class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ReplyTx, Protocol):
+class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx, Protocol):
     """Every operation inside one transaction: what ``store.transaction()`` yields."""
 
 

@@ -29,6 +29,7 @@ from escalator.store.base import (
     StoreUnavailable,
     TimelineEntry,
 )
+from escalator.store.sqlite_console import SQLiteConsole
 from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
 from escalator.store.sqlite_quiet import MIGRATION as QUIET_MIGRATION
 from escalator.store.sqlite_quiet import SQLiteQuiet
@@ -307,6 +308,24 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE incidents ADD COLUMN reminders INTEGER;
     """,
+    # the web console (docs/console.md): one-time sign-in links and sessions, each by a
+    #    SHA-256 digest of its secret (a copy of the database signs nobody in)
+    """
+    CREATE TABLE console_login_tokens (
+        digest TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT
+    );
+    CREATE TABLE console_sessions (
+        digest TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
     # reply codes (docs/replies.md): the short code a recipient answers an incident with from
     # the phone ("回复 1a 确认"), mapped to the ack token of the notification that carried it
     """
@@ -326,7 +345,8 @@ MIGRATIONS: list[str] = [
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQLiteReplies):
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQLiteConsole,
+               SQLiteReplies):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
     early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`,

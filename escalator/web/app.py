@@ -3,9 +3,11 @@ error handlers, the body-size cap, the metrics wiring and the OpenAPI components
 module that knows every router.
 
 Credentials (:mod:`escalator.web.auth`): bearer tokens for ``/api/v1/…``; the PagerDuty intake
-authenticates by its ``routing_key``, acknowledge pages by their link token, SMS reply webhooks
-(``/replies/…``) by a signature or a secret in the path. ``/healthz``, ``/metrics``,
-``/ack/…``, ``/replies/…``, ``/docs`` and ``/openapi.json`` need no bearer token.
+authenticates by its ``routing_key``, acknowledge pages by their link token, SMS reply
+webhooks (``/replies/…``) by a signature or a secret in the path. ``/healthz``, ``/metrics``,
+``/ack/…``, ``/replies/…``, ``/docs`` and ``/openapi.json`` need no bearer token. The web console
+(``/``, :mod:`escalator.web.routers.console`) signs people in with its own sessions; its
+assets are under ``/static``, Swagger UI's under ``/docs/assets`` (nothing from a CDN).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
 
 from escalator import __version__
 from escalator.events import Event
@@ -23,7 +26,18 @@ from escalator.web import errors
 from escalator.web.auth import Keyring
 from escalator.web.limits import BodyLimit
 from escalator.web.openapi import add_components
-from escalator.web.routers import ack, compat, events, incidents, ops, replies, roster, silences
+from escalator.web.routers import (
+    ack,
+    compat,
+    console,
+    docs,
+    events,
+    incidents,
+    ops,
+    replies,
+    roster,
+    silences,
+)
 
 
 def create_app(daemon: Any) -> FastAPI:
@@ -40,7 +54,7 @@ def create_app(daemon: Any) -> FastAPI:
         title="escalator", version=__version__,
         description="School joint prevention and control (学校联防联控): notification and "
                     "escalation daemon. See docs/api.md.",
-        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+        docs_url=None, redoc_url=None, openapi_url="/openapi.json",
     )
     app.state.daemon = daemon
     app.state.keyring = keyring
@@ -50,5 +64,8 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
     for module in (events, incidents, ack, compat, ops, silences, roster, replies):
         app.include_router(module.router)
+    docs.install(app)
+    console.install(app)
+    app.mount("/static", StaticFiles(packages=[("escalator.web", "static")]), name="static")
     add_components(app, Event, PdEvent, AmWebhook)
     return app

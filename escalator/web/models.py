@@ -64,6 +64,21 @@ class DecisionIn(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
+class NoteIn(BaseModel):
+    """A note on an incident: ``text`` (1–2000 characters, school words; shown in the timeline
+    and the ledger)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class AssignIn(BaseModel):
+    """Assign an incident to ``person_id`` (an id under ``people`` in the config)."""
+
+    model_config = ConfigDict(extra="forbid")
+    person_id: str = Field(min_length=1, max_length=100)
+
+
 class IncidentOut(BaseModel):
     """An incident. ``step``: the 1-based step last fired (0 before the first) of ``steps``."""
 

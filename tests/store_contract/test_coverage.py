@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from escalator.store.base import (
+    ConsoleTx,
     CoreTx,
     QuietTx,
     ReplyTx,
@@ -25,7 +26,7 @@ def _methods(protocol: type) -> set[str]:
 
 
 def test_tx_is_the_sum_of_its_parts():
-    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ReplyTx)
+    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx)
     assert _methods(Tx) == set().union(*map(_methods, parts))
     assert all(not (_methods(a) & _methods(b)) for a in parts for b in parts if a is not b)
 

@@ -8,17 +8,19 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 
 from escalator.engine.decisions import DecisionError
-from escalator.engine.engine import NotFound
+from escalator.engine.engine import InvalidAction, NotFound
 from escalator.school import clusters
 from escalator.web.auth import ADMIN_ERRORS, Admin
 from escalator.web.deps import CurrentDaemon, in_store, wake
 from escalator.web.errors import ApiError
 from escalator.web.models import (
     ActionOut,
+    AssignIn,
     DecisionIn,
     ErrorOut,
     IncidentDetail,
     IncidentOut,
+    NoteIn,
     NotificationOut,
     incident_out,
 )
@@ -102,10 +104,33 @@ async def resolve_incident(incident_id: IncidentId, who: Admin, daemon: CurrentD
     return await _act(daemon, daemon.engine.resolve, incident_id, who.name)
 
 
-async def _act(daemon: Any, action: Any, incident_id: int, actor: str) -> ActionOut:
+_REFUSED = {**_NOT_FOUND, 422: {"model": ErrorOut, "description": "invalid body; errors name the field"}}
+
+
+@router.post("/api/v1/incidents/{incident_id}/notes", response_model=ActionOut,
+             operation_id="add_note", summary="Add a note", responses=_REFUSED)
+async def add_note(incident_id: IncidentId, body: NoteIn, who: Admin,
+                   daemon: CurrentDaemon) -> ActionOut:
+    """Write a note to the incident's timeline (and the ledger); changes nothing else."""
+    return await _act(daemon, daemon.engine.add_note, incident_id, who.name, text=body.text)
+
+
+@router.post("/api/v1/incidents/{incident_id}/assign", response_model=ActionOut,
+             operation_id="assign_incident", summary="Assign incident", responses=_REFUSED)
+async def assign_incident(incident_id: IncidentId, body: AssignIn, who: Admin,
+                          daemon: CurrentDaemon) -> ActionOut:
+    """Assign the incident to a person of the config (timeline and ledger); tells nobody.
+    422 naming ``person_id`` for someone not in the config."""
+    return await _act(daemon, daemon.engine.assign, incident_id, who.name,
+                      person_id=body.person_id)
+
+
+async def _act(daemon: Any, action: Any, incident_id: int, actor: str, **kwargs: Any) -> ActionOut:
     try:
-        r = await in_store(daemon, action, incident_id, actor=actor, via="api")
+        r = await in_store(daemon, action, incident_id, actor=actor, via="api", **kwargs)
     except NotFound:
         raise ApiError(404, f"no incident {incident_id}") from None
+    except InvalidAction as e:
+        raise ApiError(422, "action refused", [{"field": e.field, "message": e.message}]) from None
     wake(daemon)
     return ActionOut(incident_id=r.incident_id, outcome=r.outcome, state=r.state)
