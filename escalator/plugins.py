@@ -31,6 +31,8 @@ BUILTIN_PLUGINS = (
     "escalator_plugins.smstools",
     "escalator_plugins.aliyun_sms",
     "escalator_plugins.tencent_sms",
+    "escalator_plugins.aliyun_voice",
+    "escalator_plugins.tencent_voice",
     "escalator.school.plugin",
 )
 """Built-in plugin modules, registered exactly like third-party ones."""

@@ -78,6 +78,7 @@ class AliyunSmsChannel(ChannelBase):
 
     type_name: ClassVar[str] = "aliyun_sms"
     audience: ClassVar[str] = "person"
+    takes_replies: ClassVar[bool] = True
     options_model: ClassVar[type[ChannelOptions]] = AliyunSmsOptions
     secret_options: ClassVar[frozenset[str]] = frozenset({"access_key_id", "access_key_secret"})
     max_body_chars: ClassVar[int | None] = None

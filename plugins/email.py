@@ -145,6 +145,7 @@ class EmailChannel(ChannelBase):
 
     type_name: ClassVar[str] = "email"
     audience: ClassVar[str] = "person"
+    takes_replies: ClassVar[bool] = True
     options_model: ClassVar[type[ChannelOptions]] = EmailOptions
     secret_options: ClassVar[frozenset[str]] = frozenset({"password"})
     max_body_chars: ClassVar[int | None] = None

@@ -172,6 +172,7 @@ class SmsHttpChannel(ChannelBase):
 
     type_name: ClassVar[str] = "sms_http"
     audience: ClassVar[str] = "person"
+    takes_replies: ClassVar[bool] = True
     options_model: ClassVar[type[ChannelOptions]] = SmsHttpOptions
     secret_options: ClassVar[frozenset[str]] = frozenset({"headers", "token", "query"})
     max_body_chars: ClassVar[int | None] = None

@@ -88,6 +88,7 @@ class SmsToolsChannel(ChannelBase):
 
     type_name: ClassVar[str] = "smstools"
     audience: ClassVar[str] = "person"
+    takes_replies: ClassVar[bool] = True
     options_model: ClassVar[type[ChannelOptions]] = SmsToolsOptions
     secret_options: ClassVar[frozenset[str]] = frozenset()
     max_body_chars: ClassVar[int | None] = None

@@ -75,6 +75,7 @@ class TencentSmsChannel(ChannelBase):
 
     type_name: ClassVar[str] = "tencent_sms"
     audience: ClassVar[str] = "person"
+    takes_replies: ClassVar[bool] = True
     options_model: ClassVar[type[ChannelOptions]] = TencentSmsOptions
     secret_options: ClassVar[frozenset[str]] = frozenset({"secret_id", "secret_key"})
     max_body_chars: ClassVar[int | None] = None

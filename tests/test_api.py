@@ -696,7 +696,7 @@ def test_every_route_and_dependency_runs_in_the_loop_thread(tmp_path, env):
 
     from fastapi.routing import APIRoute
 
-    from escalator.web.routers import ack, compat, events, incidents, ops, roster, silences
+    from escalator.web.routers import ack, compat, events, incidents, ops, replies, roster, silences
 
     config = load_config(write_config(tmp_path))
     daemon = Daemon(config, Settings(state_dir=tmp_path / "state"), clock=FakeClock())
@@ -710,7 +710,7 @@ def test_every_route_and_dependency_runs_in_the_loop_thread(tmp_path, env):
             yield dep.call
             yield from calls(dep)
 
-    routes = [r for m in (ack, compat, events, incidents, ops, roster, silences)
+    routes = [r for m in (ack, compat, events, incidents, ops, roster, silences, replies)
               for r in m.router.routes]
     assert {r.path for r in routes if isinstance(r, APIRoute)} == set(app.openapi()["paths"])
     for route in routes:

@@ -158,6 +158,14 @@ CASES = {
         ("warning", "silences[1].ends_at", 28, "is over"),
         ("warning", "inhibit_rules[0]", 30, "no 'equal'"),
     ],
+    # Replies: answer channels configured, webhook secrets readable (docs/replies.md).
+    "reply_answer_channel": [
+        ("warning", "replies.webhooks.aliyun.secret_env", 21, "TEST_ESCALATOR_NO_SUCH_VARIABLE"),
+        ("warning", "replies.webhooks.gateway.secret_file", 25, "cannot read"),
+        ("error", "replies.webhooks.gateway.answer_channel", 26, "unknown channel 'aliyun_sms'"),
+        ("error", "replies.email.answer_channel", 29, "unknown channel 'mail'"),
+        ("warning", "replies.email.imap.password_file", 33, "cannot read"),
+    ],
     "unknown_field": [
         ("error", "policies.main.steps[0].timout", 17, "unknown field (did you mean 'timeout'?)"),
     ],

@@ -656,6 +656,37 @@ def check_quiet_hours(config: Config) -> Iterator[Finding]:
             yield _error(("quiet_hours", "channels", i), f"unknown channel {cid!r}")
 
 
+def check_replies(config: Config) -> Iterator[Finding]:
+    """Replies (docs/replies.md): an ``answer_channel`` is a configured channel (error); a
+    webhook's secret and the IMAP password can be read here (warning, as for channel secrets;
+    never shown)."""
+    from escalator.config.load import resolve_secrets
+
+    replies = config.replies
+    if replies is None:
+        return
+    for name, hook in replies.webhooks.items():
+        if hook.answer_channel is not None and hook.answer_channel not in config.channels:
+            yield _error(("replies", "webhooks", name, "answer_channel"),
+                         f"unknown channel {hook.answer_channel!r}")
+        options = hook.model_dump(include={"secret_env", "secret_file"}, exclude_none=True)
+        try:
+            resolve_secrets(options, config.base_dir)
+        except ValueError as e:
+            yield _warning(("replies", "webhooks", name, next(iter(options))),
+                           f"{e}: this webhook answers 404 without it")
+    mail = replies.email
+    if mail is not None and mail.answer_channel is not None and mail.answer_channel not in config.channels:
+        yield _error(("replies", "email", "answer_channel"), f"unknown channel {mail.answer_channel!r}")
+    if mail is not None and mail.imap is not None:
+        options = mail.imap.model_dump(include={"password_env", "password_file"}, exclude_none=True)
+        try:
+            resolve_secrets(options, config.base_dir)
+        except ValueError as e:
+            yield _warning(("replies", "email", "imap", next(iter(options))),
+                           f"{e}: the mailbox cannot be read without it")
+
+
 CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_step_targets,
     check_person_roles,
@@ -683,6 +714,7 @@ CHECKS: list[Callable[[Config], Iterator[Finding]]] = [
     check_rosters,
     check_quiet_hours,
     check_contact_addresses,
+    check_replies,
 ]
 """Every rule, in the order its findings are listed."""
 

@@ -30,6 +30,7 @@ from pydantic import (
 from escalator.config import early_warning_defaults, school_defaults
 from escalator.config.duty import QuietHoursConfig, RostersConfig
 from escalator.config.quieting import InhibitRule, SilenceConfig, check_group_summary
+from escalator.config.replies import RepliesConfig
 from escalator.events import Category, Kind, Severity, Symptom
 
 TIMEOUT_MIN = 5
@@ -826,6 +827,8 @@ class Config(_Model):
     """Inhibit rules (docs/silences.md "Inhibition")."""
     console: ConsoleSection = Field(default_factory=ConsoleSection)
     """The web console: who sees pupils' data, how long a sign-in lasts."""
+    replies: RepliesConfig | None = None
+    """Answering from the phone: reply codes, SMS webhooks, e-mail replies (docs/replies.md)."""
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

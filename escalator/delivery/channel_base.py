@@ -33,7 +33,8 @@ class ChannelBase:
     Class attributes a subclass sets: ``type_name``, ``audience`` (``"person"`` or
     ``"group"``), ``options_model`` (a :class:`ChannelOptions` subclass), ``secret_options``
     (option names whose values are secrets), ``max_body_chars`` or ``max_body_bytes`` (``None``
-    when the service documents no limit), ``rate_limits`` (documented service limits). A
+    when the service documents no limit), ``rate_limits`` (documented service limits),
+    ``takes_replies`` (a person can answer by SMS or e-mail: docs/replies.md). A
     channel that holds messages back for its service's limits sets ``self.limiter`` (e.g.
     :func:`~escalator.delivery.ratelimit.shared_limiter`) and asks :meth:`held_back` first.
 
@@ -50,6 +51,9 @@ class ChannelBase:
     max_body_chars: ClassVar[int | None] = None
     max_body_bytes: ClassVar[int | None] = None
     rate_limits: ClassVar[tuple[RateLimit, ...]] = ()
+    takes_replies: ClassVar[bool] = False
+    """The recipient can answer a message of this channel (SMS, e-mail): its messages that ask
+    for an answer carry a reply code (docs/replies.md). Never for a ``group`` audience."""
     limiter: RateLimiter | None = None
     """The channel's own limiter (:meth:`held_back`); ``None``: it holds nothing back."""
 

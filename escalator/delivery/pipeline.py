@@ -21,7 +21,9 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
 3. **throttle** (:class:`Throttle`) — per channel (the channel class's ``rate_limits``) and per
    address (:data:`ADDRESS_LIMITS`; not for ``critical``); over a limit the row waits (its ``due_at`` moves), without
    counting an attempt or using up the retry deadline;
-4. **render** (``Delivery.render``) and **send** (:func:`send`);
+4. **render** (``Delivery.render``) and **send** (:func:`send`) — a message asking for an
+   answer through a channel that takes replies gets the recipient's reply code first
+   (:mod:`escalator.delivery.reply_codes`, docs/replies.md);
 5. **retry** (:func:`plan_next`) — the only place that retries: exponential backoff with jitter,
    due times stored as rows, until :data:`RETRY_DEADLINE`; then, or on a permanent failure,
    failover to the recipient's next contact method (:func:`failover`);
@@ -46,6 +48,7 @@ import structlog
 
 from escalator.clock import Clock
 from escalator.config.models import Config
+from escalator.delivery import reply_codes
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.quiet_hours import SchoolHours, defer, first_event, quiet_until
 from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
@@ -693,7 +696,8 @@ class Delivery:
     def _prepare(self, tx: Tx, n: Notification, now: datetime) -> tuple[Any, ...] | None:
         """Stages 1–3 for a claimed row, in one transaction: ``None`` when the row is done with
         (cancelled, deduplicated, queued or throttled), else what the send needs: the incident,
-        the channel, the incident's first event and the step run."""
+        the channel, the incident's first event, the step run and the reply code
+        (:func:`escalator.delivery.reply_codes.assign`; None without one)."""
         inc = recheck(tx, n, now)
         if inc is None:
             return None
@@ -720,7 +724,7 @@ class Delivery:
             return None
         first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
         run = tx.get_step_run(n.step_run_id) if n.step_run_id else None
-        return inc, channel, first, run
+        return inc, channel, first, run, reply_codes.assign(tx, self.config, n, channel, now)
 
     async def _deliver(self, n: Notification) -> None:
         """One claimed row on its own: re-check → dedup → throttle → render → send → retry →
@@ -729,8 +733,9 @@ class Delivery:
             prepared = await self.db(self._tx, self._prepare, n, self.clock.now())
             if prepared is None:
                 return
-            inc, channel, first, run = prepared
-            message, body = self._render(n, inc, channel, first["body"] if first else {}, run)
+            inc, channel, first, run, code = prepared
+            message, body = self._render(n, inc, channel, first["body"] if first else {}, run,
+                                         code)
             started = self.clock.now()
             result = await send(channel, message)
         now = self.clock.now()
@@ -778,7 +783,7 @@ class Delivery:
             return None
         first = tx.get_event(inc.first_event_id) if inc.first_event_id else None
         run = tx.get_step_run(head.step_run_id) if head.step_run_id else None
-        return live, channel, first, run
+        return live, channel, first, run, reply_codes.assign(tx, self.config, head, channel, now)
 
     async def _digest(self, rows: list[Notification], batch: dict[int, tuple[Any, ...]]) -> None:
         """Send ``rows`` (one address, one priority, more than ``delivery.digest.after``) as one
@@ -793,9 +798,10 @@ class Delivery:
             prepared = await self.db(self._tx, self._prepare_digest, rows, self.clock.now())
             if prepared is None:
                 return
-            live, channel, first, run = prepared
+            live, channel, first, run, code = prepared
             (head, inc), others = live[0], live[1:]
-            message, body = self._render(head, inc, channel, first["body"] if first else {}, run)
+            message, body = self._render(head, inc, channel, first["body"] if first else {}, run,
+                                         code)
             if others:
                 audience = ("guardian" if head.recipient_kind == "guardian"
                             else getattr(channel, "audience", "person"))
@@ -828,15 +834,15 @@ class Delivery:
                 log.exception("track_delivery_failed", notification_id=n.id)
 
     def _render(self, n: Notification, inc: Incident, channel: Any, event: dict[str, Any],
-                run: Any) -> tuple[Message, str]:
+                run: Any, reply_code: str | None = None) -> tuple[Message, str]:
         """The message for ``n`` and the text kept in the ledger. ``event``: the incident's
-        first event body."""
+        first event body; ``reply_code``: the recipient's reply code (docs/replies.md)."""
         step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
         ch = self.config.channels.get(n.channel)
         ctx = RenderContext(inc, n, self.config, audience=getattr(channel, "audience", "person"),
                             occurred_local=self._local(event.get("occurred_at")), step=step,
                             templates=dict(ch.templates) if ch is not None else {}, event=event,
-                            now=self.clock.now())
+                            reply_code=reply_code, now=self.clock.now())
         r = self.render(ctx)
         message = Message(n.id, inc.id, n.channel, n.address, n.recipient_name, r.title, r.body,
                           r.ack_hint, inc.drill, values=template_vars(ctx))

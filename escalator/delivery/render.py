@@ -28,6 +28,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from escalator.config.models import Config
+from escalator.delivery.reply_codes import hint as reply_hint
 from escalator.engine import decisions
 from escalator.engine.decisions import level_number
 from escalator.engine.targets import Target, resolve
@@ -58,7 +59,7 @@ class RenderContext:
     ``audience``: ``person`` or ``group`` (the channel's); ``occurred_local``: the event time in
     the school's zone, formatted; ``step``: (0-based step index, step name) or None;
     ``templates``: per-channel overrides ``{"title": …, "body": …}`` (Jinja2 source);
-    ``event``: the first event's body.
+    ``event``: the first event's body; ``reply_code``: the reply code, if any.
     """
 
     incident: Incident
@@ -70,6 +71,9 @@ class RenderContext:
     templates: dict[str, str] = field(default_factory=dict)
     event: dict[str, Any] = field(default_factory=dict)
     """The incident's first event body (JSON form), for symptoms, count, details, reporter."""
+    reply_code: str | None = None
+    """The recipient's reply code for this incident (:mod:`escalator.delivery.reply_codes`), or
+    None when the message takes no reply by SMS or e-mail."""
     now: datetime | None = None
     """When the message is rendered (aware UTC; None: when its row was written) — a legal
     deadline already passed then is said to be overdue, never near."""
@@ -152,6 +156,7 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "affected_count": None, "details": None, "reported_by": None, "summary": None,
         "id": inc.id, "drill": inc.drill,
         "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "severity_level": str(inc.severity),
         "category": CATEGORY[lang].get(inc.category, inc.category),
         "kind": KIND[lang].get(inc.kind, inc.kind),
         "event_kind": inc.kind,
@@ -164,7 +169,7 @@ def guardian_vars(ctx: RenderContext) -> dict[str, Any]:
         "action": (g.message if g and g.message
                    else actions[pupil_whereabouts(inc.kind, ev)]),
         "contact": g.contact if g else None,
-        "deadline": None, "deadline_escalation": False,
+        "deadline": None, "deadline_escalation": False, "reply_code": None, "reply_hint": None,
     }
 
 
@@ -202,6 +207,7 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "id": inc.id,
         "drill": inc.drill,
         "severity": SEVERITY[lang].get(inc.severity, inc.severity),
+        "severity_level": str(inc.severity),
         "category": CATEGORY[lang].get(inc.category, inc.category),
         "kind": KIND[lang]["cluster"] if ev.get("labels", {}).get("cluster")
         else KIND[lang].get(inc.kind, inc.kind),
@@ -230,6 +236,8 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
         "deadline_at_once": bool(inc.deadline_at
                                  and (inc.deadline_at - inc.created_at).total_seconds() < 60),
         "deadline_escalation": n.purpose == "deadline",
+        "reply_code": ctx.reply_code if n.needs_ack else None,
+        "reply_hint": reply_hint(ctx.reply_code, lang) if n.needs_ack else None,
     }
 
 
@@ -331,6 +339,9 @@ def render_templates(ctx: RenderContext) -> Rendered:
     if ctx.notification.needs_ack and not guardian:
         url = values["ack_url"]
         hint = url or f"escalator ack {ctx.incident.id}"
+        tail = f"{hint}\n{values['reply_hint']}" if values.get("reply_hint") else None
+        if tail and out["body"].endswith(tail):  # the link, then the reply line: keep both whole
+            hint = tail
     return Rendered(out["title"].splitlines()[0] if out["title"] else "", out["body"], hint)
 
 

@@ -25,12 +25,13 @@ from escalator.delivery.text import fit_text, normalise_mobile
 VALUE_NAMES = frozenset({
     "id", "severity", "category", "kind", "summary", "class_id", "grade", "place", "occurred",
     "step.number", "step.name", "event_count", "ack_url", "recipient_name", "title",
-    "school", "symptoms", "action", "contact",
+    "school", "symptoms", "action", "contact", "reply_code",
 })
 """Escalator values a template variable may take: the keys of ``template_vars`` (``step`` as
 ``step.number`` / ``step.name``) and the rendered ``title``. ``summary`` is free text written by
 a teacher and may name a pupil: map it only if the template and the recipients warrant it.
-``action`` and ``contact`` exist only in guardians' messages (``escalator.delivery.render.guardian_vars``,
+``reply_code`` is the recipient's reply code (``a``; docs/replies.md) for a template such as
+"回复1${code}确认"; ``action`` and ``contact`` exist only in guardians' messages (``escalator.delivery.render.guardian_vars``,
 where ``summary`` and ``step`` are empty): give guardians a channel with its own template."""
 
 
@@ -53,7 +54,8 @@ def lookup(message: Message, name: str) -> str | None:
     values = message.values
     if values is None:
         values = {"id": message.incident_id, "recipient_name": message.recipient_name,
-                  "ack_url": message.ack_hint if (message.ack_hint or "").startswith("http") else None}
+                  "ack_url": message.ack_hint.split("\n")[0]
+                  if (message.ack_hint or "").startswith("http") else None}
     head, _, tail = name.partition(".")
     value: Any = values.get(head)
     if tail:

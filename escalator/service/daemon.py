@@ -31,6 +31,8 @@ from escalator.config.settings import Settings
 from escalator.delivery.channels import aclose_all
 from escalator.delivery.options import STAND_IN, name_sources, secret_sources
 from escalator.delivery.pipeline import Delivery
+from escalator.delivery.replies import ReplyDesk
+from escalator.delivery.reply_mail import ReplyMailbox
 from escalator.engine.engine import Engine, IngestResult, Submission
 from escalator.engine.runloop import SEND_BATCH, Lane, RunLoop
 from escalator.events import Event
@@ -147,6 +149,7 @@ class Daemon:
         """Why the store's files are gone (from the store's file monitor), or None."""
         self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.purge = DailyPurge(self.engine)  # personal data past retention, once a day
+        self.replies = ReplyDesk(self.engine)  # SMS and e-mail replies (docs/replies.md)
         self.delivery = Delivery(self.store, config, channels, self.clock,
                                  render=lambda ctx: self.pm.hook.render_notification(context=ctx),
                                  db=self.store_thread.urgent)  # sends go before group commits
@@ -322,6 +325,9 @@ class Daemon:
             log.warning("sends_released_after_restart", count=released)
         self._inputs = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
                         for sid, s in self._sources()]
+        if self.config.replies is not None and self.config.replies.email is not None:
+            self._inputs.append(asyncio.create_task(
+                self._supervise("reply-mail", ReplyMailbox(self)), name="reply-mail"))
         if self.settings.http_listen not in ("", "off"):
             from escalator.web.server import ApiServer
             self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),

@@ -11,9 +11,10 @@ with every method of :class:`Tx`, which is the combination of
 - :class:`ReportReads` — read-only queries for the work ledger and the monthly report;
 - :class:`RetentionTx` — the purge of personal data past the retention period;
 - :class:`QuietTx` — silences, the incidents they hold, and the groups of grouping routes
-  (docs/silences.md).
+  (docs/silences.md);
+- :class:`ReplyTx` — the reply codes of SMS and e-mail messages (docs/replies.md).
 
-A new backend must implement all five and pass the store contract suite
+A new backend must implement all six and pass the store contract suite
 (``tests/store_contract/``), which runs every behaviour against every backend. Every method
 runs inside one transaction that commits durably (fsync) when the ``with store.transaction()``
 block exits without an exception, and rolls back otherwise. Driver errors never leave the
@@ -712,7 +713,40 @@ class ConsoleTx(Protocol):
         ...
 
 
-class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, Protocol):
+@dataclass
+class ReplyCode:
+    """A reply code (docs/replies.md): ``code`` (``a``, ``b``, … ``aa``) lets recipient
+    ``recipient_kind``/``recipient_id`` answer incident ``incident_id`` from the phone; it maps to
+    the ack token of the latest notification of that incident sent to them with a code
+    (``notification_id``, ``ack_token``), given out at ``assigned_at`` (aware UTC).
+    ``incident_state``: the incident's state when read (None on a row being written)."""
+
+    recipient_kind: str
+    recipient_id: str
+    code: str
+    incident_id: int
+    notification_id: int
+    ack_token: str
+    assigned_at: datetime
+    incident_state: str | None = None
+
+
+class ReplyTx(Protocol):
+    """Reply codes: one row per (recipient, code), one code per (recipient, incident)."""
+
+    def reply_codes_of(self, recipient_kind: str, recipient_id: str) -> list[ReplyCode]:
+        """Every code row of one recipient, with its incident's state, by code length then code."""
+        ...
+    def reply_code(self, recipient_kind: str, recipient_id: str, code: str) -> ReplyCode | None:
+        """The row of ``code`` for one recipient (with its incident's state), or None."""
+        ...
+    def put_reply_code(self, row: ReplyCode) -> None:
+        """Write ``row``: it replaces the recipient's row with the same code, and any other row
+        of the recipient for the same incident (an incident has one code per recipient)."""
+        ...
+
+
+class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx, Protocol):
     """Every operation inside one transaction: what ``store.transaction()`` yields."""
 
 

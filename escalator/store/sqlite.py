@@ -33,6 +33,7 @@ from escalator.store.sqlite_console import SQLiteConsole
 from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
 from escalator.store.sqlite_quiet import MIGRATION as QUIET_MIGRATION
 from escalator.store.sqlite_quiet import SQLiteQuiet
+from escalator.store.sqlite_replies import SQLiteReplies
 from escalator.store.sqlite_reports import SQLiteReports
 from escalator.store.sqlite_roster import SQLiteRoster
 from escalator.store.sqlite_rows import (
@@ -325,11 +326,27 @@ MIGRATIONS: list[str] = [
         expires_at TEXT NOT NULL
     );
     """,
+    # reply codes (docs/replies.md): the short code a recipient answers an incident with from
+    # the phone ("回复 1a 确认"), mapped to the ack token of the notification that carried it
+    """
+    CREATE TABLE reply_codes (
+        recipient_kind TEXT NOT NULL,
+        recipient_id TEXT NOT NULL,
+        code TEXT NOT NULL,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        notification_id INTEGER NOT NULL REFERENCES notifications(id),
+        ack_token TEXT NOT NULL,
+        assigned_at TEXT NOT NULL,
+        PRIMARY KEY (recipient_kind, recipient_id, code)
+    );
+    CREATE UNIQUE INDEX reply_codes_incident ON reply_codes(recipient_kind, recipient_id, incident_id);
+    """,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
-class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQLiteConsole):
+class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQLiteConsole,
+               SQLiteReplies):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
     early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`,

@@ -3,8 +3,9 @@ error handlers, the body-size cap, the metrics wiring and the OpenAPI components
 module that knows every router.
 
 Credentials (:mod:`escalator.web.auth`): bearer tokens for ``/api/v1/…``; the PagerDuty intake
-authenticates by its ``routing_key``, acknowledge pages by their link token. ``/healthz``,
-``/metrics``, ``/ack/…``, ``/docs`` and ``/openapi.json`` need no bearer token. The web console
+authenticates by its ``routing_key``, acknowledge pages by their link token, SMS reply
+webhooks (``/replies/…``) by a signature or a secret in the path. ``/healthz``, ``/metrics``,
+``/ack/…``, ``/replies/…``, ``/docs`` and ``/openapi.json`` need no bearer token. The web console
 (``/``, :mod:`escalator.web.routers.console`) signs people in with its own sessions; its
 assets are under ``/static``, Swagger UI's under ``/docs/assets`` (nothing from a CDN).
 """
@@ -33,6 +34,7 @@ from escalator.web.routers import (
     events,
     incidents,
     ops,
+    replies,
     roster,
     silences,
 )
@@ -60,7 +62,7 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(errors.ApiError, errors.api_error)
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
-    for module in (events, incidents, ack, compat, ops, silences, roster):
+    for module in (events, incidents, ack, compat, ops, silences, roster, replies):
         app.include_router(module.router)
     docs.install(app)
     console.install(app)

@@ -11,6 +11,7 @@ from escalator.store.base import (
     ConsoleTx,
     CoreTx,
     QuietTx,
+    ReplyTx,
     ReportReads,
     RetentionTx,
     SchoolTx,
@@ -25,7 +26,7 @@ def _methods(protocol: type) -> set[str]:
 
 
 def test_tx_is_the_sum_of_its_parts():
-    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx)
+    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx)
     assert _methods(Tx) == set().union(*map(_methods, parts))
     assert all(not (_methods(a) & _methods(b)) for a in parts for b in parts if a is not b)
 
