@@ -86,7 +86,7 @@ def test_senders_match_by_phone_in_any_form_or_by_address(h):
     assert senders(h.config, "+8613800000001", "sms") == [("person", "t-wang")]
     assert senders(h.config, "LI@example.edu", "email") == [("person", "t-li")]
     assert senders(h.config, "li@example.edu", "sms") == []  # an address is no phone
-    assert senders(h.config, "010-1", "sms") == [("unit", "district_cdc")]
+    assert senders(h.config, "+86 139 0000 0101", "sms") == [("unit", "district_cdc")]
     assert senders(h.config, "13900000000", "sms") == []
 
 

@@ -494,7 +494,7 @@ class Delivery:
         """One transaction: claim up to ``limit`` due rows and run stages 1–3 for each
         (:meth:`_prepare`). Returns the claimed rows and, per (channel id, address), its units
         in order (priority, then id): ``(priority, id, "one", (row, incident, channel, event
-        body, step run))`` ready to send, or ``(priority, id, "digest", rows)`` when digests
+        body, step run, reply code))`` ready to send, or ``(priority, id, "digest", rows)`` when digests
         are on and more than ``delivery.digest.after`` rows of one priority wait for the
         address (the other due rows of that address are claimed here too; as single messages,
         only as many as keep the pass at ``limit`` messages — the most one kill can make the
@@ -530,9 +530,9 @@ class Delivery:
                     continue
                 if (prepared := self._prepare(tx, n, now)) is not None:
                     twins.add(key)
-                    inc, channel_, first, run = prepared
+                    inc, channel_, first, run, code = prepared
                     units.append((priority, n.id, "one",
-                                  (n, inc, channel_, first["body"] if first else {}, run)))
+                                  (n, inc, channel_, first["body"] if first else {}, run, code)))
         for key in [k for k, units in lanes.items() if not units]:
             del lanes[key]
         for units in lanes.values():
@@ -577,7 +577,7 @@ class Delivery:
             try:
                 live = await self.db(self._tx, self._recheck, [r[0] for r in group],
                                      self.clock.now())
-                for n, inc, channel, event, run in group:
+                for n, inc, channel, event, run, code in group:
                     try:
                         if (head := behind.get(n.priority)) is not None:
                             requeue[n.id] = plan_queue(n, self.clock.now(), head)
@@ -585,7 +585,7 @@ class Delivery:
                         if n.id not in live:
                             done.add(n.id)
                             continue
-                        message, body = self._render(n, inc, channel, event, run)
+                        message, body = self._render(n, inc, channel, event, run, code)
                         started = self.clock.now()
                         result = await send(channel, message)
                         done.add(n.id)
