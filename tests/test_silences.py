@@ -410,3 +410,28 @@ async def test_a_silence_never_holds_back_a_legal_reporting_deadline(tmp_path):
         assert h.told() == ["区疾控", "王老师"]
     finally:
         h.close()
+
+
+async def test_a_critical_report_on_a_held_incident_ends_the_hold(qh):
+    """Review r16: "宿舍楼有焦味" (high) is held by a silence that exempts critical; "宿舍楼起火"
+    (critical, the same dedup key) is counted on it — and must not wait for the silence's end."""
+    create(qh, matchers=['category="fire"'], created_by="admin", comment="宿舍楼电路检修",
+           ends_at=qh.clock.now() + timedelta(hours=8))
+    r = await send(qh, fire(dedup_key="dorm-1"))
+    assert r.status == "created" and qh.told() == []
+    again = await send(qh, fire(severity="critical", dedup_key="dorm-1"))
+    assert again.status == "deduplicated" and again.incident_id == r.incident_id
+    await qh.advance(1)
+    assert qh.told() == ["派出所", "张校长", "值班员"]
+    tl = qh.timeline(r.incident_id)
+    assert tl[:4] == ["triggered", "silenced", "deduplicated", "silence_ended"]
+    assert "step_fired" in tl
+
+
+async def test_a_report_the_silence_would_also_hold_keeps_the_hold(qh):
+    create(qh, matchers=['category="fire"'], created_by="admin", comment="全部静默",
+           ends_at=qh.clock.now() + timedelta(hours=8), exempt_critical=False)
+    r = await send(qh, fire(dedup_key="dorm-1"))
+    await send(qh, fire(severity="critical", dedup_key="dorm-1"))
+    await qh.advance(60)
+    assert qh.told() == [] and "silence_ended" not in qh.timeline(r.incident_id)

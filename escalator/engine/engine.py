@@ -253,6 +253,8 @@ class Engine:
                                 {"event_id": event_id, "count": open_incident.event_count + 1})
                 if group is not None:
                     grouping.joined(tx, self.config, open_incident, group, now)
+                if policy is None:  # a critical report on a held incident is not kept quiet
+                    silences.on_joined(tx, self.config, open_incident, ev, src, event_id, now)
             elif policy is None and (ev.kind == Kind.heartbeat
                                      or (policy_id := route(ev, self.config)) == NO_POLICY):
                 status = "logged"

@@ -152,6 +152,27 @@ def on_due(tx: Tx, config: Config, inc: Incident, now: datetime) -> bool:
     return False
 
 
+def on_joined(tx: Tx, config: Config, inc: Incident, event: Event, source: str,
+              event_id: str, now: datetime) -> None:
+    """``event`` (stored as ``event_id``) was counted on ``inc``. When a silence holds ``inc``
+    but no silence would hold ``event`` as a new incident — a ``critical`` report ("宿舍楼起火")
+    joining a held "宿舍楼有焦味" under a silence that exempts critical, or one its matchers
+    miss — the hold ends now: timeline ``silence_ended`` naming the event, and the walk starts
+    from the first step at the next timer pass (a group's wait is cut short)."""
+    held = tx.silence_hold(inc.id)
+    if held is None or inc.state != "triggered" or inc.step_index >= 0:
+        return
+    if silencing(tx, config, event, source, now) is not None:
+        return
+    silence_id, _ = held
+    tx.release_hold(inc.id)
+    tx.update_incident(inc.id, next_step_at=now, updated_at=now)
+    tx.add_timeline(inc.id, now, "silence_ended", None,
+                    {"silence": silence_id, "event_id": event_id,
+                     "severity": event.severity.value})
+    log.info("silence_broken", incident_id=inc.id, silence=silence_id, event_id=event_id)
+
+
 def create(tx: Tx, config: Config, *, matchers: list[str], created_by: str, comment: str,
            now: datetime, starts_at: datetime | None = None, ends_at: datetime | None = None,
            schedule: dict[str, Any] | None = None, exempt_critical: bool = True) -> Silence:
