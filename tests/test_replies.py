@@ -294,3 +294,12 @@ async def test_a_retry_of_an_older_message_keeps_the_code_on_the_newest_token(h)
         assert assign(tx, h.config, newer, channel, h.clock.now()) == "a"
         assert assign(tx, h.config, older, channel, h.clock.now()) == "a"  # e.g. a late retry
         assert tx.reply_code("person", "t-wang", "a").ack_token == newer.ack_token
+
+
+def test_reply_durations_take_units_as_the_docs_write_them(tmp_path):
+    """Review r16: docs/replies.md writes ``reuse_after: 1d``; it was refused as no number."""
+    config = config_with(tmp_path, "replies:\n  reuse_after: 1d\n"
+                                   "  email: {spool_dir: mail, poll_seconds: 30s}\n")
+    assert config.replies.reuse_after == 86400.0
+    assert config.replies.email.poll_seconds == 30.0
+    assert config_with(tmp_path, "replies: {reuse_after: 3600}\n").replies.reuse_after == 3600.0

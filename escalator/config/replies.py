@@ -6,11 +6,21 @@ Kept apart from :mod:`escalator.config.models` (which holds the field ``Config.r
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def _duration(value: Any) -> float:
+    """Seconds, or "10s", "1d" as every duration of the config
+    (:func:`escalator.config.models.parse_duration`, imported here late: models imports us)."""
+    from escalator.config.models import parse_duration
+    return parse_duration(value)
+
+
+_Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 class _Model(BaseModel):
@@ -70,7 +80,7 @@ class ReplyMail(_Model):
 
     spool_dir: str | None = Field(default=None, min_length=1)
     imap: ReplyImap | None = None
-    poll_seconds: float = Field(default=10.0, ge=0.5, le=3600)
+    poll_seconds: _Duration = Field(default=10.0, ge=0.5, le=3600)
     answer_channel: _Id | None = None
 
     @model_validator(mode="after")
@@ -89,4 +99,4 @@ class RepliesConfig(_Model):
 
     webhooks: dict[_Id, ReplyWebhook] = Field(default_factory=dict)
     email: ReplyMail | None = None
-    reuse_after: float = Field(default=86400.0, ge=0, le=30 * 86400)
+    reuse_after: _Duration = Field(default=86400.0, ge=0, le=30 * 86400)
