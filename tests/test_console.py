@@ -275,6 +275,9 @@ async def test_today_lists_open_incidents_and_its_live_part_changes_with_them(si
     iid = await open_fever(site)
     after = (await c.get("/today.frag")).text
     assert f"#{iid} 传染病" in after and "班级 3-2" in after and "第1级" in after
+    # the card's time is when the incident was opened, not when it occurred (a register
+    # dropped a week late must not read as 发生时间 today)
+    assert "创建时间" in after and "发生时间" not in after
 
 
 # ------------------------------------------------------------------ ledger, settings, docs

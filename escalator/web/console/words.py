@@ -30,7 +30,7 @@ UI: dict[str, dict[str, str]] = {
         "recipient": "接收人", "channel": "渠道", "status": "状态", "attempts": "尝试",
         "acknowledge": "确认（本级）", "handled": "已在本级处置，无需上报",
         "report_now": "立即上报上一级", "resolve": "解除", "note": "添加备注", "assign": "指派给",
-        "save": "提交", "actions": "处置", "opened": "发生时间", "time": "时间",
+        "save": "提交", "actions": "处置", "opened": "创建时间", "time": "时间",
         "who": "操作人", "what": "事项", "updated": "已更新", "ledger_range": "工作台账",
         "from": "从", "to": "至", "download_csv": "下载 CSV", "download_xlsx": "下载 Excel",
         "table": "表", "monthly": "月报", "month": "月份", "show": "查看",
