@@ -175,6 +175,8 @@ def test_the_safety_officers_morning(demo, browser, tmp_path):
     page.click("#act-ack")
     assert "本级已确认" in page.inner_text("p.done")
     assert re.search(r"第\d级已确认\s+— 张伟", page.inner_text("#timeline"))
+    # the messages really went out (a delivery pass that fails leaves them 待发送 forever)
+    assert "已送达" in page.inner_text("#messages")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     shots.take(page, "incident")
 
