@@ -94,12 +94,15 @@ def test_senders_match_by_phone_in_any_form_or_by_address(h):
 
 
 async def test_a_message_asking_for_an_answer_ends_with_its_code(h):
-    await h.send(FALL)
+    await h.send(FALL)  # an escalate step: acknowledging is the one answer
     m = h.channel.sent[-1]
     assert m.recipient_name == "王老师"
-    assert m.body.endswith("escalator ack 1\n回复 1a 确认，2a 已处置无需上报，3a 上报上一级")
-    assert m.ack_hint == "escalator ack 1\n回复 1a 确认，2a 已处置无需上报，3a 上报上一级"
+    assert m.body.endswith("escalator ack 1\n回复 1a 确认（停止升级）")
+    assert m.ack_hint == "escalator ack 1\n回复 1a 确认（停止升级）"
     assert m.values["reply_code"] == "a"  # for a cloud SMS template variable
+    await h.send(FEVER)  # a report step: the level decides (report up / handled here)
+    m = h.channel.sent[-1]
+    assert m.body.endswith("回复 1b 确认，2b 已处置无需上报，3b 上报上一级"), m.body
 
 
 async def test_one_phone_several_incidents_each_its_own_code_kept_across_messages(h):
@@ -159,8 +162,10 @@ async def test_the_english_line(tmp_path):
     cfg.school.language = "en"
     h = Harness(cfg, tmp_path / "db.sqlite3", channel=SmsRecorder())
     await h.send(FALL)
+    assert h.channel.sent[-1].body.endswith("Reply 1a to acknowledge (stops the escalation)")
+    await h.send(FEVER)
     assert h.channel.sent[-1].body.endswith(
-        "Reply 1a to acknowledge, 2a handled (no report needed), 3a report upwards")
+        "Reply 1b to acknowledge, 2b handled (no report needed), 3b report upwards")
     h.close()
 
 

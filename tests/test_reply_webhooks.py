@@ -137,7 +137,7 @@ async def test_sms_reply_1a_through_the_gateway_acknowledges_and_is_answered(api
     await until(lambda: len(api.sms.requests) >= 1)
     to, text = texts(api.sms)[0]
     assert to == WANG and text.startswith("【测试小学】")
-    assert text.endswith("回复 1a 确认，2a 已处置无需上报，3a 上报上一级")
+    assert text.endswith("回复 1a 确认（停止升级）")  # an escalate step: "1" is the answer
     body = json.dumps({"from": "+86 138 0000 0001", "text": "1A", "id": "gw-77"}).encode()
     stamp = int(api.clock.now().timestamp())
     r = await api.client.post("/replies/gateway", content=body, headers=signed(body, stamp))

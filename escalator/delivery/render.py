@@ -237,7 +237,8 @@ def template_vars(ctx: RenderContext) -> dict[str, Any]:
                                  and (inc.deadline_at - inc.created_at).total_seconds() < 60),
         "deadline_escalation": n.purpose == "deadline",
         "reply_code": ctx.reply_code if n.needs_ack else None,
-        "reply_hint": reply_hint(ctx.reply_code, lang) if n.needs_ack else None,
+        "reply_hint": (reply_hint(ctx.reply_code, lang, decide=mode == "report")
+                       if n.needs_ack else None),
     }
 
 

@@ -119,9 +119,19 @@ HINT = {
     "zh": "回复 1{c} 确认，2{c} 已处置无需上报，3{c} 上报上一级",
     "en": "Reply 1{c} to acknowledge, 2{c} handled (no report needed), 3{c} report upwards",
 }
-"""The line a message with code ``{c}`` ends with (issue 16; school words)."""
+"""The line a message of a ``report`` step with code ``{c}`` ends with (issue 16; school
+words): the level decides."""
+
+HINT_ACK = {
+    "zh": "回复 1{c} 确认（停止升级）",
+    "en": "Reply 1{c} to acknowledge (stops the escalation)",
+}
+"""The line for any other step that waits (``escalate``): acknowledging is the one answer — a
+"report upwards" there would stop the walk instead of telling the next level."""
 
 
-def hint(code: str | None, language: str) -> str | None:
-    """The reply line for ``code`` in ``language`` (``zh``/``en``), or None without a code."""
-    return HINT.get(language, HINT["zh"]).format(c=code) if code else None
+def hint(code: str | None, language: str, decide: bool = True) -> str | None:
+    """The reply line for ``code`` in ``language`` (``zh``/``en``), or None without a code:
+    the three answers at a ``report`` step (``decide``), only "1" elsewhere."""
+    table = HINT if decide else HINT_ACK
+    return table.get(language, table["zh"]).format(c=code) if code else None
