@@ -91,3 +91,52 @@ async def test_a_link_of_a_level_passed_by_its_timeout_says_so_and_changes_nothi
     assert "超时未答复" in r.text
     detail = await incident(c, iid)
     assert detail["step"] == 2 and "step_confirmed_late" not in [t["type"] for t in detail["timeline"]]
+
+
+async def test_a_link_page_numbers_levels_as_the_messages_do_when_a_copy_comes_between(
+        tmp_path, env):
+    """A copy (inform step) between two levels is not a level: the page of the school doctor's
+    link says 第2级, and once its time ran out, that 第3级 was told (not 第3级 / 第4级)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import httpx
+    from pydantic import SecretStr
+
+    from escalator.config import load_config
+    from escalator.config.settings import Settings
+    from escalator.service.daemon import Daemon
+    from escalator.testing import Harness
+
+    from .test_api import FakeClock, until, write_config
+
+    path = write_config(tmp_path)
+    text = path.read_text(encoding="utf-8").replace(
+        "      - {targets: [class_teacher], timeout: 60, mode: report}\n",
+        "      - {targets: [class_teacher], timeout: 60, mode: report}\n"
+        "      - {targets: [duty_officer], mode: inform}\n", 1)
+    path.write_text(text, encoding="utf-8")
+    clock = FakeClock(Harness.START)
+    daemon = Daemon(load_config(path), Settings(state_dir=tmp_path / "state",
+                                                http_listen="127.0.0.1:0",
+                                                api_token=SecretStr(ADMIN)), clock=clock)
+    task = asyncio.create_task(daemon.run())
+    await until(lambda: getattr(daemon, "http_port", None) or task.done())
+    api = SimpleNamespace(daemon=daemon)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.http_port}",
+                                     timeout=30) as c:
+            iid = (await post_case(c, "events/fever_single.json")).json()["incident_id"]
+            for _ in range(2):  # the class teacher's 60 s, then the school doctor's 120 s
+                await daemon.step()
+                clock.advance(61)
+                await daemon.step()
+                clock.advance(121)
+            await daemon.step()
+            doctor = next(n for n in notifications(api, iid) if n.recipient_id == "doc")
+            page = await c.get(f"/ack/{doctor.ack_token}")
+            assert "致：赵校医 · 第2级" in page.text, page.text
+            assert "超时未答复，已通知第3级" in page.text, page.text
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)

@@ -166,9 +166,12 @@ def level_story(inc: Incident, run: StepRun | None, timeline: Sequence[TimelineE
         actor = inc.acknowledged_by if inc.state == "acknowledged" else inc.resolved_by
         return LevelStory(inc.state, actor, at)
     if run is not None and run.status in ("overdue", "timed_out", "reminded", "done"):
-        fired = [t for t in timeline if t.type == "step_fired" and t.at >= run.fired_at
-                 and (t.detail or {}).get("step") != step]
-        nxt = (fired[0].detail or {}).get("step") if fired else None
+        steps = inc.policy["steps"]
+        nxt = next((d["step"] for t in timeline if t.type == "step_fired"
+                    for d in [t.detail or {}]
+                    if isinstance(d.get("step"), int) and t.at >= run.fired_at
+                    and (d.get("round", rnd), d["step"]) > (rnd, step)
+                    and level_number(steps, d["step"]) is not None), None)
         return LevelStory("overdue", None, run.closed_at,
-                          next_level=nxt + 1 if isinstance(nxt, int) else None)
+                          next_level=level_number(steps, nxt) if nxt is not None else None)
     return LevelStory("open")

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from escalator.engine import decisions
 from escalator.engine.decisions import DecisionError, LevelStory
 from escalator.engine.engine import NotFound
-from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
+from escalator.labels import CATEGORY, KIND, SEVERITY, STATE, level_of
 from escalator.web.deps import CurrentDaemon, in_store, wake
 from escalator.web.pages import page
 
@@ -149,7 +149,8 @@ def _show(daemon: Any, token: str, found: dict[str, Any], csrf: str, *, status: 
     form = "seen" if not n.needs_ack else ("decide" if run is not None and run.mode == "report"
                                           else "ack")
     response = page("ack.html", incident=_incident(inc), recipient=n.recipient_name,
-                    level=run.step_index + 1 if run else None, outcome=outcome, token=token,
+                    level=decisions.level_number(inc.policy["steps"], run.step_index)
+                    if run else None, outcome=outcome, token=token,
                     button=_BUTTON[bool(n.needs_ack)], form=form, csrf=csrf,
                     next_names=found["next_names"], error=error, status=status)
     response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/ack",
@@ -216,6 +217,6 @@ async def ack_submit(token: str, request: Request, daemon: CurrentDaemon) -> HTM
         return _show(daemon, token, again or found, cookie)
     inc = await in_store(daemon, _get_incident, daemon, r.incident_id)
     zh, en = _OUTCOME.get(r.outcome, (r.outcome, r.outcome))
-    level = inc.step_index + 1
+    level = level_of(inc.policy["steps"], inc.step_index)
     return page("ack_done.html", incident=_incident(inc),
                 outcome=(zh.format(level=level), en.format(level=level)))
