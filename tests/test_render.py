@@ -46,3 +46,19 @@ async def test_a_channel_template_override_replaces_the_packaged_one(engine_conf
     await h.send(case("events/fever_single.json"))
     assert [(m.title, m.body) for m in h.channel.sent] == [("#1 传染病", "3-2 发热、咳嗽")]
     h.close()
+
+
+def test_a_register_rows_time_is_shown_as_written_never_a_made_up_midnight():
+    from zoneinfo import ZoneInfo
+
+    from escalator.delivery.pipeline import occurred_text
+
+    tz = ZoneInfo("Asia/Shanghai")
+    day = "2026-11-30T00:00:00+08:00"
+    # onset the evening before the register's date: the onset, not the day's 00:00
+    assert occurred_text({"occurred_at": day, "labels": {"onset_at": "2026-11-29T21:15:00+08:00"}},
+                         tz) == "2026-11-29 21:15"
+    # the day only: the date alone
+    assert occurred_text({"occurred_at": day, "labels": {"time": "day"}}, tz) == "2026-11-30"
+    assert occurred_text({"occurred_at": "2026-11-29T23:48:00+00:00"}, tz) == "2026-11-30 07:48"
+    assert occurred_text({}, tz) is None

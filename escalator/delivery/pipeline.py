@@ -141,6 +141,24 @@ def find_twin(tx: Tx, n: Notification) -> Notification | None:
 # --------------------------------------------------------------------------------------------
 
 
+
+def occurred_text(event: dict[str, Any], tz: Any) -> str | None:
+    """When an event occurred, school-local, as written — as the ledger shows it
+    (:func:`escalator.school.ledger.occurred_cell`): a register's onset time
+    (``labels.onset_at``) when it gave one, the date alone when it gave only the day
+    (``labels.time: day``: never a made-up 00:00), else ``occurred_at``."""
+    labels = event.get("labels") or {}
+    text = labels.get("onset_at") or event.get("occurred_at")
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(str(text)).astimezone(tz)
+    except ValueError:
+        return None
+    if labels.get("time") == "day" and not labels.get("onset_at"):
+        return at.strftime("%Y-%m-%d")
+    return at.strftime("%Y-%m-%d %H:%M")
+
 class Throttle:
     """In-memory rate limits per channel id (the channel class's ``rate_limits``, or
     ``overrides[channel_id]``) and per (channel id, address) (:data:`ADDRESS_LIMITS`).
@@ -840,7 +858,7 @@ class Delivery:
         step = (run.step_index, inc.policy["steps"][run.step_index].get("name")) if run else None
         ch = self.config.channels.get(n.channel)
         ctx = RenderContext(inc, n, self.config, audience=getattr(channel, "audience", "person"),
-                            occurred_local=self._local(event.get("occurred_at")), step=step,
+                            occurred_local=occurred_text(event, self.config.school.tz), step=step,
                             templates=dict(ch.templates) if ch is not None else {}, event=event,
                             reply_code=reply_code, now=self.clock.now())
         r = self.render(ctx)
@@ -848,8 +866,4 @@ class Delivery:
                           r.ack_hint, inc.drill, values=template_vars(ctx))
         return message, redact_links(f"{r.title}\n{r.body}") or ""  # no live link kept
 
-    def _local(self, when: str | None) -> str | None:
-        if not when:
-            return None
-        return datetime.fromisoformat(when).astimezone(self.config.school.tz).strftime("%Y-%m-%d %H:%M")
 
