@@ -255,6 +255,7 @@ def _outcome(code: str) -> str:
         "resolved": _("resolved"),
         "already_acknowledged": _("already acknowledged, nothing changed"),
         "already_resolved": _("already resolved, nothing changed"),
+        "handled": _("handled at this level, no report needed; the incident is resolved"),
     }.get(code, code)
 
 
@@ -281,7 +282,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
                           via="cli")
     except DecisionError as e:
         raise UsageError(f"--{e.field}: {e}" if e.field == "reason" else str(e)) from None
-    print(f"incident #{r.incident_id}: {r.outcome} (state: {r.state})")
+    _print_action(r)
     return EXIT_OK
 
 
@@ -310,7 +311,7 @@ def cmd_note(args: argparse.Namespace) -> int:
         r = engine.add_note(args.id, text=args.text, actor=_actor(), via="cli")
     except InvalidAction as e:
         raise IntakeError([{"field": e.field, "message": e.message}]) from None
-    print(f"incident #{r.incident_id}: {r.outcome}")
+    print(_("incident {id}: {outcome}").format(id=r.incident_id, outcome=r.outcome))
     return EXIT_OK
 
 
@@ -322,7 +323,8 @@ def cmd_assign(args: argparse.Namespace) -> int:
         r = engine.assign(args.id, person_id=args.person_id, actor=_actor(), via="cli")
     except InvalidAction as e:
         raise IntakeError([{"field": e.field, "message": e.message}]) from None
-    print(f"incident #{r.incident_id}: {r.outcome} ({args.person_id})")
+    print(_("incident {id}: {outcome} ({person})").format(id=r.incident_id, outcome=r.outcome,
+                                                         person=args.person_id))
     return EXIT_OK
 
 

@@ -211,8 +211,12 @@ def test_the_cli_decides_and_refuses_a_handled_without_a_reason(tmp_path):
     assert run("send", str(ROOT / "examples/events/fever_single.json")).returncode == 0
     bad = run("decide", "1", "handled")
     assert bad.returncode == 2 and "--reason" in bad.stderr
-    ok = run("decide", "1", "handled", "--reason", "家长已接回，排除传染病")
-    assert ok.returncode == 0 and "handled" in ok.stdout and "resolved" in ok.stdout, ok.stderr
+    ok = run("--lang", "zh", "decide", "1", "handled", "--reason", "家长已接回，排除传染病")
+    assert ok.returncode == 0 and "handled" in ok.stdout and "已解除" in ok.stdout, ok.stderr
+    assert ok.stdout.startswith("事件 1：本级已处置，无需上报") and "#" not in ok.stdout
+    again = run("--lang", "zh", "decide", "1", "report")  # Chinese, the id as it is typed
+    assert again.stdout.startswith("事件 1：此前已解除") and "#" not in again.stdout, again
+    assert "状态：已解除" in again.stdout
     shown = run("incidents", "1")
     assert "handled_here" in shown.stdout
     assert run("decide", "42", "report").returncode == 3
