@@ -103,8 +103,10 @@ async def test_a_class_the_school_does_not_list_is_taken_with_a_warning(api):  #
                                 headers=bearer(ADMIN))).json()
     [entry] = [t for t in inc["timeline"] if t["type"] == "input_warning"]
     assert entry["detail"]["warnings"][0]["code"] == "class_unknown"
-    # nobody teaches 7-3: the duty officer is told (and the walk goes on to the school doctor)
-    assert [n["recipient_name"] for n in inc["notifications"]][:2] == ["值班员", "赵校医"]
+    # nobody teaches 7-3: the duty officer is told and stands in for the level (the walk
+    # waits for them: their link and buttons act)
+    assert [n["recipient_name"] for n in inc["notifications"]] == ["值班员"]
+    assert inc["notifications"][0]["needs_ack"] is True
 
 
 async def test_the_duty_officer_is_told_why_nobody_else_was(harness):

@@ -158,9 +158,12 @@ async def test_class_teacher_falls_back_to_grade_leader_and_unresolved_target_te
     ev2 = dict(OTHER, class_id=None, grade="6", summary="六年级 走廊摔伤")
     r2 = await harness.send(ev2)
     assert "target_unresolved" in harness.timeline(r2.incident_id)
-    # the duty officer is told, and the walk goes straight on to leadership
-    assert harness.told()[-2:] == ["值班员", "张校长"]
+    # the duty officer is told and stands in for the level: the walk waits for them, with the
+    # level's timeout, then goes on to leadership
+    assert harness.told()[-1:] == ["值班员"]
     assert r.incident_id != r2.incident_id
+    await harness.advance(61)
+    assert harness.told()[-1:] == ["张校长"]
 
 
 async def test_acknowledge_heartbeat_and_actions_by_event(harness):

