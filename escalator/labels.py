@@ -61,12 +61,15 @@ STATE = {
 
 TIMELINE = {
     "zh": {"silenced": "已静默", "silence_ended": "静默结束，开始通知", "inhibited": "已抑制（并入本事件）",
-           "group_wait": "分组等待", "group_wait_over": "分组等待结束", "group_update": "分组新增通报"},
+           "group_wait": "分组等待", "group_wait_over": "分组等待结束", "group_update": "分组新增通报",
+           "severity_raised": "级别提升（更严重的报告并入）"},
     "en": {"silenced": "silenced", "silence_ended": "silence over, walking",
            "inhibited": "inhibited (attached here)", "group_wait": "group waiting",
-           "group_wait_over": "group wait over", "group_update": "group update sent"},
+           "group_wait_over": "group wait over", "group_update": "group update sent",
+           "severity_raised": "severity raised (a more severe report joined)"},
 }
-"""Timeline entries of silences, inhibition and grouping (docs/silences.md) as words."""
+"""Timeline entries of silences, inhibition, grouping (docs/silences.md) and a raised severity
+(a more severe event counted on an open incident) as words."""
 
 
 def word(table: dict[str, dict[str, str]], code: str, lang: str) -> str:

@@ -262,3 +262,23 @@ def test_simulate_lists_a_deferred_message_at_the_school_morning(config):
         ("2026-12-01 08:00:00", "张校长")]
     plain = simulate(config, ev, horizon_seconds=6 * 3600)  # without quiet hours: at once
     assert [(r.local_time, r.recipient) for r in plain][:1] == [("2026-12-01 03:34:00", "王老师")]
+
+
+async def test_a_critical_report_on_a_deferred_incident_goes_at_once(night):
+    """A "smell in the lab" at night waits for the morning; "fire in the lab" under the same
+    dedup key raises the incident to critical: its waiting message goes now, and the next level
+    follows the step's own timeout, not the morning's."""
+    h = night
+    smell = dict(event("medium"), summary="实验楼有焦糊味", dedup_key="lab")
+    inc = (await h.send(smell)).incident_id
+    assert h.told() == []
+    r = await h.send(dict(smell, severity="critical", summary="实验楼起火"))
+    assert (r.status, r.incident_id) == ("deduplicated", inc)
+    assert h.incident(inc).severity == "critical"
+    [raised] = timeline(h, inc, "severity_raised")
+    assert (raised.detail["from"], raised.detail["to"], raised.detail["messages"]) == (
+        "medium", "critical", 1)
+    await h.advance(1)
+    assert h.told() == ["王老师"]  # at 03:34, not 07:30
+    await h.advance(1800)
+    assert h.told() == ["王老师", "张校长"]  # the step's timeout from the delivery

@@ -61,6 +61,9 @@ from escalator.store.base import Incident, Notification, StepRun, Store, Tx, pri
 
 log = structlog.get_logger("escalator.engine.engine")
 
+_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+"""Severities, most severe first (:class:`escalator.events.Severity`)."""
+
 
 class NotFound(LookupError):
     """No incident (or acknowledge token) with that id."""
@@ -255,6 +258,8 @@ class Engine:
                                 {"event_id": event_id, "count": open_incident.event_count + 1})
                 if group is not None:
                     grouping.joined(tx, self.config, open_incident, group, now)
+                if _RANK.get(str(ev.severity), 9) < _RANK.get(str(open_incident.severity), 9):
+                    self._raise_severity(tx, open_incident, str(ev.severity), src, event_id, now)
                 if policy is None:  # a critical report on a held incident is not kept quiet
                     silences.on_joined(tx, self.config, open_incident, ev, src, event_id, now)
             elif policy is None and (ev.kind == Kind.heartbeat
@@ -504,6 +509,25 @@ class Engine:
             tx.close_step_run(run_id, "done" if mode == "inform" else "unresolved", now)
             return False
         return True
+
+    def _raise_severity(self, tx: Tx, inc: Incident, severity: str, src: str, event_id: str,
+                        now: datetime) -> None:
+        """A more severe event counted on open ``inc`` (a "smell in the lab" followed by "fire
+        in the lab" under one dedup key): the incident takes the new ``severity``, and its
+        messages still waiting — behind older ones, or deferred to the school morning by quiet
+        hours — take its priority and are due now. Timeline ``severity_raised``."""
+        tx.update_incident(inc.id, severity=severity, updated_at=now)
+        priority = priority_of(severity)
+        moved = 0
+        for n in tx.notifications_of(inc.id):
+            if n.status == "pending" and (n.priority > priority or n.due_at > now):
+                tx.update_notification(n.id, priority=min(n.priority, priority),
+                                       due_at=min(n.due_at, now), updated_at=now)
+                moved += 1
+        tx.add_timeline(inc.id, now, "severity_raised", src,
+                        {"from": inc.severity, "to": severity, "event_id": event_id,
+                         "messages": moved})
+        log.info("severity_raised", incident_id=inc.id, to=severity, messages=moved)
 
     def _reporter(self, tx: Tx, inc: Incident, opening: Mapping[str, Any] | None) -> str | None:
         """The person id who filed ``inc``'s first event (``reported_by``), or None."""
