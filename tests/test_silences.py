@@ -424,7 +424,7 @@ async def test_a_critical_report_on_a_held_incident_ends_the_hold(qh):
     await qh.advance(1)
     assert qh.told() == ["派出所", "张校长", "值班员"]
     tl = qh.timeline(r.incident_id)
-    assert tl[:4] == ["triggered", "silenced", "deduplicated", "silence_ended"]
+    assert tl[:5] == ["triggered", "silenced", "deduplicated", "severity_raised", "silence_ended"]
     assert "step_fired" in tl
 
 
