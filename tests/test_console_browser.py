@@ -73,7 +73,10 @@ def demo(tmp_path_factory) -> Iterator[SimpleNamespace]:
         seen += line
         found = re.search(r"(?:console: |控制台：)(http://\S+/login/\S+)", line)
         link = link or (found.group(1) if found else None)
-    assert link and "http_listening" in seen, seen
+    if not (link and "http_listening" in seen):
+        proc.kill()  # never leave a demo running behind a failed start
+        proc.wait(30)
+        pytest.fail(f"the demo printed no console link:\n{seen}")
     yield SimpleNamespace(base=f"http://127.0.0.1:{port}", link=link, dir=where,
                           spool=where / "escalator-demo" / "spool" / "incoming", env=_env(port))
     proc.send_signal(signal.SIGTERM)
