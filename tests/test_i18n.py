@@ -202,3 +202,21 @@ def test_sidecar_codes_are_documented():
                  "bad_json", "bad_yaml", "invalid_event", "register", "parse_failed",
                  "engine_failed"):
         assert f"`{code}`" in text, code
+
+
+@pytest.mark.parametrize(("lang", "message"), [
+    ("zh_CN.UTF-8", "不是日期：'30/11'（请写成 2026-11-30 或 2026年11月30日）"),
+    ("en_US.UTF-8", "not a date: '30/11' (write e.g. 2026-11-30 or 2026年11月30日)")])
+def test_a_refused_register_row_says_why_in_each_language(monkeypatch, lang, message):
+    """The reasons per cell of a refused row (the rejected file's sidecar, the school doctor's
+    notice) speak the administrator's language too."""
+    from escalator.config import load_config
+    from escalator.intake.registers import read_register
+
+    monkeypatch.setenv("LANG", lang)
+    config = load_config(ROOT / "config" / "demo.yaml")
+    data = ("日期,班级,学号,缺勤原因,症状,发病时间,缺课天数,报告人\r\n"
+            "30/11,3-2,S-2023-0141,病假,发热,,1,王丽\r\n").encode("utf-8")
+    reg = read_register(data, config, key=b"k" * 32, name="absence.csv")
+    [row] = reg.refused
+    assert message in [e["message"] for e in row.errors]

@@ -361,14 +361,16 @@ def _date(text: str, column: str) -> date:
     m = _DATE.match(t)
     if not m:
         if not t:
-            raise _CellError(column, "required: the date")
-        raise _CellError(column, f"not a date: {text!r} (write e.g. 2026-11-30 or 2026年11月30日)")
+            raise _CellError(column, _("required: the date"))
+        raise _CellError(column, _("not a date: {text} (write e.g. 2026-11-30 or 2026年11月30日)")
+                         .format(text=repr(text)))
     try:
         day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
     except ValueError:
-        raise _CellError(column, f"no such date: {text!r}") from None
+        raise _CellError(column, _("no such date: {text}").format(text=repr(text))) from None
     if not YEARS[0] <= day.year <= YEARS[1]:
-        raise _CellError(column, f"date {text!r} is outside the years {YEARS[0]}–{YEARS[1]}")
+        raise _CellError(column, _("date {text} is outside the years {first}–{last}").format(
+            text=repr(text), first=YEARS[0], last=YEARS[1]))
     return day
 
 
@@ -389,7 +391,8 @@ def _datetime(text: str, column: str, tz: tzinfo) -> datetime:
         parsed.astimezone(tz)  # an offset that cannot be shown in the school's zone fails here
         return parsed
     except (ValueError, OverflowError):
-        raise _CellError(column, f"not a time: {text!r} (write e.g. 2026-11-30 06:30)") from None
+        raise _CellError(column, _("not a time: {text} (write e.g. 2026-11-30 06:30)").format(
+            text=repr(text))) from None
 
 
 def _temperature(text: str, column: str) -> float | None:
@@ -400,10 +403,10 @@ def _temperature(text: str, column: str) -> float | None:
     try:
         value = float(t)
     except ValueError:
-        raise _CellError(column, f"not a temperature: {text!r} (write e.g. 37.8, or / when "
-                                 "not taken)") from None
+        raise _CellError(column, _("not a temperature: {text} (write e.g. 37.8, or / when "
+                                   "not taken)").format(text=repr(text))) from None
     if not 34.0 <= value <= 43.0:
-        raise _CellError(column, f"temperature {text!r} is outside 34–43 ℃")
+        raise _CellError(column, _("temperature {text} is outside 34–43 ℃").format(text=repr(text)))
     return value
 
 
@@ -548,13 +551,14 @@ def _parse_rows(config: Config, header: _Header, key: bytes | Callable[[], bytes
         got: list[Submission] = []
         if len(cells) > len(header.titles) and any(c.strip() for c in cells[len(header.titles):]):
             problems.append(_CellError(
-                "(row)", f"{len(cells)} cells but the header has {len(header.titles)} columns "
-                         "(an unquoted comma in a cell?)"))
+                "(row)", _("{cells} cells but the header has {columns} columns "
+                           "(an unquoted comma in a cell?)").format(cells=len(cells),
+                                                                     columns=len(header.titles))))
         else:
             try:
                 got = reader.row(row, cells, problems)
             except (ValueError, OverflowError, ArithmeticError) as e:  # never escape as-is
-                problems.append(_CellError("(row)", f"cannot read the row: {e}"))
+                problems.append(_CellError("(row)", _("cannot read the row: {error}").format(error=e)))
         if problems:
             refused.append(RefusedRow(row, line, list(cells), [
                 {"field": f"row {row} (line {line}), {p.column}", "row": row, "line": line,
@@ -636,7 +640,8 @@ class _Rows:
         text = re.sub(r"\s*人$", "", text)
         if text.isascii() and text.isdigit() and 0 < int(text) <= 500:
             return str(int(text))
-        problems.append(_CellError(self.title("enrolled"), f"not a number of pupils: {text!r}"))
+        problems.append(_CellError(self.title("enrolled"),
+                                   _("not a number of pupils: {text}").format(text=repr(text))))
         return None
 
     def _reporter(self, name: str) -> str | None:
@@ -663,7 +668,8 @@ class _Rows:
         sex = {"男": "男", "男生": "男", "m": "男", "male": "男",
                "女": "女", "女生": "女", "f": "女", "female": "女"}.get(sex_text.lower())
         if sex is None and sex_text not in _EMPTY:
-            problems.append(_CellError(self.title("sex"), f"not 男/女: {sex_text!r}"))
+            problems.append(_CellError(self.title("sex"),
+                                       _("not 男/女: {text}").format(text=repr(sex_text))))
         elif sex:
             out["sex"] = sex
         age_text = re.sub(r"\s*(岁|周岁)$", "", _norm(self.get(cells, "age")))
@@ -671,13 +677,13 @@ class _Rows:
             if age_text.isascii() and age_text.isdigit() and int(age_text) <= 150:
                 out["age"] = int(age_text)
             else:
-                problems.append(_CellError(self.title("age"), "not an age in years"))
+                problems.append(_CellError(self.title("age"), _("not an age in years")))
         phone = re.sub(r"[\s\-()]", "", _norm(self.get(cells, "phone")))
         if phone not in _EMPTY:
             if _PHONE.match(phone):
                 out["guardian_phone"] = phone
             else:
-                problems.append(_CellError(self.title("phone"), "not a phone number (5–20 digits)"))
+                problems.append(_CellError(self.title("phone"), _("not a phone number (5–20 digits)")))
         return out
 
     def _missed(self, cells: list[str], problems: list[_CellError]) -> tuple[str, str] | None:
@@ -699,8 +705,8 @@ class _Rows:
             value = -1.0
         if not 0 <= value <= 366 or value != value:
             problems.append(_CellError(self.title("missed"),
-                                       f"not a number of days or lessons: {text!r} (write e.g. "
-                                       "0.5, 1 or 半天)"))
+                                       _("not a number of days or lessons: {text} (write "
+                                         "e.g. 0.5, 1 or 半天)").format(text=repr(text))))
             return None
         return f"{value:g}", "lessons" if lessons else "days"
 
@@ -713,20 +719,21 @@ class _Rows:
         name = re.sub(r"\s+", "", _norm(self.get(cells, "name")))
         if "pupil" not in self.h.columns:  # a form with names only: the pseudonymous id
             if not name:
-                problems.append(_CellError(self.title("name"), "required: the pupil's name"))
+                problems.append(_CellError(self.title("name"), _("required: the pupil's name")))
             elif len(name) > 50:
-                problems.append(_CellError(self.title("name"), "too long: at most 50 characters"))
+                problems.append(_CellError(self.title("name"), _("too long: at most 50 characters")))
         elif not pupil:
-            problems.append(_CellError(self.title("pupil"), "required: the pupil's number"))
+            problems.append(_CellError(self.title("pupil"), _("required: the pupil's number")))
         elif len(pupil) > 64 or re.search(r"\s", pupil):
             problems.append(_CellError(self.title("pupil"),
-                                       "not a pupil number (at most 64 characters, no spaces)"))
+                                       _("not a pupil number (at most 64 characters, no "
+                                         "spaces)")))
         reason_text = _norm(self.get(cells, "reason"))
         personal = any(w in reason_text for w in PERSONAL_LEAVE_WORDS)
         sick_word = any(w in reason_text for w in SICK_LEAVE_WORDS)
         if not reason_text or reason_text in _EMPTY:
             problems.append(_CellError(self.title("reason"),
-                                       "required: 病假, 事假 or what the pupil has"))
+                                       _("required: 病假, 事假 or what the pupil has")))
         symptoms, other = map_symptoms(self.get(cells, "symptoms"))
         said, said_other = map_symptoms(reason_text)  # 缺勤原因 written as symptoms
         symptoms += [s for s in said if s not in symptoms]
@@ -746,7 +753,8 @@ class _Rows:
             onset = self._cell(problems, lambda: _datetime(onset_text, self.title("onset"), self.tz))
         if onset is not None and day is not None and onset.astimezone(self.tz).date() > day:
             problems.append(_CellError(self.title("onset"),
-                                       f"onset {onset_text!r} is after the register date {day}"))
+                                       _("onset {text} is after the register date {day}")
+                                       .format(text=repr(onset_text), day=day)))
         personal_cells = self._personal(cells, problems)
         missed = self._missed(cells, problems)
         enrolled = self._enrolled(cells, problems)
@@ -807,10 +815,10 @@ class _Rows:
         name = re.sub(r"\s+", "", _norm(self.get(cells, "name")))
         if not name:
             problems.append(_CellError(self.title("name"),
-                                       "required: the pupil's name (their pseudonymous id is "
-                                       "derived from it)"))
+                                       _("required: the pupil's name (their pseudonymous id "
+                                         "is derived from it)")))
         elif len(name) > 50:
-            problems.append(_CellError(self.title("name"), "too long: at most 50 characters"))
+            problems.append(_CellError(self.title("name"), _("too long: at most 50 characters")))
         present_text = _norm(self.get(cells, "present"))
         present: bool | None = None
         if present_text in _PRESENT:
@@ -819,8 +827,9 @@ class _Rows:
             present = False
         else:
             problems.append(_CellError(self.title("present"),
-                                       f"not 是/否: {present_text!r}" if present_text
-                                       else "required: 是 (present) or 否 (absent)"))
+                                       _("not 是/否: {text}").format(text=repr(present_text))
+                                       if present_text
+                                       else _("required: 是 (present) or 否 (absent)")))
         symptoms: list[Symptom] = []
         for index, code in self.h.ticks:
             value = _norm(cells[index]) if index < len(cells) else ""
@@ -829,7 +838,8 @@ class _Rows:
                     symptoms.append(code)
             elif value not in _TICK_NO:
                 problems.append(_CellError(self.h.titles[index],
-                                           f"not a tick: {value!r} (write √, or leave empty)"))
+                                           _("not a tick: {text} (write √, or leave empty)")
+                                           .format(text=repr(value))))
         other_text = self.get(cells, "other")
         more, other = map_symptoms(other_text)
         symptoms += [s for s in more if s not in symptoms]
@@ -846,11 +856,12 @@ class _Rows:
         elif seen_text in {"否", "未就诊", "n", "N", "no", "×"}:
             seen = "no"
         elif seen_text not in _EMPTY:
-            problems.append(_CellError(self.title("seen_doctor"), f"not 是/否: {seen_text!r}"))
+            problems.append(_CellError(self.title("seen_doctor"),
+                                       _("not 是/否: {text}").format(text=repr(seen_text))))
         diagnosis = _norm(self.get(cells, "diagnosis"))
         diagnosis = None if diagnosis in _EMPTY else diagnosis
         if diagnosis and len(diagnosis) > 200:
-            problems.append(_CellError(self.title("diagnosis"), "too long: at most 200 characters"))
+            problems.append(_CellError(self.title("diagnosis"), _("too long: at most 200 characters")))
         personal_cells = self._personal(cells, problems)
         enrolled = self._enrolled(cells, problems)
         if problems:
