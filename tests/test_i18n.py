@@ -216,7 +216,7 @@ def test_a_refused_register_row_says_why_in_each_language(monkeypatch, lang, mes
     monkeypatch.setenv("LANG", lang)
     config = load_config(ROOT / "config" / "demo.yaml")
     data = ("日期,班级,学号,缺勤原因,症状,发病时间,缺课天数,报告人\r\n"
-            "30/11,3-2,S-2023-0141,病假,发热,,1,王丽\r\n").encode("utf-8")
+            "30/11,3-2,S-2023-0141,病假,发热,,1,王丽\r\n").encode()
     reg = read_register(data, config, key=b"k" * 32, name="absence.csv")
     [row] = reg.refused
     assert message in [e["message"] for e in row.errors]
