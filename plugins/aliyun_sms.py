@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from escalator.delivery.aliyun_sdk import body_result, error_result, openapi_config
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.options import ChannelOptions
@@ -35,7 +36,6 @@ from escalator.delivery.sms_template import (
     quiet_sdk_debug,
     template_values,
 )
-from escalator.delivery.text import short
 from escalator.hookspecs import hookimpl
 
 RETRYABLE_CODES = frozenset({
@@ -102,10 +102,7 @@ class AliyunSmsChannel(ChannelBase):
     def _send(self, phone: str, param: str) -> Any:
         client_mod, models, openapi, runtime = self._sdk
         o = self.options
-        ms = int(o.timeout * 1000)
-        config = openapi.Config(access_key_id=o.access_key_id, access_key_secret=o.access_key_secret,
-                                endpoint=o.endpoint, protocol=o.protocol, region_id=o.region_id,
-                                connect_timeout=ms, read_timeout=ms)
+        config = openapi_config(openapi, o)
         request = models.SendSmsRequest(phone_numbers=phone, sign_name=o.sign_name,
                                         template_code=o.template_code, template_param=param)
         return client_mod.Client(config).send_sms_with_options(request, runtime.RuntimeOptions())
@@ -117,19 +114,10 @@ class AliyunSmsChannel(ChannelBase):
                                f"address {message.address!r} is not a phone number")
         try:
             response = await asyncio.to_thread(self._send, phone, self.template_param(message))
-        except Exception as e:  # the SDK raises its own classes; see below
-            code = getattr(e, "code", None)
-            if code is None:  # network: the SDK wraps the requests error
-                return self.failure(getattr(e, "inner_exception", None) or e)
-            status = getattr(e, "status_code", None)
-            return self.result(classify_code(str(code), status or 400),
-                               f"Aliyun HTTP {status} {code}: {short(getattr(e, 'message', ''), 120)}")
+        except Exception as e:  # the SDK raises its own classes (escalator.delivery.aliyun_sdk)
+            return error_result(self, e, classify_code)
         body = response.body
-        code = str(body.code)
-        detail = f"Aliyun {code}" + (f": {short(body.message, 120)}" if body.message else "")
-        if code == "OK":
-            detail += f" (BizId {body.biz_id})"
-        return self.result(classify_code(code), detail)
+        return body_result(self, body, classify_code, f"BizId {body.biz_id}")
 
 
 @hookimpl

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from escalator.delivery.aliyun_sdk import body_result, error_result, openapi_config
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.options import ChannelOptions
@@ -47,7 +48,6 @@ from escalator.delivery.sms_template import (
     quiet_sdk_debug,
     template_values,
 )
-from escalator.delivery.text import short
 from escalator.delivery.voice import VoiceFilter, refusal
 from escalator.hookspecs import hookimpl
 
@@ -122,10 +122,7 @@ class AliyunVoiceChannel(ChannelBase):
     def _call(self, phone: str, param: str, out_id: str) -> Any:
         client_mod, models, openapi, runtime = self._sdk
         o = self.options
-        ms = int(o.timeout * 1000)
-        config = openapi.Config(access_key_id=o.access_key_id, access_key_secret=o.access_key_secret,
-                                endpoint=o.endpoint, protocol=o.protocol, region_id=o.region_id,
-                                connect_timeout=ms, read_timeout=ms)
+        config = openapi_config(openapi, o)
         request = models.SingleCallByTtsRequest(
             called_number=phone, called_show_number=o.called_show_number, tts_code=o.tts_code,
             tts_param=param, play_times=o.play_times, volume=o.volume, speed=o.speed,
@@ -143,19 +140,10 @@ class AliyunVoiceChannel(ChannelBase):
         try:
             response = await asyncio.to_thread(self._call, phone, self.tts_param(message),
                                                f"escalator-{message.notification_id}")
-        except Exception as e:  # the SDK raises its own classes; see aliyun_sms
-            code = getattr(e, "code", None)
-            if code is None:  # network: the SDK wraps the requests error
-                return self.failure(getattr(e, "inner_exception", None) or e)
-            status = getattr(e, "status_code", None)
-            return self.result(classify_code(str(code), status or 400),
-                               f"Aliyun HTTP {status} {code}: {short(getattr(e, 'message', ''), 120)}")
+        except Exception as e:  # the SDK raises its own classes (escalator.delivery.aliyun_sdk)
+            return error_result(self, e, classify_code)
         body = response.body
-        code = str(body.code)
-        detail = f"Aliyun {code}" + (f": {short(body.message, 120)}" if body.message else "")
-        if code == "OK":
-            detail += f" (CallId {body.call_id}; call placed)"
-        return self.result(classify_code(code), detail)
+        return body_result(self, body, classify_code, f"CallId {body.call_id}; call placed")
 
 
 @hookimpl
