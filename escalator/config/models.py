@@ -628,6 +628,8 @@ class DaemonSection(_Model):
     http_listen: str | None = None
     log_format: str | None = None
     public_base_url: str | None = None
+    node: str | None = None
+    node_ttl: float | None = None
 
 
 class TokenSpec(_Model):

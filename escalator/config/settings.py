@@ -5,11 +5,16 @@ Fields: ``config`` (path of the YAML file), ``state_dir`` (database and state), 
 token; never logged), ``log_format`` (``auto`` | ``json`` | ``console``), ``log_level``
 (``debug`` | ``info`` | ``warning`` | ``error``), ``event_loop`` (``auto``: uvloop where installed,
 else asyncio's own; ``uvloop``; ``asyncio``), ``stuck_seconds`` (``/healthz`` names a lane
-that has had work without progress for this long; seconds, default 30).
+that has had work without progress for this long; seconds, default 30), ``node`` (this
+daemon's name among several on one database, default ``<hostname>:<HTTP port>``:
+:attr:`Settings.node_name`) and ``node_ttl`` (seconds without a beat after which the other
+daemons count it dead and release its sends in flight, default 10; docs/reliability.md
+"Several daemons").
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +37,18 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     public_base_url: str | None = None
     stuck_seconds: float = 30.0
+    node: str | None = None
+    node_ttl: float = 10.0
+
+    @property
+    def node_name(self) -> str:
+        """This daemon's node name: ``node`` when set, else ``<hostname>:<HTTP port>`` (unique
+        per host; ``<hostname>:off`` without the HTTP API)."""
+        if self.node:
+            return self.node
+        listen = self.http_listen.strip()
+        port = listen.rsplit(":", 1)[-1] if listen not in ("", "off") else "off"
+        return f"{socket.gethostname()}:{port}"
 
     @classmethod
     def settings_customise_sources(
