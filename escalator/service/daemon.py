@@ -49,6 +49,7 @@ from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
 from escalator.store import SQLiteStore
 from escalator.store.observed import ObservedStore
+from escalator.store.retry import retrying_async
 from escalator.store.thread import StoreThread
 
 log = structlog.get_logger("escalator.service.daemon")
@@ -210,8 +211,8 @@ class Daemon:
 
     async def ingest_file(self, events: list[Event | Submission], sha256: str, name: str,
                           source: str) -> list[IngestResult] | None:
-        results = await self.db(self.engine.ingest_file, events, sha256=sha256, name=name,
-                                source=source)
+        results = await retrying_async(self.db, self.engine.ingest_file, events, sha256=sha256,
+                                       name=name, source=source)
         self.wake()
         return results
 
