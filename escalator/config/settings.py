@@ -8,7 +8,7 @@ else asyncio's own; ``uvloop``; ``asyncio``), ``stuck_seconds`` (``/healthz`` na
 that has had work without progress for this long; seconds, default 30), ``node`` (this
 daemon's name among several on one database, default ``<hostname>:<HTTP port>``:
 :attr:`Settings.node_name`) and ``node_ttl`` (seconds without a beat after which the other
-daemons count it dead and release its sends in flight, default 10; docs/reliability.md
+daemons count it dead and release its sends in flight, default 8; docs/reliability.md
 "Several daemons").
 """
 
@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     stuck_seconds: float = 30.0
     node: str | None = None
-    node_ttl: float = 10.0
+    node_ttl: float = Field(8.0, gt=0)
 
     @property
     def node_name(self) -> str:
