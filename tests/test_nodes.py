@@ -243,7 +243,7 @@ async def test_a_conflict_in_a_tick_rolls_it_back_and_the_next_pass_does_it(harn
     assert len(harness.channel.sent) > told
 
 
-async def test_an_api_action_that_loses_a_race_is_retried_and_never_a_5xx_of_its_own(api):
+async def test_an_api_action_that_loses_a_race_is_retried_and_never_a_5xx_of_its_own(api):  # noqa: F811
     c, daemon = api.client, api.daemon
     iid = (await post_case(c, "events/bullying.json")).json()["incident_id"]
     real = daemon.engine.store
@@ -259,7 +259,7 @@ async def test_an_api_action_that_loses_a_race_is_retried_and_never_a_5xx_of_its
         "acknowledged"  # nothing of the failed resolve was stored
 
 
-async def test_an_event_whose_commit_loses_a_race_is_retried_by_the_group_commit(api):
+async def test_an_event_whose_commit_loses_a_race_is_retried_by_the_group_commit(api):  # noqa: F811
     c, daemon = api.client, api.daemon
     real = daemon.engine.store
     daemon.engine.store = Flaky(real, times=2, on="insert_event")
