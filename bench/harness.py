@@ -92,9 +92,27 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime in seconds of ``pid`` and of its live descendants (/proc/PID/stat fields
+    14 and 15; the daemon's delivery process is its child), plus what its waited-for children
+    used (fields 16 and 17: a delivery process that ended)."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    tree, total = {pid}, 0
+    grew = True
+    while grew:
+        more = {p for p, f in stats.items() if int(f[1]) in tree} - tree
+        tree |= more
+        grew = bool(more)
+    for p in tree:
+        f = stats.get(p)
+        if f is not None:
+            total += int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if p == pid else 0)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -145,16 +163,20 @@ def write_config(tmp: Path, receiver_port: int, timeout: str = "1h", digests: bo
 
 
 def start_escalator(tmp: Path, config: Path, port: int, database: Path | None = None,
-                    address_limits: bool = False) -> subprocess.Popen:
+                    address_limits: bool = False, delivery_process: str | None = None
+                    ) -> subprocess.Popen:
     """``escalator run`` with ``config`` on 127.0.0.1:``port``; JSON logs to /dev/null. By
     ``run_daemon.py``: without the per-address send limit, unless ``address_limits`` (then the
-    daemon's own, real limits: 10 messages a minute to one address)."""
+    daemon's own, real limits: 10 messages a minute to one address). ``delivery_process``:
+    ``on`` / ``off`` / ``auto`` (``ESCALATOR_DELIVERY_PROCESS``); default: the daemon's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ESCALATOR_", "BENCH_ADDRESS"))}
     env.update(ESCALATOR_CONFIG=str(config), ESCALATOR_STATE_DIR=str(tmp / "state"),
                ESCALATOR_SPOOL_DIR=str(tmp / "spool"), ESCALATOR_LOG_FORMAT="json",
                ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN=TOKEN)
     if address_limits:
         env["BENCH_ADDRESS_LIMITS"] = "real"
+    if delivery_process is not None:
+        env["ESCALATOR_DELIVERY_PROCESS"] = delivery_process
     return subprocess.Popen([sys.executable, str(ROOT / "bench" / "run_daemon.py"), "run"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -498,11 +520,14 @@ if __name__ == "__main__" and sys.argv[1:2] == ["receiver"]:
 
 def start_system(system: str, tmp: Path, receiver_port: int, port: int
                  ) -> tuple[subprocess.Popen, Callable[..., Any], int]:
-    """Start ``system`` (``escalator`` or ``alertmanager``) on ``port``, sending to the receiver
-    on ``receiver_port``, and wait until it answers. Returns the process, the request maker for
-    it (``escalator_request`` / ``alertmanager_request``) and its success status."""
-    if system == "escalator":
-        server = start_escalator(tmp, write_config(tmp, receiver_port), port)
+    """Start ``system`` (``escalator``, ``alertmanager``, or ``escalator-1p`` / ``escalator-2p``:
+    escalator with ``delivery_process`` off / on instead of its default) on ``port``, sending to
+    the receiver on ``receiver_port``, and wait until it answers. Returns the process, the
+    request maker for it (``escalator_request`` / ``alertmanager_request``) and its success
+    status."""
+    if system.startswith("escalator"):
+        mode = {"escalator": None, "escalator-1p": "off", "escalator-2p": "on"}[system]
+        server = start_escalator(tmp, write_config(tmp, receiver_port), port, delivery_process=mode)
         wait_http(port, "/healthz", proc=server)
         return server, escalator_request, 202
     server = start_alertmanager(tmp, port, receiver_port)

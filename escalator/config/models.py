@@ -630,6 +630,9 @@ class DaemonSection(_Model):
     public_base_url: str | None = None
     node: str | None = None
     node_ttl: float | None = None
+    delivery_process: Literal["auto", "on", "off"] | None = None
+    """The delivery lane in a process of its own: ``auto`` (default: on with two CPUs or
+    more), ``on``, ``off``. Environment: ``ESCALATOR_DELIVERY_PROCESS``."""
     database_url: str | None = None
     """Where the store lives: ``postgresql://user@host/db`` or a SQLite file (relative to the
     config file's folder); default ``escalator.sqlite3`` under ``state_dir``. Environment:

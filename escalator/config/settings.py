@@ -8,12 +8,14 @@ else asyncio's own; ``uvloop``; ``asyncio``), ``stuck_seconds`` (``/healthz`` na
 that has had work without progress for this long; seconds, default 30), ``database_url``
 (where the store lives: a ``postgresql://`` / ``postgres://`` URL for PostgreSQL, or a SQLite
 file path, relative to the config file's folder when given there; default: ``escalator.sqlite3``
-under ``state_dir``; see :attr:`Settings.store_target`).
-that has had work without progress for this long; seconds, default 30), ``node`` (this
+under ``state_dir``; see :attr:`Settings.store_target`), ``node`` (this
 daemon's name among several on one database, default ``<hostname>:<HTTP port>``:
 :attr:`Settings.node_name`) and ``node_ttl`` (seconds without a beat after which the other
 daemons count it dead and release its sends in flight, default 8; docs/reliability.md
-"Several daemons").
+"Several daemons"), ``delivery_process`` (``auto`` | ``on`` | ``off``: the delivery lane in a
+process of its own, :mod:`escalator.service.delivery_process`; ``auto``, the default, is ``on``
+on a machine with two CPUs or more for a daemon started by ``escalator run``, see
+:func:`escalator.service.delivery_process.wanted`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     node: str | None = None
     node_ttl: float = Field(8.0, gt=0)
+    delivery_process: Literal["auto", "on", "off"] = "auto"
 
     @property
     def node_name(self) -> str:

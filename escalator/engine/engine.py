@@ -359,10 +359,13 @@ class Engine:
             updated = grouping.send_updates(ops, tx, now, limit)
         return opened + len(due) + updated
 
-    def next_due(self) -> datetime | None:
-        """The earliest timer (step, delivery or group update) in the store, or None."""
+    def next_due(self, *, steps: bool = True, sends: bool = True) -> datetime | None:
+        """The earliest timer in the store (UTC), or None: with ``steps``, the step, deadline
+        and group-update timers (the timer lane's); with ``sends``, the pending notifications'
+        due times (the delivery lane's)."""
         with self.store.transaction() as tx:  # read only: nothing to observe
-            due = [t for t in (tx.next_due(), tx.next_group_update()) if t is not None]
+            due = [t for t in (tx.next_due(steps=steps, sends=sends),
+                               tx.next_group_update() if steps else None) if t is not None]
         return min(due, default=None)
 
     def _advance(self, tx: Tx, inc: Incident, now: datetime,

@@ -105,6 +105,9 @@ class RunLoop:
         now = engine.clock.now()
         self.timers = Lane("timers", now)
         self.delivery_lane = Lane("delivery", now)
+        self.delivery_passes = 0
+        """Delivery passes run, and rows they claimed (logged when a delivery process stops)."""
+        self.delivery_claimed = 0
 
     async def timer_pass(self) -> int:
         """Fire everything due now, :data:`TICK_BATCH` incidents per transaction. Returns how
@@ -135,6 +138,8 @@ class RunLoop:
         except Conflict as e:  # rolled back (claimed rows given back); the next pass again
             log.warning("delivery_pass_conflict", cause=str(e))
             claimed = 0
+        self.delivery_passes += 1
+        self.delivery_claimed += claimed
         self.delivery_lane.progressed(self.engine.clock.now(), idle=not claimed)
         return claimed
 

@@ -2,7 +2,9 @@
 
 One asyncio loop, three lanes that never wait for each other (docs/ARCHITECTURE.md, "Lanes"):
 **intake** (the HTTP API and the sources; group commit), **timers** (the daily purge and the
-engine's ticks) and **delivery** (sends), each a task of its own; every store call runs on one
+engine's ticks) and **delivery** (sends), each a task of its own — delivery, on a machine with
+two CPUs or more, in a process of its own that this daemon supervises
+(:mod:`escalator.service.delivery_process`); every store call runs on one
 store thread (:class:`~escalator.store.thread.StoreThread`), never on the loop. The passes
 themselves are :mod:`escalator.engine.runloop`'s. Each idle lane sleeps until the next timer in
 the store, a wake-up from intake, or at most :data:`MAX_IDLE` seconds (so rows written by
@@ -43,6 +45,7 @@ from escalator.intake.sources import SourceContext
 from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
+from escalator.service.delivery_process import STOP_GRACE, DeliveryProcess, wanted
 from escalator.service.metrics import Metrics
 from escalator.service.nodes import PERIODIC, PURGE, Node
 from escalator.service.sdnotify import Notifier
@@ -126,7 +129,10 @@ def build_channels(config: Config, registry: Registry) -> dict[str, Any]:
 class Daemon:
     """A running escalator. ``clock`` defaults to the wall clock; ``plugin_manager`` to the
     built-ins, the config's ``plugins_dir`` and entry points; ``notifier`` to systemd's
-    ``NOTIFY_SOCKET`` (a no-op outside systemd).
+    ``NOTIFY_SOCKET`` (a no-op outside systemd). ``role``: ``daemon``, or ``delivery`` for the
+    delivery process's daemon (:meth:`run_delivery`: no systemd, no notices of its own).
+    ``delivery_process``: the supervised child running the delivery lane, or None (the lane
+    runs in this process; :func:`~escalator.service.delivery_process.wanted`).
 
     ``db``: the runner of every store call (``await daemon.db(fn, *args)``, on the store
     thread); ``lanes``: the :class:`~escalator.engine.runloop.Lane` records ``/healthz`` reads
@@ -134,7 +140,8 @@ class Daemon:
 
     def __init__(self, config: Config, settings: Settings, *, clock: Clock | None = None,
                  plugin_manager: pluggy.PluginManager | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, role: str = "daemon") -> None:
+        self.role = role
         self.settings = settings
         self.clock = clock or SystemClock()
         self.pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir_of(config))
@@ -167,7 +174,14 @@ class Daemon:
         self.runloop = RunLoop(self.engine, self.delivery, db=self.db,
                                before_tick=self._purge_if_due,
                                periodic=lambda: self.node.holds(PERIODIC), send_batch=SEND_BATCH)
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or Notifier({} if role == "delivery" else None)
+        self.delivery_process: DeliveryProcess | None = None
+        if role == "daemon" and wanted(settings.delivery_process, config_file=config.source,
+                                       own_plugins=plugin_manager is None,
+                                       system_clock=isinstance(self.clock, SystemClock)):
+            assert config.source is not None
+            self.delivery_process = DeliveryProcess(settings, config.source,
+                                                    count=self.metrics.notification)
         self.last_loop_at = self.clock.now()
         self.last_error: str | None = None
         self.last_reload: tuple[datetime, bool, str] | None = None
@@ -185,7 +199,7 @@ class Daemon:
         self._ctx = SourceContext(settings=settings, config=config, clock=self.clock,
                                   ingest=self.ingest, ingest_file=self.ingest_file)
         self._loop: asyncio.AbstractEventLoop | None = None
-        for warning in startup_warnings(config, self.clock.now().astimezone(config.school.tz).date()):
+        for warning in () if role == "delivery" else startup_warnings(config, self.clock.now().astimezone(config.school.tz).date()):
             log.warning("school_calendar_incomplete", detail=warning)  # docs/school-rules.md
 
     def _purge_if_due(self) -> None:
@@ -218,9 +232,12 @@ class Daemon:
         return results
 
     def wake(self) -> None:
-        """Wake the timer and delivery lanes (something became due: a commit, an action)."""
+        """Wake the timer and delivery lanes (something became due: a commit, an action), the
+        delivery process's too."""
         for event in self._wakes:
             event.set()
+        if self.delivery_process is not None:
+            self.delivery_process.wake()
 
     def stop(self) -> None:
         """Ask the daemon to stop (SIGTERM, SIGINT): input stops, sends in flight finish."""
@@ -230,12 +247,19 @@ class Daemon:
     def health(self) -> dict[str, str]:
         """What is wrong now, from memory (no store call): ``{"store": cause}`` once the
         store's files are gone, and ``{lane: why}`` for each lane that has had work without
-        progress for more than ``settings.stuck_seconds``. Empty when healthy."""
+        progress for more than ``settings.stuck_seconds`` — with a delivery process,
+        ``{"delivery": why}`` also while it is not running or silent
+        (:meth:`DeliveryProcess.failing`). Empty when healthy."""
         failing: dict[str, str] = {}
         if self.store_lost:
             failing["store"] = self.store_lost
         now = self.clock.now()
+        child = self.delivery_process
+        if child is not None and (why := child.failing(self.settings.stuck_seconds)):
+            failing["delivery"] = why
         for lane in self.lanes:
+            if self.delivery_process is not None and lane is self.runloop.delivery_lane:
+                continue  # the process's lane, reported above
             age = lane.stuck_for(now)
             if age is not None and age > self.settings.stuck_seconds:
                 failing[lane.name] = f"the {lane.name} lane has had work for {age:.0f} s without progress"
@@ -262,7 +286,8 @@ class Daemon:
             errors = [str(p) for p in e.problems if p.level == "error"]
             self.last_error = f"config reload failed ({len(errors)} errors); running config kept"
             log.error("config_reload_failed", path=str(path), problems=errors)
-            self._tell_administrators(len(errors))
+            if self.role == "daemon":  # the delivery process's daemon leaves it to its parent
+                self._tell_administrators(len(errors))
             self.last_reload = (self.clock.now(), False, "; ".join(errors))
             self.notifier.ready(self._status_text())
             return False
@@ -274,6 +299,8 @@ class Daemon:
         self.delivery.reload(config, channels)
         self._closing = asyncio.get_running_loop().create_task(aclose_all(replaced.values()))
         log.info("config_reloaded", path=str(path))
+        if self.delivery_process is not None:
+            self.delivery_process.reload()
         self.last_reload = (self.clock.now(), True, f"{len(config.warnings)} warnings")
         self.notifier.ready(self._status_text())
         return True
@@ -362,10 +389,15 @@ class Daemon:
                                                     name="http"))
         await self._until_listening()
         self.pm.hook.startup(context=self._plugin_context("startup"))
-        lanes = [asyncio.create_task(self._timer_lane(), name="timers"),
-                 asyncio.create_task(self._delivery_lane(), name="delivery")]
+        lanes = [asyncio.create_task(self._timer_lane(), name="timers")]
+        child = self.delivery_process
+        if child is None:
+            lanes.append(asyncio.create_task(self._delivery_lane(), name="delivery"))
+        else:  # stopped with the lanes below: stop() drains its sends in flight
+            supervisor = asyncio.create_task(child.run(), name="delivery-process")
         log.info("escalator_started", database=self.settings.store_display, node=self.node.name,
-                 inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
+                 inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels),
+                 delivery_process=child.node if child is not None else None)
         await self._refresh_counts()
         self.notifier.ready(self._status_text())
         try:
@@ -376,10 +408,16 @@ class Daemon:
             for t in self._inputs:  # stop taking input first
                 t.cancel()
             await asyncio.gather(*self._inputs, return_exceptions=True)
+            if child is not None:  # the delivery process drains its sends in flight
+                lanes.append(asyncio.create_task(child.stop(DRAIN_SECONDS)))
             try:  # then let the lanes finish the sends in flight
-                await asyncio.wait_for(asyncio.gather(*lanes), DRAIN_SECONDS)
+                await asyncio.wait_for(asyncio.gather(*lanes), DRAIN_SECONDS
+                                       + (STOP_GRACE if child is not None else 0.0))
             except TimeoutError:
                 log.warning("drain_deadline_passed", seconds=DRAIN_SECONDS)
+            if child is not None:
+                supervisor.cancel()
+                await asyncio.gather(supervisor, return_exceptions=True)
             try:
                 self.pm.hook.shutdown(context=self._plugin_context("shutdown"))
             except Exception:
@@ -394,6 +432,41 @@ class Daemon:
             self.store_thread.close()
             self.notifier.close()
             log.info("escalator_stopped")
+
+    async def run_delivery(self) -> None:
+        """The delivery process's run (``role="delivery"``; :mod:`escalator.service.delivery_process`
+        wires its wake-ups and reports): beat this node, release the sends a crash of this node
+        left in flight, run the delivery lane alone until :meth:`stop` (SIGTERM), let the pass
+        in flight finish (at most :data:`DRAIN_SECONDS`), close the channels and the store.
+        SIGHUP re-reads the config (:meth:`reload`)."""
+        loop = self._loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.reload)):
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (tests)
+        await self.store_thread.urgent(self.node.beat)
+        released = await self.store_thread.urgent(self.delivery.release_claims)
+        if released:
+            log.warning("sends_released_after_restart", count=released, node=self.node.name)
+        beat = asyncio.create_task(self._beat(), name="node-beat")
+        lane = asyncio.create_task(self._delivery_lane(), name="delivery")
+        log.info("delivery_process_running", node=self.node.name, channels=sorted(self.delivery.channels))
+        try:
+            await self._stop.wait()
+        finally:
+            try:
+                await asyncio.wait_for(lane, DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("drain_deadline_passed", seconds=DRAIN_SECONDS)
+            await aclose_all(self.delivery.channels.values())
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await self.db(self.store.close)
+            self.store_thread.close()
+            log.info("delivery_process_stopped", node=self.node.name,
+                     passes=self.runloop.delivery_passes, claimed=self.runloop.delivery_claimed)
 
     def _plugin_context(self, hook: str) -> PluginContext:
         """The narrow view of the daemon that the ``startup``/``shutdown`` hooks get."""
@@ -420,7 +493,7 @@ class Daemon:
             except Exception as e:  # a store error must not kill the lane silently
                 self._failed("timers", e)
                 await asyncio.sleep(1.0)
-            await self._sleep(wake)
+            await self._sleep(wake, sends=False)
 
     async def _delivery_lane(self) -> None:
         """The delivery lane: delivery passes while they claim something (ends after the one in
@@ -434,7 +507,7 @@ class Daemon:
             except Exception as e:
                 self._failed("delivery", e)
                 await asyncio.sleep(1.0)
-            await self._sleep(wake, self.store_thread.urgent)
+            await self._sleep(wake, self.store_thread.urgent, steps=False)
 
     def _failed(self, lane: str, e: Exception) -> None:
         self.last_error = f"{lane}: {type(e).__name__}: {e}"
@@ -483,11 +556,14 @@ class Daemon:
                 f"{counts.get('acknowledged', 0)} acknowledged")
         return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
-    async def _sleep(self, wake: asyncio.Event, db: Any = None) -> None:
-        """Sleep until the next timer in the store (read through ``db``: the delivery lane's
-        read goes before waiting group commits), ``wake`` or :data:`MAX_IDLE`."""
+    async def _sleep(self, wake: asyncio.Event, db: Any = None, *, steps: bool = True,
+                     sends: bool = True) -> None:
+        """Sleep until the lane's next timer in the store (``steps``: the timer lane's,
+        ``sends``: the delivery lane's; read through ``db``: the delivery lane's read goes
+        before waiting group commits), ``wake`` or :data:`MAX_IDLE`. A lane never wakes for
+        the other's timers: the timer lane would spin while sends are due."""
         try:
-            due = await (db or self.db)(self.engine.next_due)
+            due = await (db or self.db)(self.engine.next_due, steps=steps, sends=sends)
         except Exception:
             due = None
         timeout = MAX_IDLE

@@ -96,9 +96,10 @@ class Metrics:
         """Count one processed event (``source`` as recorded, ``outcome`` = ingest status)."""
         self.events.labels(self._bounded("source", source[:100]), outcome).inc()
 
-    def notification(self, channel: str, outcome: str) -> None:
-        """Count one delivery attempt through channel id ``channel``."""
-        self.notifications.labels(self._bounded("channel", channel), outcome).inc()
+    def notification(self, channel: str, outcome: str, count: int = 1) -> None:
+        """Count ``count`` delivery attempts through channel id ``channel`` (more than one: the
+        delivery process's counts, reported to the daemon in batches)."""
+        self.notifications.labels(self._bounded("channel", channel), outcome).inc(count)
 
     def step_fired(self, due: datetime | None, now: datetime) -> None:
         """Observe the lag of a step firing at ``now`` that was due at ``due`` (aware UTC)."""

@@ -286,21 +286,19 @@ class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLRep
         )
         return [row_to(TimelineEntry, r) for r in rows]
 
-    def next_due(self) -> datetime | None:
-        row = self.c.execute(
-            "SELECT MIN(t) FROM ("
-            " SELECT MIN(next_step_at) AS t FROM incidents WHERE next_step_at IS NOT NULL"
-            " UNION ALL SELECT MIN(deadline_check_at) FROM incidents"
-            "  WHERE deadline_check_at IS NOT NULL"
+    def next_due(self, *, steps: bool = True, sends: bool = True) -> datetime | None:
+        parts = []
+        if steps:
+            parts += ["SELECT MIN(next_step_at) AS t FROM incidents WHERE next_step_at IS NOT NULL",
+                      "SELECT MIN(deadline_check_at) FROM incidents WHERE deadline_check_at IS NOT NULL"]
+        if sends:
             # one seek per priority in the pending rows' index (priority, due_at): a MIN over
             # all priorities at once would read every pending row (a backlog on every sleep)
-            " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending'"
-            "  AND priority = 0"
-            " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending'"
-            "  AND priority = 1"
-            " UNION ALL SELECT MIN(due_at) FROM notifications WHERE status = 'pending'"
-            "  AND priority = 2) AS timers"
-        ).fetchone()
+            parts += [f"SELECT MIN(due_at) AS t FROM notifications WHERE status = 'pending'"
+                      f" AND priority = {p}" for p in (0, 1, 2)]
+        if not parts:
+            return None
+        row = self.c.execute(f"SELECT MIN(t) FROM ({' UNION ALL '.join(parts)}) AS timers").fetchone()
         return from_db(row[0]) if row and row[0] else None
 
     def row_key_seen(self, row_key: str) -> bool:

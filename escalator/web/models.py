@@ -166,11 +166,25 @@ class HeartbeatOut(BaseModel):
     status: str
 
 
+class DeliveryProcessOut(BaseModel):
+    """The delivery process (docs/ARCHITECTURE.md "Lanes"): ``pid`` (None while not running),
+    its ``node`` name, ``running``, ``restarts`` since the daemon started, ``last_exit`` (the
+    last child's exit code; negative: the signal that killed it)."""
+
+    pid: int | None
+    node: str
+    running: bool
+    restarts: int
+    last_exit: int | None
+
+
 class HealthOut(BaseModel):
-    """``status``: ``ok``, or ``unavailable`` with ``failing`` naming each stuck part."""
+    """``status``: ``ok``, or ``unavailable`` with ``failing`` naming each stuck part;
+    ``delivery_process``: the process running the delivery lane, when it has one of its own."""
 
     status: str
     failing: dict[str, str] | None = None
+    delivery_process: DeliveryProcessOut | None = None
 
 
 def incident_out(inc: Any) -> dict[str, Any]:

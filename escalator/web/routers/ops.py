@@ -18,11 +18,15 @@ async def healthz(daemon: CurrentDaemon) -> Any:
     """From memory, no store call (:meth:`~escalator.service.daemon.Daemon.health`): 200, or
     503 naming each failing part — ``store`` (its files were deleted or replaced) and each
     lane (``intake``, ``timers``, ``delivery``) that has had work without progress for
-    ``stuck_seconds`` (30 s by default)."""
+    ``stuck_seconds`` (30 s by default), ``delivery`` also while the delivery process is not
+    running or silent; with a delivery process of its own, ``delivery_process`` names it (pid,
+    node, restarts)."""
     failing = daemon.health()
-    if failing:
-        return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    body: dict[str, Any] = ({"status": "unavailable", "failing": failing} if failing
+                            else {"status": "ok"})
+    if daemon.delivery_process is not None:
+        body["delivery_process"] = daemon.delivery_process.describe()
+    return JSONResponse(body, status_code=503 if failing else 200)
 
 
 @router.get("/metrics", response_class=Response,
