@@ -26,12 +26,11 @@ import re
 import time
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import Field, field_validator
 
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
-from escalator.delivery.http import classify_robot_answer, http_request
+from escalator.delivery.http import HTTP_ERRORS, classify_robot_answer, http_request
 from escalator.delivery.options import ChannelOptions, check_http_url
 from escalator.delivery.ratelimit import RateLimit, shared_limiter
 from escalator.delivery.text import NO_ADDRESS, fit_text, json_len, message_text, normalise_mobile
@@ -142,7 +141,7 @@ class FeishuChannel(ChannelBase):
         body, note = self.payload(message)
         try:
             response = await http_request("POST", self.url, json_body=body, timeout=self.options.timeout)
-        except httpx.HTTPError as e:
+        except HTTP_ERRORS as e:
             return self.failure(e)
         status, detail = classify_robot_answer(
             response, service="feishu", code_keys=("code", "StatusCode"),

@@ -32,12 +32,11 @@ from string import Formatter
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
-import httpx
 from pydantic import Field, field_validator, model_validator
 
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
-from escalator.delivery.http import classify_http, http_request, read_json
+from escalator.delivery.http import HTTP_ERRORS, Answer, classify_http, http_request, read_json
 from escalator.delivery.options import ChannelOptions, check_http_url
 from escalator.delivery.text import fit_sms, message_text, normalise_mobile, short
 from escalator.hookspecs import hookimpl
@@ -212,7 +211,7 @@ class SmsHttpChannel(ChannelBase):
                 headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         return kwargs
 
-    def judge(self, response: httpx.Response) -> tuple[DeliveryStatus, str]:
+    def judge(self, response: Answer) -> tuple[DeliveryStatus, str]:
         """Status and detail for the gateway's answer (see the module docstring)."""
         by_http = classify_http(response.status_code)
         if by_http is not None:
@@ -245,7 +244,7 @@ class SmsHttpChannel(ChannelBase):
         try:
             response = await http_request(kwargs.pop("method"), kwargs.pop("url"),
                                           timeout=self.options.timeout, **kwargs)
-        except httpx.HTTPError as e:
+        except HTTP_ERRORS as e:
             return self.failure(e)
         status, detail = self.judge(response)
         return self.result(status, detail)

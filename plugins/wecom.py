@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import Field, field_validator
 
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
-from escalator.delivery.http import classify_robot_answer, http_request
+from escalator.delivery.http import HTTP_ERRORS, classify_robot_answer, http_request
 from escalator.delivery.options import ChannelOptions, check_http_url
 from escalator.delivery.ratelimit import RateLimit, shared_limiter
 from escalator.delivery.text import NO_ADDRESS, fit_text, message_text, normalise_mobile, utf8_len
@@ -105,7 +104,7 @@ class WeComChannel(ChannelBase):
             response = await http_request("POST", self.options.base_url,
                                           params={"key": self.options.key}, json_body=body,
                                           timeout=self.options.timeout)
-        except httpx.HTTPError as e:
+        except HTTP_ERRORS as e:
             return self.failure(e)
         status, detail = classify_robot_answer(
             response, service="wecom", code_keys=("errcode",), msg_keys=("errmsg",),

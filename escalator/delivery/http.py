@@ -2,11 +2,14 @@
 
 Every HTTP channel maps an answer or an error the same way (:func:`classify_http`,
 :func:`classify_robot_answer`, :func:`transport_failure`) and sends through the running loop's
-one client (:func:`http_request`), which stays open while a channel may use it and is closed
-when the last one releases it (:func:`use_client` / :func:`release_client`, called by
+one client (:func:`http_request`), — an aiohttp session (its HTTP parser in C: about
+half the CPU of httpx/httpcore/anyio per message, bench/README.md) — which stays open while a
+channel may use it and is closed when the last one releases it (:func:`use_client` / :func:`release_client`, called by
 ``ChannelBase.__init__`` and ``ChannelBase.aclose``: the channels a config reload builds count
 before the ones it replaces are released, so a send in flight on an old one is not cut). A channel
-never retries (``escalator.delivery.channels``): these helpers only classify.
+never retries (``escalator.delivery.channels``): these helpers only classify. A channel
+catches :data:`HTTP_ERRORS` around :func:`http_request` and maps them with
+:func:`transport_failure`.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import urllib.request
 import weakref
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 
 from escalator.delivery.channels import DeliveryStatus
 from escalator.delivery.text import short
+
+HTTP_ERRORS = (aiohttp.ClientError, TimeoutError)
+"""What :func:`http_request` raises when no answer came (connection, TLS, timeout, bad URL)."""
 
 RETRYABLE_HTTP = frozenset({408, 425, 429})
 """4xx statuses that mean "later" (RFC 9110 408 Request Timeout, RFC 8470 425 Too Early,
@@ -48,18 +57,46 @@ def transport_failure(exc: BaseException) -> tuple[DeliveryStatus, str]:
     """
     cause: BaseException | None = exc
     while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorCertificateError):
+            cause = cause.certificate_error
         if isinstance(cause, ssl.SSLCertVerificationError):
             return DeliveryStatus.failed_permanent, f"TLS certificate not accepted: {cause.reason}"
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return DeliveryStatus.failed_retryable, f"timeout ({type(exc).__name__})"
-    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+    if isinstance(exc, aiohttp.InvalidURL | httpx.InvalidURL | httpx.UnsupportedProtocol):
         return DeliveryStatus.failed_permanent, f"invalid URL ({type(exc).__name__})"
     reason = str(exc) or type(exc).__name__
     return DeliveryStatus.failed_retryable, f"{type(exc).__name__}: {reason}"
 
 
-def read_json(response: httpx.Response) -> dict[str, Any] | None:
+class Answer:
+    """An HTTP answer, read whole: ``status_code``, ``headers`` (case-insensitive), ``content``
+    (bytes), :attr:`text` and :meth:`json` (as httpx's ``Response`` has them)."""
+
+    __slots__ = ("charset", "content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes,
+                 charset: str | None = None) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+        self.charset = charset
+
+    @property
+    def text(self) -> str:
+        """The body decoded by its charset (UTF-8 when none or unknown; bad bytes replaced)."""
+        try:
+            return self.content.decode(self.charset or "utf-8", "replace")
+        except LookupError:
+            return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ``ValueError`` when it is not."""
+        return json.loads(self.content)
+
+
+def read_json(response: Answer) -> dict[str, Any] | None:
     """The JSON object of ``response``, or ``None`` if the body is not one."""
     try:
         data = response.json()
@@ -72,7 +109,7 @@ RATE_LIMIT_WORDS = ("too many", "too fast", "frequency", "freq", "rate limit", "
 """Words in a service's error message that mean "slow down" whatever the code says."""
 
 
-def classify_robot_answer(response: httpx.Response, *, service: str, code_keys: tuple[str, ...],
+def classify_robot_answer(response: Answer, *, service: str, code_keys: tuple[str, ...],
                           msg_keys: tuple[str, ...], retryable: Mapping[int, str],
                           known: Mapping[int, str] | None = None) -> tuple[DeliveryStatus, str]:
     """Status and detail for a chat robot's answer (DingTalk, WeCom, Feishu).
@@ -113,32 +150,64 @@ def classify_robot_answer(response: httpx.Response, *, service: str, code_keys: 
 
 
 async def http_request(method: str, url: str, *, timeout: float, json_body: Any = None,
-                       **kwargs: Any) -> httpx.Response:
-    """One HTTP request on the running loop's shared client (:func:`shared_client`):
-    ``timeout`` seconds for each of connect, read, write and pool; redirects are not followed.
-    ``json_body`` is sent as UTF-8 JSON (not ASCII-escaped, so a Chinese character is 3 bytes,
-    as the services count) with ``Content-Type: application/json; charset=utf-8``. Raises
-    httpx's exceptions unchanged."""
+                       content: bytes | None = None, params: Mapping[str, Any] | None = None,
+                       headers: Mapping[str, str] | None = None) -> Answer:
+    """One HTTP request on the running loop's shared client (:func:`shared_client`), its answer
+    read whole. ``timeout`` seconds for each of: getting a connection (pool wait and connect),
+    connecting, and each read of the answer; the pipeline's ``SEND_TIMEOUT`` bounds the whole
+    send. Redirects are not followed; TLS is verified (:func:`tls_context`); proxies from
+    ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` except ``NO_PROXY`` (:func:`proxy_for`). ``json_body`` is sent as UTF-8 JSON (not
+    ASCII-escaped, so a Chinese character is 3 bytes, as the services count) with
+    ``Content-Type: application/json; charset=utf-8``; ``content``: a raw body; ``params``: the
+    query (values as text). Raises :data:`HTTP_ERRORS` (aiohttp's, and ``TimeoutError``)."""
+    headers = dict(headers or {})
     if json_body is not None:
-        headers = {"Content-Type": "application/json; charset=utf-8", **kwargs.pop("headers", {})}
-        kwargs.update(content=json.dumps(json_body, ensure_ascii=False).encode("utf-8"),
-                      headers=headers)
-    return await shared_client().request(method, url, timeout=timeout, **kwargs)
+        headers = {"Content-Type": "application/json; charset=utf-8", **headers}
+        content = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+    query = {k: v if isinstance(v, str | int | float) else str(v)
+             for k, v in params.items()} if params else None
+    limits = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout,
+                                   sock_read=timeout)
+    client = shared_client()
+    async with client.request(method, url, data=content, params=query, headers=headers,
+                              timeout=limits, allow_redirects=False,
+                              proxy=proxy_for(url, _PROXIES.get(client, {}))) as response:
+        body = await response.read()
+        return Answer(response.status, response.headers, body, response.charset)
 
 
-_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+def proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
+    """The proxy for ``url`` from ``proxies`` (``urllib.request.getproxies()``: ``HTTP_PROXY``,
+    ``HTTPS_PROXY``, ``ALL_PROXY``, with ``NO_PROXY`` for the exceptions), or None."""
+    if not proxies:
+        return None
+    parts = urlsplit(url)
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxy
+
+
+_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary())
+_PROXIES: weakref.WeakKeyDictionary[aiohttp.ClientSession, dict[str, str]] = (
     weakref.WeakKeyDictionary())
 _USERS: weakref.WeakSet[object] = weakref.WeakSet()
 
 
-def shared_client() -> httpx.AsyncClient:
-    """The running loop's HTTP client, made on first use: connections are kept alive and
-    reused, and the proxy settings and TLS context are read once — a client per message cost
-    ~2 ms of CPU and a new connection each time (bench/README.md). Redirects are not followed."""
+def shared_client() -> aiohttp.ClientSession:
+    """The running loop's HTTP client (an aiohttp session), made on first use: connections are
+    kept alive and reused, the proxy settings (the environment's, :func:`proxy_for`) and the
+    TLS context are read once — a client per message cost ~2 ms of CPU and a new connection
+    each time (bench/README.md). Not aiohttp's ``trust_env``: it reads ``~/.netrc`` on a thread
+    for every request (~0.7 ms of CPU per message here)."""
     loop = asyncio.get_running_loop()
     client = _CLIENTS.get(loop)
-    if client is None or client.is_closed:
-        client = _CLIENTS[loop] = httpx.AsyncClient(follow_redirects=False, verify=tls_context())
+    if client is None or client.closed:
+        client = _CLIENTS[loop] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls_context()),
+            skip_auto_headers=("User-Agent",), headers={"User-Agent": "escalator"})
+        _PROXIES[client] = urllib.request.getproxies_environment()
     return client
 
 
@@ -158,7 +227,7 @@ async def release_client(user: object) -> None:
     if not _USERS:
         client = _CLIENTS.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            await client.close()
 
 
 _TLS: ssl.SSLContext | None = None

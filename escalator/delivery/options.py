@@ -235,9 +235,9 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-REDACTED_LOGGERS = ("httpx", "apprise")
+REDACTED_LOGGERS = ("httpx", "aiohttp", "apprise")
 """Third-party loggers whose lines may carry a webhook URL or token (httpx logs every request
-URL at INFO; the DingTalk and WeCom tokens are query parameters, the Feishu token is a path)."""
+URL at INFO; aiohttp's client may name one in an error; the DingTalk and WeCom tokens are query parameters, the Feishu token is a path)."""
 
 _FILTER = _RedactingFilter()
 

@@ -66,6 +66,8 @@ DRAIN_SECONDS = 20.0
 """On SIGTERM, how long sends in flight may take to finish (the unit's TimeoutStopSec is 30 s)."""
 STATUS_INTERVAL = 5.0
 """Seconds between STATUS= updates to systemd."""
+CHILD_START_SECONDS = 30.0
+"""Longest wait (seconds) for the delivery process's first report before READY."""
 PULSE_MAX = 1.0
 """Longest sleep of the pulse task (seconds); with a watchdog it wakes every WatchdogSec/4."""
 __all__ = ["SEND_BATCH", "Daemon", "build_channels", "plugin_problems"]
@@ -395,6 +397,8 @@ class Daemon:
             lanes.append(asyncio.create_task(self._delivery_lane(), name="delivery"))
         else:  # stopped with the lanes below: stop() drains its sends in flight
             supervisor = asyncio.create_task(child.run(), name="delivery-process")
+            if not await child.started(CHILD_START_SECONDS):  # READY once it delivers
+                log.warning("delivery_process_slow_to_start", seconds=CHILD_START_SECONDS)
         log.info("escalator_started", database=self.settings.store_display, node=self.node.name,
                  inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels),
                  delivery_process=child.node if child is not None else None)

@@ -119,6 +119,19 @@ class DeliveryProcess:
         self.stuck_for: float | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
+        self._reported: asyncio.Event | None = None
+
+    async def started(self, timeout: float) -> bool:
+        """Wait until a child has sent its first report (it is delivering), at most ``timeout``
+        seconds; whether it has."""
+        if self._reported is None:
+            self._reported = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._reported.wait()
+        except TimeoutError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ supervision
 
@@ -196,6 +209,9 @@ class DeliveryProcess:
             log.warning("delivery_process_bad_report", length=len(line))
             return
         self.report_at = time.monotonic()
+        if self._reported is None:
+            self._reported = asyncio.Event()
+        self._reported.set()
         self.busy = bool(report.get("busy"))
         self.stuck_for = report.get("stuck_for")
         if self.count is not None:

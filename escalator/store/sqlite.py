@@ -1,7 +1,10 @@
 """SQLite store: WAL mode, ``synchronous=FULL`` (a commit survives power loss), versioned migrations.
 
 One connection, serialised by a lock; write transactions start with ``BEGIN IMMEDIATE`` so two
-processes (the daemon and a CLI ``ack``) never deadlock, they wait (``busy_timeout``).
+processes (the daemon, its delivery process, a CLI ``ack``) never deadlock, they wait: for the
+write lock by short polls (:meth:`SQLiteStore._begin`; SQLite's own busy handler sleeps 1, 2,
+5, 10 … 100 ms, which left the lock idle between two writers' turns), otherwise
+``busy_timeout``.
 Datetimes are stored as fixed-width UTC ISO-8601 text, so they sort and compare as text.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -353,6 +357,11 @@ def translated() -> Iterator[None]:
 
 log = structlog.get_logger("escalator.store")
 
+BUSY_TIMEOUT = 30.0
+"""Seconds a transaction waits for the write lock before the store counts as unavailable."""
+BUSY_POLL = (0.0002, 0.002)
+"""First and longest pause (seconds) between two tries for the write lock (doubling)."""
+
 FILE_CHECK_SECONDS = 2.0
 """How often :meth:`SQLiteStore.watch` looks at the database and WAL files (seconds)."""
 
@@ -394,7 +403,7 @@ class SQLiteStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.execute("PRAGMA foreign_keys=ON")
-                self._conn.execute("PRAGMA busy_timeout=30000")
+                self._conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
                 self._migrate()
             except BaseException:
                 self._conn.close()
@@ -507,7 +516,7 @@ class SQLiteStore:
         if self.check_files() is not None:
             raise StoreUnavailable(self.lost or "store lost")
         with self._lock, translated():
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield SQLiteTx(self._conn)
                 self._conn.execute("COMMIT")
@@ -515,6 +524,31 @@ class SQLiteStore:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, polling for the write lock every 0.2 ms, doubling up to 2 ms,
+        for at most :data:`BUSY_TIMEOUT` seconds (then ``sqlite3.OperationalError``, "database
+        is locked"). Another process's transaction of a few ms is followed at once, where
+        SQLite's busy handler would sleep in coarse steps."""
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            pause, deadline = BUSY_POLL[0], None
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if e.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                        raise
+                    now = time.monotonic()
+                    deadline = deadline or now + BUSY_TIMEOUT
+                    if now >= deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, BUSY_POLL[1])
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
