@@ -158,18 +158,13 @@ def test_kill_9_of_the_daemon_takes_its_delivery_process_with_it(daemon):
     wait_for("the delivery process gone with its daemon", lambda: gone(pid), 10)
 
 
-def test_wanted_auto_only_for_a_daemon_the_child_can_rebuild(tmp_path: Path):
+def test_wanted_on_only_when_asked_and_with_a_config_file(tmp_path: Path):
     cfg = tmp_path / "escalator.yaml"
-    own = {"config_file": cfg, "own_plugins": True, "system_clock": True}
-    assert wanted("auto", **own, cpus=2)
-    assert not wanted("auto", **own, cpus=1)
-    assert not wanted("auto", **{**own, "own_plugins": False}, cpus=4)  # a test's plugins
-    assert not wanted("auto", **{**own, "system_clock": False}, cpus=4)  # a fake clock
-    assert not wanted("auto", **{**own, "config_file": None}, cpus=4)
-    assert wanted("on", **{**own, "own_plugins": False}, cpus=1)
-    assert not wanted("off", **own, cpus=8)
+    assert wanted("on", config_file=cfg)
+    assert not wanted("auto", config_file=cfg)  # one process: what the benchmark measured
+    assert not wanted("off", config_file=cfg)
     with pytest.raises(ValueError, match="delivery_process"):
-        wanted("on", config_file=None, own_plugins=True, system_clock=True)
+        wanted("on", config_file=None)
 
 
 def test_the_childs_counts_go_to_the_parent_once():

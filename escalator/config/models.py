@@ -631,8 +631,9 @@ class DaemonSection(_Model):
     node: str | None = None
     node_ttl: float | None = None
     delivery_process: Literal["auto", "on", "off"] | None = None
-    """The delivery lane in a process of its own: ``auto`` (default: on with two CPUs or
-    more), ``on``, ``off``. Environment: ``ESCALATOR_DELIVERY_PROCESS``."""
+    """The delivery lane in a process of its own: ``on``, ``off``, ``auto`` (default: one
+    process, as measured on two CPUs; bench/README.md). Environment:
+    ``ESCALATOR_DELIVERY_PROCESS``."""
     database_url: str | None = None
     """Where the store lives: ``postgresql://user@host/db`` or a SQLite file (relative to the
     config file's folder); default ``escalator.sqlite3`` under ``state_dir``. Environment:

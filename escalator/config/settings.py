@@ -13,9 +13,8 @@ daemon's name among several on one database, default ``<hostname>:<HTTP port>``:
 :attr:`Settings.node_name`) and ``node_ttl`` (seconds without a beat after which the other
 daemons count it dead and release its sends in flight, default 8; docs/reliability.md
 "Several daemons"), ``delivery_process`` (``auto`` | ``on`` | ``off``: the delivery lane in a
-process of its own, :mod:`escalator.service.delivery_process`; ``auto``, the default, is ``on``
-on a machine with two CPUs or more for a daemon started by ``escalator run``, see
-:func:`escalator.service.delivery_process.wanted`).
+process of its own, :mod:`escalator.service.delivery_process`; ``auto``, the default, is one
+process, as measured: :func:`escalator.service.delivery_process.wanted`).
 """
 
 from __future__ import annotations

@@ -178,9 +178,7 @@ class Daemon:
                                periodic=lambda: self.node.holds(PERIODIC), send_batch=SEND_BATCH)
         self.notifier = notifier or Notifier({} if role == "delivery" else None)
         self.delivery_process: DeliveryProcess | None = None
-        if role == "daemon" and wanted(settings.delivery_process, config_file=config.source,
-                                       own_plugins=plugin_manager is None,
-                                       system_clock=isinstance(self.clock, SystemClock)):
+        if role == "daemon" and wanted(settings.delivery_process, config_file=config.source):
             assert config.source is not None
             self.delivery_process = DeliveryProcess(settings, config.source,
                                                     count=self.metrics.notification)

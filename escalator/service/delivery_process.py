@@ -74,23 +74,21 @@ CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"
 """systemd's variables: the watchdog and READY stay the parent's."""
 
 
-def wanted(choice: str, *, config_file: Path | None, own_plugins: bool, system_clock: bool,
-           cpus: int | None = None) -> bool:
+def wanted(choice: str, *, config_file: Path | None) -> bool:
     """Whether the daemon runs its delivery lane in a child process. ``choice``: the
     ``delivery_process`` setting. ``on``: yes (``ValueError`` without a config file: the child
-    reads it); ``off``: no; ``auto``: yes when the machine has two CPUs or more (``cpus``,
-    default ``os.cpu_count()``) and the daemon is the one ``escalator run`` builds — from a config
-    file, with the plugins that file names (``own_plugins``) and on the wall clock — since the
-    child can only rebuild that one (tests that hand a daemon their own plugins or a fake clock
-    keep one process). Measured on 2 CPUs: bench/README.md "Delivery in its own process"."""
-    if choice == "off":
-        return False
+    builds its daemon from it, with the plugins and channels it names — a daemon handed other
+    plugins or a fake clock in code cannot be rebuilt there); ``off``: no; ``auto`` (the
+    default): no, one process — measured on the 2-CPU machine of bench/README.md ("Delivery in
+    its own process"), the child sent a few more messages while intake ran but cost 1–2 ms
+    more CPU per event and slowed intake by a third to a half (two writers taking turns at
+    SQLite's write lock, two interpreters sharing two busy cores). ``auto`` stays the name of
+    the default so that it can turn on where a measurement shows a gain."""
     if choice == "on":
         if config_file is None:
             raise ValueError("delivery_process: 'on' needs a config file (the delivery process reads it)")
         return True
-    cpus = os.cpu_count() if cpus is None else cpus
-    return (cpus or 1) >= 2 and config_file is not None and own_plugins and system_clock
+    return False
 
 
 class DeliveryProcess:
