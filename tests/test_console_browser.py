@@ -128,7 +128,7 @@ class Shots:
 
 
 def card(page, summary: str, timeout: float = 20000) -> str:
-    """The incident id of the card on Today whose title holds ``summary`` (waits for it). Ids
+    """The incident id of the card on Today whose text holds ``summary`` (waits for it). Ids
     are not assumed: after 09:30 the demo's zero-report monitor opens an incident of its own
     first."""
     sel = f"article.card:has-text('{summary}')"
