@@ -285,3 +285,14 @@ async def test_an_excel_registers_bad_rows_go_to_failed_as_csv(spool, harness):
         (spool.failed / "absence_2026-11-30.rejected.csv").read_text("utf-8-sig"))))
     assert table[1][:3] == ["2026-11-30", "7-3", "S-2023-0199"] and "7-3" in table[1][-1]
     assert count(harness, "events") == 3  # the two good rows and the doctor's notice
+
+
+def test_a_workbook_that_unpacks_too_large_is_refused_before_it_is_read(demo):
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("xl/worksheets/sheet1.xml", b"\0" * (reg.XLSX_MAX_UNPACKED + 1))
+    assert len(out.getvalue()) < 1024 * 1024  # fits the spool's max_bytes
+    with pytest.raises(RegisterError, match="too large"):
+        read_register(out.getvalue(), demo, key=KEY)

@@ -571,6 +571,10 @@ def _parse_rows(config: Config, header: _Header, key: bytes | Callable[[], bytes
 
 XLSX_MAGIC = b"PK\x03\x04"
 """An .xlsx workbook is a zip archive: its first bytes."""
+XLSX_MAX_UNPACKED = 64 * 1024 * 1024
+"""Bytes a workbook may unpack to (its parts' sizes, as its zip directory gives them): a
+register of tens of thousands of rows is a few MB; more is refused before anything is read
+(a zip bomb in the spool stops there)."""
 
 
 def is_xlsx(data: bytes) -> bool:
@@ -610,10 +614,17 @@ def _xlsx_records(data: bytes, layouts: Sequence[RegisterLayout] = ()
     from openpyxl import load_workbook
 
     try:
-        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            unpacked = sum(i.file_size for i in z.infolist())
+        if unpacked <= XLSX_MAX_UNPACKED:
+            book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
         raise RegisterError(_("not a readable Excel workbook (.xlsx): {error}").format(
             error=e)) from None
+    if unpacked > XLSX_MAX_UNPACKED:
+        raise RegisterError(_("Excel workbook too large: {size} MB unpacked (at most {limit} MB); "
+                              "save the register sheet alone").format(
+            size=unpacked // 2**20, limit=XLSX_MAX_UNPACKED // 2**20))
     try:
         sheets = []
         for sheet in book.worksheets:
