@@ -4,10 +4,13 @@ What every backend must do is in the store contract suite (``tests/store_contrac
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
 import pytest
 
-from escalator.store import SQLiteStore
+from escalator.store import SQLiteStore, StoreUnavailable
+from escalator.store import sqlite as sqlite_store
 from escalator.store.sqlite import MIGRATIONS
 
 
@@ -43,3 +46,31 @@ def test_refuses_a_database_from_a_newer_escalator(tmp_path):
     conn.close()
     with pytest.raises(RuntimeError, match="upgrade escalator"):
         SQLiteStore(path)
+
+
+def test_a_transaction_waits_for_another_writers_lock_then_runs_and_gives_up_after_the_timeout(
+        tmp_path, monkeypatch):
+    """Another process's write transaction (a raw connection here) holds the lock: the store's
+    transaction polls for it (``SQLiteStore._begin``), runs once it is free, and raises
+    StoreUnavailable ("locked") after ``BUSY_TIMEOUT`` when it never is."""
+    path = tmp_path / "escalator.sqlite3"
+    store = SQLiteStore(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    start = time.monotonic()
+    with store.transaction() as tx:
+        assert tx.next_due() is None
+    assert time.monotonic() - start >= 0.29  # it waited for the other writer
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT", 0.2)
+    other.execute("BEGIN IMMEDIATE")
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="locked"), store.transaction():
+        pass
+    assert 0.2 <= time.monotonic() - start < 5
+    other.execute("ROLLBACK")
+    with store.transaction() as tx:  # the store works on once the lock is free
+        assert tx.next_due(steps=False) is None
+    other.close()
+    store.close()

@@ -539,7 +539,7 @@ class SQLiteStore:
                     conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as e:
-                    if e.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # BUSY_RECOVERY too
                         raise
                     now = time.monotonic()
                     deadline = deadline or now + BUSY_TIMEOUT
