@@ -98,12 +98,13 @@ def test_a_notification_is_claimed_by_one_daemon_only(two) -> None:
     with ExitStack() as stack:
         first = stack.enter_context(a.transaction())
         second = stack.enter_context(b.transaction())
-        got_a = [n.id for n in first.claim_notifications(T0, 3)]
-        got_b = [n.id for n in second.claim_notifications(T0, 10)]
+        got_a = [n.id for n in first.claim_notifications(T0, 3, "a")]
+        got_b = [n.id for n in second.claim_notifications(T0, 10, "b")]
         assert got_a == ns[:3] and got_b == ns[3:]
-        assert second.claim_address("sms", "13800000000", 2, T0, 10) == []  # a's, skipped
+        assert second.claim_address("sms", "13800000000", 2, T0, 10, "b") == []  # a's, skipped
     with a.transaction() as tx:
         assert [tx.get_notification(n).status for n in ns] == ["sending"] * 4
+        assert [tx.get_notification(n).claimed_by for n in ns] == ["a"] * 3 + ["b"]
 
 
 def test_an_incident_being_advanced_is_read_after_the_other_transaction(two, pg_url) -> None:
