@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from escalator.store import Conflict, open_store
+from escalator.store.pg_scratch import admin_url
 from escalator.store.postgres import MIGRATIONS, PostgresStore, split_url, translate
 from escalator.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from tests.store_contract.conftest import T0, new_incident, new_notification, t
@@ -171,3 +172,13 @@ def test_pool_sizes_come_from_the_url() -> None:
         ("postgresql://u@h/db?sslmode=require", {"pool_max": "8"})
     with pytest.raises(ValueError, match="pool_min"):
         split_url("postgresql://u@h/db?pool_min=0")
+
+
+def test_a_missing_database_or_refused_server_says_why_at_once() -> None:
+    from escalator.store import StoreUnavailable
+
+    base = admin_url().split("?")[0].rsplit("/", 1)[0]
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        open_store(f"{base}/escalator_no_such_database")
+    with pytest.raises(StoreUnavailable, match="refused"):
+        open_store("postgresql://postgres@127.0.0.1:1/escalator")
