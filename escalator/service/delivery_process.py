@@ -80,9 +80,9 @@ def wanted(choice: str, *, config_file: Path | None) -> bool:
     builds its daemon from it, with the plugins and channels it names — a daemon handed other
     plugins or a fake clock in code cannot be rebuilt there); ``off``: no; ``auto`` (the
     default): no, one process — measured on the 2-CPU machine of bench/README.md ("Delivery in
-    its own process"), the child sent a few more messages while intake ran but cost 1–2 ms
-    more CPU per event and slowed intake by a third to a half (two writers taking turns at
-    SQLite's write lock, two interpreters sharing two busy cores). ``auto`` stays the name of
+    its own process"; load averages 2 and 10–20), the child sent a few more messages while
+    intake ran but cost 0.3–1.8 ms more CPU per event and slowed intake by a quarter to a half
+    (two writers taking turns at SQLite's write lock, two interpreters and store threads). ``auto`` stays the name of
     the default so that it can turn on where a measurement shows a gain."""
     if choice == "on":
         if config_file is None:
