@@ -43,11 +43,13 @@ from escalator.intake.sources import SourceContext
 from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
+from escalator.service.dbhealth import DatabaseHealth
 from escalator.service.metrics import Metrics
 from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
 from escalator.store import SQLiteStore
 from escalator.store.observed import ObservedStore
+from escalator.store.probe import Probe
 from escalator.store.thread import StoreThread
 
 log = structlog.get_logger("escalator.service.daemon")
@@ -147,6 +149,8 @@ class Daemon:
                                    self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
         self.store_lost: str | None = None
         """Why the store's files are gone (from the store's file monitor), or None."""
+        self.database_health = DatabaseHealth(Probe(settings.database))
+        """``/healthz``'s database check: bounded, briefly cached, on its own connection."""
         self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.purge = DailyPurge(self.engine)  # personal data past retention, once a day
         self.replies = ReplyDesk(self.engine)  # SMS and e-mail replies (docs/replies.md)
@@ -333,6 +337,7 @@ class Daemon:
             self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),
                                                     name="http"))
         await self._until_listening()
+        await self.database_health.prime()  # a load balancer's first question has an answer
         self.pm.hook.startup(context=self._plugin_context("startup"))
         lanes = [asyncio.create_task(self._timer_lane(), name="timers"),
                  asyncio.create_task(self._delivery_lane(), name="delivery")]
@@ -363,6 +368,7 @@ class Daemon:
                 await asyncio.wait(list(self._tasks), timeout=5.0)
             await self.db(self.store.close)
             self.store_thread.close()
+            self.database_health.close()
             self.notifier.close()
             log.info("escalator_stopped")
 
