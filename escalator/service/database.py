@@ -60,8 +60,6 @@ def migrate(target: str | Path, setting: str, *, check: bool = False) -> int:
     migrations this escalator has (opening it as a store, behind PostgreSQL's advisory lock, as
     the daemon does at start), then say the version after. With ``check``, change nothing:
     :data:`EXIT_PENDING` when migrations are pending. Returns the exit code."""
-    from escalator.store import open_store
-
     try:
         before = inspect(target)
     except StoreError as e:
@@ -81,6 +79,8 @@ def migrate(target: str | Path, setting: str, *, check: bool = False) -> int:
                 "(run `escalator migrate`; the daemon also applies them at start)").format(
                     db=before.schema_version, code=before.code_version, count=before.pending))
         return EXIT_PENDING
+    from escalator.store import open_store
+
     try:
         open_store(target).close()
         after = inspect(target)

@@ -139,11 +139,13 @@ def _pg_connect(url: str, timeout: float) -> Any:
     import psycopg
 
     ms = int(timeout * 1000)
-    return psycopg.connect(
-        url, autocommit=True, connect_timeout=max(2, round(timeout)),
-        options=f"-c statement_timeout={ms}", keepalives=1, keepalives_idle=max(1, round(timeout)),
-        keepalives_interval=1, keepalives_count=2, tcp_user_timeout=ms,
-        application_name="escalator-probe")
+    conn = psycopg.connect(
+        url, autocommit=True, connect_timeout=max(2, round(timeout)), keepalives=1,
+        keepalives_idle=max(1, round(timeout)), keepalives_interval=1, keepalives_count=2,
+        tcp_user_timeout=ms, application_name="escalator-probe")
+    # (a SET, not libpq's ``options``: the URL's own ``options``, e.g. a search_path, stay)
+    conn.execute(f"SET statement_timeout = {ms}")
+    return conn
 
 
 def _pg_error(url: str, e: Exception) -> StoreUnavailable:
