@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from escalator.school import ledger
-from escalator.store import SQLiteStore as open_store
+from escalator.store import open_store
 from escalator.store.base import (
     CaseFact,
     ConsoleSession,
