@@ -158,8 +158,11 @@ async def school(engine_config, tmp_path):
 async def test_every_row_is_copied_and_reads_back_the_same_through_the_store(
         school, engine_config, pg_url):
     path, ids = school
+    conn = sqlite3.connect(path)  # the last timeline entry deleted: its id is never used again
+    gone = conn.execute("SELECT MAX(id) FROM timeline").fetchone()[0]
+    conn.execute("DELETE FROM timeline WHERE id = ?", (gone,))
+    conn.commit()
     done = copy_to_postgres(path, pg_url)
-    conn = sqlite3.connect(path)
     expected = {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
                 for t in (d.table for d in done)}
     conn.close()
@@ -183,7 +186,10 @@ async def test_every_row_is_copied_and_reads_back_the_same_through_the_store(
             override = tx.add_roster_override(role="duty_officer", person="doc", replaces=None,
                                               starts_at=T, ends_at=T + timedelta(hours=1),
                                               created_by="t", created_at=T)
+            tx.add_timeline(new, T, "note", "t", {"text": "after the copy"})
+            entry = tx.timeline(new)[-1]
         assert new > max(i["id"] for i in before["incidents"])
+        assert entry.id > gone
         assert override > max(r["id"] for r in before["roster"])
     finally:
         source.close()

@@ -183,12 +183,13 @@ def _copy(src: sqlite3.Connection, cur: Any, tables: list[str], marks: dict[str,
     cur.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
     cur.execute("LOCK TABLE " + ", ".join(f'"{t}"' for t in tables) + " IN EXCLUSIVE MODE")
     full = []
-    for t in tables:
+    for t in sorted(tables, key=lambda t: (t not in ("incidents", "events"), t)):
         cur.execute(f'SELECT EXISTS (SELECT 1 FROM "{t}")')
         if cur.fetchone()[0]:
             full.append(t)
     if full:
-        raise CopyRefused(f"{where} is not empty (rows in {', '.join(full)}): "
+        named = ", ".join(full[:5]) + (f" and {len(full) - 5} more tables" if len(full) > 5 else "")
+        raise CopyRefused(f"{where} is not empty (rows in {named}): "
                           f"copy only into a new, empty database")
     done = []
     for t in _fk_order(cur, tables):
