@@ -16,15 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from escalator.config.settings import redact_url
 from escalator.service.dbhealth import DatabaseHealth
-from escalator.store.probe import (
-    DatabaseInfo,
-    Probe,
-    ProbeResult,
-    code_schema_version,
-    inspect,
-    masked,
-)
+from escalator.store.probe import DatabaseInfo, Probe, ProbeResult, code_schema_version, inspect
 from escalator.store.sqlite import MIGRATIONS
 
 from .test_api import env  # noqa: F401  (the fixture: no ESCALATOR_* from outside)
@@ -55,12 +49,12 @@ def sqlite_at_version(path: Path, version: int) -> Path:
 
 
 def test_a_password_never_shows_in_a_masked_url():
-    assert masked("postgresql://esc:s3cret@db:5432/esc?sslmode=require") == \
+    assert redact_url("postgresql://esc:s3cret@db:5432/esc?sslmode=require") == \
         "postgresql://esc:***@db:5432/esc?sslmode=require"
-    assert masked("postgres://db/esc?user=esc&password=s3cret") == \
+    assert redact_url("postgres://db/esc?user=esc&password=s3cret") == \
         "postgres://db/esc?user=esc&password=***"
-    assert masked("postgresql://esc@db/esc") == "postgresql://esc@db/esc"
-    assert masked("/var/lib/escalator/escalator.sqlite3") == "/var/lib/escalator/escalator.sqlite3"
+    assert redact_url("postgresql://esc@db/esc") == "postgresql://esc@db/esc"
+    assert redact_url("/var/lib/escalator/escalator.sqlite3") == "/var/lib/escalator/escalator.sqlite3"
 
 
 def test_postgresql_older_than_13_is_refused_and_13_is_not():
@@ -279,7 +273,8 @@ def test_a_probe_reconnects_after_its_connection_was_terminated(pg_url):
         probe.close()
 
 
-async def test_healthz_reports_postgresql_and_503_once_it_is_unreachable(pg_url, tmp_path, env):
+@pytest.mark.usefixtures("env")
+async def test_healthz_reports_postgresql_and_503_once_it_is_unreachable(pg_url, tmp_path):
     from pydantic import SecretStr
 
     from escalator.config import load_config

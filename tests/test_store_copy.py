@@ -231,14 +231,15 @@ async def test_a_failed_copy_leaves_the_target_empty_and_can_be_run_again(school
     assert copy_to_postgres(path, pg_url)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "escalator.cli", *args, "--lang", "en"],
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(extra or {})})
 
 
+@pytest.mark.usefixtures("env")
 async def test_cli_copies_prints_the_counts_and_the_daemon_runs_on_the_copy(
-        school, pg_url, tmp_path, env):
+        school, pg_url, tmp_path):
     from pydantic import SecretStr
 
     from escalator.config import load_config

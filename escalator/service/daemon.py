@@ -149,7 +149,7 @@ class Daemon:
                                    self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
         self.store_lost: str | None = None
         """Why the store's files are gone (from the store's file monitor), or None."""
-        self.database_health = DatabaseHealth(Probe(settings.database))
+        self.database_health = DatabaseHealth(Probe(settings.store_target))
         """``/healthz``'s database check: bounded, briefly cached, on its own connection."""
         self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.purge = DailyPurge(self.engine)  # personal data past retention, once a day

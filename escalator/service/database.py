@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from escalator.config.load import Problem
+from escalator.config.settings import is_postgres_url, redact_url
 from escalator.i18n import _
 from escalator.store.base import StoreError
-from escalator.store.probe import MIN_POSTGRES, DatabaseInfo, inspect, is_postgres, masked
+from escalator.store.probe import MIN_POSTGRES, DatabaseInfo, inspect
 
 EXIT_OK, EXIT_FAIL, EXIT_PENDING = 0, 1, 4
 """``migrate``'s exit codes: done / up to date; the database cannot be used (unreachable,
@@ -26,16 +27,16 @@ migrations pending."""
 
 
 def database_target(settings: Any, flag: str | None = None) -> tuple[str | Path, str]:
-    """The database the daemon uses and the setting that names it: ``flag`` (``--database``)
-    when given, else ``database_url`` (``ESCALATOR_DATABASE_URL`` or the config's
-    ``daemon.database_url``), else the SQLite file under ``state_dir``."""
+    """The database the daemon uses (:attr:`~escalator.config.settings.Settings.store_target`)
+    and the setting that names it: ``flag`` (``--database``) when given, else ``database_url``
+    (``ESCALATOR_DATABASE_URL`` or the config's ``daemon.database_url``), else the SQLite file
+    under ``state_dir``."""
     if flag:
         return flag, "--database"
-    url = getattr(settings, "database_url", None)
-    if url:
+    if settings.database_url:
         env = os.environ.get("ESCALATOR_DATABASE_URL")
-        return url, "ESCALATOR_DATABASE_URL" if env else "daemon.database_url"
-    return settings.database, "ESCALATOR_STATE_DIR / daemon.state_dir"
+        return settings.store_target, "ESCALATOR_DATABASE_URL" if env else "daemon.database_url"
+    return settings.store_target, "ESCALATOR_STATE_DIR / daemon.state_dir"
 
 
 def server_words(info: DatabaseInfo) -> str:
@@ -96,7 +97,7 @@ def migrate(target: str | Path, setting: str, *, check: bool = False) -> int:
 
 def _scrub(text: str, target: str | Path) -> str:
     """``text`` with the target's URL replaced by its masked form (a driver may quote it)."""
-    return text.replace(str(target), masked(target)) if is_postgres(target) else text
+    return text.replace(str(target), redact_url(str(target))) if is_postgres_url(target) else text
 
 
 def database_problems(settings: Any) -> tuple[str | None, list[Problem]]:
@@ -105,15 +106,14 @@ def database_problems(settings: Any) -> tuple[str | None, list[Problem]]:
     an error), the schema version against this escalator's (newer: error; pending: a warning —
     the daemon migrates at start). Returns the line describing the database (None when no
     URL is set or it cannot be reached) and the problems, each naming the setting."""
-    url = getattr(settings, "database_url", None)
-    if not url:
+    if not settings.database_url:
         return None, []
-    _target, setting = database_target(settings)
+    target, setting = database_target(settings)
     try:
-        info = inspect(url)
+        info = inspect(target)
     except StoreError as e:
         return None, [Problem(setting, None, _("cannot reach the database: {error}").format(
-            error=_scrub(str(e), url)))]
+            error=_scrub(str(e), target)))]
     line = _("database: {where} ({server}), schema version {db} (this escalator: {code})").format(
         where=info.where, server=server_words(info), db=info.schema_version,
         code=info.code_version)
@@ -134,16 +134,16 @@ def store_copy(source: Path, target: str,
     exit code."""
     from escalator.store.copy import CopyRefused, copy_to_postgres
 
-    if not is_postgres(target):
+    if not is_postgres_url(target):
         print(_("escalator: --to must be a postgresql:// URL, not {target!r}").format(
-            target=masked(target)), file=sys.stderr)
+            target=redact_url(str(target))), file=sys.stderr)
         return 2
     if not source.is_file():
         print(_("escalator: no escalator database at {path} (--from, or the config's "
                 "state_dir)").format(path=source), file=sys.stderr)
         return EXIT_FAIL
     print(_("copying {source} → {target} (one transaction)").format(
-        source=source, target=masked(target)), flush=True)
+        source=source, target=redact_url(str(target))), flush=True)
     try:
         done = copy_to_postgres(source, target)
     except CopyRefused as e:

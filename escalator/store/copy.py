@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from escalator.config.settings import is_postgres_url, redact_url
 from escalator.store.base import StoreError, StoreUnavailable
-from escalator.store.probe import code_schema_version, is_postgres, masked
+from escalator.store.probe import code_schema_version
 
 BATCH = 2000
 """Rows read from SQLite per fetch while copying (memory stays flat)."""
@@ -143,12 +144,12 @@ def copy_to_postgres(source: Path | str, target: str, *,
 
     from escalator.store import open_store
 
-    if not is_postgres(target):
-        raise ValueError(f"--to must be a postgresql:// URL, not {masked(target)!r}")
+    if not is_postgres_url(target):
+        raise ValueError(f"--to must be a postgresql:// URL, not {redact_url(str(target))!r}")
     source = Path(source)
     if not source.is_file():
         raise FileNotFoundError(2, "no escalator database", str(source))
-    where = masked(target)
+    where = redact_url(target)
     for t in (source, target):  # migrate each to this escalator's schema version
         open_store(t).close()
     src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
