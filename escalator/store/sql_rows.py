@@ -84,6 +84,7 @@ def encode(value: Any) -> Any:
 def event_dict(row: Any) -> dict[str, Any]:
     """An ``events`` row as a dict: ``body`` parsed, ``received_at`` a datetime."""
     d = dict(row)
+    d.pop("rowid", None)  # PostgreSQL's insertion-order column (SQLite's own is hidden)
     d["body"] = json.loads(d["body"])
     d["received_at"] = from_db(d["received_at"])
     return d
