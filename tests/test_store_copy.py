@@ -77,6 +77,9 @@ def fill_school_rows(store: Store, ids: dict[str, int]) -> None:
         tx.cancel_roster_override(first, T + timedelta(hours=1), "cli:head")
         tx.add_login_token("tok-digest", "head", T, T + timedelta(days=400))
         tx.add_session("sess-digest", ConsoleSession("head", "csrf-1", T, T + timedelta(days=400)))
+        tx.beat_node("esc-a", T, 400 * 86400)  # several daemons (migration 12)
+        tx.take_lease("daily-purge", "esc-a", T, 400 * 86400)
+        tx.put_rate_window("main/13800000001", [T, T + timedelta(seconds=5)])
         n = tx.notifications_of(fever)[0]
         tx.put_reply_code(ReplyCode(n.recipient_kind, n.recipient_id, "a", fever, n.id,
                                     n.ack_token, T))
@@ -142,6 +145,8 @@ def snapshot(store: Store, config: Any, ids: dict[str, int]) -> dict[str, Any]:
         out["roster"] = [asdict(r) for r in tx.roster_overrides(*WIDE, cancelled=True)]
         out["session"] = tx.get_session("sess-digest", T)
         out["health"] = [asdict(c) for c in tx.channel_health(WIDE[0])]
+        out["nodes"] = tx.live_nodes(T)
+        out["rate"] = tx.rate_window("main/13800000001")
     out["ledger"] = [(t.key, t.rows) for t in ledger.ledger_tables(
         store, config, date(2026, 10, 1), date(2026, 12, 31), T)]
     out["report"] = ledger.monthly_report(store, config, "2026-11", T)
@@ -178,6 +183,7 @@ async def test_every_row_is_copied_and_reads_back_the_same_through_the_store(
             assert after[key] == before[key], key
         with source.transaction() as a, target.transaction() as b:  # a used token stays used
             assert a.take_login_token("tok-digest", T) == b.take_login_token("tok-digest", T) == "head"
+            assert not b.take_lease("daily-purge", "esc-b", T, 60)  # the copied lease holds
         # new rows continue after the copied ids (sequences were moved past them)
         with target.transaction() as tx:
             new = tx.insert_incident(**{**{k: v for k, v in asdict(tx.get_incident(ids["fever"])).items()

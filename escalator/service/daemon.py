@@ -365,7 +365,8 @@ class Daemon:
             self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),
                                                     name="http"))
         await self._until_listening()
-        await self.database_health.prime()  # a load balancer's first question has an answer
+        await self.database_health.check_now()  # a load balancer's first question has an answer
+        dbcheck = asyncio.create_task(self.database_health.run(), name="database-check")
         self.pm.hook.startup(context=self._plugin_context("startup"))
         lanes = [asyncio.create_task(self._timer_lane(), name="timers"),
                  asyncio.create_task(self._delivery_lane(), name="delivery")]
@@ -392,7 +393,8 @@ class Daemon:
             await aclose_all(self.delivery.channels.values())  # their connections and clients
             pulse.cancel()
             beat.cancel()
-            await asyncio.gather(pulse, beat, return_exceptions=True)
+            dbcheck.cancel()
+            await asyncio.gather(pulse, beat, dbcheck, return_exceptions=True)
             if self._tasks:  # an administrators' notice under way gets a few seconds
                 await asyncio.wait(list(self._tasks), timeout=5.0)
             await self.db(self.store.close)

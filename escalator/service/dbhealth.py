@@ -1,13 +1,16 @@
 """The database part of ``/healthz``: reachable or not, the round trip, the schema version.
 
 A load balancer asks every few seconds and wants an answer at once, so an answer never waits
-long for the database: a result younger than :data:`FRESH_SECONDS` is served from memory;
-otherwise a check starts (one at a time, on a thread of its own — never the store thread, so a
-long transaction does not delay it) and is waited for at most :data:`WAIT_SECONDS`. A check
-still running then is answered with the last result while that is younger than
-:data:`STALE_SECONDS`, and with "unreachable, no answer" after; the check's own result, when it
-comes, is kept for the next question. The check itself is bounded too
-(:class:`escalator.store.probe.Probe`: connect and statement timeouts).
+long for the database. The daemon checks every :data:`INTERVAL_SECONDS` from a task of its own
+(:meth:`DatabaseHealth.run`; the check on a thread of its own — never the store thread, so a
+long transaction does not delay it), and ``/healthz`` answers from the last result while it is
+younger than :data:`FRESH_SECONDS`. An older one (the checks are late, or nothing runs them)
+starts a check (one at a time) and waits for it at most :data:`WAIT_SECONDS`; a check still
+running then is answered with the last result while that is younger than
+:data:`STALE_SECONDS`, and with "unreachable, no answer" after. The check itself is bounded too
+(:class:`escalator.store.probe.Probe`: connect and statement timeouts, TCP keepalives), and a
+check that still hangs a second after its timeout is aborted (a proxy that holds the connection
+and never answers).
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from escalator.store.probe import Probe, ProbeResult
 
-FRESH_SECONDS = 1.0
+INTERVAL_SECONDS = 1.0
+"""How often the daemon checks the database (seconds)."""
+
+FRESH_SECONDS = 2.0
 """A check younger than this answers ``/healthz`` without asking the database (seconds)."""
 
 WAIT_SECONDS = 0.08
@@ -35,11 +41,12 @@ class DatabaseHealth:
     ``probe``: what :meth:`Probe.check` answers (blocking; run on this object's own thread);
     ``monotonic``: the clock for the ages (seconds; ``time.monotonic``, injectable in tests)."""
 
-    def __init__(self, probe: Probe, *, fresh: float = FRESH_SECONDS, wait: float = WAIT_SECONDS,
+    def __init__(self, probe: Probe, *, interval: float = INTERVAL_SECONDS,
+                 fresh: float = FRESH_SECONDS, wait: float = WAIT_SECONDS,
                  stale: float = STALE_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.probe = probe
-        self.fresh, self.wait, self.stale = fresh, wait, stale
+        self.interval, self.fresh, self.wait, self.stale = interval, fresh, wait, stale
         self._monotonic = monotonic
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="escalator-dbcheck")
         self._last: ProbeResult | None = None
@@ -79,13 +86,27 @@ class DatabaseHealth:
                            + (f" (the last answer is {self._monotonic() - self._last_at:.0f} s old)"
                               if self._last is not None else ""))
 
-    async def prime(self) -> None:
-        """Run a first check now (at start-up: a load balancer's first question is answered
-        from it); never raises."""
+    async def check_now(self) -> None:
+        """Run a check now (or wait for the one running) and keep its result; never raises.
+        A check still running :attr:`Probe.timeout` + 1 seconds later hangs (a server that
+        keeps the connection and never answers): it is aborted (:meth:`Probe.abort`)."""
+        running = self._start()
         try:
-            await self._start()
+            await asyncio.wait_for(asyncio.shield(running), self.probe.timeout + 1)
+        except TimeoutError:
+            self.probe.abort()
+        except Exception:
+            return
+        try:
+            await running
         except Exception:
             pass
+
+    async def run(self) -> None:
+        """Check every :attr:`interval` seconds until cancelled (the daemon's task)."""
+        while True:
+            await self.check_now()
+            await asyncio.sleep(self.interval)
 
     def close(self) -> None:
         """Close the probe's connection and the thread (after the last check ends)."""

@@ -143,6 +143,7 @@ def copy_to_postgres(source: Path | str, target: str, *,
     import psycopg
 
     from escalator.store import open_store
+    from escalator.store.postgres import split_url
 
     if not is_postgres_url(target):
         raise ValueError(f"--to must be a postgresql:// URL, not {redact_url(str(target))!r}")
@@ -157,7 +158,7 @@ def copy_to_postgres(source: Path | str, target: str, *,
         src.execute("BEGIN")  # one snapshot for the rows and their counts
         tables = _sqlite_tables(src)
         marks = _autoincrement_marks(src)
-        with (psycopg.connect(target, connect_timeout=10,
+        with (psycopg.connect(split_url(target)[0], connect_timeout=10,
                               application_name="escalator-store-copy") as conn,
               conn.transaction(), conn.cursor() as cur):
             return _copy(src, cur, tables, marks, where, progress)

@@ -10,6 +10,8 @@ bounded round trip. Text meant for people names the target by
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -112,9 +114,11 @@ def _pg_connect(url: str, timeout: float) -> Any:
     ends the wait instead of TCP's minutes of retries)."""
     import psycopg
 
+    from escalator.store.postgres import split_url
+
     ms = int(timeout * 1000)
     conn = psycopg.connect(
-        url, autocommit=True, connect_timeout=max(2, round(timeout)), keepalives=1,
+        split_url(url)[0], autocommit=True, connect_timeout=max(2, round(timeout)), keepalives=1,
         keepalives_idle=max(1, round(timeout)), keepalives_interval=1, keepalives_count=2,
         tcp_user_timeout=ms, application_name="escalator-probe")
     # (a SET, not libpq's ``options``: the URL's own ``options``, e.g. a search_path, stay)
@@ -130,12 +134,12 @@ def _pg_error(url: str, e: Exception) -> StoreUnavailable:
 
 
 def _pg_schema_version(conn: Any) -> int:
-    """The schema version recorded in a PostgreSQL database (0 before the first migration)."""
-    row = conn.execute("SELECT to_regclass('escalator_schema')").fetchone()
-    if row is None or row[0] is None:
+    """The schema version recorded in a PostgreSQL database (the table ``schema_version`` of
+    :class:`~escalator.store.postgres.PostgresStore`; 0 before its first migration)."""
+    if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
         return 0
-    row = conn.execute("SELECT max(version) FROM escalator_schema").fetchone()
-    return int(row[0] or 0)
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _inspect_postgres(url: str, timeout: float) -> DatabaseInfo:
@@ -190,22 +194,22 @@ class Probe:
         self._conn: Any = None
 
     def check(self) -> ProbeResult:
-        """Run the check now (blocking; at most about ``timeout`` seconds per attempt)."""
-        start = time.perf_counter()
+        """Run the check now (blocking; at most about ``timeout`` seconds per attempt). The
+        round trip is the query's (a new connection's set-up is not counted in it)."""
         try:
-            schema = self._pg() if self.backend == "postgresql" else self._sqlite()
+            schema, seconds = self._pg() if self.backend == "postgresql" else self._sqlite()
         except StoreUnavailable as e:
             return ProbeResult(self.backend, False, None, None, e.cause)
-        ms = round((time.perf_counter() - start) * 1000, 2)
-        return ProbeResult(self.backend, True, ms, schema)
+        return ProbeResult(self.backend, True, round(seconds * 1000, 2), schema)
 
-    def _sqlite(self) -> int:
+    def _sqlite(self) -> tuple[int, float]:
+        start = time.perf_counter()
         path = Path(self.target)
         if not path.exists():
             raise StoreUnavailable(f"{path}: no such file")
-        return _sqlite_user_version(path)
+        return _sqlite_user_version(path), time.perf_counter() - start
 
-    def _pg(self) -> int:
+    def _pg(self) -> tuple[int, float]:
         import psycopg
 
         url = str(self.target)
@@ -214,12 +218,32 @@ class Probe:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = _pg_connect(url, self.timeout)
-                return _pg_schema_version(self._conn)
+                start = time.perf_counter()
+                return _pg_schema_version(self._conn), time.perf_counter() - start
             except psycopg.Error as e:
                 self.close()
                 if not kept or isinstance(e, psycopg.errors.QueryCanceled):
                     raise _pg_error(url, e) from e
                 kept = False  # the kept connection broke (server restarted): connect once more
+
+    def abort(self) -> None:
+        """End a check that hangs (a server or proxy that keeps the connection but never
+        answers: no timeout of libpq ends that wait) by shutting the kept connection's socket
+        down; the check then fails at once as unreachable and the next one connects anew.
+        Callable from any thread; never raises."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            sock = socket.socket(fileno=os.dup(conn.fileno()))
+        except (OSError, ValueError, AttributeError):
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     def close(self) -> None:
         """Close the kept connection, if any (idempotent, never raises)."""
