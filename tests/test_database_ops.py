@@ -242,6 +242,23 @@ def test_inspect_and_migrate_a_postgresql_database(pg_url):
     assert r.returncode == 0 and f"schema version {CODE}: up to date" in r.stdout
 
 
+def test_two_migrations_at_once_apply_each_migration_once(pg_url):
+    import subprocess
+
+    from .test_cli import EXE
+
+    procs = [subprocess.Popen([*EXE, "migrate", "--database", pg_url, "--lang", "en"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    # behind the advisory lock the second waits and finds the work done — never a migration
+    # applied twice (that fails: CREATE TABLE of a table that is there); each prints the
+    # versions it saw before and after
+    assert any(f"0 → {CODE}: {CODE} migration(s) applied" in o for o, _ in outs), outs
+    assert inspect(pg_url).schema_version == CODE
+
+
 def test_check_config_reports_the_server_and_schema_versions(pg_url):
     from .conftest import FIXTURES
 
