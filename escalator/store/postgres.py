@@ -527,6 +527,9 @@ class PostgresStore:
         self._server: str | None = None
         try:
             with translated():
+                # one connection first, so a refused or missing database says why at once (the
+                # pool would only time out)
+                psycopg.connect(conninfo, connect_timeout=int(CONNECT_SECONDS)).close()
                 self._pool.open(wait=True, timeout=CONNECT_SECONDS)
                 self._migrate()
         except BaseException:
