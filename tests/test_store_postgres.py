@@ -64,6 +64,20 @@ def test_the_schema_has_sqlites_version_numbers(pg_url: str) -> None:
         store.close()
 
 
+def test_every_connection_has_the_stores_session_settings(pg_url: str) -> None:
+    store = open_store(pg_url)
+    try:
+        with store.transaction() as tx:
+            got = {name: tx.c.execute(f"SHOW {name}").fetchone()[0] for name in
+                   ("transaction_isolation", "lock_timeout", "statement_timeout",
+                    "idle_in_transaction_session_timeout", "application_name")}
+        assert got == {"transaction_isolation": "read committed", "lock_timeout": "5s",
+                       "statement_timeout": "30s", "idle_in_transaction_session_timeout": "1min",
+                       "application_name": "escalator"}
+    finally:
+        store.close()
+
+
 def test_daemons_starting_at_once_migrate_once(pg_url: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         stores = list(pool.map(lambda _: open_store(pg_url), range(4)))
@@ -182,3 +196,14 @@ def test_a_missing_database_or_refused_server_says_why_at_once() -> None:
         open_store(f"{base}/escalator_no_such_database")
     with pytest.raises(StoreUnavailable, match="refused"):
         open_store("postgresql://postgres@127.0.0.1:1/escalator")
+
+
+def test_a_row_lock_not_had_is_a_conflict(two) -> None:
+    """(What ``lock_timeout`` raises after 5 s, NOWAIT raises at once: SQLSTATE 55P03.)"""
+    a, b = two
+    with a.transaction() as tx:
+        iid = new_incident(tx)
+    with a.transaction() as tx:
+        tx.get_incident(iid)
+        with pytest.raises(Conflict, match="55P03"), b.transaction() as other:
+            other.c.execute("SELECT id FROM incidents WHERE id = ? FOR UPDATE NOWAIT", (iid,))
