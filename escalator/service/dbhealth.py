@@ -109,7 +109,9 @@ class DatabaseHealth:
             await asyncio.sleep(self.interval)
 
     def close(self) -> None:
-        """Close the probe's connection and the thread (after the last check ends)."""
+        """Close the probe's connection and the thread (a check still hanging is aborted
+        first, so the thread ends and the process can exit)."""
+        self.probe.abort()
         self._executor.submit(self.probe.close)
         self._executor.shutdown(wait=False)
 
