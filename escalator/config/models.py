@@ -632,6 +632,8 @@ class DaemonSection(_Model):
     """Where the store lives: ``postgresql://user@host/db`` or a SQLite file (relative to the
     config file's folder); default ``escalator.sqlite3`` under ``state_dir``. Environment:
     ``ESCALATOR_DATABASE_URL`` (put a password there or in ``~/.pgpass``, not in the file)."""
+    node: str | None = None
+    node_ttl: float | None = None
 
 
 class TokenSpec(_Model):

@@ -29,6 +29,8 @@ from escalator.store.base import (
     StoreUnavailable,
     TimelineEntry,
 )
+from escalator.store.sql_nodes import MIGRATION as NODES_MIGRATION
+from escalator.store.sql_nodes import SQLNodes
 from escalator.store.sqlite_console import SQLiteConsole
 from escalator.store.sqlite_early_warning import SQLiteEarlyWarning
 from escalator.store.sqlite_quiet import MIGRATION as QUIET_MIGRATION
@@ -341,12 +343,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX reply_codes_incident ON reply_codes(recipient_kind, recipient_id, incident_id);
     """,
+    # 12: several daemons on one database (docs/reliability.md "Several daemons"): nodes,
+    #     leases, shared send windows, the node that claimed a sending row (sql_nodes.py)
+    NODES_MIGRATION,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 
 
 class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQLiteConsole,
-               SQLiteReplies):
+               SQLiteReplies, SQLNodes):
     """A transaction on :class:`SQLiteStore` (implements :class:`escalator.store.base.Tx`; the
     ledger reads and the purge are in :class:`~escalator.store.sqlite_reports.SQLiteReports`,
     early warning's rows in :class:`~escalator.store.sqlite_early_warning.SQLiteEarlyWarning`,
@@ -486,11 +491,12 @@ class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQL
             args.append(step_run_id)
         return self.c.execute(sql, args).rowcount
 
-    def claim_notifications(self, now: datetime, limit: int) -> list[Notification]:
+    def claim_notifications(self, now: datetime, limit: int, node: str) -> list[Notification]:
         rows = self.c.execute(
             # one arm per priority, each a range of the pending rows' index (priority, due_at),
             # so rows held for later are never read
-            "UPDATE notifications SET status = 'sending', updated_at = ?1 WHERE id IN ("
+            "UPDATE notifications SET status = 'sending', updated_at = ?1, claimed_by = ?3"
+            " WHERE id IN ("
             " SELECT id FROM ("
             "  SELECT * FROM (SELECT id, priority, due_at FROM notifications INDEXED BY"
             "   notifications_due WHERE status = 'pending' AND priority = 0 AND due_at <= ?1"
@@ -504,19 +510,20 @@ class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQL
             "   notifications_due WHERE status = 'pending' AND priority = 2 AND due_at <= ?1"
             "   ORDER BY priority, due_at, id LIMIT ?2)"
             " ) ORDER BY priority, due_at, id LIMIT ?2) RETURNING *",
-            (to_db(now), limit),
+            (to_db(now), limit, node),
         ).fetchall()
         return sorted((row_to(Notification, r) for r in rows),
                       key=lambda n: (n.priority, n.due_at, n.id))
 
     def claim_address(self, channel: str, address: str, priority: int, now: datetime,
-                      limit: int) -> list[Notification]:
+                      limit: int, node: str) -> list[Notification]:
         rows = self.c.execute(
-            "UPDATE notifications SET status = 'sending', updated_at = ?1 WHERE id IN ("
+            "UPDATE notifications SET status = 'sending', updated_at = ?1, claimed_by = ?6"
+            " WHERE id IN ("
             " SELECT id FROM notifications INDEXED BY notifications_address"
             " WHERE channel = ?2 AND address = ?3 AND status = 'pending' AND priority = ?4"
             " AND due_at <= ?1 ORDER BY id LIMIT ?5) RETURNING *",
-            (to_db(now), channel, address, priority, limit),
+            (to_db(now), channel, address, priority, limit, node),
         ).fetchall()
         return sorted((row_to(Notification, r) for r in rows), key=lambda n: n.id)
 
@@ -531,9 +538,10 @@ class SQLiteTx(SQLiteReports, SQLiteEarlyWarning, SQLiteQuiet, SQLiteRoster, SQL
     def update_notification(self, notification_id: int, **values: Any) -> None:
         self._update("notifications", notification_id, values)
 
-    def release_claims(self) -> int:
+    def release_claims(self, node: str) -> int:
         return self.c.execute(
-            "UPDATE notifications SET status = 'pending' WHERE status = 'sending'"
+            "UPDATE notifications SET status = 'pending', claimed_by = NULL"
+            " WHERE status = 'sending' AND claimed_by = ?", (node,)
         ).rowcount
 
     def waiting_ahead(self, channel: str, address: str, before_id: int,
