@@ -145,13 +145,14 @@ class Arrival:
 
 
 class Receiver:
-    """The SMS gateway: a real HTTP server on 127.0.0.1 that answers 200 at once and records
-    each message's arrival time, acknowledge token and path (``/sms/<sender>``).
+    """The SMS gateway: a real HTTP server on 127.0.0.1 that answers 200 and records each
+    message's arrival time, acknowledge token and path (``/sms/<sender>``); at once, or after
+    ``delay(token)`` seconds (a gateway that takes its time keeps sends in flight longer).
 
     ``url`` is its base URL; ``snapshot()`` the arrivals so far; ``torn`` counts requests cut
     short by a kill; ``bad`` holds bodies without an acknowledge link."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: Callable[[str], float] | None = None) -> None:
         self.arrivals: list[Arrival] = []
         self.bad: list[str] = []
         self.torn = 0
@@ -183,6 +184,8 @@ class Receiver:
                         receiver.arrivals.append(Arrival(
                             at, len(receiver.arrivals), m.group(1), doc["to"],
                             self.path.rstrip("/").rsplit("/", 1)[-1]))
+                if delay is not None and m is not None:
+                    time.sleep(delay(m.group(1)))
                 data = b'{"ok": true}'
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
