@@ -224,6 +224,7 @@ class Incarnation:
     started: float
     killed: float | None = None
     stopped: float | None = None
+    listened: float | None = None    # when its API first answered
     early: bool = False      # killed before the API listened
 
 
@@ -271,15 +272,24 @@ class DaemonProcess:
         Fails the lane when the process exits by itself."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.fail(f"daemon {self.name} exited by itself ({self.proc.returncode}); see "
-                          f"{self.log_path()}:\n{self.log_tail()}")
-            try:
-                httpx.get(f"{self.url}/healthz", timeout=0.5)
+            if self.answers():
                 return True
-            except httpx.HTTPError:
-                time.sleep(0.02)
+            time.sleep(0.02)
         return False
+
+    def answers(self) -> bool:
+        """Whether the running incarnation's ``/healthz`` answers now (any status; one try).
+        Fails the lane when the process has exited by itself."""
+        if self.proc.poll() is not None:
+            self.fail(f"daemon {self.name} exited by itself ({self.proc.returncode}); see "
+                      f"{self.log_path()}:\n{self.log_tail()}")
+        try:
+            httpx.get(f"{self.url}/healthz", timeout=0.5)
+        except httpx.HTTPError:
+            return False
+        if self.runs[-1].listened is None:
+            self.runs[-1].listened = time.time()
+        return True
 
     def start_listening(self, timeout: float = 60) -> Incarnation:
         """:meth:`start`, then fail unless it listens within ``timeout`` seconds."""
@@ -394,10 +404,10 @@ class Load:
     counts: Counter = field(default_factory=Counter)
 
     def post_events(self, rng: random.Random, urls: Callable[[], str], label: str,
-                    prefix: str) -> None:
+                    prefix: str, pace: tuple[float, float] = (0.1, 0.5)) -> None:
         """Until ``stop``: post one event (7 in 10) or a list of 2–4 to ``urls()``'s daemon,
         some with a dedup key shared with earlier events; each event labelled
-        ``{label: "<prefix><n>"}``; 0.1–0.5 s between posts. A refused connection (daemon
+        ``{label: "<prefix><n>"}``; ``pace`` (seconds, uniform) between posts. A refused connection (daemon
         down) is retried elsewhere; a request without an answer (killed mid-request) is
         counted in ``counts["http_unanswered"]`` (stored or not: unknown)."""
         clients: dict[str, httpx.Client] = {}
@@ -433,7 +443,7 @@ class Load:
                     if o["status"] == "created":
                         self.created.append(o["incident_id"])
                 self.counts["http_events_accepted"] += n
-            time.sleep(rng.uniform(0.1, 0.5))
+            time.sleep(rng.uniform(*pace))
         for client in clients.values():
             client.close()
 
