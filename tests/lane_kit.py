@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -404,18 +405,20 @@ class Load:
     counts: Counter = field(default_factory=Counter)
 
     def post_events(self, rng: random.Random, urls: Callable[[], str], label: str,
-                    prefix: str, pace: tuple[float, float] = (0.1, 0.5)) -> None:
+                    prefix: str, pace: tuple[float, float] = (0.1, 0.5),
+                    open_loop: bool = False) -> None:
         """Until ``stop``: post one event (7 in 10) or a list of 2–4 to ``urls()``'s daemon,
         some with a dedup key shared with earlier events; each event labelled
-        ``{label: "<prefix><n>"}``; ``pace`` (seconds, uniform) between posts. A refused connection (daemon
-        down) is retried elsewhere; a request without an answer (killed mid-request) is
-        counted in ``counts["http_unanswered"]`` (stored or not: unknown)."""
-        clients: dict[str, httpx.Client] = {}
+        ``{label: "<prefix><n>"}``. Closed loop (default): ``pace`` (seconds, uniform) after
+        each answer. ``open_loop``: the posts start on a seeded schedule, ``pace`` apart,
+        whatever the answers take (up to 8 at once, each on a pool thread). A refused
+        connection (daemon down) is dropped; a request without an answer (killed mid-request)
+        is counted in ``counts["http_unanswered"]`` (stored or not: unknown)."""
+        pool = ThreadPoolExecutor(8, thread_name_prefix=f"post-{prefix}") if open_loop else None
+        local = threading.local()
         i = 0
+        due = time.monotonic()
         while not self.stop.is_set():
-            url = urls()
-            client = clients.get(url) or clients.setdefault(url, httpx.Client(
-                base_url=url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}))
             n = 1 if rng.random() < 0.7 else rng.randint(2, 4)
             labels = [f"{prefix}{i + k}" for k in range(n)]
             i += n
@@ -424,28 +427,42 @@ class Load:
                      "class_id": random_class(rng),
                      "dedup_key": shared if rng.random() < 0.3 else f"lane/{lab}",
                      "labels": {label: lab}} for lab in labels]
-            try:
-                r = client.post("/api/v1/events", json=docs if n > 1 else docs[0])
-            except httpx.ConnectError:  # the daemon is down
-                time.sleep(0.05)
-                continue
-            except httpx.HTTPError:  # sent, no answer: killed mid-request (stored or not)
-                self.counts["http_unanswered"] += 1
-                time.sleep(0.05)
-                continue
-            if r.status_code != 202:
-                self.errors.append(f"POST {url}/api/v1/events: {r.status_code} {r.text[:300]}")
-                continue
-            out = r.json() if n > 1 else [r.json()]
+            wait = rng.uniform(*pace)
+            if pool is None:
+                self._post(local, urls(), docs, labels)
+                time.sleep(wait)
+            else:
+                pool.submit(self._post, local, urls(), docs, labels)
+                due += wait
+                time.sleep(max(0.0, due - time.monotonic()))
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _post(self, local: threading.local, url: str, docs: list[dict], labels: list[str]) -> None:
+        """One post of ``docs`` (a list when more than one) to ``url``; records the answers."""
+        clients = local.__dict__.setdefault("clients", {})
+        client = clients.get(url) or clients.setdefault(url, httpx.Client(
+            base_url=url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}))
+        try:
+            r = client.post("/api/v1/events", json=docs if len(docs) > 1 else docs[0])
+        except httpx.ConnectError:  # the daemon is down
+            time.sleep(0.05)
+            return
+        except httpx.HTTPError:  # sent, no answer: killed mid-request (stored or not)
             with self.lock:
-                for lab, o in zip(labels, out, strict=True):
-                    self.accepted[o["event_id"]] = lab
-                    if o["status"] == "created":
-                        self.created.append(o["incident_id"])
-                self.counts["http_events_accepted"] += n
-            time.sleep(rng.uniform(*pace))
-        for client in clients.values():
-            client.close()
+                self.counts["http_unanswered"] += 1
+            time.sleep(0.05)
+            return
+        if r.status_code != 202:
+            self.errors.append(f"POST {url}/api/v1/events: {r.status_code} {r.text[:300]}")
+            return
+        out = r.json() if len(docs) > 1 else [r.json()]
+        with self.lock:
+            for lab, o in zip(labels, out, strict=True):
+                self.accepted[o["event_id"]] = lab
+                if o["status"] == "created":
+                    self.created.append(o["incident_id"])
+            self.counts["http_events_accepted"] += len(docs)
 
     def pick_unacknowledged(self, rng: random.Random) -> int | None:
         """One of the last 40 incidents created that was not acknowledged yet (marked tried)."""

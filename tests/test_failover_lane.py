@@ -13,8 +13,8 @@ PostgreSQL database). Real processes, real time, the crash lane's machinery
   released quickly;
 - each daemon's channel is ``sms_http`` posting to its own path of one real HTTP receiver in
   this process (``/sms/<node>``), so every message is known by arrival time and sender;
-- load for the whole run: an HTTP writer per daemon (seeded: single events and lists, some
-  with a shared dedup key, 0.2–0.8 s apart) and an acknowledger through the API of node ``a`` only,
+- load for the whole run: an HTTP writer per daemon (open loop, seeded: single events and
+  lists, some with a shared dedup key, starting 0.2–0.8 s apart whatever the answers take) and an acknowledger through the API of node ``a`` only,
   so acknowledgements commit in one process while the others send;
 - ``ESCALATOR_FAILOVER_KILLS`` kills (default 20): after a seeded while, a seeded one of the
   nodes whose API answers (at least two: the node restarted after the last kill may still be
@@ -176,7 +176,8 @@ class Lane:
 
     def writer(self, node: str) -> None:
         self.load.post_events(random.Random(f"{self.seed}/http/{node}"),
-                              lambda: self.daemons[node].url, LABEL, f"{node}", (0.2, 0.8))
+                              lambda: self.daemons[node].url, LABEL, f"{node}", (0.2, 0.8),
+                              open_loop=True)
 
     def acknowledger(self) -> None:
         rng = random.Random(f"{self.seed}/ack")
