@@ -11,7 +11,7 @@ file path, relative to the config file's folder when given there; default: ``esc
 under ``state_dir``; see :attr:`Settings.store_target`), ``node`` (this
 daemon's name among several on one database, default ``<hostname>:<HTTP port>``:
 :attr:`Settings.node_name`) and ``node_ttl`` (seconds without a beat after which the other
-daemons count it dead and release its sends in flight, default 10; docs/reliability.md
+daemons count it dead and release its sends in flight, default 8; docs/reliability.md
 "Several daemons").
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     stuck_seconds: float = 30.0
     database_url: str | None = None
     node: str | None = None
-    node_ttl: float = 10.0
+    node_ttl: float = Field(8.0, gt=0)
 
     @property
     def node_name(self) -> str:

@@ -49,6 +49,7 @@ from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
 from escalator.store import open_store
 from escalator.store.observed import ObservedStore
+from escalator.store.retry import retrying_async
 from escalator.store.thread import StoreThread
 
 log = structlog.get_logger("escalator.service.daemon")
@@ -193,12 +194,13 @@ class Daemon:
             self.purge.run_if_due()
 
     async def _beat(self) -> None:
-        """The node's beat (:meth:`Node.beat`) every ``node_ttl``/3 seconds, through the store
-        thread's urgent class (never behind a queue of group commits); a failed beat is logged
-        and tried at the next one."""
+        """The node's beat (:meth:`Node.beat`) every ``node_ttl``/4 seconds, through the store
+        thread's urgent class (never behind a queue of group commits); rows released from a
+        dead node wake the delivery lane. A failed beat is logged and tried at the next one."""
         while True:
             try:
-                await self.store_thread.urgent(self.node.beat)
+                if await self.store_thread.urgent(self.node.beat):
+                    self.wake()
             except Exception as e:
                 log.warning("node_beat_failed", node=self.node.name,
                             error=f"{type(e).__name__}: {e}")
@@ -210,8 +212,8 @@ class Daemon:
 
     async def ingest_file(self, events: list[Event | Submission], sha256: str, name: str,
                           source: str) -> list[IngestResult] | None:
-        results = await self.db(self.engine.ingest_file, events, sha256=sha256, name=name,
-                                source=source)
+        results = await retrying_async(self.db, self.engine.ingest_file, events, sha256=sha256,
+                                       name=name, source=source)
         self.wake()
         return results
 

@@ -2,10 +2,11 @@
 daemons"; GoAlert's model: work rows claimed in the database, leases with an owner and an
 expiry, no clustering of our own).
 
-- **Beat**: :meth:`Node.beat` — one transaction every :attr:`Node.beat_every` seconds (a third
-  of the TTL): the node's row lives until ``now + ttl``, and the ``sending`` rows of nodes
-  whose row expired are released to ``pending`` (``release_dead_claims``), so a killed
-  daemon's sends in flight go out from a survivor within the TTL plus a beat.
+- **Beat**: :meth:`Node.beat` — one transaction every :attr:`Node.beat_every` seconds (a
+  quarter of the TTL): the node's row lives until ``now + ttl``, and the ``sending`` rows of
+  nodes whose row expired are released to ``pending`` (``release_dead_claims``), so a killed
+  daemon's sends in flight go out from a survivor within the TTL plus a beat (8 s + 2 s by
+  default: at most 10 s after a kill -9).
 - **Leases**: :meth:`Node.holds` — whether this node holds a periodic singleton's lease now
   (the daily purge :data:`PURGE`, the rules' periodic checks :data:`PERIODIC`), taking or
   renewing it in the store when it is free, expired or ours and half its TTL is gone. Another
@@ -52,9 +53,9 @@ class Node:
 
     @property
     def beat_every(self) -> float:
-        """Seconds between beats: a third of the TTL (two beats may be late before the others
-        count this node dead)."""
-        return self.ttl / 3
+        """Seconds between beats: a quarter of the TTL (three beats may be late before the
+        others count this node dead)."""
+        return self.ttl / 4
 
     def beat(self) -> int:
         """One beat (one transaction): this node alive until now + TTL; the ``sending`` rows of

@@ -1,9 +1,9 @@
 """Several daemons on one database (docs/reliability.md "Several daemons"): the rows of
 :class:`~escalator.store.base.NodeTx` — nodes and their beats, the release of a dead node's
 claims, leases for periodic singletons, and the throttle's shared send windows — mixed into
-the SQLite transaction (:class:`~escalator.store.sqlite.SQLiteTx`) and run unchanged on
+the shared SQL transaction (:class:`~escalator.store.sql_core.SQLTx`) and run unchanged on
 PostgreSQL: portable SQL only (``?`` placeholders, ``INSERT … ON CONFLICT``, ``RETURNING``),
-datetimes as the fixed-width UTC text of :func:`~escalator.store.sqlite_rows.to_db`, which
+datetimes as the fixed-width UTC text of :func:`~escalator.store.sql_rows.to_db`, which
 compares correctly as text.
 
 The schema is :data:`MIGRATION` (SQLite migration 12, appended to
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from escalator.store.sqlite_rows import from_db, to_db
+from escalator.store.sql_rows import from_db, to_db
 
 _TABLES = """
     CREATE TABLE nodes (
