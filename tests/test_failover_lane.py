@@ -9,7 +9,7 @@ PostgreSQL database). Real processes, real time, the crash lane's machinery
 - three ``escalator run`` subprocesses (nodes ``a``, ``b``, ``c``: ``ESCALATOR_NODE``), each
   with its own API port, state and spool folders and config file, and one shared database
   (``ESCALATOR_DATABASE_URL``: the ``pg_url`` fixture's scratch PostgreSQL database, or one
-  SQLite file); short node leases (``NODE_TTL``, 4 s) so that a dead node's claims are
+  SQLite file); short node leases (``NODE_TTL``, 5 s) so that a dead node's claims are
   released quickly;
 - each daemon's channel is ``sms_http`` posting to its own path of one real HTTP receiver in
   this process (``/sms/<node>``), so every message is known by arrival time and sender;
@@ -89,10 +89,10 @@ ACKER = "a"
 TAKEOVER = 10.0
 """Seconds within which the survivors carry on after a kill (issue 15: a dead node's claims
 released by the survivors, due steps fired)."""
-NODE_TTL = 4.0
-"""``node_ttl`` of the lane's daemons (seconds; the default is 10): a node without a beat for
+NODE_TTL = 5.0
+"""``node_ttl`` of the lane's daemons (seconds; the default is 8): a node without a beat for
 this long counts as dead and the survivors release its claims at their next beat (every
-TTL/3), so a takeover takes about TTL + TTL/3 + a delivery pass, well within ``TAKEOVER``."""
+TTL/4), so a takeover takes about TTL + TTL/4 + a delivery pass, within ``TAKEOVER``."""
 LABEL = "failover_http"
 
 
@@ -114,9 +114,11 @@ class Kill:
     at: float
     process: Incarnation             # the process killed
     claimed: set[int]                # its claims: rows 'sending' with claimed_by = node
+    released: float | None = None    # when none of them was 'sending' under its claim any more
     cleared: float | None = None     # when a survivor had handled every one of them
     restarted: float | None = None
     worst_overdue: float = 0.0       # the most overdue step seen until the restart (seconds)
+    worst_incident: int | None = None
 
     @property
     def gap(self) -> float:
@@ -194,13 +196,14 @@ class Lane:
         """Every 0.25 s: how overdue the most overdue step of a triggered incident is."""
         while not self.load.stop.is_set():
             now = time.time()
-            rows = self.db.query("SELECT next_step_at FROM incidents WHERE state = 'triggered' "
-                                 "AND next_step_at IS NOT NULL")
-            late = max((now - to_epoch(t) for (t,) in rows), default=0.0)
+            rows = self.db.query("SELECT id, next_step_at FROM incidents WHERE state = "
+                                 "'triggered' AND next_step_at IS NOT NULL")
+            late, worst = max(((now - to_epoch(t), i) for i, t in rows), default=(0.0, None))
             with self.overdue_lock:
                 self.worst_overdue = max(self.worst_overdue, late)
-                if self.kills and self.kills[-1].restarted is None:
-                    self.kills[-1].worst_overdue = max(self.kills[-1].worst_overdue, late)
+                kill = self.kills[-1] if self.kills else None
+                if kill is not None and kill.restarted is None and late > kill.worst_overdue:
+                    kill.worst_overdue, kill.worst_incident = late, worst
             time.sleep(0.25)
 
     # ------------------------------------------------------------------ kills and restarts
@@ -211,18 +214,19 @@ class Lane:
         return {nid for (nid,) in self.db.query(
             f"SELECT id FROM notifications WHERE status = 'sending'{where}")}
 
-    def unhandled(self, kill: Kill) -> list[int]:
-        """Which of the rows the killed node had claimed no survivor has handled yet: still
-        ``sending`` under its claim, or released to ``pending`` and still due since before the
-        kill (a survivor that claims it sends it, or cancels it, or moves its due time — the
-        throttle, quiet hours — and so has handled it)."""
+    def unhandled(self, kill: Kill) -> tuple[list[int], list[int]]:
+        """Which of the rows the killed node had claimed are still ``sending`` under its claim,
+        and which were released to ``pending`` but no survivor has handled yet (still due since
+        before the kill: a survivor that claims one sends it, or cancels it, or moves its due
+        time — the throttle, quiet hours — and so has handled it)."""
         if not kill.claimed:
-            return []
+            return [], []
         rows = self.db.query("SELECT id, status, claimed_by, due_at FROM notifications WHERE id "
                              f"IN ({', '.join(map(str, kill.claimed))})")
-        return sorted(nid for nid, status, by, due in rows
-                      if (status == "sending" and by == kill.node)
-                      or (status == "pending" and to_epoch(due) <= kill.at))
+        held = sorted(nid for nid, status, by, _ in rows if status == "sending" and by == kill.node)
+        waiting = sorted(nid for nid, status, _, due in rows
+                         if status == "pending" and to_epoch(due) <= kill.at)
+        return held, waiting
 
     def answering(self, at_least: int = 2) -> list[str]:
         """The nodes whose API answers, once at least ``at_least`` do (a node restarted after
@@ -251,23 +255,33 @@ class Lane:
         # have (at least the seeded pause), so its own restart cannot be what releases them
         while True:
             now = time.time()
-            if kill.cleared is None and not self.unhandled(kill):
-                kill.cleared = now
+            if kill.cleared is None:
+                held, waiting = self.unhandled(kill)
+                if kill.released is None and not held:
+                    kill.released = now
+                if not held and not waiting:
+                    kill.cleared = now
             if kill.cleared is not None and now >= kill.at + pause:
                 break
             if now > kill.at + TAKEOVER + 5:
-                left = self.unhandled(kill)
-                self.fail(f"kill of node {node}: its claimed notifications {left[:10]} (of "
-                          f"{len(kill.claimed)} 'sending' at the kill) not handled by a "
-                          f"survivor {now - kill.at:.1f} s later (bound {TAKEOVER} s)")
+                self.fail(f"kill of node {node}: of its {len(kill.claimed)} claimed notifications"
+                          f" (sending at the kill), {held[:10]} still held by its claim and "
+                          f"{waiting[:10]} released but not handled by a survivor "
+                          f"{now - kill.at:.1f} s later (bound {TAKEOVER} s)")
             time.sleep(0.1)
         daemon.start()
         with self.overdue_lock:
             kill.restarted = time.time()
         if kill.gap > TAKEOVER:
+            steps = self.db.query("SELECT step_index, round, fired_at FROM step_runs WHERE "
+                                  f"incident_id = {kill.worst_incident or 0} ORDER BY id")
+            released = (kill.released or kill.at) - kill.at
             self.fail(f"kill of node {node}: the survivors carried on only after {kill.gap:.1f} s "
-                      f"(its {len(kill.claimed)} claims handled after {kill.cleared - kill.at:.1f}"
-                      f" s, a step overdue by {kill.worst_overdue:.1f} s; bound {TAKEOVER} s)")
+                      f"(its {len(kill.claimed)} claims released after {released:.1f} s and "
+                      f"handled after {kill.cleared - kill.at:.1f} s; a step overdue by "
+                      f"{kill.worst_overdue:.1f} s: incident {kill.worst_incident}, steps fired "
+                      f"{steps}; bound {TAKEOVER} s; load average {os.getloadavg()[0]:.1f} on "
+                      f"{os.cpu_count()} CPUs)")
 
     def rolling_restart(self) -> None:
         for node in NODES:
