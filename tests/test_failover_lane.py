@@ -33,7 +33,9 @@ still varies). What is checked (bounds in ``tests/lane_kit.py`` and ``TAKEOVER``
    claimed again and sent, cancelled or put off (throttle) — within ``TAKEOVER`` seconds,
    before the victim is started again (it stays down until then); and at no moment of the
    run is a step of a triggered incident overdue by more than ``TAKEOVER`` seconds (at least
-   one node is up); the gap of each kill is the later of the two, recorded;
+   one node is up); the gap of each kill is the later of the two, recorded, and every kill
+   over the bound is named at the end, after the other checks (no takeover at all within
+   ``TAKEOVER`` + 20 s fails at once);
 2. every ``event_id`` that got a 2xx is stored, and no event is stored twice;
 3. after an acknowledgement's commit (through node ``a``) no step fires for the incident, and
    only the sends in flight at the commit reach the receiver — at most ``CONCURRENCY`` per
@@ -135,6 +137,7 @@ class Lane:
     rng: random.Random = field(init=False)
     load: Load = field(default_factory=Load)
     kills: list[Kill] = field(default_factory=list)
+    slow: list[str] = field(default_factory=list)    # kills whose takeover took > TAKEOVER
     restarts: int = 0
     phase: str = "start"
     phases: dict[str, float] = field(default_factory=dict)   # phase → seconds it took
@@ -263,7 +266,7 @@ class Lane:
                     kill.cleared = now
             if kill.cleared is not None and now >= kill.at + pause:
                 break
-            if now > kill.at + TAKEOVER + 5:
+            if now > kill.at + TAKEOVER + 20:  # no takeover at all
                 self.fail(f"kill of node {node}: of its {len(kill.claimed)} claimed notifications"
                           f" (sending at the kill), {held[:10]} still held by its claim and "
                           f"{waiting[:10]} released but not handled by a survivor "
@@ -272,16 +275,16 @@ class Lane:
         daemon.start()
         with self.overdue_lock:
             kill.restarted = time.time()
-        if kill.gap > TAKEOVER:
+        if kill.gap > TAKEOVER:  # told after the run, with every kill's figures
             steps = self.db.query("SELECT step_index, round, fired_at FROM step_runs WHERE "
                                   f"incident_id = {kill.worst_incident or 0} ORDER BY id")
             released = (kill.released or kill.at) - kill.at
-            self.fail(f"kill of node {node}: the survivors carried on only after {kill.gap:.1f} s "
-                      f"(its {len(kill.claimed)} claims released after {released:.1f} s and "
-                      f"handled after {kill.cleared - kill.at:.1f} s; a step overdue by "
-                      f"{kill.worst_overdue:.1f} s: incident {kill.worst_incident}, steps fired "
-                      f"{steps}; bound {TAKEOVER} s; load average {os.getloadavg()[0]:.1f} on "
-                      f"{os.cpu_count()} CPUs)")
+            self.slow.append(
+                f"kill {len(self.kills)} (node {node}): the survivors carried on only after "
+                f"{kill.gap:.1f} s (its {len(kill.claimed)} claims released after {released:.1f} s "
+                f"and handled after {kill.cleared - kill.at:.1f} s; a step overdue by "
+                f"{kill.worst_overdue:.1f} s: incident {kill.worst_incident}, steps fired "
+                f"{steps}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
     def rolling_restart(self) -> None:
         for node in NODES:
@@ -422,3 +425,6 @@ def test_three_daemons_one_killed_at_a_time_carry_on_and_lose_nothing(tmp_path, 
           f"{c['max_late_ms']} ms after the 2xx); killed mid-request: {c['http_unanswered']} "
           f"event posts, {c['acks_unanswered']} acknowledgements, {receiver.torn} sends")
     assert len(lane.kills) == KILLS
+    if lane.slow:
+        lane.fail(f"{len(lane.slow)} of {KILLS} kills: the survivors took longer than "
+                  f"{TAKEOVER} s to carry on:\n" + "\n".join(lane.slow))
