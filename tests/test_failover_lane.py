@@ -138,6 +138,9 @@ class Lane:
     load: Load = field(default_factory=Load)
     kills: list[Kill] = field(default_factory=list)
     slow: list[str] = field(default_factory=list)    # kills whose takeover took > TAKEOVER
+    stalls: dict[int, str] = field(default_factory=dict)
+    """Processes (``id`` of the :class:`Incarnation`) whose node row expired while they ran (no
+    beat for a TTL: the others count the node dead and release its claims) → what was seen."""
     restarts: int = 0
     phase: str = "start"
     phases: dict[str, float] = field(default_factory=dict)   # phase → seconds it took
@@ -202,12 +205,26 @@ class Lane:
             rows = self.db.query("SELECT id, next_step_at FROM incidents WHERE state = "
                                  "'triggered' AND next_step_at IS NOT NULL")
             late, worst = max(((now - to_epoch(t), i) for i, t in rows), default=(0.0, None))
+            self.note_stalls(time.time())
             with self.overdue_lock:
                 self.worst_overdue = max(self.worst_overdue, late)
                 kill = self.kills[-1] if self.kills else None
                 if kill is not None and kill.restarted is None and late > kill.worst_overdue:
                     kill.worst_overdue, kill.worst_incident = late, worst
             time.sleep(0.25)
+
+    def note_stalls(self, now: float) -> None:
+        """Note each running, listening node whose row in ``nodes`` has expired: alive, but
+        counted dead by the others (its claims may be released and sent again: the
+        documented duplicate of a node that did not beat for a TTL)."""
+        for node, expires in self.db.query("SELECT node, expires_at FROM nodes"):
+            d = self.daemons.get(node)
+            if d is None or not d.alive or not d.runs or d.runs[-1].listened is None:
+                continue
+            run = d.runs[-1]
+            if to_epoch(expires) < min(now, run.killed or now) and id(run) not in self.stalls:
+                self.stalls[id(run)] = (f"node {node} (process {run.n}) alive but its row "
+                                        f"expired at {expires}")
 
     # ------------------------------------------------------------------ kills and restarts
 
@@ -252,6 +269,11 @@ class Lane:
         daemon = self.daemons[node]
         daemon.kill()
         kill = Kill(node, daemon.runs[-1].killed, daemon.runs[-1], self.sending(node))
+        expired = [e for n, e in self.db.query("SELECT node, expires_at FROM nodes") if n == node]
+        if expired and to_epoch(expired[0]) < kill.at:  # counted dead before the kill: its
+            self.stalls[id(kill.process)] = (  # claims may have been released already
+                f"node {node} (process {kill.process.n}) alive but its row expired at "
+                f"{expired[0]}, before its kill")
         with self.overdue_lock:
             self.kills.append(kill)
         # the survivors must take the dead node's claims over; the node stays down until they
@@ -310,14 +332,21 @@ class Lane:
             daemon = self.daemons.get(a.sender)
             return daemon.runs[daemon.incarnation_at(a.at)] if daemon else None
 
-        check_copies(per_token, rows, process_of, self.fail, self.counts)
+        check_copies(per_token, rows, process_of, self.fail, self.counts,
+                     lambda p: p.killed is not None or id(p) in self.stalls)
         # the bound per kill: a copy sent again after a kill was one of the rows the killed
-        # node had claimed ('sending' under its name) at the kill
+        # node had claimed ('sending' under its name) at the kill — or its node had stalled
+        # (no beat for a TTL) and the others had released its claims before (docs/reliability.md
+        # "What a duplicate can be")
         claims = {id(k.process): k for k in self.kills}
+        self.counts["duplicates_after_stall"] = 0
         for token, got in per_token.items():
             for a in got[:-1]:
-                kill = claims.get(id(process_of(a)))
-                if kill is None or rows[token][0] not in kill.claimed:
+                proc = process_of(a)
+                kill = claims.get(id(proc))
+                if id(proc) in self.stalls and (kill is None or rows[token][0] not in kill.claimed):
+                    self.counts["duplicates_after_stall"] += 1
+                elif kill is None or rows[token][0] not in kill.claimed:
                     self.fail(f"notification {rows[token][0]} was sent again after a copy from "
                               f"node {a.sender} (at {a.at:.3f}), but it was not among that "
                               f"node's claims at its kill ({sorted(kill.claimed)[:10] if kill else 'no kill'})")
@@ -420,7 +449,9 @@ def test_three_daemons_one_killed_at_a_time_carry_on_and_lose_nothing(tmp_path, 
           f"overdue step {lane.worst_overdue:.1f} s; {c['http_events_accepted']} events accepted, "
           f"{c['events_stored']} stored, incidents {dict(incidents)}; {c['messages']} messages "
           f"for {c['notifications_reached']} notifications, {c['duplicates']} duplicates (at "
-          f"most {c['max_duplicates_one_kill']} from one kill); {c['acks']} acknowledgements, "
+          f"most {c['max_duplicates_one_kill']} from one process; "
+          f"{c['duplicates_after_stall']} after {len(lane.stalls)} stalls: a live node counted "
+          f"dead); {c['acks']} acknowledgements, "
           f"{c['late_in_flight']} messages in flight at an ack's commit (latest "
           f"{c['max_late_ms']} ms after the 2xx); killed mid-request: {c['http_unanswered']} "
           f"event posts, {c['acks_unanswered']} acknowledgements, {receiver.torn} sends")
