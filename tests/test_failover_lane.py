@@ -14,8 +14,9 @@ PostgreSQL database). Real processes, real time, the crash lane's machinery
 - each daemon's channel is ``sms_http`` posting to its own path of one real HTTP receiver in
   this process (``/sms/<node>``), so every message is known by arrival time and sender;
 - load for the whole run: an HTTP writer per daemon (open loop, seeded: single events and
-  lists, some with a shared dedup key, starting 0.2–0.8 s apart whatever the answers take) and an acknowledger through the API of node ``a`` only,
-  so acknowledgements commit in one process while the others send;
+  lists, some with a shared dedup key, starting 0.2–0.8 s apart whatever the answers take)
+  and an acknowledger through the API of node ``a`` only, so acknowledgements commit in one
+  process while the others send;
 - ``ESCALATOR_FAILOVER_KILLS`` kills (default 20): after a seeded while, a seeded one of the
   nodes whose API answers (at least two: the node restarted after the last kill may still be
   starting) is killed with SIGKILL; the lane measures the **takeover gap** (below), then
@@ -44,7 +45,10 @@ still varies). What is checked (bounds in ``tests/lane_kit.py`` and ``TAKEOVER``
    notification twice; every copy but the last comes from a process that was killed
    (SIGKILL) — never from one stopped by SIGTERM, nor from a survivor — and one kill leaves
    at most the killed node's claimed batch of such copies: each is a row the killed node had
-   claimed (``sending``, ``claimed_by`` it) at the kill (and at most ``CLAIM_LIMIT``);
+   claimed (``sending``, ``claimed_by`` it) at the kill (and at most ``CLAIM_LIMIT``). The
+   one other documented source (docs/reliability.md "What a duplicate can be"): a node the
+   others counted dead while it ran — its ``nodes`` row seen expired, a *stall* — whose
+   claims they released and sent again; such copies are counted apart;
 5. the end: every row recorded delivered reached the receiver, no row is left ``sending``,
    no step of a triggered incident is overdue.
 """
