@@ -285,7 +285,7 @@ class DaemonProcess:
             self.fail(f"daemon {self.name} exited by itself ({self.proc.returncode}); see "
                       f"{self.log_path()}:\n{self.log_tail()}")
         try:
-            httpx.get(f"{self.url}/healthz", timeout=0.5)
+            httpx.get(f"{self.url}/healthz", timeout=2.0)  # slow answers on a loaded machine
         except httpx.HTTPError:
             return False
         if self.runs[-1].listened is None:

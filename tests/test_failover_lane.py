@@ -99,6 +99,9 @@ NODE_TTL = 5.0
 """``node_ttl`` of the lane's daemons (seconds; the default is 8): a node without a beat for
 this long counts as dead and the survivors release its claims at their next beat (every
 TTL/4), so a takeover takes about TTL + TTL/4 + a delivery pass, within ``TAKEOVER``."""
+START = 120.0
+"""Seconds a daemon may take from its start to answering ``/healthz`` (a second or two on an
+idle machine; a minute was seen with three daemons on 2 CPUs at load average 20)."""
 LABEL = "failover_http"
 
 
@@ -254,15 +257,15 @@ class Lane:
 
     def answering(self, at_least: int = 2) -> list[str]:
         """The nodes whose API answers, once at least ``at_least`` do (a node restarted after
-        the last kill may still be starting); fails when one has not answered 60 s after its
-        start."""
+        the last kill may still be starting); fails when one has not answered ``START`` seconds
+        after its start."""
         while True:
             up = [n for n, d in self.daemons.items() if d.answers()]
             if len(up) >= at_least:
                 return up
             for d in self.daemons.values():
-                if d.runs[-1].listened is None and time.time() - d.runs[-1].started > 60:
-                    self.fail(f"daemon {d.name} did not listen within 60 s:\n{d.log_tail()}")
+                if d.runs[-1].listened is None and time.time() - d.runs[-1].started > START:
+                    self.fail(f"daemon {d.name} did not answer within {START} s:\n{d.log_tail()}")
             time.sleep(0.05)
 
     def kill_one(self) -> None:
@@ -316,7 +319,7 @@ class Lane:
         for node in NODES:
             daemon = self.daemons[node]
             daemon.terminate(60)
-            daemon.start_listening(60)
+            daemon.start_listening(START)
             self.restarts += 1
             time.sleep(self.rng.uniform(0.5, 2.0))
 
@@ -378,7 +381,7 @@ class Lane:
     def run(self) -> None:
         self.enter("start")
         for d in self.daemons.values():  # one after the other: the first creates the schema
-            d.start_listening(60)
+            d.start_listening(START)
         threads = [threading.Thread(target=self.writer, args=(n,), name=f"http-{n}", daemon=True)
                    for n in NODES]
         threads += [threading.Thread(target=self.acknowledger, name="ack", daemon=True),
