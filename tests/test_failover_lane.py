@@ -327,7 +327,11 @@ class Lane:
 
     def check(self, *, final: bool = False) -> None:
         if self.load.errors:
-            self.fail("unexpected answers: " + "; ".join(self.load.errors[:5]))
+            errors = [f"{path.name}: {line[:1500]}" for path in sorted(self.tmp.glob("logs/*.log"))
+                      for line in path.read_text("utf-8", "replace").splitlines()
+                      if '"level": "error"' in line]
+            self.fail("unexpected answers: " + "; ".join(self.load.errors[:5])
+                      + "\nthe daemons' errors:\n" + "\n".join(errors[:5]))
         with self.load.lock:
             accepted = dict(self.load.accepted)
             acks = list(self.load.acks)
