@@ -204,6 +204,11 @@ def test_the_safety_officers_morning(demo, browser, tmp_path):
     page.goto(demo.base + "/")
     page.check(f"input[name=id][value='{fire}']")
     page.check(f"input[name=id][value='{bullying}']")
+    # while boxes are ticked Today holds its updates back, and says so; they come when unticked
+    drop(demo, "duplicate_a.json")
+    page.wait_for_selector("#live-note:not([hidden])", timeout=10000)
+    assert "有新情况" in page.inner_text("#live-note")
+    assert page.is_checked(f"input[name=id][value='{fire}']")  # the choice is kept
     page.fill("#bulk input[name=reason]", "演示：误报，已现场核实")
     page.click("#bulk button")
     page.wait_for_url(re.compile(r".*done=resolved"))
