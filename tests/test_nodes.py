@@ -289,7 +289,7 @@ def test_node_name_defaults_to_host_and_port():
 def test_on_postgresql_a_second_daemon_deciding_on_one_address_waits_for_the_first(pg_url):
     from escalator.store import open_store
 
-    from .test_store_postgres import in_thread
+    from .test_store_postgres import backend_pid, in_thread
 
     clock = FakeClock(T0)
     a, b = open_store(pg_url), open_store(pg_url)
@@ -304,7 +304,7 @@ def test_on_postgresql_a_second_daemon_deciding_on_one_address_waits_for_the_fir
 
         with a.transaction() as tx:
             assert Throttle(clock).acquire(tx, "sms", None, "1") == 0  # the last slot
-            waiting = in_thread(second, pg_url)
+            waiting = in_thread(second, pg_url, backend_pid(tx))
             assert not waiting.done()  # held on the key's row until the first commits
         assert waiting.result(30) > 0  # then it sees the window full: waits, sends nothing
     finally:

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from escalator.store import Conflict, open_store
+from escalator.store.pg_scratch import admin_url
 from escalator.store.postgres import MIGRATIONS, PostgresStore, split_url, translate
 from escalator.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from tests.store_contract.conftest import T0, new_incident, new_notification, t
@@ -28,21 +29,26 @@ def two(pg_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
     b.close()
 
 
-def waiting_on_a_lock(url: str) -> bool:
-    """Whether some escalator session of the server waits for a lock now."""
+def backend_pid(tx: Any) -> int:
+    """The server process of the transaction ``tx``."""
+    return tx.c.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def blocked_by(url: str, pid: int) -> bool:
+    """Whether some session waits for a lock the server process ``pid`` holds."""
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'escalator'"
-            " AND wait_event_type = 'Lock'").fetchone()[0] > 0
+        return conn.execute("SELECT count(*) FROM pg_stat_activity"
+                            " WHERE %s = ANY(pg_blocking_pids(pid))", (pid,)).fetchone()[0] > 0
 
 
-def in_thread(fn: Callable[[], Any], url: str) -> Any:
-    """Start ``fn`` in a thread and return its future once it waits for a lock (or is done)."""
+def in_thread(fn: Callable[[], Any], url: str, holder: int) -> Any:
+    """Start ``fn`` in a thread and return its future once it waits for a lock of the server
+    process ``holder`` (or is done)."""
     pool = ThreadPoolExecutor(1)
     future = pool.submit(fn)
     pool.shutdown(wait=False)
     event = threading.Event()
-    while not future.done() and not waiting_on_a_lock(url):
+    while not future.done() and not blocked_by(url, holder):
         event.wait(0.02)
     return future
 
@@ -54,6 +60,20 @@ def test_the_schema_has_sqlites_version_numbers(pg_url: str) -> None:
         assert store.schema_version() == len(MIGRATIONS)
         assert store.describe().startswith("PostgreSQL 1")
         assert "127.0.0.1" not in store.describe() and "postgres@" not in store.describe()
+    finally:
+        store.close()
+
+
+def test_every_connection_has_the_stores_session_settings(pg_url: str) -> None:
+    store = open_store(pg_url)
+    try:
+        with store.transaction() as tx:
+            got = {name: tx.c.execute(f"SHOW {name}").fetchone()[0] for name in
+                   ("transaction_isolation", "lock_timeout", "statement_timeout",
+                    "idle_in_transaction_session_timeout", "application_name")}
+        assert got == {"transaction_isolation": "read committed", "lock_timeout": "5s",
+                       "statement_timeout": "30s", "idle_in_transaction_session_timeout": "1min",
+                       "application_name": "escalator"}
     finally:
         store.close()
 
@@ -118,7 +138,7 @@ def test_an_incident_being_advanced_is_read_after_the_other_transaction(two, pg_
 
     with a.transaction() as tx:
         tx.get_incident(iid)
-        waiting = in_thread(read_in_b, pg_url)
+        waiting = in_thread(read_in_b, pg_url, backend_pid(tx))
         assert not waiting.done()  # b waits for a's row lock
         tx.update_incident(iid, step_index=0)
     assert waiting.result(timeout=10) == 0  # and then reads what a wrote
@@ -133,7 +153,7 @@ def test_two_daemons_opening_one_dedup_key_is_a_conflict(two, pg_url) -> None:
 
     with a.transaction() as tx:
         first = new_incident(tx, "fire/1号楼")
-        waiting = in_thread(open_in_b, pg_url)
+        waiting = in_thread(open_in_b, pg_url, backend_pid(tx))
         assert not waiting.done()  # b waits on the unique index for a's outcome
     with pytest.raises(Conflict):
         waiting.result(timeout=10)
@@ -146,12 +166,9 @@ def test_a_connection_the_server_ended_is_replaced(pg_url: str) -> None:
     try:
         with store.transaction() as tx:
             iid = new_incident(tx)
+            pid = backend_pid(tx)  # (the pool's one connection)
         with psycopg.connect(pg_url, autocommit=True) as admin:
-            ended = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'escalator' AND pid <> pg_backend_pid()"
-                " AND datname = current_database()").fetchone()[0]
-        assert ended >= 1
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
         with store.transaction() as tx:
             assert tx.get_incident(iid) is not None
     finally:
@@ -169,3 +186,24 @@ def test_pool_sizes_come_from_the_url() -> None:
         ("postgresql://u@h/db?sslmode=require", {"pool_max": "8"})
     with pytest.raises(ValueError, match="pool_min"):
         split_url("postgresql://u@h/db?pool_min=0")
+
+
+def test_a_missing_database_or_refused_server_says_why_at_once() -> None:
+    from escalator.store import StoreUnavailable
+
+    base = admin_url().split("?")[0].rsplit("/", 1)[0]
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        open_store(f"{base}/escalator_no_such_database")
+    with pytest.raises(StoreUnavailable, match="refused"):
+        open_store("postgresql://postgres@127.0.0.1:1/escalator")
+
+
+def test_a_row_lock_not_had_is_a_conflict(two) -> None:
+    """(What ``lock_timeout`` raises after 5 s, NOWAIT raises at once: SQLSTATE 55P03.)"""
+    a, b = two
+    with a.transaction() as tx:
+        iid = new_incident(tx)
+    with a.transaction() as tx:
+        tx.get_incident(iid)
+        with pytest.raises(Conflict, match="55P03"), b.transaction() as other:
+            other.c.execute("SELECT id FROM incidents WHERE id = ? FOR UPDATE NOWAIT", (iid,))
