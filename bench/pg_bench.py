@@ -131,20 +131,24 @@ class Database:
 
     def psql(self, database: str, *args: str, stdin: Iterable[str] | None = None) -> str:
         """Run ``psql`` on ``database`` (stops at the first error); ``stdin``: a script streamed
-        in (``COPY … FROM STDIN`` data included). Returns its standard output."""
+        in (``COPY … FROM STDIN`` data included; its output is dropped). Returns its standard
+        output."""
         cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", f"{self.server}/{database}",
                *args]
         if stdin is None:
             return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as p:
+        with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              text=True) as p:
             assert p.stdin is not None
-            for chunk in _batched(stdin, 10_000):
-                p.stdin.write("".join(chunk))
-            p.stdin.close()
-            out = p.stdout.read() if p.stdout else ""
+            try:
+                for chunk in _batched(stdin, 10_000):
+                    p.stdin.write("".join(chunk))
+                p.stdin.close()
+            except BrokenPipeError:  # psql stopped at an error (printed on stderr)
+                pass
             if p.wait():
                 raise subprocess.CalledProcessError(p.returncode, cmd)
-        return out
+        return ""
 
     def rows(self, sql: str) -> list[tuple[str | None, ...]]:
         """The rows of ``sql``, every value as text (None for NULL)."""
@@ -417,6 +421,12 @@ def copies(db: Database, n: int) -> Iterator[str]:
         cols, rows = _template(db, table)
         keep = [k for k, c in enumerate(cols) if not (table == "timeline" and c == "id")]
         names = [cols[k] for k in keep]
+        serial = bool(rows) and "id" in cols and rows[0][cols.index("id")].isdigit()
+        setval = (f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                  f"(SELECT max(id) FROM {table})) WHERE pg_get_serial_sequence('{table}', "
+                  "'id') IS NOT NULL;\n")
+        if serial:  # the rows copied without ids (timeline) take theirs from the sequence
+            yield setval
         yield f"COPY {table} ({', '.join(names)}) FROM STDIN;\n"
         for row in rows:
             parts = [row[k] for k in keep]
@@ -426,9 +436,8 @@ def copies(db: Database, n: int) -> Iterator[str]:
                     parts[j] = str(f(i))
                 yield "\t".join(parts) + "\n"
         yield "\\.\n"
-        yield (f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-               f"(SELECT max(id) FROM {table})) WHERE pg_get_serial_sequence('{table}', 'id') "
-               "IS NOT NULL;\n")
+        if serial:  # the daemons' next ids follow the copies
+            yield setval
     yield "COMMIT;\nANALYZE;\n"
 
 
