@@ -190,16 +190,17 @@ async def _run_daemon(daemon: Any, demo: bool, console: tuple[str, str] | None =
 def _open_engine(args: argparse.Namespace):
     from escalator.clock import SystemClock
     from escalator.engine.engine import Engine
-    from escalator.store import SQLiteStore
+    from escalator.store import open_store
 
     config = _load(args)
     settings = _settings(args, config)
-    if not settings.database.exists() and (args.demo or args.command != "send"):
+    if (not settings.uses_postgres and not settings.database.exists()
+            and (args.demo or args.command != "send")):
         hint = (_("run `escalator demo` in this folder first, or cd to where it runs") if args.demo
                 else _("check ESCALATOR_STATE_DIR / daemon.state_dir"))
         raise UsageError(_("no escalator database at {path}: {hint}").format(
             path=settings.database, hint=hint))
-    return Engine(SQLiteStore(settings.database), config, SystemClock())
+    return Engine(open_store(settings.store_target), config, SystemClock())
 
 
 def _read_document(path: Path) -> Any:

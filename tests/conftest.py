@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from escalator.config import load_config
+from escalator.store.pg_scratch import ServerUnreachable, scratch_schema
 from escalator.testing import Harness
 
 # The suite's assertions on CLI, check-config and spool text are in English (escalator speaks
@@ -40,3 +41,15 @@ def harness(engine_config, tmp_path):
     h = Harness(engine_config, tmp_path / "escalator.sqlite3")
     yield h
     h.close()
+
+
+@pytest.fixture
+def pg_url():
+    """A ``postgresql://`` URL of a fresh, empty scratch schema on the tests' PostgreSQL server
+    (``$ESCALATOR_TEST_PG``, default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped
+    after the test. Fails (never skips) when the server cannot be reached."""
+    try:
+        with scratch_schema() as url:
+            yield url
+    except ServerUnreachable as e:
+        pytest.fail(str(e), pytrace=False)

@@ -46,7 +46,7 @@ from escalator.school.retention import DailyPurge
 from escalator.service.metrics import Metrics
 from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
-from escalator.store import SQLiteStore
+from escalator.store import open_store
 from escalator.store.observed import ObservedStore
 from escalator.store.thread import StoreThread
 
@@ -143,7 +143,7 @@ class Daemon:
             config.daemon.public_base_url = settings.public_base_url
         self.store_thread = StoreThread()
         self.db = self.store_thread.run
-        self.store = ObservedStore(SQLiteStore(settings.database), lambda incident_id, entry:
+        self.store = ObservedStore(open_store(settings.store_target), lambda incident_id, entry:
                                    self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
         self.store_lost: str | None = None
         """Why the store's files are gone (from the store's file monitor), or None."""
@@ -318,7 +318,8 @@ class Daemon:
                 loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread (tests)
-        self.store.watch(self._lost)
+        if hasattr(self.store, "watch"):  # SQLite's file monitor; a server store has no files
+            self.store.watch(self._lost)
         pulse = asyncio.create_task(self._pulse(), name="pulse")
         released = await self.db(self.delivery.release_claims)
         if released:
@@ -336,7 +337,7 @@ class Daemon:
         self.pm.hook.startup(context=self._plugin_context("startup"))
         lanes = [asyncio.create_task(self._timer_lane(), name="timers"),
                  asyncio.create_task(self._delivery_lane(), name="delivery")]
-        log.info("escalator_started", database=str(self.settings.database),
+        log.info("escalator_started", database=self.settings.store_display,
                  inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
         await self._refresh_counts()
         self.notifier.ready(self._status_text())

@@ -11,7 +11,8 @@ from escalator.store.base import (
     TimelineEntry,
     Tx,
 )
+from escalator.store.open import open_store
 from escalator.store.sqlite import SQLiteStore
 
 __all__ = ["Conflict", "Incident", "Notification", "SQLiteStore", "StepRun", "Store", "StoreError",
-           "StoreUnavailable", "TimelineEntry", "Tx"]
+           "StoreUnavailable", "TimelineEntry", "Tx", "open_store"]
