@@ -42,4 +42,4 @@ def test_a_tiny_load_on_sqlite_prints_its_row():
     assert out.returncode == 0, out.stderr
     [row] = [line for line in out.stdout.splitlines() if line.startswith("| sqlite-1 |")]
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[8:11] == ["50", "0", "0"]  # steps fired, fired twice, missing
+    assert cells[8:12] == ["50", "0", "0", "0"]  # steps fired, fired twice, messages twice, missing
