@@ -327,7 +327,7 @@ async def test_without_a_deadlines_section_match_rules_are_off(engine_config, tm
 
 def test_the_migration_adds_the_deadline_columns(tmp_path):
     store = SQLiteStore(tmp_path / "db.sqlite3")
-    assert store.schema_version >= 4
+    assert store.schema_version() >= 4
     cols = {r[1] for r in store._conn.execute("PRAGMA table_info(incidents)")}
     assert {"deadline_at", "deadline_met_at", "deadline_check_at"} <= cols
     tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}

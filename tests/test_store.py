@@ -13,7 +13,7 @@ from escalator.store.sqlite import MIGRATIONS
 
 def test_opens_in_wal_with_full_sync_and_latest_schema(tmp_path):
     s = SQLiteStore(tmp_path / "db.sqlite3")
-    assert s.schema_version == len(MIGRATIONS)
+    assert s.schema_version() == len(MIGRATIONS)
     assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     s.close()
@@ -27,7 +27,7 @@ def test_migrates_an_older_database_in_place(tmp_path):
     conn.commit()
     conn.close()
     s = SQLiteStore(path)
-    assert s.schema_version == len(MIGRATIONS)
+    assert s.schema_version() == len(MIGRATIONS)
     with s.transaction() as tx:
         assert tx.spool_file_seen("x")  # data kept
         assert not tx.row_key_seen("k")  # the column from migration 2 exists

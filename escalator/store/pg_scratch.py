@@ -9,6 +9,7 @@ milliseconds (a database takes far longer), and several test runs can share one 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,18 +47,38 @@ def _connect(url: str) -> psycopg.Connection:
             f"admin URL): {str(e).strip()}") from e
 
 
-@contextmanager
-def scratch_schema(admin: str | None = None) -> Iterator[str]:
-    """A fresh, empty schema in the database ``admin`` names (default :func:`admin_url`);
-    yields a ``postgresql://`` URL of it and drops the schema (with everything in it) after.
-    Raises :class:`ServerUnreachable` when the server cannot be reached."""
+_SCHEMA = re.compile(r"escalator_t_[0-9a-f]{12}")
+
+
+def create_schema(admin: str | None = None) -> str:
+    """A fresh, empty schema in the database ``admin`` names (default :func:`admin_url`); its
+    ``postgresql://`` URL (drop it with :func:`drop_schema`). Raises :class:`ServerUnreachable`
+    when the server cannot be reached."""
     base = admin or admin_url()
     schema = f"escalator_t_{secrets.token_hex(6)}"
     with _connect(base) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
+    return with_schema(base, schema)
+
+
+def drop_schema(url: str) -> None:
+    """Drop the scratch schema of ``url`` (a URL :func:`create_schema` gave) and everything in
+    it; nothing when ``url`` names no scratch schema."""
+    found = _SCHEMA.search(url)
+    if found is None:
+        return
+    base = url.rpartition("options=")[0].rstrip("?&")
+    with _connect(base) as conn:
+        conn.execute("SET lock_timeout = '10s'")  # a store left open holds no lock
+        conn.execute(f"DROP SCHEMA IF EXISTS {found.group(0)} CASCADE")
+
+
+@contextmanager
+def scratch_schema(admin: str | None = None) -> Iterator[str]:
+    """A fresh, empty schema (:func:`create_schema`) for the block; yields its URL and drops it
+    after."""
+    url = create_schema(admin)
     try:
-        yield with_schema(base, schema)
+        yield url
     finally:
-        with _connect(base) as conn:
-            conn.execute("SET lock_timeout = '10s'")  # a store left open holds no lock
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        drop_schema(url)

@@ -1,7 +1,7 @@
 """The store contract: every behaviour of :class:`escalator.store.base.Tx` and
 :class:`~escalator.store.base.Store`, run against every backend in :data:`BACKENDS`.
 
-A new backend (PostgreSQL next) is one more :class:`Backend` entry: how to open a fresh store,
+A backend is one :class:`Backend` entry: how to open a fresh store,
 open it again, make it unable to grow (and grow again), and break it so it cannot be opened.
 Nothing in the tests reaches past the store's interface except through those four.
 """
@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from escalator.store import SQLiteStore, Store
+from escalator.store import SQLiteStore, Store, open_store
+from escalator.store.pg_scratch import ServerUnreachable, admin_url, create_schema, drop_schema
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 """A fixed instant (aware UTC) every test counts from."""
@@ -54,10 +56,67 @@ def _sqlite_break(place: Path) -> None:
     (place / "db.sqlite3").write_bytes(b"this is not a database\n" * 512)
 
 
+def _pg_url(place: Path) -> str:
+    """The URL of the place's PostgreSQL store: a scratch schema made on first use (its URL
+    kept in ``place/pg_url``; :func:`place` drops it after the test)."""
+    f = place / "pg_url"
+    if not f.exists():
+        try:
+            f.write_text(create_schema())
+        except ServerUnreachable as e:
+            pytest.fail(str(e), pytrace=False)
+    return f.read_text()
+
+
+_FULL = """
+CREATE OR REPLACE FUNCTION escalator_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+  USING ERRCODE = 'disk_full'; END $$
+"""
+
+
+def _pg_tables(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+
+
+def _pg_fill(store: Any) -> None:
+    """Every write fails as a full disk would (SQLSTATE 53100, ``disk_full``): a trigger on each
+    table of the store's schema."""
+    with psycopg.connect(_pg_urls[id(store)], autocommit=True) as conn:
+        conn.execute(_FULL)
+        for table in _pg_tables(conn):
+            conn.execute(f"CREATE TRIGGER escalator_full BEFORE INSERT OR UPDATE ON {table}"
+                         " FOR EACH STATEMENT EXECUTE FUNCTION escalator_full()")
+
+
+def _pg_unfill(store: Any) -> None:
+    with psycopg.connect(_pg_urls[id(store)], autocommit=True) as conn:
+        for table in _pg_tables(conn):
+            conn.execute(f"DROP TRIGGER IF EXISTS escalator_full ON {table}")
+
+
+def _pg_break(place: Path) -> None:
+    """A URL naming a database that does not exist on the server."""
+    (place / "pg_url").write_text(admin_url().rsplit("/", 1)[0].split("?")[0]
+                                  + "/escalator_no_such_database")
+
+
+_pg_urls: dict[int, str] = {}
+"""The URL each open PostgreSQL store of the suite was opened with (by ``id(store)``)."""
+
+
+def _pg_open(place: Path) -> Store:
+    url = _pg_url(place)
+    store = open_store(url)
+    _pg_urls[id(store)] = url
+    return store
+
+
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(open=lambda place: SQLiteStore(place / "db.sqlite3"), fill=_sqlite_fill,
                       unfill=_sqlite_unfill, break_=_sqlite_break),
-    # "postgresql": Backend(open=..., fill=..., unfill=..., break_=...),
+    "postgresql": Backend(open=_pg_open, fill=_pg_fill, unfill=_pg_unfill, break_=_pg_break),
 }
 
 
@@ -68,9 +127,12 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def place(tmp_path: Path) -> Path:
-    """Where the test's store lives."""
-    return tmp_path
+def place(tmp_path: Path) -> Iterator[Path]:
+    """Where the test's store lives (for PostgreSQL, ``pg_url`` there names its scratch
+    schema, dropped after the test)."""
+    yield tmp_path
+    if (tmp_path / "pg_url").exists():
+        drop_schema((tmp_path / "pg_url").read_text())
 
 
 @pytest.fixture

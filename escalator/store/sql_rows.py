@@ -1,4 +1,4 @@
-"""How values and rows cross the SQLite boundary (used only inside :mod:`escalator.store`).
+"""How values and rows cross the database boundary, alike for SQLite and PostgreSQL (used only inside :mod:`escalator.store`).
 
 Datetimes are stored as fixed-width UTC ISO-8601 text, so they sort and compare as text;
 dicts as JSON text; booleans as 0/1. A row becomes one of the dataclasses of
@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import sqlite3
 from dataclasses import fields
 from datetime import UTC, date, datetime
 from typing import Any
@@ -52,7 +51,7 @@ def _columns(cls: type) -> tuple[tuple[str, str], ...]:
                  for f in fields(cls))
 
 
-def row_to(cls: type, row: sqlite3.Row) -> Any:
+def row_to(cls: type, row: Any) -> Any:
     """A row as an instance of the dataclass ``cls`` (columns named like its fields)."""
     data = {}
     for name, kind in _columns(cls):
@@ -82,15 +81,16 @@ def encode(value: Any) -> Any:
     return value
 
 
-def event_dict(row: sqlite3.Row) -> dict[str, Any]:
+def event_dict(row: Any) -> dict[str, Any]:
     """An ``events`` row as a dict: ``body`` parsed, ``received_at`` a datetime."""
     d = dict(row)
+    d.pop("rowid", None)  # PostgreSQL's insertion-order column (SQLite's own is hidden)
     d["body"] = json.loads(d["body"])
     d["received_at"] = from_db(d["received_at"])
     return d
 
 
-def case_fact(row: sqlite3.Row) -> CaseFact:
+def case_fact(row: Any) -> CaseFact:
     """A ``case_facts`` or ``cluster_members`` row as a :class:`CaseFact`."""
     return CaseFact(row["event_id"], row["scope"], row["syndrome"], row["subject_id"],
                     date.fromisoformat(row["local_date"]), from_db(row["occurred_at"]))  # type: ignore[arg-type]

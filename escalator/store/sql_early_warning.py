@@ -1,6 +1,6 @@
-"""SQLite: early warning's rows (docs/early-warning.md): the cases its series are counted from,
+"""SQL of both backends: early warning's rows (docs/early-warning.md): the cases its series are counted from,
 its signals, outbreak incidents and links to clusters — the queries of the early-warning part of
-:class:`~escalator.store.base.SchoolTx`, mixed into :class:`~escalator.store.sqlite.SQLiteTx`
+:class:`~escalator.store.base.SchoolTx`, mixed into :class:`~escalator.store.sql_core.SQLTx`
 (the tables are migration 5 in :data:`escalator.store.sqlite.MIGRATIONS`). What is counted and
 when a series signals is decided in :mod:`escalator.school.early_warning`; here are only the rows.
 """
@@ -8,12 +8,12 @@ when a series signals is decided in :mod:`escalator.school.early_warning`; here 
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import date, datetime
 from typing import Any
 
 from escalator.store.base import EwCase
-from escalator.store.sqlite_rows import from_db, to_db
+from escalator.store.sql_dialect import Connection, Dialect
+from escalator.store.sql_rows import from_db, to_db
 
 
 def _scope_filter(scope: str) -> tuple[str, tuple[Any, ...]]:
@@ -28,15 +28,17 @@ def _scope_filter(scope: str) -> tuple[str, tuple[Any, ...]]:
     return f"{column} = ?", (value,)
 
 
-class SQLiteEarlyWarning:
+class SQLEarlyWarning:
     """Early warning's rows on the connection ``c`` of a transaction."""
 
-    c: sqlite3.Connection
+    c: Connection
+    d: Dialect
 
     def ew_add_case(self, case: EwCase) -> None:
         self.c.execute(
-            "INSERT OR IGNORE INTO ew_cases (event_id, grp, local_date, class_id, grade,"
-            " dormitory, pupil, class_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ew_cases (event_id, grp, local_date, class_id, grade,"
+            " dormitory, pupil, class_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (case.event_id, case.grp, case.local_date.isoformat(), case.class_id, case.grade,
              case.dormitory, case.pupil, case.class_size))
 
@@ -115,13 +117,14 @@ class SQLiteEarlyWarning:
 
     def ew_add_outbreak(self, incident_id: int, rule: str, scope: str, first: date,
                         at: datetime) -> None:
-        self.c.execute("INSERT OR IGNORE INTO ew_outbreaks (incident_id, rule, scope, first_date,"
-                       " opened_at) VALUES (?, ?, ?, ?, ?)",
+        self.c.execute("INSERT INTO ew_outbreaks (incident_id, rule, scope, first_date,"
+                       " opened_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                        (incident_id, rule, scope, first.isoformat(), to_db(at)))
 
     def ew_link(self, warning_id: int, other_id: int, at: datetime) -> bool:
         return self.c.execute(
-            "INSERT OR IGNORE INTO ew_links (warning_id, other_id, at) VALUES (?, ?, ?)",
+            "INSERT INTO ew_links (warning_id, other_id, at) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (warning_id, other_id, to_db(at))).rowcount == 1
 
     def ew_purge(self, before: date) -> int:

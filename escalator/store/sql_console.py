@@ -1,21 +1,22 @@
-"""SQLite: the web console's rows (sign-in tokens, sessions) and the reads of its pages — the
+"""SQL of both backends: the web console's rows (sign-in tokens, sessions) and the reads of its pages — the
 queries of :class:`~escalator.store.base.ConsoleTx`, mixed into
-:class:`~escalator.store.sqlite.SQLiteTx`. Who may sign in and what a page shows is decided in
+:class:`~escalator.store.sql_core.SQLTx`. Who may sign in and what a page shows is decided in
 :mod:`escalator.web.console`; here are only the rows."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, datetime
 
 from escalator.store.base import ChannelHealth, ConsoleSession
-from escalator.store.sqlite_rows import from_db, to_db
+from escalator.store.sql_dialect import Connection, Dialect
+from escalator.store.sql_rows import from_db, to_db
 
 
-class SQLiteConsole:
+class SQLConsole:
     """The console's rows on the connection ``c`` of a transaction."""
 
-    c: sqlite3.Connection
+    c: Connection
+    d: Dialect
 
     def add_login_token(self, digest: str, person_id: str, created_at: datetime,
                         expires_at: datetime) -> None:

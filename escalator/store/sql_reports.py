@@ -1,8 +1,8 @@
-"""SQLite: the ledger and report reads and the purge of personal data.
+"""SQL of both backends: the ledger and report reads and the purge of personal data.
 
 The queries of :class:`~escalator.store.base.ReportReads` and
 :class:`~escalator.store.base.RetentionTx`, mixed into
-:class:`~escalator.store.sqlite.SQLiteTx`. What to show and what counts as personal data is
+:class:`~escalator.store.sql_core.SQLTx`. What to show and what counts as personal data is
 decided in :mod:`escalator.school.ledger` and :mod:`escalator.school.retention`; here are only
 the rows.
 """
@@ -10,7 +10,6 @@ the rows.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import date, datetime
 
 from escalator.store.base import (
@@ -24,47 +23,53 @@ from escalator.store.base import (
     PurgeRules,
     TimelineEntry,
 )
-from escalator.store.sqlite_rows import ROW_KEY_DIGESTED, from_db, row_key_digest, row_to, to_db
+from escalator.store.sql_dialect import Connection, Dialect
+from escalator.store.sql_rows import ROW_KEY_DIGESTED, from_db, row_key_digest, row_to, to_db
 
 
 def _marks(values: tuple[str, ...] | list[str]) -> str:
     return ", ".join("?" * len(values))
 
 
-class SQLiteReports:
+class SQLReports:
     """Ledger reads and the purge on the connection ``c`` of a transaction."""
 
-    c: sqlite3.Connection
+    c: Connection
+    d: Dialect
 
     # ------------------------------------------------------------------ ledger and report reads
 
     def incidents_occurred(self, start: datetime, end: datetime) -> list[Incident]:
-        # the time of the incident's first event (occurred_at, UTC ISO text in its body), else
-        # when it was opened; julianday compares the two text forms as instants
+        # the time of the incident's first event (occurred_at, ISO text in its body), else
+        # when it was opened; the dialect's instant() compares the two text forms as instants
+        d = self.d
+        occurred, path = d.json_text("e.body", "occurred_at")
+        when = f"COALESCE({d.instant(occurred)}, {d.instant('i.created_at')})"
         rows = self.c.execute(
-            "SELECT i.* FROM incidents i LEFT JOIN events e ON e.id = i.first_event_id,"
-            " (SELECT julianday(?) AS lo, julianday(?) AS hi) b"
-            " WHERE COALESCE(julianday(json_extract(e.body, '$.occurred_at')),"
-            "                julianday(i.created_at)) >= b.lo"
-            "   AND COALESCE(julianday(json_extract(e.body, '$.occurred_at')),"
-            "                julianday(i.created_at)) < b.hi"
-            " ORDER BY COALESCE(julianday(json_extract(e.body, '$.occurred_at')),"
-            "                   julianday(i.created_at)), i.id",
-            (to_db(start), to_db(end)))
+            f"SELECT i.* FROM (SELECT i.*, {when} AS occurred_when FROM incidents i"
+            " LEFT JOIN events e ON e.id = i.first_event_id) AS i"
+            f" WHERE i.occurred_when >= {d.instant('?')} AND i.occurred_when < {d.instant('?')}"
+            " ORDER BY i.occurred_when, i.id",
+            (*path, to_db(start), to_db(end)))
         return [row_to(Incident, r) for r in rows]
 
     # ------------------------------------------------------------------ the zero-report check
 
     def cases_between(self, start: datetime, end: datetime) -> int:
+        d = self.d
+        subject, a1 = d.json_text("body", "subject", "id")
+        drill, a2 = d.json_text("body", "drill")
+        reason, a3 = d.json_text("body", "labels", "reason")
+        occurred, a4 = d.json_text("body", "occurred_at")
         rows = self.c.execute(
-            "SELECT COUNT(DISTINCT COALESCE(json_extract(body, '$.subject.id'), id)) FROM events"
+            f"SELECT COUNT(DISTINCT COALESCE({subject}, id)) FROM events"
             " WHERE kind IN ('suspected_case', 'absence') AND category = 'infectious_disease'"
             "   AND action = 'trigger' AND outcome != 'ledger'"
-            "   AND COALESCE(json_extract(body, '$.drill'), 0) = 0"
-            "   AND COALESCE(json_extract(body, '$.labels.reason'), '') != 'personal'"
-            "   AND julianday(json_extract(body, '$.occurred_at')) >= julianday(?)"
-            "   AND julianday(json_extract(body, '$.occurred_at')) < julianday(?)",
-            (to_db(start), to_db(end)))
+            f"   AND COALESCE({drill}, '0') IN ('0', 'false')"
+            f"   AND COALESCE({reason}, '') != 'personal'"
+            f"   AND {d.instant(occurred)} >= {d.instant('?')}"
+            f"   AND {d.instant(occurred)} < {d.instant('?')}",
+            (*a1, *a2, *a3, *a4, to_db(start), *a4, to_db(end)))
         return int(rows.fetchone()[0])
 
     def open_clusters(self) -> list[int]:
@@ -178,13 +183,14 @@ class SQLiteReports:
 
     def _purge_events(self, limit: str | None, rules: PurgeRules, counts: PurgeCounts) -> None:
         """Strip personal fields from the bodies, dedup keys and row keys of old events."""
-        has = " OR ".join("json_type(body, ?) IS NOT NULL" for _ in rules.body_fields) or "0"
+        tests = [self.d.json_has("body", k) for k in rules.body_fields]
+        has = " OR ".join(sql for sql, _ in tests) or "1 = 0"
         rows = self.c.execute(
             "SELECT id, body, dedup_key, row_key FROM events WHERE received_at < ? "
             "AND (incident_id IS NULL OR incident_id IN (SELECT id FROM purge_old)) "
             f"AND ({has} OR (dedup_key LIKE ? AND dedup_key NOT LIKE ?) "
             "OR (row_key IS NOT NULL AND row_key NOT LIKE ?))",
-            (limit, *(f"$.{k}" for k in rules.body_fields), f"%{rules.key_marker}%",
+            (limit, *(a for _, args in tests for a in args), f"%{rules.key_marker}%",
              f"%{rules.scrubbed_marker}%", f"{ROW_KEY_DIGESTED}%")).fetchall()
         for r in rows:
             body = json.loads(r["body"])

@@ -1,5 +1,5 @@
-"""SQLite: the reply codes (docs/replies.md) — the rows of
-:class:`~escalator.store.base.ReplyTx`, mixed into :class:`~escalator.store.sqlite.SQLiteTx`
+"""SQL of both backends: the reply codes (docs/replies.md) — the rows of
+:class:`~escalator.store.base.ReplyTx`, mixed into :class:`~escalator.store.sql_core.SQLTx`
 (the table ``reply_codes`` is created by its migration in
 :data:`escalator.store.sqlite.MIGRATIONS`). Which code a message gets and what a reply does is
 decided in :mod:`escalator.delivery.reply_codes`; here are only the rows.
@@ -7,10 +7,11 @@ decided in :mod:`escalator.delivery.reply_codes`; here are only the rows.
 
 from __future__ import annotations
 
-import sqlite3
+from typing import Any
 
 from escalator.store.base import ReplyCode
-from escalator.store.sqlite_rows import from_db, to_db
+from escalator.store.sql_dialect import Connection, Dialect
+from escalator.store.sql_rows import from_db, to_db
 
 _SELECT = (
     "SELECT r.recipient_kind, r.recipient_id, r.code, r.incident_id, r.notification_id,"
@@ -19,16 +20,17 @@ _SELECT = (
 )
 
 
-def _row(row: sqlite3.Row | tuple) -> ReplyCode:
+def _row(row: Any) -> ReplyCode:
     kind, rid, code, incident_id, notification_id, token, at, state = tuple(row)
     return ReplyCode(kind, rid, code, int(incident_id), int(notification_id), token,
                      from_db(at), state)  # type: ignore[arg-type]
 
 
-class SQLiteReplies:
+class SQLReplies:
     """The reply-code rows on the connection ``c`` of a transaction."""
 
-    c: sqlite3.Connection
+    c: Connection
+    d: Dialect
 
     def reply_codes_of(self, recipient_kind: str, recipient_id: str) -> list[ReplyCode]:
         rows = self.c.execute(

@@ -1,5 +1,5 @@
-"""SQLite: silences, the incidents they hold, and incident groups — the queries of
-:class:`~escalator.store.base.QuietTx`, mixed into :class:`~escalator.store.sqlite.SQLiteTx`
+"""SQL of both backends: silences, the incidents they hold, and incident groups — the queries of
+:class:`~escalator.store.base.QuietTx`, mixed into :class:`~escalator.store.sql_core.SQLTx`
 (the tables are the "silences and groups" migration in
 :data:`escalator.store.sqlite.MIGRATIONS`). What a silence matches and when a group is told is
 decided in :mod:`escalator.engine.silences` and :mod:`escalator.engine.grouping`; here are only
@@ -9,13 +9,13 @@ the rows.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from escalator.config.quieting import FIELDS
 from escalator.store.base import IncidentGroup, Silence
-from escalator.store.sqlite_rows import from_db, to_db
+from escalator.store.sql_dialect import Connection, Dialect
+from escalator.store.sql_rows import from_db, to_db
 
 MIGRATION = """
     CREATE TABLE silences (
@@ -60,7 +60,7 @@ the groups of grouping routes (values as JSON, member count, how many were told,
 timer) and each group's distinct members by their own dedup key."""
 
 
-def _silence(row: sqlite3.Row) -> Silence:
+def _silence(row: Any) -> Silence:
     return Silence(
         id=row["id"], matchers=json.loads(row["matchers"]), starts_at=from_db(row["starts_at"]),
         ends_at=from_db(row["ends_at"]), created_by=row["created_by"], comment=row["comment"],
@@ -70,16 +70,17 @@ def _silence(row: sqlite3.Row) -> Silence:
         expired_by=row["expired_by"])
 
 
-def _group(row: sqlite3.Row) -> IncidentGroup:
+def _group(row: Any) -> IncidentGroup:
     return IncidentGroup(row["incident_id"], row["group_key"], row["route"],
                          json.loads(row["group_values"]), row["members"], row["told"],
                          from_db(row["update_at"]))
 
 
-class SQLiteQuiet:
+class SQLQuiet:
     """Silences and groups on the connection ``c`` of a transaction."""
 
-    c: sqlite3.Connection
+    c: Connection
+    d: Dialect
 
     def insert_silence(self, silence: Silence) -> None:
         s = silence
@@ -114,8 +115,10 @@ class SQLiteQuiet:
             (t, by, silence_id)).rowcount == 1
 
     def hold_incident(self, incident_id: int, silence_id: str, until: datetime) -> None:
-        self.c.execute("INSERT OR REPLACE INTO silence_holds (incident_id, silence_id, until)"
-                       " VALUES (?, ?, ?)", (incident_id, silence_id, to_db(until)))
+        self.c.execute("INSERT INTO silence_holds (incident_id, silence_id, until)"
+                       " VALUES (?, ?, ?) ON CONFLICT (incident_id) DO UPDATE SET"
+                       " silence_id = excluded.silence_id, until = excluded.until",
+                       (incident_id, silence_id, to_db(until)))
 
     def silence_hold(self, incident_id: int) -> tuple[str, datetime] | None:
         row = self.c.execute("SELECT silence_id, until FROM silence_holds WHERE incident_id = ?",
@@ -143,9 +146,10 @@ class SQLiteQuiet:
                 sql += " AND e.source = ?"
                 args.append(value)
                 continue
-            path = "$." + ("" if name in FIELDS else "labels.") + json.dumps(name, ensure_ascii=False)
-            sql += " AND COALESCE(CAST(json_extract(e.body, ?) AS TEXT), '') = ?"
-            args += [path, value]
+            value_sql, value_args = self.d.json_text(
+                "e.body", *(() if name in FIELDS else ("labels",)), name)
+            sql += f" AND COALESCE({value_sql}, '') = ?"
+            args += [*value_args, value]
         rows = self.c.execute(sql + " ORDER BY i.id DESC LIMIT ?", (*args, limit))
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
@@ -164,7 +168,8 @@ class SQLiteQuiet:
 
     def add_group_member(self, incident_id: int, member_key: str, at: datetime) -> bool:
         added = self.c.execute(
-            "INSERT OR IGNORE INTO group_members (incident_id, member_key, at) VALUES (?, ?, ?)",
+            "INSERT INTO group_members (incident_id, member_key, at) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (incident_id, member_key, to_db(at))).rowcount == 1
         if added:
             self.c.execute("UPDATE incident_groups SET members = members + 1"

@@ -1,5 +1,5 @@
-"""SQLite: roster overrides and swaps (docs/rosters.md) — the roster part of
-:class:`~escalator.store.base.SchoolTx`, mixed into :class:`~escalator.store.sqlite.SQLiteTx`
+"""SQL of both backends: roster overrides and swaps (docs/rosters.md) — the roster part of
+:class:`~escalator.store.base.SchoolTx`, mixed into :class:`~escalator.store.sql_core.SQLTx`
 (the table ``roster_overrides`` is created by a migration in
 :data:`escalator.store.sqlite.MIGRATIONS`). Who is on duty is worked out in
 :mod:`escalator.school.roster`; here are only the rows.
@@ -7,28 +7,30 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 
 from escalator.store.base import RosterOverride
-from escalator.store.sqlite_rows import row_to, to_db
+from escalator.store.sql_dialect import Connection, Dialect
+from escalator.store.sql_rows import row_to, to_db
 
 
-class SQLiteRoster:
+class SQLRoster:
     """Roster overrides on the connection ``c`` of a transaction."""
 
-    c: sqlite3.Connection
+    c: Connection
+    d: Dialect
 
     def add_roster_override(self, *, role: str, person: str, replaces: str | None,
                             starts_at: datetime, ends_at: datetime, created_by: str,
                             created_at: datetime, comment: str | None = None,
                             swap_id: int | None = None) -> int:
-        cur = self.c.execute(
+        row = self.c.execute(
             "INSERT INTO roster_overrides (role, person, replaces, starts_at, ends_at,"
-            " created_by, created_at, comment, swap_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_by, created_at, comment, swap_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
             (role, person, replaces, to_db(starts_at), to_db(ends_at), created_by,
-             to_db(created_at), comment, swap_id))
-        return int(cur.lastrowid or 0)
+             to_db(created_at), comment, swap_id)).fetchone()
+        return int(row[0])
 
     def roster_overrides(self, start: datetime, end: datetime, role: str | None = None,
                          *, cancelled: bool = False) -> list[RosterOverride]:
