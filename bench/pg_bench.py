@@ -423,14 +423,14 @@ def copies(db: Database, n: int) -> Iterator[str]:
     yield "BEGIN;\n"
     for table in TABLES:
         cols, rows = _template(db, table)
-        keep = [k for k, c in enumerate(cols) if not (table == "timeline" and c == "id")]
+        serial = [c for (c,) in db.rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            f"current_schema() AND table_name = '{table}' AND (is_identity = 'YES' OR "
+            "column_default LIKE 'nextval(%')")]
+        # identity columns the copies do not set (timeline.id, events.rowid, …) take theirs
+        # from the sequence; every sequence then follows the copies
+        keep = [k for k, c in enumerate(cols) if c not in serial or c in changes[table]]
         names = [cols[k] for k in keep]
-        serial = bool(rows) and "id" in cols and rows[0][cols.index("id")].isdigit()
-        setval = (f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                  f"(SELECT max(id) FROM {table})) WHERE pg_get_serial_sequence('{table}', "
-                  "'id') IS NOT NULL;\n")
-        if serial:  # the rows copied without ids (timeline) take theirs from the sequence
-            yield setval
         yield f"COPY {table} ({', '.join(names)}) FROM STDIN;\n"
         for row in rows:
             parts = [row[k] for k in keep]
@@ -440,8 +440,9 @@ def copies(db: Database, n: int) -> Iterator[str]:
                     parts[j] = str(f(i))
                 yield "\t".join(parts) + "\n"
         yield "\\.\n"
-        if serial:  # the daemons' next ids follow the copies
-            yield setval
+        for c in serial:
+            yield (f"SELECT setval(pg_get_serial_sequence('{table}', '{c}'), "
+                   f"(SELECT max({c}) FROM {table}));\n")
     yield "COMMIT;\nANALYZE;\n"
 
 
