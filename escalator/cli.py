@@ -24,6 +24,7 @@ from escalator.config import Config, ConfigError, check_config, load_config
 from escalator.i18n import _
 from escalator.intake.parsing import IntakeError, parse_events
 from escalator.labels import CATEGORY, SEVERITY, STATE, level_of, levels_in, word
+from escalator.store.retry import retrying
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEMO_DIR = Path("escalator-demo")
@@ -225,7 +226,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     events = parse_events(_read_document(Path(args.file)))
     engine = _open_engine(args)
     for e in events:
-        r = engine.ingest(e, source=args.source)
+        r = retrying(engine.ingest, e, source=args.source)
         print(json.dumps({"event_id": r.event_id, "incident_id": r.incident_id, "status": r.status,
                           "dedup_key": r.dedup_key,
                           **({"warnings": list(r.warnings)} if r.warnings else {})},
@@ -268,7 +269,7 @@ def _print_action(r: Any) -> None:
 
 def cmd_ack(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
-    _print_action(engine.acknowledge(args.id, actor=_actor(), via="cli"))
+    _print_action(retrying(engine.acknowledge, args.id, actor=_actor(), via="cli"))
     return EXIT_OK
 
 
@@ -279,8 +280,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
     engine = _open_engine(args)
     try:
-        r = engine.decide(args.id, decision=args.decision, reason=args.reason, actor=_actor(),
-                          via="cli")
+        r = retrying(engine.decide, args.id, decision=args.decision, reason=args.reason,
+                     actor=_actor(), via="cli")
     except DecisionError as e:
         raise UsageError(f"--{e.field}: {e}" if e.field == "reason" else str(e)) from None
     _print_action(r)
@@ -289,7 +290,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
-    r = engine.resolve(args.id, actor=_actor(), via="cli")
+    r = retrying(engine.resolve, args.id, actor=_actor(), via="cli")
     _print_action(r)
     with engine.store.transaction() as tx:
         inc = tx.get_incident(r.incident_id)
@@ -309,7 +310,7 @@ def cmd_note(args: argparse.Namespace) -> int:
 
     engine = _open_engine(args)
     try:
-        r = engine.add_note(args.id, text=args.text, actor=_actor(), via="cli")
+        r = retrying(engine.add_note, args.id, text=args.text, actor=_actor(), via="cli")
     except InvalidAction as e:
         raise IntakeError([{"field": e.field, "message": e.message}]) from None
     print(_("incident {id}: {outcome}").format(id=r.incident_id, outcome=r.outcome))
@@ -321,7 +322,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
 
     engine = _open_engine(args)
     try:
-        r = engine.assign(args.id, person_id=args.person_id, actor=_actor(), via="cli")
+        r = retrying(engine.assign, args.id, person_id=args.person_id, actor=_actor(), via="cli")
     except InvalidAction as e:
         raise IntakeError([{"field": e.field, "message": e.message}]) from None
     print(_("incident {id}: {outcome} ({person})").format(id=r.incident_id, outcome=r.outcome,
@@ -335,8 +336,8 @@ def cmd_login_link(args: argparse.Namespace) -> int:
     engine = _open_engine(args)
     settings = _settings(args, engine.config)
     try:
-        url = issue_link(engine.store, engine.config, settings, args.person_id,
-                         engine.clock.now())
+        url = retrying(issue_link, engine.store, engine.config, settings, args.person_id,
+                       engine.clock.now())
     except LookupError as e:
         raise IntakeError([{"field": "PERSON_ID", "message": str(e)}]) from None
     print(url)
@@ -348,7 +349,12 @@ def _local(dt: datetime | None, config: Config) -> str:
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
-    """``silence add|list|expire`` (docs/silences.md): straight on the database, like ``ack``."""
+    """``silence add|list|expire`` (docs/silences.md): straight on the database, like ``ack``
+    (one transaction, run again when another daemon wins a race: a Conflict)."""
+    return retrying(_silence, args)
+
+
+def _silence(args: argparse.Namespace) -> int:
     from escalator.engine import silences
 
     engine = _open_engine(args)
@@ -571,9 +577,12 @@ def _roster_call(args: argparse.Namespace, fn: Any) -> Any:
     from escalator.school.roster import RosterError
 
     engine = _open_engine(args)
-    try:
+
+    def call() -> Any:
         with engine.store.transaction() as tx:
             return fn(tx, engine.config, engine.clock.now())
+    try:
+        return retrying(call)
     except RosterError as e:
         raise UsageError(f"--{e.field.replace('_', '-')}: {e}") from None
 

@@ -143,7 +143,7 @@ async def test_resolve_cancels_pending_sends_in_the_same_transaction(harness):
 async def test_ack_after_claim_but_before_send_sends_nothing(harness):
     r = harness.engine.ingest(Event.model_validate(OTHER))
     with harness.store.transaction() as tx:
-        claimed = tx.claim_notifications(harness.clock.now(), 10)
+        claimed = tx.claim_notifications(harness.clock.now(), 10, "test")
     assert claimed
     harness.engine.acknowledge(r.incident_id, actor="t-li", via="test")
     for n in claimed:

@@ -628,6 +628,8 @@ class DaemonSection(_Model):
     http_listen: str | None = None
     log_format: str | None = None
     public_base_url: str | None = None
+    node: str | None = None
+    node_ttl: float | None = None
     database_url: str | None = None
     """Where the store lives: ``postgresql://user@host/db`` or a SQLite file (relative to the
     config file's folder); default ``escalator.sqlite3`` under ``state_dir``. Environment:

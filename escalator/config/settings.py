@@ -9,16 +9,22 @@ that has had work without progress for this long; seconds, default 30), ``databa
 (where the store lives: a ``postgresql://`` / ``postgres://`` URL for PostgreSQL, or a SQLite
 file path, relative to the config file's folder when given there; default: ``escalator.sqlite3``
 under ``state_dir``; see :attr:`Settings.store_target`).
+that has had work without progress for this long; seconds, default 30), ``node`` (this
+daemon's name among several on one database, default ``<hostname>:<HTTP port>``:
+:attr:`Settings.node_name`) and ``node_ttl`` (seconds without a beat after which the other
+daemons count it dead and release its sends in flight, default 8; docs/reliability.md
+"Several daemons").
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -38,6 +44,18 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     stuck_seconds: float = 30.0
     database_url: str | None = None
+    node: str | None = None
+    node_ttl: float = Field(8.0, gt=0)
+
+    @property
+    def node_name(self) -> str:
+        """This daemon's node name: ``node`` when set, else ``<hostname>:<HTTP port>`` (unique
+        per host; ``<hostname>:off`` without the HTTP API)."""
+        if self.node:
+            return self.node
+        listen = self.http_listen.strip()
+        port = listen.rsplit(":", 1)[-1] if listen not in ("", "off") else "off"
+        return f"{socket.gethostname()}:{port}"
 
     @classmethod
     def settings_customise_sources(

@@ -19,7 +19,8 @@ For each claimed notification row, in order (after Alertmanager's ``notify`` pip
    pending (of the same priority): this one waits behind it, so one recipient gets messages in
    creation order;
 3. **throttle** (:class:`Throttle`) — per channel (the channel class's ``rate_limits``) and per
-   address (:data:`ADDRESS_LIMITS`; not for ``critical``); over a limit the row waits (its ``due_at`` moves), without
+   address (:data:`ADDRESS_LIMITS`, kept in the store: it holds across daemons; not for
+   ``critical``); over a limit the row waits (its ``due_at`` moves), without
    counting an attempt or using up the retry deadline;
 4. **render** (``Delivery.render``) and **send** (:func:`send`) — a message asking for an
    answer through a channel that takes replies gets the recipient's reply code first
@@ -41,7 +42,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -51,7 +52,7 @@ from escalator.config.models import Config
 from escalator.delivery import reply_codes
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.quiet_hours import SchoolHours, defer, first_event, quiet_until
-from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all
+from escalator.delivery.ratelimit import RateLimit, RateLimiter, window_wait
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.engine.decisions import redact_links
 from escalator.engine.engine import step_delivered
@@ -69,6 +70,8 @@ RETRY_MAX_DELAY = 300.0
 RETRY_DEADLINE = 900.0
 """Seconds of retrying after the first attempt after which a contact method is given up
 (failover). Time a row spends held back by a rate limit does not count."""
+LOCAL_NODE = "local"
+"""The node name of a worker not told its daemon's (tests, the harness)."""
 ADDRESS_LIMITS: tuple[RateLimit, ...] = (
     RateLimit(10, 60.0, "escalator: at most 10 messages a minute to one address of one channel"),
 )
@@ -160,12 +163,17 @@ def occurred_text(event: dict[str, Any], tz: Any) -> str | None:
     return at.strftime("%Y-%m-%d %H:%M")
 
 class Throttle:
-    """In-memory rate limits per channel id (the channel class's ``rate_limits``, or
+    """Rate limits per channel id (the channel class's ``rate_limits``, or
     ``overrides[channel_id]``) and per (channel id, address) (:data:`ADDRESS_LIMITS`).
 
-    One :class:`~escalator.delivery.ratelimit.RateLimiter` per key, on the injected clock (UTC
-    epoch seconds). State is lost on restart; a channel's own limiter
-    (:func:`~escalator.delivery.ratelimit.shared_limiter`) still protects the service then.
+    The per-address window is kept in the store (``Tx.rate_window``, key
+    ``address:<channel id>:<address>``), read and written in the claim transaction that decides
+    the send: so the limit holds across a restart and across several daemons on one database
+    (the key is held until that transaction ends: two daemons decide one after the other). The
+    per-channel window — the provider's limit, which the channel's own limiter
+    (:func:`~escalator.delivery.ratelimit.shared_limiter`) enforces too — is one
+    :class:`~escalator.delivery.ratelimit.RateLimiter` per channel id in memory, on the
+    injected clock (UTC epoch seconds).
     """
 
     def __init__(self, clock: Clock, address_limits: Sequence[RateLimit] = ADDRESS_LIMITS,
@@ -181,15 +189,28 @@ class Throttle:
             return tuple(self.overrides[channel_id])
         return tuple(getattr(channel, "rate_limits", ()) or ())
 
-    def acquire(self, channel_id: str, channel: Any, address: str, urgent: bool = False) -> float:
+    def acquire(self, tx: Tx, channel_id: str, channel: Any, address: str,
+                urgent: bool = False) -> float:
         """Take a slot in both windows and return 0, or return the seconds until both have
-        room (taking nothing). ``urgent`` (a ``critical`` message): only the channel's window
-        applies — escalator's own per-address limit never holds a critical message back behind
-        a storm (the channel's provider limits still do)."""
-        limiters = [self._limiter(("channel", channel_id), self.channel_limits(channel_id, channel))]
-        if not urgent:
-            limiters.append(self._limiter(("address", channel_id, address), self.address_limits))
-        return acquire_all(limiters, self._now())
+        room (taking nothing). ``tx``: the transaction deciding the send (the address window
+        is written in it, so a rollback gives the slot back). ``urgent`` (a ``critical``
+        message): only the channel's window applies — escalator's own per-address limit never
+        holds a critical message back behind a storm (the channel's provider limits still do)."""
+        limiter = self._limiter(("channel", channel_id), self.channel_limits(channel_id, channel))
+        t = self._now()
+        with limiter._lock:
+            if wait := limiter.wait(t):
+                return wait
+            if not urgent and self.address_limits:
+                key = f"address:{channel_id}:{address}"
+                horizon = max(lim.per_seconds for lim in self.address_limits)
+                sends = [s.timestamp() for s in tx.rate_window(key)]
+                sends = [s for s in sends if s > t - horizon]
+                if wait := window_wait(self.address_limits, sends, t):
+                    return wait
+                tx.put_rate_window(key, [datetime.fromtimestamp(s, UTC) for s in (*sends, t)])
+            limiter._sent.append(t)
+        return 0.0
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
@@ -435,6 +456,9 @@ class Delivery:
         self.channels = channels
         self.clock = clock
         self.throttle = Throttle(clock)
+        self.node = LOCAL_NODE
+        """The node (daemon) this worker claims rows for (``Settings.node_name`` in the daemon;
+        docs/reliability.md "Several daemons")."""
         self.rng: random.Random | None = None
         """Jitter source for :func:`backoff` (``None``: the ``random`` module); tests pin it."""
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -454,10 +478,11 @@ class Delivery:
         self.config, self.channels = config, channels
 
     def release_claims(self) -> int:
-        """Return rows left ``sending`` by a crash to ``pending`` (call once at start-up, before
-        the worker runs; on the caller's thread)."""
+        """Return the rows this node (:attr:`node`) left ``sending`` in a crash to ``pending``
+        (call once at start-up, before the worker runs; on the caller's thread). Other nodes'
+        rows are theirs (released by ``release_dead_claims`` once their node is dead)."""
         with self.store.transaction() as tx:
-            return tx.release_claims()
+            return tx.release_claims(self.node)
 
     def _tx(self, fn: Callable[..., Any], /, *args: Any) -> Any:
         """``fn(tx, *args)`` inside one store transaction (what :attr:`db` runs)."""
@@ -519,7 +544,7 @@ class Delivery:
         next process send again). A row whose twin
         (same step run, channel, address, purpose) is earlier in the batch goes back to
         ``pending``: the next pass finds its twin on record (dedup)."""
-        claimed = tx.claim_notifications(now, limit)
+        claimed = tx.claim_notifications(now, limit, self.node)
         digest = self.config.delivery.digest
         groups: dict[tuple[str, str, int], list[Notification]] = {}
         for n in claimed:
@@ -531,7 +556,7 @@ class Delivery:
             units = lanes.setdefault((channel, address), [])
             if digest.enabled and priority != URGENT:
                 more = tx.claim_address(channel, address, priority, now,
-                                        max(0, DIGEST_MAX - len(group)))
+                                        max(0, DIGEST_MAX - len(group)), self.node)
                 if len(group) + len(more) > digest.after:  # one message for all of them
                     rows = sorted(group + more, key=lambda n: n.id)
                     units.append((priority, rows[0].id, "digest", rows))
@@ -733,7 +758,7 @@ class Delivery:
                      behind=head.id, due_at=plan.due_at.isoformat())
             return None
         channel = self.channels.get(n.channel)
-        if wait := self.throttle.acquire(n.channel, channel, n.address, n.priority == URGENT):
+        if wait := self.throttle.acquire(tx, n.channel, channel, n.address, n.priority == URGENT):
             plan = plan_hold(n, now, wait)
             tx.update_notification(n.id, status="pending", due_at=plan.due_at,
                                    first_attempt_at=plan.first_attempt_at, updated_at=now)
@@ -790,7 +815,7 @@ class Delivery:
         head, inc = live[0]
         ahead = self._ahead(tx, head, now)
         channel = self.channels.get(head.channel)
-        wait = 0.0 if ahead else self.throttle.acquire(head.channel, channel, head.address)
+        wait = 0.0 if ahead else self.throttle.acquire(tx, head.channel, channel, head.address)
         if ahead is not None or wait:
             for n, _ in live:
                 plan = plan_queue(n, now, ahead) if ahead is not None else plan_hold(n, now, wait)

@@ -49,17 +49,25 @@ class RateLimiter:
         horizon = max((lim.per_seconds for lim in self.limits), default=0.0)
         while self._sent and self._sent[0] <= t - horizon:
             self._sent.popleft()
-        wait = 0.0
-        for lim in self.limits:
-            recent = [s for s in self._sent if s > t - lim.per_seconds]
-            if len(recent) >= lim.count:
-                wait = max(wait, recent[-lim.count] + lim.per_seconds - t)
-        return wait
+        return window_wait(self.limits, self._sent, t)
 
     def try_acquire(self) -> float:
         """Take a slot now (on :attr:`now`) and return 0, or return the seconds until one is
         free, taking nothing."""
         return acquire_all((self,), self.now())
+
+
+def window_wait(limits: Iterable[RateLimit], sends: Iterable[float], t: float) -> float:
+    """Seconds from ``t`` until every one of ``limits`` has room, given the earlier ``sends``
+    (seconds on the same clock, oldest first); 0: room now. The one sliding-window rule, for a
+    limiter in memory and for a window kept in the store (the throttle's per-address one)."""
+    sent = list(sends)
+    wait = 0.0
+    for lim in limits:
+        recent = [s for s in sent if s > t - lim.per_seconds]
+        if len(recent) >= lim.count:
+            wait = max(wait, recent[-lim.count] + lim.per_seconds - t)
+    return wait
 
 
 def acquire_all(limiters: Sequence[RateLimiter], t: float) -> float:

@@ -14,6 +14,11 @@ and plain calls in tests.
 - **delivery pass** (:meth:`RunLoop.delivery_pass`): ``delivery.run_once(send_batch)``: claim
   and send at most ``send_batch`` due notifications.
 - :meth:`RunLoop.settle`: both, alternately, until neither has anything left at this instant.
+
+A :class:`~escalator.store.base.Conflict` (another daemon on the same database won a race:
+a unique key, a serialization failure, a deadlock) rolls back the one transaction it hit; the
+pass logs it and ends, and the next pass does that work again (docs/reliability.md "Several
+daemons").
 """
 
 from __future__ import annotations
@@ -23,9 +28,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import structlog
+
 from escalator.clock import FakeClock
 from escalator.engine.engine import Engine
+from escalator.store.base import Conflict
 from escalator.store.thread import Runner, inline
+
+log = structlog.get_logger("escalator.engine.runloop")
 
 TICK_BATCH = 50
 """Most incidents one tick transaction advances (the store is free for the other lanes between)."""
@@ -75,13 +85,15 @@ class RunLoop:
     """The passes over ``engine`` and ``delivery``, store work run through ``db``.
 
     ``periodic``: whether ticks run the rules' periodic checks (``on_tick``: heartbeat
-    monitors; the harness turns them off by default, ``simulate`` always). ``before_tick``: a
+    monitors; the harness turns them off by default, ``simulate`` always), or a blocking
+    callable answering that at each pass (run through ``db``: the daemon's lease,
+    :meth:`escalator.service.nodes.Node.holds`). ``before_tick``: a
     blocking callable run (through ``db``) at the start of each timer pass (the daemon's
     :class:`~escalator.school.retention.DailyPurge`). ``timers`` / ``delivery_lane``: the
     :class:`Lane` records each pass keeps up to date (fresh ones by default)."""
 
     def __init__(self, engine: Engine, delivery: Deliverer, *, db: Runner = inline,
-                 periodic: bool = True, before_tick: Callable[[], Any] | None = None,
+                 periodic: bool | Callable[[], bool] = True, before_tick: Callable[[], Any] | None = None,
                  tick_batch: int = TICK_BATCH, send_batch: int = SEND_BATCH) -> None:
         self.engine = engine
         self.delivery = delivery
@@ -99,12 +111,18 @@ class RunLoop:
         many incidents advanced (plus what the periodic checks counted). Store errors are
         raised (the lane stays busy, so ``/healthz`` names it once it is stuck)."""
         self.timers.start(self.engine.clock.now())
-        if self.before_tick is not None:
-            await self.db(self.before_tick)
-        total, periodic = 0, self.periodic  # the rules' periodic checks once a pass, not a batch
-        while fired := await self.db(self.engine.tick, self.tick_batch, periodic=periodic):
-            total, periodic = total + fired, False
-            self.timers.progressed(self.engine.clock.now())
+        total = 0
+        try:
+            if self.before_tick is not None:
+                await self.db(self.before_tick)
+            # the rules' periodic checks once a pass, not a batch
+            periodic = (self.periodic if isinstance(self.periodic, bool)
+                        else bool(await self.db(self.periodic)))
+            while fired := await self.db(self.engine.tick, self.tick_batch, periodic=periodic):
+                total, periodic = total + fired, False
+                self.timers.progressed(self.engine.clock.now())
+        except Conflict as e:  # rolled back; the next pass does it again
+            log.warning("timer_pass_conflict", cause=str(e))
         self.timers.progressed(self.engine.clock.now(), idle=True)
         return total
 
@@ -112,7 +130,11 @@ class RunLoop:
         """Claim and send at most ``send_batch`` due notifications. Returns how many were
         claimed; store errors are raised."""
         self.delivery_lane.start(self.engine.clock.now())
-        claimed = await self.delivery.run_once(self.send_batch)
+        try:
+            claimed = await self.delivery.run_once(self.send_batch)
+        except Conflict as e:  # rolled back (claimed rows given back); the next pass again
+            log.warning("delivery_pass_conflict", cause=str(e))
+            claimed = 0
         self.delivery_lane.progressed(self.engine.clock.now(), idle=not claimed)
         return claimed
 

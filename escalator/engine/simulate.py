@@ -58,7 +58,7 @@ class MarkDelivered:
 
     async def run_once(self, limit: int = 10_000) -> int:
         with self.store.transaction() as tx:
-            claimed = tx.claim_notifications(self.clock.now(), limit)
+            claimed = tx.claim_notifications(self.clock.now(), limit, "simulate")
             for n in claimed:
                 if self.hold is not None and (until := self.hold(tx, n, self.clock.now())):
                     tx.update_notification(n.id, status="pending", due_at=until)

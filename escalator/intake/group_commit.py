@@ -6,6 +6,9 @@ A caller's events are validated before they get here (the API answers 4xx for a 
 without touching the batch). If the shared transaction still fails, it has rolled back entirely
 and each caller's events are tried again alone, in their own transaction, so one caller's
 failure never fails the others; a store that cannot write fails them all (the API answers 503).
+A caller's own transaction that loses a race with another daemon (a
+:class:`~escalator.store.base.Conflict`: the same dedup key opened by both) is run again a few
+times (:func:`~escalator.store.retry.retrying_async`): the second run finds the other's incident.
 
 Batches form by themselves: the first caller starts a flush a couple of turns of the event loop
 later; whoever arrives before it runs — typically the requests that queued up during the
@@ -22,6 +25,7 @@ from typing import Any
 
 from escalator.engine.engine import Engine, IngestResult
 from escalator.engine.runloop import Lane
+from escalator.store.retry import retrying_async
 from escalator.store.thread import Runner, inline
 
 MAX_BATCH = 256
@@ -73,8 +77,9 @@ class GroupCommit:
         if not batch:
             return
         try:
-            results = await self.db(self.engine.ingest_batches,
-                                    [(events, source) for events, source, _ in batch])
+            batches = [(events, source) for events, source, _ in batch]
+            results = (await retrying_async(self.db, self.engine.ingest_batches, batches)
+                       if len(batch) == 1 else await self.db(self.engine.ingest_batches, batches))
         except Exception as e:
             if len(batch) == 1:
                 if not batch[0][2].done():

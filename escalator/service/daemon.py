@@ -44,10 +44,12 @@ from escalator.plugins import Registry, collect, collect_rules, get_plugin_manag
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
 from escalator.service.metrics import Metrics
+from escalator.service.nodes import PERIODIC, PURGE, Node
 from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
 from escalator.store import open_store
 from escalator.store.observed import ObservedStore
+from escalator.store.retry import retrying_async
 from escalator.store.thread import StoreThread
 
 log = structlog.get_logger("escalator.service.daemon")
@@ -159,8 +161,12 @@ class Daemon:
             notification=n, result=result)
         self.metrics = Metrics(self.store)  # served at /metrics (escalator/web/routers/ops.py)
         self.engine.metrics = self.delivery.metrics = self.metrics
+        self.node = Node(self.store, settings.node_name, self.clock, settings.node_ttl)
+        """This daemon among several on the database (docs/reliability.md "Several daemons")."""
+        self.delivery.node = self.node.name  # the rows it claims are this node's
         self.runloop = RunLoop(self.engine, self.delivery, db=self.db,
-                               before_tick=self.purge.run_if_due, send_batch=SEND_BATCH)
+                               before_tick=self._purge_if_due,
+                               periodic=lambda: self.node.holds(PERIODIC), send_batch=SEND_BATCH)
         self.notifier = notifier or Notifier()
         self.last_loop_at = self.clock.now()
         self.last_error: str | None = None
@@ -182,14 +188,32 @@ class Daemon:
         for warning in startup_warnings(config, self.clock.now().astimezone(config.school.tz).date()):
             log.warning("school_calendar_incomplete", detail=warning)  # docs/school-rules.md
 
+    def _purge_if_due(self) -> None:
+        """The daily purge, run by the node holding its lease (one daemon of several)."""
+        if self.node.holds(PURGE):
+            self.purge.run_if_due()
+
+    async def _beat(self) -> None:
+        """The node's beat (:meth:`Node.beat`) every ``node_ttl``/4 seconds, through the store
+        thread's urgent class (never behind a queue of group commits); rows released from a
+        dead node wake the delivery lane. A failed beat is logged and tried at the next one."""
+        while True:
+            try:
+                if await self.store_thread.urgent(self.node.beat):
+                    self.wake()
+            except Exception as e:
+                log.warning("node_beat_failed", node=self.node.name,
+                            error=f"{type(e).__name__}: {e}")
+            await asyncio.sleep(self.node.beat_every)
+
     # intake for sources and the HTTP API: concurrent callers share one commit
     async def ingest(self, events: list[Event | Submission], source: str) -> list[IngestResult]:
         return await self.group_commit.ingest(events, source)
 
     async def ingest_file(self, events: list[Event | Submission], sha256: str, name: str,
                           source: str) -> list[IngestResult] | None:
-        results = await self.db(self.engine.ingest_file, events, sha256=sha256, name=name,
-                                source=source)
+        results = await retrying_async(self.db, self.engine.ingest_file, events, sha256=sha256,
+                                       name=name, source=source)
         self.wake()
         return results
 
@@ -307,7 +331,8 @@ class Daemon:
                 delay = min(delay * 2, SOURCE_BACKOFF_MAX)
 
     async def run(self) -> None:
-        """Run until :meth:`stop`: release sends a crash left in flight, start the sources and
+        """Run until :meth:`stop`: beat the node, release the sends a crash of this node left in
+        flight (other nodes' are theirs), keep beating (:meth:`_beat`), start the sources and
         the HTTP API, report READY, run the lanes and the pulse; on stop, stop taking input,
         let the lanes finish what is in flight (sends: at most :data:`DRAIN_SECONDS`), close
         the store."""
@@ -321,9 +346,11 @@ class Daemon:
         if hasattr(self.store, "watch"):  # SQLite's file monitor; a server store has no files
             self.store.watch(self._lost)
         pulse = asyncio.create_task(self._pulse(), name="pulse")
-        released = await self.db(self.delivery.release_claims)
+        await self.db(self.node.beat)  # alive before anything is claimed
+        released = await self.db(self.delivery.release_claims)  # this node's own, only
         if released:
-            log.warning("sends_released_after_restart", count=released)
+            log.warning("sends_released_after_restart", count=released, node=self.node.name)
+        beat = asyncio.create_task(self._beat(), name="node-beat")
         self._inputs = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
                         for sid, s in self._sources()]
         if self.config.replies is not None and self.config.replies.email is not None:
@@ -337,7 +364,7 @@ class Daemon:
         self.pm.hook.startup(context=self._plugin_context("startup"))
         lanes = [asyncio.create_task(self._timer_lane(), name="timers"),
                  asyncio.create_task(self._delivery_lane(), name="delivery")]
-        log.info("escalator_started", database=self.settings.store_display,
+        log.info("escalator_started", database=self.settings.store_display, node=self.node.name,
                  inputs=[t.get_name() for t in self._inputs], channels=sorted(self.delivery.channels))
         await self._refresh_counts()
         self.notifier.ready(self._status_text())
@@ -359,7 +386,8 @@ class Daemon:
                 log.exception("shutdown_hook_failed")
             await aclose_all(self.delivery.channels.values())  # their connections and clients
             pulse.cancel()
-            await asyncio.gather(pulse, return_exceptions=True)
+            beat.cancel()
+            await asyncio.gather(pulse, beat, return_exceptions=True)
             if self._tasks:  # an administrators' notice under way gets a few seconds
                 await asyncio.wait(list(self._tasks), timeout=5.0)
             await self.db(self.store.close)

@@ -12,9 +12,11 @@ with every method of :class:`Tx`, which is the combination of
 - :class:`RetentionTx` — the purge of personal data past the retention period;
 - :class:`QuietTx` — silences, the incidents they hold, and the groups of grouping routes
   (docs/silences.md);
-- :class:`ReplyTx` — the reply codes of SMS and e-mail messages (docs/replies.md).
+- :class:`ReplyTx` — the reply codes of SMS and e-mail messages (docs/replies.md);
+- :class:`NodeTx` — several daemons on one database: nodes, leases, shared send windows
+  (docs/reliability.md "Several daemons").
 
-A new backend must implement all six and pass the store contract suite
+A new backend must implement all of them and pass the store contract suite
 (``tests/store_contract/``), which runs every behaviour against every backend. Every method
 runs inside one transaction that commits durably (fsync) when the ``with store.transaction()``
 block exits without an exception, and rolls back otherwise. Driver errors never leave the
@@ -146,6 +148,8 @@ class Notification:
     note: str | None = None
     first_attempt_at: datetime | None = None
     last_error: str | None = None
+    claimed_by: str | None = None
+    """The node (daemon) that claimed the row while ``sending`` (:class:`NodeTx`)."""
     priority: int = 2
     """From the incident's severity when written (:func:`priority_of`; one of 0, 1, 2): 0 ``critical``, 1
     ``high``, 2 the rest. Claimed by priority, then due time."""
@@ -394,14 +398,16 @@ class CoreTx(Protocol):
     def notification_by_token(self, token: str) -> Notification | None: ...
     def notifications_of(self, incident_id: int) -> list[Notification]: ...
     def cancel_notifications(self, incident_id: int, step_run_id: int | None, at: datetime) -> int: ...
-    def claim_notifications(self, now: datetime, limit: int) -> list[Notification]:
-        """Mark up to ``limit`` ``pending`` rows due at ``now`` ``sending`` and return them, by
-        priority (most urgent first), then due time, then id."""
+    def claim_notifications(self, now: datetime, limit: int, node: str) -> list[Notification]:
+        """Mark up to ``limit`` ``pending`` rows due at ``now`` ``sending``, claimed by ``node``
+        (``claimed_by``; docs/reliability.md "Several daemons"), and return them, by priority
+        (most urgent first), then due time, then id."""
         ...
     def claim_address(self, channel: str, address: str, priority: int, now: datetime,
-                      limit: int) -> list[Notification]:
+                      limit: int, node: str) -> list[Notification]:
         """Mark up to ``limit`` ``pending`` rows to ``channel``/``address`` of ``priority`` due
-        at ``now`` ``sending`` and return them by id (the rows of a digest)."""
+        at ``now`` ``sending``, claimed by ``node``, and return them by id (the rows of a
+        digest)."""
         ...
     def sending_states(self, notification_ids: Sequence[int]) -> dict[int, str]:
         """For the rows among ``notification_ids`` still ``sending``: row id → its incident's
@@ -409,7 +415,10 @@ class CoreTx(Protocol):
         missing)."""
         ...
     def update_notification(self, notification_id: int, **fields: Any) -> None: ...
-    def release_claims(self) -> int: ...
+    def release_claims(self, node: str) -> int:
+        """Return the ``sending`` rows claimed by ``node`` to ``pending`` (its own sends a crash
+        left in flight, at its start); returns how many. Other nodes' rows are left alone."""
+        ...
     def waiting_ahead(self, channel: str, address: str, before_id: int,
                       priority: int = 2) -> Notification | None:
         """The earliest-created ``pending`` row to ``channel``/``address`` of ``priority``
@@ -746,7 +755,41 @@ class ReplyTx(Protocol):
         ...
 
 
-class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx, Protocol):
+class NodeTx(Protocol):
+    """Several daemons on one database (docs/reliability.md "Several daemons"): each is a
+    *node* (``Settings.node``) that beats its row in ``nodes``; the ``sending`` rows of a node
+    whose row expired are released by any other; periodic singletons run under a *lease*
+    (one holder at a time); per-address send windows are rows, so a limit holds across nodes.
+    Times are aware UTC; TTLs in seconds."""
+
+    def beat_node(self, node: str, now: datetime, ttl_seconds: float) -> None:
+        """Record that ``node`` is alive at ``now`` until ``now + ttl_seconds`` (its row is
+        created at the first beat, ``started_at`` then and again after it had expired)."""
+        ...
+    def live_nodes(self, now: datetime) -> list[str]:
+        """The nodes whose row has not expired at ``now``, sorted."""
+        ...
+    def release_dead_claims(self, now: datetime) -> int:
+        """Return to ``pending`` the ``sending`` rows whose claiming node's row has expired at
+        ``now`` or is missing (or that record no node); returns how many."""
+        ...
+    def take_lease(self, name: str, node: str, now: datetime, ttl_seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``node`` until ``now + ttl_seconds``: True when
+        it was free, expired at ``now`` or already ``node``'s; False (nothing changed) while
+        another node holds it."""
+        ...
+    def rate_window(self, key: str) -> list[datetime]:
+        """The send times recorded under ``key`` (a throttle's window, e.g. one address of one
+        channel), oldest first; empty when none. Holds the key until the transaction ends, so
+        another node deciding on the same key waits for this decision."""
+        ...
+    def put_rate_window(self, key: str, sends: Sequence[datetime]) -> None:
+        """Replace the send times of ``key`` (an empty ``sends`` drops the key)."""
+        ...
+
+
+class Tx(CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx, NodeTx,
+         Protocol):
     """Every operation inside one transaction: what ``store.transaction()`` yields."""
 
 

@@ -33,6 +33,7 @@ from psycopg import errors as pg_errors
 from escalator.store.base import Conflict, StoreUnavailable
 from escalator.store.sql_core import SQLTx
 from escalator.store.sql_dialect import POSTGRES
+from escalator.store.sql_nodes import POSTGRES_MIGRATION as POSTGRES_NODES_MIGRATION
 
 __all__ = ["MIGRATIONS", "PgConnection", "PostgresStore", "PostgresTx", "Row", "translate"]
 
@@ -346,6 +347,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX reply_codes_incident ON reply_codes(recipient_kind, recipient_id, incident_id);
     """,
+    # 12: several daemons on one database (escalator/store/sql_nodes.py)
+    POSTGRES_NODES_MIGRATION,
 ]
 """PostgreSQL's schema migrations: entry ``i`` is version ``i + 1``, the same version as
 SQLite's :data:`escalator.store.sqlite.MIGRATIONS` entry ``i`` (same tables, columns and

@@ -29,6 +29,7 @@ from escalator.store.base import (
 from escalator.store.sql_console import SQLConsole
 from escalator.store.sql_dialect import Connection, Dialect
 from escalator.store.sql_early_warning import SQLEarlyWarning
+from escalator.store.sql_nodes import SQLNodes
 from escalator.store.sql_quiet import SQLQuiet
 from escalator.store.sql_replies import SQLReplies
 from escalator.store.sql_reports import SQLReports
@@ -44,7 +45,7 @@ from escalator.store.sql_rows import (
 )
 
 
-class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLReplies):
+class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLReplies, SQLNodes):
     """A transaction of either SQL backend (implements :class:`escalator.store.base.Tx`): the
     core rows here; the ledger reads and the purge in
     :class:`~escalator.store.sql_reports.SQLReports`, early warning's rows in
@@ -205,7 +206,7 @@ class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLRep
             args.append(step_run_id)
         return self.c.execute(sql, args).rowcount
 
-    def claim_notifications(self, now: datetime, limit: int) -> list[Notification]:
+    def claim_notifications(self, now: datetime, limit: int, node: str) -> list[Notification]:
         # one arm per priority, each a range of the pending rows' index (priority, due_at),
         # so rows held for later are never read; PostgreSQL skips rows another daemon is
         # claiming (each row is claimed once)
@@ -216,23 +217,25 @@ class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLRep
                     f" LIMIT ?2{self.d.lock(skip_locked=True)}) AS p{priority}")
 
         rows = self.c.execute(
-            "UPDATE notifications SET status = 'sending', updated_at = ?1 WHERE id IN ("
+            "UPDATE notifications SET status = 'sending', updated_at = ?1, claimed_by = ?3"
+            " WHERE id IN ("
             " SELECT id FROM ("
             f"  {arm(0)} UNION ALL {arm(1)} UNION ALL {arm(2)}"
             " ) AS due ORDER BY priority, due_at, id LIMIT ?2) RETURNING *",
-            (to_db(now), limit),
+            (to_db(now), limit, node),
         ).fetchall()
         return sorted((row_to(Notification, r) for r in rows),
                       key=lambda n: (n.priority, n.due_at, n.id))
 
     def claim_address(self, channel: str, address: str, priority: int, now: datetime,
-                      limit: int) -> list[Notification]:
+                      limit: int, node: str) -> list[Notification]:
         rows = self.c.execute(
-            "UPDATE notifications SET status = 'sending', updated_at = ?1 WHERE id IN ("
+            "UPDATE notifications SET status = 'sending', updated_at = ?1, claimed_by = ?6"
+            " WHERE id IN ("
             f" SELECT id FROM notifications{self.d.indexed_by('notifications_address')}"
             " WHERE channel = ?2 AND address = ?3 AND status = 'pending' AND priority = ?4"
             f" AND due_at <= ?1 ORDER BY id LIMIT ?5{self.d.lock(skip_locked=True)}) RETURNING *",
-            (to_db(now), channel, address, priority, limit),
+            (to_db(now), channel, address, priority, limit, node),
         ).fetchall()
         return sorted((row_to(Notification, r) for r in rows), key=lambda n: n.id)
 
@@ -247,9 +250,10 @@ class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLRep
     def update_notification(self, notification_id: int, **values: Any) -> None:
         self._update("notifications", notification_id, values)
 
-    def release_claims(self) -> int:
+    def release_claims(self, node: str) -> int:
         return self.c.execute(
-            "UPDATE notifications SET status = 'pending' WHERE status = 'sending'"
+            "UPDATE notifications SET status = 'pending', claimed_by = NULL"
+            " WHERE status = 'sending' AND claimed_by = ?", (node,)
         ).rowcount
 
     def waiting_ahead(self, channel: str, address: str, before_id: int,

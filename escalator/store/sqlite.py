@@ -20,6 +20,7 @@ import structlog
 from escalator.store.base import Conflict, StoreUnavailable
 from escalator.store.sql_core import SQLTx
 from escalator.store.sql_dialect import SQLITE
+from escalator.store.sql_nodes import MIGRATION as NODES_MIGRATION
 from escalator.store.sql_quiet import MIGRATION as QUIET_MIGRATION
 from escalator.store.sql_rows import from_db, row_key_digest, to_db
 
@@ -318,6 +319,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX reply_codes_incident ON reply_codes(recipient_kind, recipient_id, incident_id);
     """,
+    # 12: several daemons on one database (docs/reliability.md "Several daemons"): nodes,
+    #     leases, shared send windows, the node that claimed a sending row (sql_nodes.py)
+    NODES_MIGRATION,
 ]
 """Schema migrations, applied in order; ``PRAGMA user_version`` records how many ran."""
 

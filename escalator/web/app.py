@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from escalator import __version__
 from escalator.events import Event
 from escalator.intake.compat import AmWebhook, PdEvent
-from escalator.store.base import StoreUnavailable
+from escalator.store.base import Conflict, StoreUnavailable
 from escalator.web import errors
 from escalator.web.auth import Keyring
 from escalator.web.limits import BodyLimit
@@ -62,6 +62,7 @@ def create_app(daemon: Any) -> FastAPI:
     app.add_exception_handler(errors.ApiError, errors.api_error)
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
     app.add_exception_handler(StoreUnavailable, errors.store_unavailable)
+    app.add_exception_handler(Conflict, errors.store_conflict)
     for module in (events, incidents, ack, compat, ops, silences, roster, replies):
         app.include_router(module.router)
     docs.install(app)

@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from escalator.config.models import Config
 from escalator.engine.engine import IngestResult
 from escalator.events import Event
+from escalator.store.retry import retrying_async
 from escalator.store.thread import inline
 from escalator.web.errors import ApiError
 
@@ -61,8 +62,11 @@ def _check_times(events: Iterable[tuple[str, Event]], config: Config, now: datet
 
 async def in_store(daemon: Any, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` on the daemon's store thread (``daemon.db``; inline for a
-    daemon without one); its exception is raised here."""
-    return await getattr(daemon, "db", inline)(fn, *args, **kwargs)
+    daemon without one); its exception is raised here. A
+    :class:`~escalator.store.base.Conflict` (another daemon won a race) runs it again, a few
+    times (:func:`~escalator.store.retry.retrying_async`), so ``fn`` is whole transactions;
+    after the last, the Conflict is raised (the app answers 503 with ``Retry-After``)."""
+    return await retrying_async(getattr(daemon, "db", inline), fn, *args, **kwargs)
 
 
 def wake(daemon: Any) -> None:

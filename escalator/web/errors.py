@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from escalator.store.base import StoreUnavailable
+from escalator.store.base import Conflict, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -73,3 +73,14 @@ async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResp
     msg = f"store unavailable: {cause}; nothing was stored, try again later"
     return JSONResponse(error_body(msg, [{"field": "(store)", "message": cause}]),
                         status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER)})
+
+
+async def store_conflict(request: Request, exc: Conflict) -> JSONResponse:
+    """Exception handler: a write kept losing a race with another writer (another daemon on
+    the same database) after the retries (:mod:`escalator.store.retry`). Rolled back, nothing
+    stored: 503 with ``Retry-After``, never a 5xx of its own (docs/reliability.md "Several
+    daemons")."""
+    log.warning("store_conflict", path=request.url.path, reason=str(exc))
+    msg = "busy: another writer got there first; nothing was stored, try again"
+    return JSONResponse(error_body(msg, [{"field": "(store)", "message": "conflict"}]),
+                        status_code=503, headers={"Retry-After": "1"})

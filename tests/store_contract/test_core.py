@@ -275,13 +275,13 @@ def test_claiming_takes_due_pending_rows_in_order_once(store):
         new_notification(tx, iid, due_at=t(9))  # not due
         new_notification(tx, iid, due_at=t(0), status="delivered")
     with store.transaction() as tx:
-        claimed = tx.claim_notifications(t(5), 2)
+        claimed = tx.claim_notifications(t(5), 2, "n1")
         assert [n.id for n in claimed] == [first, later]
         assert {n.status for n in claimed} == {"sending"}
         assert tx.get_notification(first).status == "sending"
     with store.transaction() as tx:
-        assert [n.id for n in tx.claim_notifications(t(5), 10)] == [tie]
-        assert tx.claim_notifications(t(5), 10) == []
+        assert [n.id for n in tx.claim_notifications(t(5), 10, "n1")] == [tie]
+        assert tx.claim_notifications(t(5), 10, "n1") == []
 
 
 def test_release_claims_puts_sending_rows_back(store):
@@ -290,12 +290,12 @@ def test_release_claims_puts_sending_rows_back(store):
         a = new_notification(tx, iid)
         b = new_notification(tx, iid)
         c = new_notification(tx, iid, status="delivered")
-        tx.claim_notifications(t(1), 10)
+        tx.claim_notifications(t(1), 10, "n1")
     with store.transaction() as tx:
-        assert tx.release_claims() == 2
+        assert tx.release_claims("n1") == 2
         assert [tx.get_notification(i).status for i in (a, b, c)] == \
             ["pending", "pending", "delivered"]
-        assert tx.release_claims() == 0
+        assert tx.release_claims("n1") == 0
 
 
 def test_cancel_notifications_of_an_incident_or_one_step(store):
@@ -356,10 +356,10 @@ def test_claim_takes_the_most_urgent_first_then_by_due_time(store):
         early_normal = new_notification(tx, iid, due_at=t(0))
         new_notification(tx, iid, due_at=t(9), priority=0)  # not due
     with store.transaction() as tx:
-        claimed = tx.claim_notifications(t(5), 3)
+        claimed = tx.claim_notifications(t(5), 3, "n1")
         assert [(n.id, n.priority) for n in claimed] == [(critical, 0), (high, 1),
                                                          (early_normal, 2)]
-        assert [n.id for n in tx.claim_notifications(t(5), 10)] == [normal]
+        assert [n.id for n in tx.claim_notifications(t(5), 10, "n1")] == [normal]
 
 
 def test_a_notification_is_of_normal_priority_unless_given(store):
@@ -392,10 +392,10 @@ def test_claim_address_takes_the_due_pending_rows_of_one_address_and_priority(st
         b = new_notification(tx, iid, due_at=t(1))
         c = new_notification(tx, iid)
     with store.transaction() as tx:
-        got = tx.claim_address("sms", "13800000001", 2, t(5), 2)
+        got = tx.claim_address("sms", "13800000001", 2, t(5), 2, "n1")
         assert [n.id for n in got] == [a, b] and {n.status for n in got} == {"sending"}
-        assert [n.id for n in tx.claim_address("sms", "13800000001", 2, t(5), 10)] == [c]
-        assert tx.claim_address("sms", "13800000001", 2, t(5), 10) == []
+        assert [n.id for n in tx.claim_address("sms", "13800000001", 2, t(5), 10, "n1")] == [c]
+        assert tx.claim_address("sms", "13800000001", 2, t(5), 10, "n1") == []
 
 
 def test_mark_step_delivered_keeps_the_first_time(store):

@@ -10,6 +10,7 @@ from pathlib import Path
 from escalator.store.base import (
     ConsoleTx,
     CoreTx,
+    NodeTx,
     QuietTx,
     ReplyTx,
     ReportReads,
@@ -26,7 +27,7 @@ def _methods(protocol: type) -> set[str]:
 
 
 def test_tx_is_the_sum_of_its_parts():
-    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx)
+    parts = (CoreTx, SchoolTx, ReportReads, RetentionTx, QuietTx, ConsoleTx, ReplyTx, NodeTx)
     assert _methods(Tx) == set().union(*map(_methods, parts))
     assert all(not (_methods(a) & _methods(b)) for a in parts for b in parts if a is not b)
 
