@@ -115,15 +115,17 @@ class Database:
     ``escalator.store.open_store``. Raises ``subprocess.CalledProcessError`` when ``psql``
     fails."""
 
-    def __init__(self, kind: str, tmp: Path, pg: str) -> None:
+    def __init__(self, kind: str, tmp: Path, pg: str, reuse: str | None = None) -> None:
         self.kind = kind
         self.path = tmp / "d1" / "state" / "escalator.sqlite3"
         self.name = ""
         self.url: str | None = None
+        self.keep = bool(reuse)
         if kind == "postgresql":
-            self.name = f"escalator_bench_{os.getpid()}_{next(_names)}"
+            self.name = reuse or f"escalator_bench_{os.getpid()}_{next(_names)}"
             self.server = pg.rstrip("/")
-            self.psql("postgres", "-c", f"CREATE DATABASE {self.name}")
+            if not reuse:
+                self.psql("postgres", "-c", f"CREATE DATABASE {self.name}")
             self.url = f"{self.server}/{self.name}"
 
     @property
@@ -205,7 +207,7 @@ class Database:
 
     def drop(self) -> None:
         """Drop the PostgreSQL database (SQLite: its folder goes with the temporary one)."""
-        if self.kind == "postgresql":
+        if self.kind == "postgresql" and not self.keep:
             self.psql("postgres", "-c", f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
@@ -453,10 +455,31 @@ def fired(db: Database, lo: int, hi: int) -> list[tuple[int, datetime]]:
         f"AND incident_id BETWEEN {lo} AND {hi}")]
 
 
-def scale_run(db: Database, tmp: Path, r: int, args: argparse.Namespace) -> dict[str, float]:
-    """Run ``r`` of part 2 (live, then restart) on fresh id ranges of ``db``."""
+def wait_fired(db: Database, lo: int, hi: int, target: int, deadline: float) -> float:
+    """Poll (every 50 ms) until ``target`` incidents of ``lo``…``hi`` fired step 2, 30 s pass
+    without progress, or the monotonic ``deadline``. Returns when the target was reached
+    (monotonic), ``inf`` if it was not."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        [(count,)] = db.rows("SELECT count(*) FROM step_runs WHERE step_index = 1 AND "
+                             f"incident_id BETWEEN {lo} AND {hi}")
+        got = int(count or 0)
+        if got >= target:
+            return time.monotonic()
+        if got != last:
+            last, since = got, time.monotonic()
+        elif time.monotonic() - since > 30:
+            break
+        time.sleep(0.05)
+    return math.inf
+
+
+def scale_run(db: Database, tmp: Path, base: int, r: int, args: argparse.Namespace
+              ) -> dict[str, float]:
+    """Run ``r`` of part 2 (live, then restart) on fresh id ranges of ``db``, from id
+    ``base`` on."""
     k, m, d = args.due, args.overdue, args.scale_daemons
-    live_lo = 2 + r * (k + m)  # id 1 is the template
+    live_lo = base + r * (k + m)
     back_lo = live_lo + k
     rport = h.free_port()
     config = h.write_config(tmp, rport)
@@ -471,8 +494,9 @@ def scale_run(db: Database, tmp: Path, r: int, args: argparse.Namespace) -> dict
         rss_start = rss(procs)
         if datetime.now(UTC) > start - timedelta(seconds=1):
             raise RuntimeError(f"the daemons took too long to start: raise --head ({args.head} s)")
-        time.sleep(max(0.0, (due[live_lo + k - 1] - datetime.now(UTC)).total_seconds() + 2))
-        h.wait_delivered(rport, k, timeout=30)
+        time.sleep(max(0.0, (due[live_lo + k - 1] - datetime.now(UTC)).total_seconds()))
+        wait_fired(db, live_lo, live_lo + k - 1, k, time.monotonic() + args.bound)
+        delivered = h.receiver_count(rport)  # step 2's messages at the receiver by then
         rss_end, rss_peak = rss(procs), rss(procs, "VmHWM")
         lag = [(at - due[i]).total_seconds() for i, at in fired(db, live_lo, live_lo + k - 1)]
         for p in procs:  # a crash: nothing flushed, nothing handed over
@@ -482,14 +506,8 @@ def scale_run(db: Database, tmp: Path, r: int, args: argparse.Namespace) -> dict
         db.set_due({back_lo + j: past + timedelta(microseconds=j) for j in range(m)})
         started, t0 = datetime.now(UTC), time.monotonic()
         procs, _ = start_daemons(tmp, config, db, d, wait=False)
-        target, drained = min(m, 10_000), math.inf
-        while time.monotonic() - t0 < args.bound:
-            [(count,)] = db.rows("SELECT count(*) FROM step_runs WHERE step_index = 1 AND "
-                                 f"incident_id BETWEEN {back_lo} AND {back_lo + m - 1}")
-            if int(count or 0) >= target:
-                drained = time.monotonic() - t0
-                break
-            time.sleep(0.05)
+        target = min(m, 10_000)
+        drained = wait_fired(db, back_lo, back_lo + m - 1, target, t0 + args.bound) - t0
         back = fired(db, back_lo, back_lo + m - 1)
         first = min((at for _, at in back), default=None)
         rss_restart = rss(procs)
@@ -501,27 +519,36 @@ def scale_run(db: Database, tmp: Path, r: int, args: argparse.Namespace) -> dict
     return {"rss_start": max(rss_start), "rss_end": max(rss_end), "rss_peak": max(rss_peak),
             "rss_restart": max(rss_restart), "rss_each": rss_end,
             "lag_p50": h.pct(lag, 50), "lag_p99": h.pct(lag, 99), "lag_max": max(lag),
-            "fired": len(lag), "first_s": ((first - started).total_seconds()
+            "fired": len(lag), "delivered": delivered, "first_s": ((first - started).total_seconds()
                                            if first is not None else math.inf),
             "drain_s": drained, "drain_n": target}
 
 
 def scale_part(args: argparse.Namespace) -> None:
+    if args.database and args.scale_backend != "postgresql":
+        raise SystemExit("--database names a PostgreSQL database")
     if (args.due + args.overdue) * args.runs + 1 > args.incidents:
         raise SystemExit("--incidents must exceed (--due + --overdue) × --runs")
     with tempfile.TemporaryDirectory(prefix="escpgscale-") as t:
         tmp = Path(t)
-        db = Database(args.scale_backend, tmp, args.pg)
+        db = Database(args.scale_backend, tmp, args.pg, reuse=args.database)
         try:
             t0 = time.monotonic()
-            build(db, tmp, args.incidents)
-            db.park(datetime.now(UTC) + timedelta(days=1))
-            built = time.monotonic() - t0
-            print(f"scale: {args.incidents:,} open incidents on {args.scale_backend} (built in "
-                  f"{built:.0f} s), {args.scale_daemons} daemon(s); live: {args.due:,} steps due "
+            if args.database:  # built before: fresh ids after the ones used, no leftovers
+                [(used,)] = db.rows("SELECT max(incident_id) FROM step_runs WHERE step_index = 1")
+                base = int(used or 1) + 1
+                db.psql(db.name, "-c", "UPDATE notifications SET status = 'delivered' "
+                        "WHERE status IN ('pending', 'sending')")
+                how = f"database {args.database} reused, ids from {base:,}"
+            else:
+                build(db, tmp, args.incidents)
+                db.park(datetime.now(UTC) + timedelta(days=1))
+                base, how = 2, f"built in {time.monotonic() - t0:.0f} s"  # id 1: the template
+            print(f"scale: {args.incidents:,} open incidents on {args.scale_backend} ({how}), "
+                  f"{args.scale_daemons} daemon(s); live: {args.due:,} steps due "
                   f"at {args.due_rate:g}/s; restart: {args.overdue:,} overdue; "
                   f"load average {h.load_average():.2f}\n", flush=True)
-            runs = [scale_run(db, tmp, r, args) for r in range(args.runs)]
+            runs = [scale_run(db, tmp, base, r, args) for r in range(args.runs)]
         finally:
             db.drop()
     print("| figure | median | runs |\n|---|---:|---|")
@@ -535,6 +562,8 @@ def scale_part(args: argparse.Namespace) -> None:
             ("lag_p99", "step-fire lag p99 (ms)", 1000, "{:,.1f}"),
             ("lag_max", "step-fire lag max (ms)", 1000, "{:,.1f}"),
             ("fired", "live steps fired", 1, "{:,.0f}"),
+            ("delivered", "their messages at the receiver by the last one's firing", 1,
+             "{:,.0f}"),
             ("first_s", "restart (kill -9, start) → first overdue step fired (s)", 1, "{:.2f}"),
             ("drain_s", f"restart → {n:,} overdue steps fired (s)", 1, "{:.2f}")):
         fmt_one = lambda x: fmt.format(x * scale) if math.isfinite(x) else "never"  # noqa: E731, B023
@@ -567,6 +596,9 @@ def main() -> None:
     g.add_argument("--due", type=int, default=4000, help="live steps due per run (4,000)")
     g.add_argument("--due-rate", type=float, default=200.0, help="live steps due a second")
     g.add_argument("--overdue", type=int, default=20_000, help="overdue at each restart")
+    g.add_argument("--database", metavar="NAME",
+                   help="run on this PostgreSQL database, built by an earlier run and kept "
+                        "(no build; fresh ids after the used ones; not dropped)")
     g.add_argument("--head", type=float, default=20.0,
                    help="seconds from writing the live due times to the first due")
     args = ap.parse_args()
