@@ -457,8 +457,8 @@ def fired(db: Database, lo: int, hi: int) -> list[tuple[int, datetime]]:
 
 def wait_fired(db: Database, lo: int, hi: int, target: int, deadline: float) -> float:
     """Poll (every 50 ms) until ``target`` incidents of ``lo``…``hi`` fired step 2, 30 s pass
-    without progress, or the monotonic ``deadline``. Returns when the target was reached
-    (monotonic), ``inf`` if it was not."""
+    without progress after the first one fired, or the monotonic ``deadline``. Returns when the
+    target was reached (monotonic), ``inf`` if it was not."""
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
         [(count,)] = db.rows("SELECT count(*) FROM step_runs WHERE step_index = 1 AND "
@@ -468,7 +468,7 @@ def wait_fired(db: Database, lo: int, hi: int, target: int, deadline: float) -> 
             return time.monotonic()
         if got != last:
             last, since = got, time.monotonic()
-        elif time.monotonic() - since > 30:
+        elif got and time.monotonic() - since > 30:
             break
         time.sleep(0.05)
     return math.inf
@@ -515,6 +515,8 @@ def scale_run(db: Database, tmp: Path, base: int, r: int, args: argparse.Namespa
         for p in procs:
             h.stop(p)
         h.receiver_results(receiver, tmp / f"received-{r}.json")
+    # the overdue ones not fired within the bound must not fall into the next run's figures
+    db.set_due({back_lo + j: datetime.now(UTC) + timedelta(days=1) for j in range(m)})
     lag = lag or [math.inf]
     return {"rss_start": max(rss_start), "rss_end": max(rss_end), "rss_peak": max(rss_peak),
             "rss_restart": max(rss_restart), "rss_each": rss_end,
