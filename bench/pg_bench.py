@@ -541,6 +541,10 @@ def scale_part(args: argparse.Namespace) -> None:
                 base = int(used or 1) + 1
                 db.psql(db.name, "-c", "UPDATE notifications SET status = 'delivered' "
                         "WHERE status IN ('pending', 'sending')")
+                sample = db.rows("SELECT next_step_at FROM incidents WHERE id = 1")[0][0] or ""
+                far = fmt_like(datetime.now(UTC) + timedelta(days=1), sample)
+                db.psql(db.name, "-c", f"UPDATE incidents SET next_step_at = '{far}' "
+                        f"WHERE next_step_at < '{far}'")
                 how = f"database {args.database} reused, ids from {base:,}"
             else:
                 build(db, tmp, args.incidents)
