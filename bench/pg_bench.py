@@ -542,9 +542,10 @@ def scale_part(args: argparse.Namespace) -> None:
                 db.psql(db.name, "-c", "UPDATE notifications SET status = 'delivered' "
                         "WHERE status IN ('pending', 'sending')")
                 sample = db.rows("SELECT next_step_at FROM incidents WHERE id = 1")[0][0] or ""
-                far = fmt_like(datetime.now(UTC) + timedelta(days=1), sample)
+                far, near = (fmt_like(datetime.now(UTC) + timedelta(hours=h_), sample)
+                             for h_ in (24, 12))
                 db.psql(db.name, "-c", f"UPDATE incidents SET next_step_at = '{far}' "
-                        f"WHERE next_step_at < '{far}'")
+                        f"WHERE next_step_at < '{near}'")
                 how = f"database {args.database} reused, ids from {base:,}"
             else:
                 build(db, tmp, args.incidents)
