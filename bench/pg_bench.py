@@ -53,8 +53,8 @@ database, with ``--scale-daemons`` D daemons:
   at most ``--bound`` s). Those not fired by then are parked again.
 
 Building 1,000,000 takes minutes: ``--database NAME`` runs part 2 again on a database an
-earlier run built (a run that was stopped leaves it; part 2 then starts at fresh ids and parks
-every due time first; the database is kept).
+earlier run built and kept (``--keep``; part 2 then starts at fresh ids and parks every due
+time within 12 h first; the database is kept again).
 
 The 1-minute load average is printed at the start and the end. PostgreSQL: 127.0.0.1:5432,
 user postgres (``--pg`` for another server URL without a database name).
@@ -541,6 +541,7 @@ def scale_part(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="escpgscale-") as t:
         tmp = Path(t)
         db = Database(args.scale_backend, tmp, args.pg, reuse=args.database)
+        db.keep = db.keep or args.keep
         try:
             t0 = time.monotonic()
             if args.database:  # built before: fresh ids after the ones used, no leftovers
@@ -558,6 +559,8 @@ def scale_part(args: argparse.Namespace) -> None:
                 build(db, tmp, args.incidents)
                 db.park(datetime.now(UTC) + timedelta(days=1))
                 base, how = 2, f"built in {time.monotonic() - t0:.0f} s"  # id 1: the template
+            if db.keep:
+                how += f"; kept as {db.name}"
             print(f"scale: {args.incidents:,} open incidents on {args.scale_backend} ({how}), "
                   f"{args.scale_daemons} daemon(s); live: {args.due:,} steps due "
                   f"at {args.due_rate:g}/s; restart: {args.overdue:,} overdue; "
@@ -613,6 +616,8 @@ def main() -> None:
     g.add_argument("--database", metavar="NAME",
                    help="run on this PostgreSQL database, built by an earlier run and kept "
                         "(no build; fresh ids after the used ones; not dropped)")
+    g.add_argument("--keep", action="store_true",
+                   help="keep part 2's PostgreSQL database (for --database)")
     g.add_argument("--head", type=float, default=20.0,
                    help="seconds from writing the live due times to the first due")
     args = ap.parse_args()
