@@ -61,7 +61,7 @@ user postgres (``--pg`` for another server URL without a database name).
 
 Usage (from the checkout)::
 
-    .venv/bin/python bench/pg_bench.py                     # --events 3000 --runs 3, 1,000,000 open
+    .venv/bin/python bench/pg_bench.py                     # --events 1000 --runs 3, 1,000,000 open
     .venv/bin/python bench/pg_bench.py --events 300 --runs 1 --incidents 20000   # quick
     .venv/bin/python bench/pg_bench.py --parts load --configs sqlite-1 --events 50 --runs 1
 """
@@ -600,7 +600,7 @@ def main() -> None:
                     help="PostgreSQL server URL, without a database name")
     g = ap.add_argument_group("part 1, load")
     g.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    g.add_argument("--events", type=int, default=3000, help="events per load (default 3,000)")
+    g.add_argument("--events", type=int, default=1000, help="events per load (default 1,000)")
     g.add_argument("--concurrency", type=int, default=30, help="senders in all (default 30)")
     g.add_argument("--rate", type=float, default=None,
                    help="fixed arrival rate in all (events/s); default: as fast as answered")
@@ -609,16 +609,16 @@ def main() -> None:
     g = ap.add_argument_group("part 2, scale")
     g.add_argument("--incidents", type=int, default=1_000_000)
     g.add_argument("--scale-backend", choices=["postgresql", "sqlite"], default="postgresql")
-    g.add_argument("--scale-daemons", type=int, default=1)
-    g.add_argument("--due", type=int, default=4000, help="live steps due per run (4,000)")
-    g.add_argument("--due-rate", type=float, default=200.0, help="live steps due a second")
-    g.add_argument("--overdue", type=int, default=20_000, help="overdue at each restart")
+    g.add_argument("--scale-daemons", type=int, default=3)
+    g.add_argument("--due", type=int, default=1000, help="live steps due per run (1,000)")
+    g.add_argument("--due-rate", type=float, default=50.0, help="live steps due a second (50)")
+    g.add_argument("--overdue", type=int, default=2000, help="overdue at each restart (2,000)")
     g.add_argument("--database", metavar="NAME",
                    help="run on this PostgreSQL database, built by an earlier run and kept "
                         "(no build; fresh ids after the used ones; not dropped)")
     g.add_argument("--keep", action="store_true",
                    help="keep part 2's PostgreSQL database (for --database)")
-    g.add_argument("--head", type=float, default=20.0,
+    g.add_argument("--head", type=float, default=60.0,
                    help="seconds from writing the live due times to the first due")
     args = ap.parse_args()
     load0, t0 = h.load_average(), time.monotonic()
