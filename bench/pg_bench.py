@@ -565,7 +565,11 @@ def scale_part(args: argparse.Namespace) -> None:
                   f"{args.scale_daemons} daemon(s); live: {args.due:,} steps due "
                   f"at {args.due_rate:g}/s; restart: {args.overdue:,} overdue; "
                   f"load average {h.load_average():.2f}\n", flush=True)
-            runs = [scale_run(db, tmp, base, r, args) for r in range(args.runs)]
+            runs = []
+            for r in range(args.runs):  # each run's figures at once: a later run may fail
+                runs.append(scale_run(db, tmp, base, r, args))
+                print(f"run {r + 1}: " + ", ".join(f"{k} {v}" for k, v in runs[-1].items()),
+                      flush=True)
         finally:
             db.drop()
     print("| figure | median | runs |\n|---|---:|---|")
