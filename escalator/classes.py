@@ -28,6 +28,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from escalator.i18n import _
+
 __all__ = ["chinese_number", "class_id", "class_label", "grade_id", "normalise_class",
            "normalise_grade"]
 
@@ -76,7 +78,7 @@ def chinese_number(text: str) -> int:
         value = _CN_DIGITS.get(m.group(1), 1) * 10 + _CN_DIGITS.get(m.group(2), 0)
     if 0 < value < 100:
         return value
-    raise ValueError(f"not a number: {text!r}")
+    raise ValueError(_("not a number: {text!r}").format(text=text))
 
 
 def _staged(stage: str | None, number: str) -> int:
@@ -84,7 +86,7 @@ def _staged(stage: str | None, number: str) -> int:
     if stage is None:
         return n
     if not 1 <= n <= 3:
-        raise ValueError(f"no such grade: {stage}{number} (初一–初三, 高一–高三)")
+        raise ValueError(_("no such grade: {grade} (初一–初三, 高一–高三)").format(grade=stage + number))
     return _STAGE_OFFSET[stage] + n
 
 
@@ -126,20 +128,20 @@ def class_id(grade: str | None, cls: str, classes: Sequence[str] = ()) -> str:
     except ValueError:
         raise
     except (ArithmeticError, LookupError) as e:  # never escape as anything but ValueError
-        raise ValueError(f"not a class: {cls!r} ({e})") from None
+        raise ValueError(_("not a class: {text!r} ({error})").format(text=cls, error=e)) from None
 
 
 def _class_id(grade: str | None, cls: str, classes: Sequence[str]) -> str:
     g_text = _clean(grade or "")
     c_text = _clean(cls)
     if not c_text:
-        raise ValueError("the class is empty")
+        raise ValueError(_("the class is empty"))
     g: int | None = None
     c: int | None = None
     if g_text:
         gn = grade_id(g_text)
         if gn is None:
-            raise ValueError(f"not a grade: {grade!r} (write e.g. 三年级, 初一 or 3)")
+            raise ValueError(_("not a grade: {text!r} (write e.g. 三年级, 初一 or 3)").format(text=grade))
         if cm := _CLASS_ONLY.match(c_text):
             g, c = gn, chinese_number(cm.group(1))
         elif (both := _combined(c_text)) and both[0] == gn:
@@ -149,12 +151,14 @@ def _class_id(grade: str | None, cls: str, classes: Sequence[str]) -> str:
         if both:
             g, c = both
     if g is None or c is None:
-        raise ValueError(f"not a class: {cls!r} (write e.g. 3-2, 三年级2班, 三(2)班 or 初一(1)班)")
+        raise ValueError(_("not a class: {text!r} (write e.g. 3-2, 三年级2班, 三(2)班 or 初一(1)班)").format(
+            text=cls))
     cid = f"{g}-{c}"
     if classes and cid not in classes:
         shown = ", ".join(list(classes)[:30]) + (", …" if len(classes) > 30 else "")
         got = f"{grade} {cls}" if g_text else cls
-        raise ValueError(f"unknown class {got!r} (read as {cid}); the school's classes: {shown}")
+        raise ValueError(_("unknown class {text!r} (read as {cid}); the school's classes: {shown}").format(
+            text=got, cid=cid, shown=shown))
     return cid
 
 
@@ -173,7 +177,7 @@ def normalise_grade(text: str) -> str:
     """A grade (``三年级``, ``初一``, ``３``) → ``"3"``/``"7"``. Raises ``ValueError``."""
     g = grade_id(text)
     if g is None:
-        raise ValueError(f"not a grade: {text!r} (write e.g. 3, 三年级 or 初一)")
+        raise ValueError(_("not a grade: {text!r} (write e.g. 3, 三年级 or 初一)").format(text=text))
     return str(g)
 
 

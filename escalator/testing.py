@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+import atexit
+import os
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,7 @@ from escalator.engine.engine import Engine, IngestResult
 from escalator.engine.runloop import RunLoop
 from escalator.events import Event
 from escalator.plugins import collect_rules, get_plugin_manager, plugins_dir_of
-from escalator.store import SQLiteStore
+from escalator.store import open_store
 
 
 class RecordingChannel:
@@ -47,8 +49,15 @@ class RecordingChannel:
         return DeliveryResult(status, "recorded")
 
 
+STORE_ENV = "ESCALATOR_TEST_STORE"
+"""``postgresql``: :class:`Harness` opens its store in a scratch PostgreSQL schema
+(:func:`escalator.store.pg_scratch.create_schema`, on ``$ESCALATOR_TEST_PG``) instead of the
+SQLite file it is given; unset or ``sqlite``: the file."""
+
+
 class Harness:
-    """Engine + delivery on a :class:`FakeClock` and a real SQLite file at ``db``; every
+    """Engine + delivery on a :class:`FakeClock` and a real SQLite file at ``db`` (or a
+    scratch PostgreSQL schema with ``ESCALATOR_TEST_STORE=postgresql``: :data:`STORE_ENV`); every
     configured channel id is served by one :class:`RecordingChannel` (``channel``). The engine's
     rules come from ``plugin_manager`` as in the daemon (default: the built-ins, the config's
     ``plugins_dir`` and the entry points)."""
@@ -64,7 +73,13 @@ class Harness:
         monitors), as the daemon's loop does (off by default so tests of other things are not
         joined by a missed zero report)."""
         self.clock = clock or FakeClock(self.START)
-        self.store = SQLiteStore(db)
+        backend = os.environ.get(STORE_ENV, "sqlite")
+        if backend == "postgresql":
+            self.store = open_store(_scratch_for(db))
+        elif backend == "sqlite":
+            self.store = open_store(db)
+        else:
+            raise ValueError(f"{STORE_ENV}: sqlite or postgresql, not {backend!r}")
         self.pm = plugin_manager or get_plugin_manager(plugins_dir=plugins_dir_of(config))
         self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.channel = channel or RecordingChannel()
@@ -108,3 +123,19 @@ class Harness:
 
     def close(self) -> None:
         self.store.close()
+
+
+_scratches: dict[str, str] = {}
+"""The scratch PostgreSQL schema standing in for each SQLite path (so a second
+:class:`Harness` on the same path — a restart — opens the same data); dropped at exit."""
+
+
+def _scratch_for(db: Path | str) -> str:
+    from escalator.store.pg_scratch import create_schema, drop_schema
+
+    key = str(Path(db).resolve())
+    if key not in _scratches:
+        if not _scratches:
+            atexit.register(lambda: [drop_schema(u) for u in _scratches.values()])
+        _scratches[key] = create_schema()
+    return _scratches[key]

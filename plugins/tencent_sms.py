@@ -23,51 +23,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.options import ChannelOptions
-from escalator.delivery.sms_template import (
-    CloudSmsOptions,
-    check_value_names,
-    load_sdk,
-    provider_mobile,
-    quiet_sdk_debug,
-    template_values,
-)
+from escalator.delivery.sms_template import provider_mobile, template_values
+from escalator.delivery.tencent_sdk import TencentOptions, classify_code, client, error_result, load
 from escalator.delivery.text import short
 from escalator.hookspecs import hookimpl
 
-RETRYABLE_PREFIXES = ("LimitExceeded", "RequestLimitExceeded", "InternalError",
-                      "ClientNetworkError", "ServerNetworkError")
-"""``ServerNetworkError`` is the SDK's name for a non-200 HTTP answer, ``ClientNetworkError``
-for a timeout or connection error."""
 
-
-def classify_code(code: str) -> DeliveryStatus:
-    """What a Tencent Cloud error or send-status ``Code`` says."""
-    if code == "Ok":
-        return DeliveryStatus.delivered
-    if code.startswith(RETRYABLE_PREFIXES):
-        return DeliveryStatus.failed_retryable
-    return DeliveryStatus.failed_permanent
-
-
-class TencentSmsOptions(CloudSmsOptions):
-    secret_id: str = Field(min_length=1)
-    secret_key: str = Field(min_length=1)
+class TencentSmsOptions(TencentOptions):
     sdk_app_id: str = Field(min_length=1)
-    template_id: str = Field(min_length=1)
-    params: list[str] = Field(default_factory=list)
-    region: str = "ap-guangzhou"
     endpoint: str = "sms.tencentcloudapi.com"
-    max_param_chars: int = Field(12, ge=1, le=500)
-
-    @field_validator("params")
-    @classmethod
-    def known_values(cls, value: list[str]) -> list[str]:
-        return check_value_names(value)
 
 
 class TencentSmsChannel(ChannelBase):
@@ -85,12 +54,8 @@ class TencentSmsChannel(ChannelBase):
 
     def __init__(self, channel_id: str, options: dict[str, Any]) -> None:
         super().__init__(channel_id, options)
-        self._sdk = load_sdk(self.type_name, "tencent", "tencentcloud.common.credential",
-                             "tencentcloud.common.profile.http_profile",
-                             "tencentcloud.common.profile.client_profile",
-                             "tencentcloud.sms.v20210111.sms_client",
-                             "tencentcloud.sms.v20210111.models")
-        quiet_sdk_debug("tencentcloud_sdk_common")
+        self._sdk = load(self.type_name, "tencent", "tencentcloud.sms.v20210111.sms_client",
+                         "tencentcloud.sms.v20210111.models")
 
     def template_params(self, message: Message) -> list[str]:
         """The ``TemplateParamSet`` for ``message``."""
@@ -98,19 +63,14 @@ class TencentSmsChannel(ChannelBase):
         return template_values(message, o.params, o.max_param_chars, o.missing)
 
     def _send(self, phone: str, params: list[str]) -> Any:
-        credential, http_profile, client_profile, sms_client, models = self._sdk
         o = self.options
-        http = http_profile.HttpProfile(protocol=o.protocol, endpoint=o.endpoint, reqMethod="POST",
-                                        reqTimeout=max(1, round(o.timeout)))
-        client = sms_client.SmsClient(credential.Credential(o.secret_id, o.secret_key), o.region,
-                                      client_profile.ClientProfile(httpProfile=http))
-        request = models.SendSmsRequest()
+        request = self._sdk[-1].SendSmsRequest()
         request.PhoneNumberSet = [phone]
         request.SmsSdkAppId = o.sdk_app_id
         request.SignName = o.sign_name
         request.TemplateId = o.template_id
         request.TemplateParamSet = params
-        return client.SendSms(request)
+        return client(self._sdk, "SmsClient", o).SendSms(request)
 
     async def send(self, message: Message) -> DeliveryResult:
         phone = provider_mobile(message.address, plus=True)
@@ -120,9 +80,7 @@ class TencentSmsChannel(ChannelBase):
         try:
             response = await asyncio.to_thread(self._send, phone, self.template_params(message))
         except Exception as e:  # TencentCloudSDKException for every failure, network ones too
-            code = str(getattr(e, "code", None) or type(e).__name__)
-            message_text = getattr(e, "message", None) or str(e)
-            return self.result(classify_code(code), f"Tencent {code}: {short(message_text, 120)}")
+            return error_result(self, e)
         statuses = response.SendStatusSet or []
         if not statuses:
             return self.result(DeliveryStatus.failed_retryable, "Tencent answered without a send status")

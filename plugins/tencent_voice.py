@@ -31,52 +31,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from escalator.delivery.channel_base import ChannelBase
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.options import ChannelOptions
-from escalator.delivery.sms_template import (
-    CloudSmsOptions,
-    check_value_names,
-    load_sdk,
-    provider_mobile,
-    quiet_sdk_debug,
-    template_values,
-)
-from escalator.delivery.text import short
+from escalator.delivery.sms_template import provider_mobile, template_values
+from escalator.delivery.tencent_sdk import TencentOptions, client, error_result, load
 from escalator.delivery.voice import VoiceFilter, refusal
 from escalator.hookspecs import hookimpl
 
-RETRYABLE_PREFIXES = ("LimitExceeded", "RequestLimitExceeded", "InternalError",
-                      "ClientNetworkError", "ServerNetworkError")
-"""``ServerNetworkError`` is the SDK's name for a non-200 HTTP answer, ``ClientNetworkError``
-for a timeout or connection error."""
 
-
-def classify_code(code: str) -> DeliveryStatus:
-    """What a Tencent Cloud error ``Code`` says (a placed call has none)."""
-    if code.startswith(RETRYABLE_PREFIXES):
-        return DeliveryStatus.failed_retryable
-    return DeliveryStatus.failed_permanent
-
-
-class TencentVoiceOptions(CloudSmsOptions, VoiceFilter):
-    secret_id: str = Field(min_length=1)
-    secret_key: str = Field(min_length=1)
+class TencentVoiceOptions(TencentOptions, VoiceFilter):
     voice_sdk_app_id: str = Field(min_length=1)
-    template_id: str = Field(min_length=1)
     sign_name: str = "-"  # a voice call has no SMS signature; kept for the shared options
-    params: list[str] = Field(default_factory=list)
     play_times: int = Field(3, ge=1, le=3)
-    region: str = "ap-guangzhou"
     endpoint: str = "vms.tencentcloudapi.com"
-    max_param_chars: int = Field(12, ge=1, le=500)
-
-    @field_validator("params")
-    @classmethod
-    def known_values(cls, value: list[str]) -> list[str]:
-        return check_value_names(value)
 
 
 class TencentVoiceChannel(ChannelBase):
@@ -94,12 +64,8 @@ class TencentVoiceChannel(ChannelBase):
 
     def __init__(self, channel_id: str, options: dict[str, Any]) -> None:
         super().__init__(channel_id, options)
-        self._sdk = load_sdk(self.type_name, "tencent-voice", "tencentcloud.common.credential",
-                             "tencentcloud.common.profile.http_profile",
-                             "tencentcloud.common.profile.client_profile",
-                             "tencentcloud.vms.v20200902.vms_client",
-                             "tencentcloud.vms.v20200902.models")
-        quiet_sdk_debug("tencentcloud_sdk_common")
+        self._sdk = load(self.type_name, "tencent-voice", "tencentcloud.vms.v20200902.vms_client",
+                         "tencentcloud.vms.v20200902.models")
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def template_params(self, message: Message) -> list[str]:
@@ -108,20 +74,15 @@ class TencentVoiceChannel(ChannelBase):
         return template_values(message, o.params, o.max_param_chars, o.missing)
 
     def _call(self, phone: str, params: list[str], context: str) -> Any:
-        credential, http_profile, client_profile, vms_client, models = self._sdk
         o = self.options
-        http = http_profile.HttpProfile(protocol=o.protocol, endpoint=o.endpoint, reqMethod="POST",
-                                        reqTimeout=max(1, round(o.timeout)))
-        client = vms_client.VmsClient(credential.Credential(o.secret_id, o.secret_key), o.region,
-                                      client_profile.ClientProfile(httpProfile=http))
-        request = models.SendTtsVoiceRequest()
+        request = self._sdk[-1].SendTtsVoiceRequest()
         request.TemplateId = o.template_id
         request.TemplateParamSet = params
         request.CalledNumber = phone
         request.VoiceSdkAppid = o.voice_sdk_app_id
         request.PlayTimes = o.play_times
         request.SessionContext = context
-        return client.SendTtsVoice(request)
+        return client(self._sdk, "VmsClient", o).SendTtsVoice(request)
 
     async def send(self, message: Message) -> DeliveryResult:
         if (why := refusal(self.options, message, self.now())) is not None:
@@ -134,9 +95,7 @@ class TencentVoiceChannel(ChannelBase):
             response = await asyncio.to_thread(self._call, phone, self.template_params(message),
                                                f"escalator-{message.notification_id}")
         except Exception as e:  # TencentCloudSDKException for every failure, network ones too
-            code = str(getattr(e, "code", None) or type(e).__name__)
-            text = getattr(e, "message", None) or str(e)
-            return self.result(classify_code(code), f"Tencent {code}: {short(text, 120)}")
+            return error_result(self, e)
         status = response.SendStatus
         if status is None or not status.CallId:
             return self.result(DeliveryStatus.failed_retryable, "Tencent answered without a call id")

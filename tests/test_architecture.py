@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FOUNDATION = {"events", "classes", "clock", "labels", "i18n", "config"}
 MAY_IMPORT = {
-    "classes": set(), "events": {"classes"}, "clock": set(), "labels": set(), "i18n": set(),
+    "classes": {"i18n"}, "events": {"classes"}, "clock": set(), "labels": set(), "i18n": set(),
     "config": {"events", "classes", "i18n", "labels"},
     "store": FOUNDATION,
     "engine": FOUNDATION | {"store", "plugins", "hookspecs"},

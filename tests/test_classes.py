@@ -165,3 +165,20 @@ async def test_an_alertmanager_class_label_is_read_and_warned_about(api):  # noq
     inc = (await api.client.get(f"/api/v1/incidents/{first['incident_id']}",
                                 headers=bearer(ADMIN))).json()
     assert inc["class_id"] == "3-2"
+
+
+def test_the_reasons_are_in_the_administrators_language():
+    """A register's refused class reaches the school doctor in Chinese by default."""
+    from escalator import i18n
+
+    try:
+        i18n.set_language("zh")
+        with pytest.raises(ValueError, match=r"未知班级 '7-3'（读作 7-3）；本校班级：3-2"):
+            class_id(None, "7-3", ["3-2"])
+        with pytest.raises(ValueError, match="不是年级"):
+            class_id("甲年级", "2班")
+        i18n.set_language("en")
+        with pytest.raises(ValueError, match=r"unknown class '7-3' \(read as 7-3\)"):
+            class_id(None, "7-3", ["3-2"])
+    finally:
+        i18n.set_language(None)

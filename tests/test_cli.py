@@ -79,7 +79,20 @@ def test_simulate_prints_who_is_told_when_and_sends_nothing(state, tmp_path):
     assert not (tmp_path / "state").exists()  # nothing stored, nothing sent
 
 
-def test_send_ack_resolve_incidents_on_the_state_database(state):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, state, tmp_path):
+    """``state``, with the database in the state folder's SQLite file or, through
+    ``ESCALATOR_DATABASE_URL``, in a scratch PostgreSQL schema (then no file is made)."""
+    if request.param == "sqlite":
+        yield state
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    yield {**state, "ESCALATOR_DATABASE_URL": pg_url}
+    assert not (tmp_path / "state" / "escalator.sqlite3").exists()
+
+
+def test_send_ack_resolve_incidents_on_the_state_database(any_store):
+    state = any_store
     r = run("send", str(CASES / "events/fever_single.json"), env=state)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

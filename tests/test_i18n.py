@@ -220,3 +220,33 @@ def test_a_refused_register_row_says_why_in_each_language(monkeypatch, lang, mes
     reg = read_register(data, config, key=b"k" * 32, name="absence.csv")
     [row] = reg.refused
     assert message in [e["message"] for e in row.errors]
+
+
+@pytest.mark.parametrize("lang, roster_words, silence_words", [
+    ("zh", "结束时间不晚于开始时间", "请写明原因"),
+    ("en", "the end is not after the start", "say why"),
+])
+def test_roster_and_silence_refusals_speak_the_administrators_language(lang, roster_words,
+                                                                       silence_words):
+    """What the console and the CLI show for a refused override or silence (the field named
+    the same in both languages)."""
+    from datetime import UTC, datetime
+
+    from escalator.engine import silences
+    from escalator.school import roster
+
+    from .test_registers import demo_config
+
+    config = demo_config()
+    i18n.set_language(lang)
+    try:
+        with pytest.raises(roster.RosterError, match=roster_words) as got:
+            roster.period(config, "duty_officer", start=datetime(2026, 12, 7, 9),
+                          end=datetime(2026, 12, 7, 8))
+        assert got.value.field == "end"
+        with pytest.raises(silences.SilenceError, match=silence_words) as got:
+            silences.create(None, config, matchers=["category=fire"], created_by="admin",
+                            comment=" ", now=datetime(2026, 12, 7, tzinfo=UTC))
+        assert got.value.field == "comment"
+    finally:
+        i18n.set_language(None)

@@ -422,6 +422,24 @@ async def test_zero_reports_missed_in_the_report_and_the_ledger(tmp_path):
         h.close()
 
 
+async def test_a_zero_report_after_the_deadline_is_late_even_when_no_check_ran(tmp_path):
+    """The daemon was stopped over 09:30 (no missed incident opened), and the report came at
+    09:50: the month counts it late, not on time."""
+    config = heartbeat_config()
+    h = Harness(config, tmp_path / "db.sqlite3", clock=FakeClock(at("2026-11-28 09:50")))
+    try:  # heartbeats=False: the check never runs
+        await h.send({"kind": "heartbeat", "category": "other", "summary": "零报告",
+                      "labels": {"monitor": "zero_report"}})
+        h.clock.set(at("2026-11-29 09:00"))
+        await h.send({"kind": "heartbeat", "category": "other", "summary": "零报告",
+                      "labels": {"monitor": "zero_report"}})
+        report = ledger.monthly_report(h.store, config, "2026-11", h.clock.now())
+        assert report["heartbeats"] == [{"monitor": "zero_report", "name": "零报告",
+                                         "reported": 1, "missed": 1, "late": 1}]
+    finally:
+        h.close()
+
+
 # ------------------------------------------------------------------ the CLI
 
 

@@ -281,3 +281,32 @@ def test_node_name_defaults_to_host_and_port():
     with pytest.raises(ValueError, match="node_ttl"):
         Settings(node_ttl=0)
     assert timedelta(seconds=Settings().node_ttl) <= timedelta(seconds=10)
+
+
+# ------------------------------------------------------------------ PostgreSQL: the key's lock
+
+
+def test_on_postgresql_a_second_daemon_deciding_on_one_address_waits_for_the_first(pg_url):
+    from escalator.store import open_store
+
+    from .test_store_postgres import backend_pid, in_thread
+
+    clock = FakeClock(T0)
+    a, b = open_store(pg_url), open_store(pg_url)
+    limit = ADDRESS_LIMITS[0]
+    try:
+        with a.transaction() as tx:  # all but one slot of the window used
+            tx.put_rate_window("address:sms:1", [T0 - timedelta(seconds=1)] * (limit.count - 1))
+
+        def second() -> float:
+            with b.transaction() as tx:
+                return Throttle(clock).acquire(tx, "sms", None, "1")
+
+        with a.transaction() as tx:
+            assert Throttle(clock).acquire(tx, "sms", None, "1") == 0  # the last slot
+            waiting = in_thread(second, pg_url, backend_pid(tx))
+            assert not waiting.done()  # held on the key's row until the first commits
+        assert waiting.result(30) > 0  # then it sees the window full: waits, sends nothing
+    finally:
+        a.close()
+        b.close()

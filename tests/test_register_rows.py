@@ -227,3 +227,72 @@ def test_a_layout_naming_an_unknown_field_is_a_config_error():
 def test_the_layout_fields_are_the_fields_the_parser_reads():
     assert set(REGISTER_FIELDS["absence"]) == set(reg._ABSENCE_COLUMNS)
     assert set(REGISTER_FIELDS["chenwujian"]) == set(reg._CHECK_COLUMNS)
+
+
+# --- Excel workbooks (.xlsx) ---------------------------------------------------------------
+
+
+def badrow_workbook() -> bytes:
+    """The bad-row register as a school keeps it in Excel: an instructions sheet first, then
+    the register sheet with a title row above the header, dates and times as Excel dates, the
+    days missed as numbers (a half day as 0.5)."""
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.title = "填写说明"
+    book.active.append(["请按班级填写，每天下午4点前提交"])
+    sheet = book.create_sheet("因病缺勤登记")
+    sheet.append(["示例小学因病缺勤登记表"])
+    sheet.merge_cells("A1:H1")
+    lines = list(csv.reader(io.StringIO(BADROW.read_text("utf-8"))))
+    sheet.append(lines[0])
+    for cells in lines[1:]:
+        day = datetime.fromisoformat(cells[0])
+        onset = datetime.fromisoformat(cells[5])
+        sheet.append([day, cells[1], cells[2], cells[3], cells[4], onset, float(cells[6]),
+                      cells[7]])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_an_excel_register_is_read_like_its_csv(demo):
+    data = badrow_workbook()
+    assert reg.is_xlsx(data) and not reg.is_xlsx(BADROW.read_bytes())
+    r = read_register(data, demo, key=KEY)
+    from_csv = read_register(BADROW.read_bytes(), demo, key=KEY)
+    assert [body(s) for s in r.submissions] == [body(s) for s in from_csv.submissions]
+    assert [(s.event.labels["missed"]) for s in r.submissions] == ["1", "0.5"]
+    [bad] = r.refused
+    assert (bad.row, bad.line, bad.cells[:3]) == (3, 5, ["2026-11-30", "7-3", "S-2023-0199"])
+    assert "unknown class '7-3'" in bad.errors[0]["message"]
+
+
+def test_a_file_that_only_looks_like_a_workbook_is_refused_naming_excel(demo):
+    with pytest.raises(RegisterError, match="Excel"):
+        read_register(b"PK\x03\x04 not really a zip", demo, key=KEY)
+
+
+async def test_an_excel_registers_bad_rows_go_to_failed_as_csv(spool, harness):
+    spool.drop("absence_2026-11-30.xlsx", badrow_workbook())
+    await spool.scan()
+    assert names(spool.processed) == ["absence_2026-11-30.xlsx"]
+    assert names(spool.failed) == ["absence_2026-11-30.rejected.csv",
+                                   "absence_2026-11-30.rejected.csv.error.json"]
+    table = list(csv.reader(io.StringIO(
+        (spool.failed / "absence_2026-11-30.rejected.csv").read_text("utf-8-sig"))))
+    assert table[1][:3] == ["2026-11-30", "7-3", "S-2023-0199"] and "7-3" in table[1][-1]
+    assert count(harness, "events") == 3  # the two good rows and the doctor's notice
+
+
+def test_a_workbook_that_unpacks_too_large_is_refused_before_it_is_read(demo):
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("xl/worksheets/sheet1.xml", b"\0" * (reg.XLSX_MAX_UNPACKED + 1))
+    assert len(out.getvalue()) < 1024 * 1024  # fits the spool's max_bytes
+    with pytest.raises(RegisterError, match="too large"):
+        read_register(out.getvalue(), demo, key=KEY)

@@ -1,6 +1,6 @@
 """Several daemons on one database, with real processes (docs/reliability.md "Several
 daemons"): two ``escalator run`` on one SQLite file (WAL; ``BEGIN IMMEDIATE`` serialises
-them), a real HTTP SMS gateway, kill -9.
+them) and on one PostgreSQL schema, a real HTTP SMS gateway, kill -9.
 
 - A daemon killed while its message is ``sending``: the other sends it again once the dead
   node's row expired (a short ``ESCALATOR_NODE_TTL`` here; at most TTL + a beat), within 10 s.
@@ -15,17 +15,19 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from escalator.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -119,9 +121,9 @@ class Gateway:
 class Daemons:
     """Daemons ``a`` and ``b`` (node names) on one state folder."""
 
-    def __init__(self, tmp: Path, gateway: Gateway) -> None:
+    def __init__(self, tmp: Path, gateway: Gateway, database: str | None = None) -> None:
         self.tmp = tmp
-        self.db = tmp / "state" / "escalator.sqlite3"
+        self.target = database or str(tmp / "state" / "escalator.sqlite3")
         cfg = tmp / "escalator.yaml"
         cfg.write_text(CONFIG.format(url=gateway.url), encoding="utf-8")
         self.ports = {"a": free_port(), "b": free_port()}
@@ -131,7 +133,9 @@ class Daemons:
                     if not k.startswith(("ESCALATOR_", "NOTIFY_SOCKET", "WATCHDOG_"))}
         self.env.update(ESCALATOR_CONFIG=str(cfg), ESCALATOR_STATE_DIR=str(tmp / "state"),
                         ESCALATOR_LOG_FORMAT="json", ESCALATOR_API_TOKEN=TOKEN,
-                        ESCALATOR_NODE_TTL=str(TTL), PYTHONUNBUFFERED="1")
+                        ESCALATOR_NODE_TTL=str(TTL), PYTHONUNBUFFERED="1",
+                        ESCALATOR_DATABASE_URL=self.target)
+        self._store: Any = None
 
     def start(self, node: str) -> None:
         log = self.tmp / f"{node}-{len(self.logs[node])}.log"
@@ -157,6 +161,8 @@ class Daemons:
         self.procs[node].wait(10)
 
     def stop(self) -> None:
+        if self._store is not None:
+            self._store.close()
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -178,11 +184,18 @@ class Daemons:
         assert r.status_code in (200, 201, 202), r.text
         return int(r.json()["incident_id"])
 
+    @property
+    def store(self) -> Any:
+        """The same database, opened by the test (after a daemon created it)."""
+        if self._store is None:
+            self._store = open_store(self.target)
+        return self._store
+
     def row(self, incident_id: int) -> tuple[str, str | None, str]:
         """The incident's one notification: (status, claimed_by, ack token)."""
-        with sqlite3.connect(self.db, timeout=30) as c:
-            return c.execute("SELECT status, claimed_by, ack_token FROM notifications"
-                             " WHERE incident_id = ?", (incident_id,)).fetchone()
+        with self.store.transaction() as tx:
+            [n] = tx.notifications_of(incident_id)
+        return n.status, n.claimed_by, n.ack_token
 
 
 def wait_for(what: str, check: Any, timeout: float) -> float:
@@ -195,10 +208,11 @@ def wait_for(what: str, check: Any, timeout: float) -> float:
     return time.monotonic() - start
 
 
-@pytest.fixture
-def daemons(tmp_path: Path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def daemons(request: pytest.FixtureRequest, tmp_path: Path):
     gateway = Gateway()
-    d = Daemons(tmp_path, gateway)
+    d = Daemons(tmp_path, gateway, request.getfixturevalue("pg_url")
+                if request.param == "postgresql" else None)
     d.gateway = gateway  # type: ignore[attr-defined]
     try:
         yield d
@@ -252,8 +266,8 @@ def test_the_daily_purge_runs_once_across_two_daemons(daemons):
     time.sleep(TTL * 1.5)  # several timer passes of both
     purges = [daemons.log_text(n).count('"personal_data_purged"') for n in ("a", "b")]
     assert sorted(purges) == [0, 1], purges
-    with sqlite3.connect(daemons.db, timeout=30) as c:
-        nodes = [r[0] for r in c.execute("SELECT node FROM nodes ORDER BY node")]
-        holder = c.execute("SELECT node FROM leases WHERE name = 'daily-purge'").fetchone()[0]
-    assert nodes == ["a", "b"]
-    assert purges[("a", "b").index(holder)] == 1  # the lease holder purged
+    with daemons.store.transaction() as tx:
+        assert tx.live_nodes(datetime.now(UTC)) == ["a", "b"]
+        # the lease is the one who purged: the other cannot take it while it is held
+        other = ("a", "b")[purges.index(0)]
+        assert not tx.take_lease("daily-purge", other, datetime.now(UTC), TTL)

@@ -8,8 +8,7 @@ else asyncio's own; ``uvloop``; ``asyncio``), ``stuck_seconds`` (``/healthz`` na
 that has had work without progress for this long; seconds, default 30), ``database_url``
 (where the store lives: a ``postgresql://`` / ``postgres://`` URL for PostgreSQL, or a SQLite
 file path, relative to the config file's folder when given there; default: ``escalator.sqlite3``
-under ``state_dir``; see :attr:`Settings.store_target`).
-that has had work without progress for this long; seconds, default 30), ``node`` (this
+under ``state_dir``; see :attr:`Settings.store_target`), ``node`` (this
 daemon's name among several on one database, default ``<hostname>:<HTTP port>``:
 :attr:`Settings.node_name`) and ``node_ttl`` (seconds without a beat after which the other
 daemons count it dead and release its sends in flight, default 8; docs/reliability.md

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import imaplib
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,6 +39,7 @@ import structlog
 
 from escalator.config.load import resolve_secrets
 from escalator.delivery.replies import Handled, Inbound, ReplyDesk, mask
+from escalator.store.retry import retrying_async
 
 log = structlog.get_logger("escalator.delivery.reply_mail")
 
@@ -222,6 +224,7 @@ class ReplyMailbox:
 
     async def run(self) -> None:
         daemon = self.daemon
+        db = functools.partial(retrying_async, daemon.db)  # a lost race (Conflict): again
         while True:
             conf = daemon.config.replies.email if daemon.config.replies else None
             if conf is None:  # switched off by a reload
@@ -234,14 +237,14 @@ class ReplyMailbox:
                 folder = Path(conf.spool_dir)
                 if not folder.is_absolute():
                     folder = daemon.config.base_dir / folder
-                handled += await read_folder(folder, daemon.replies, daemon.db, channel,
+                handled += await read_folder(folder, daemon.replies, db, channel,
                                              conf.answer_channel or "")
             if conf.imap is not None:
                 secret = conf.imap.model_dump(include={"password_env", "password_file"},
                                               exclude_none=True)
                 password = str(resolve_secrets(secret, daemon.config.base_dir)["password"])
                 try:
-                    handled += await read_imap(conf.imap, password, daemon.replies, daemon.db,
+                    handled += await read_imap(conf.imap, password, daemon.replies, db,
                                                channel, conf.answer_channel or "")
                 except (OSError, imaplib.IMAP4.error) as e:  # the server is down: next poll
                     log.warning("reply_imap_unreachable", host=conf.imap.host,

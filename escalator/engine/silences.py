@@ -28,6 +28,7 @@ import structlog
 from escalator.config.models import Config
 from escalator.config.quieting import SilenceConfig, WeeklySchedule, parse_matchers, subject_of
 from escalator.events import Event, Severity
+from escalator.i18n import _
 from escalator.store.base import Incident, Silence, Tx
 
 log = structlog.get_logger("escalator.engine.silences")
@@ -183,13 +184,13 @@ def create(tx: Tx, config: Config, *, matchers: list[str], created_by: str, comm
     :data:`MAX_SECONDS`, a bad schedule."""
     tz = config.school.tz
     if not matchers:
-        raise SilenceError("matchers", "a silence needs at least one matcher")
+        raise SilenceError("matchers", _("a silence needs at least one matcher"))
     try:
         parse_matchers(matchers)
     except ValueError as e:
         raise SilenceError("matchers", str(e)) from None
     if not comment.strip():
-        raise SilenceError("comment", "say why (e.g. 消防报警系统月度测试)")
+        raise SilenceError("comment", _("say why (e.g. 消防报警系统月度测试)"))
     sched = None
     if schedule is not None:
         try:
@@ -199,12 +200,12 @@ def create(tx: Tx, config: Config, *, matchers: list[str], created_by: str, comm
     starts, ends = (None if t is None else (t if t.tzinfo else t.replace(tzinfo=tz)).astimezone(UTC)
                     for t in (starts_at, ends_at))
     if ends is None and sched is None:
-        raise SilenceError("ends_at", "give an end (ends_at) or a weekly schedule")
+        raise SilenceError("ends_at", _("give an end (ends_at) or a weekly schedule"))
     if ends is not None:
         if ends <= (starts or now):
-            raise SilenceError("ends_at", "the end must be after the start and after now")
+            raise SilenceError("ends_at", _("the end must be after the start and after now"))
         if (ends - (starts or now)).total_seconds() > MAX_SECONDS:
-            raise SilenceError("ends_at", "a silence may last at most a year")
+            raise SilenceError("ends_at", _("a silence may last at most a year"))
     if starts is None and sched is None:
         starts = now
     silence = Silence(id=secrets.token_hex(6), matchers=list(matchers), starts_at=starts,
@@ -222,9 +223,10 @@ def expire(tx: Tx, config: Config, silence_id: str, *, by: str, now: datetime) -
     :class:`SilenceError` (``id``) for a silence of the config file (edit the file) and
     ``LookupError`` for an unknown or already ended one."""
     if any(c.id == silence_id for c in config.silences):
-        raise SilenceError("id", f"silence {silence_id!r} is in the config file: remove it there")
+        raise SilenceError("id", _("silence {id!r} is in the config file: remove it there").format(
+            id=silence_id))
     if not tx.expire_silence(silence_id, now, by):
-        raise LookupError(f"no silence {silence_id!r} in force")
+        raise LookupError(_("no silence {id!r} in force").format(id=silence_id))
     held = tx.held_by(silence_id)
     for incident_id in held:
         inc = tx.get_incident(incident_id)

@@ -1,4 +1,4 @@
-"""CSV registers (登记表) → events: the sickness-absence register (因病缺勤登记) and the
+"""Registers (登记表) → events, as CSV or as an Excel workbook (.xlsx): the sickness-absence register (因病缺勤登记) and the
 morning/noon-check register (晨午检登记表), as schools really export them from a spreadsheet.
 
 Pure functions: bytes in, :class:`~escalator.engine.engine.Submission` items out, no I/O.
@@ -442,14 +442,15 @@ class Register:
 def read_register(data: bytes, config: Config, *, key: bytes | Callable[[], bytes],
                   encoding: str | None = None, name: str | None = None,
                   source: str | None = None) -> Register:
-    """Read one CSV register: the submissions of its good rows and its refused rows, each with
+    """Read one register (CSV text, or an Excel workbook: :func:`is_xlsx`): the submissions of its good rows and its refused rows, each with
     its reasons — one bad row never hides the others (docs/spool.md "Bad rows").
 
     ``config``: the school (name, timezone, classes; people, to map a reporter's name to their
     id; ``registers.layouts``). ``key``: the pseudonym key (bytes, or a function returning
     them, called only when a pupil without a school number needs an id — see
     :func:`pseudonym`). ``encoding``: declared encoding, or None to detect (:func:`decode`).
-    ``name`` / ``source``: the file's name and source id, to pick the layouts that apply
+    An .xlsx workbook is read from its register sheet (:func:`_xlsx_records`); its row
+    numbers are the sheet's. ``name`` / ``source``: the file's name and source id, to pick the layouts that apply
     (:func:`layouts_for`).
 
     The register type is recognised by its header: a layout of ``registers.layouts`` that fits,
@@ -461,11 +462,11 @@ def read_register(data: bytes, config: Config, *, key: bytes | Callable[[], byte
     columns); an exception raised by a ``key`` function is raised unchanged (it is not the
     register's fault).
     """
-    text, _encoding = decode(data, encoding)
-    records = _records(text)
+    layouts = layouts_for(config, name, source)
+    records = (_xlsx_records(data, layouts) if is_xlsx(data)
+               else _records(decode(data, encoding)[0]))
     if not any(any(c.strip() for c in cells) for _, cells in records):
         raise RegisterError(_("empty register: no header and no rows"))
-    layouts = layouts_for(config, name, source)
     header: _Header | None = None
     start = 0
     for i, (_line, cells) in enumerate(records[:HEADER_SEARCH_ROWS]):
@@ -566,6 +567,77 @@ def _parse_rows(config: Config, header: _Header, key: bytes | Callable[[], bytes
         else:
             out.extend(got)
     return Register(header.kind, out, refused, header.titles, header.unrecognised, read)
+
+
+XLSX_MAGIC = b"PK\x03\x04"
+"""An .xlsx workbook is a zip archive: its first bytes."""
+XLSX_MAX_UNPACKED = 64 * 1024 * 1024
+"""Bytes a workbook may unpack to (its parts' sizes, as its zip directory gives them): a
+register of tens of thousands of rows is a few MB; more is refused before anything is read
+(a zip bomb in the spool stops there)."""
+
+
+def is_xlsx(data: bytes) -> bool:
+    """Whether ``data`` is an Excel workbook (.xlsx, a zip archive) rather than CSV text."""
+    return data[:4] == XLSX_MAGIC
+
+
+def _xlsx_cell(value: Any) -> str:
+    """A cell's value as the text a CSV export would hold: a date ``2026-11-30``, a date and
+    time ``2026-11-30 07:48``, a whole number without ``.0`` (a phone number, a count), other
+    numbers as written (``38.6``, ``0.5``)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        if value.time() == time(0, 0):
+            return value.date().isoformat()
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _xlsx_records(data: bytes, layouts: Sequence[RegisterLayout] = ()
+                  ) -> list[tuple[int, list[str]]]:
+    """The rows of an Excel workbook's register sheet as ``(row number, cells)``: the first
+    sheet with a register's header in its first :data:`HEADER_SEARCH_ROWS` rows, else the first
+    sheet. Formulas count by the value Excel saved with them. Raises :class:`RegisterError`
+    for a file that is not a readable workbook."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            unpacked = sum(i.file_size for i in z.infolist())
+        if unpacked <= XLSX_MAX_UNPACKED:
+            book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+        raise RegisterError(_("not a readable Excel workbook (.xlsx): {error}").format(
+            error=e)) from None
+    if unpacked > XLSX_MAX_UNPACKED:
+        raise RegisterError(_("Excel workbook too large: {size} MB unpacked (at most {limit} MB); "
+                              "save the register sheet alone").format(
+            size=unpacked // 2**20, limit=XLSX_MAX_UNPACKED // 2**20))
+    try:
+        sheets = []
+        for sheet in book.worksheets:
+            rows = [(n, [_xlsx_cell(v) for v in row])
+                    for n, row in enumerate(sheet.iter_rows(values_only=True), start=1)]
+            width = max((i + 1 for _, cells in rows for i, c in enumerate(cells) if c), default=0)
+            sheets.append([(n, cells[:width]) for n, cells in rows])
+    finally:
+        book.close()
+    for rows in sheets:
+        if any(_match_header(cells, layouts) for _, cells in rows[:HEADER_SEARCH_ROWS]):
+            return rows
+    return sheets[0] if sheets else []
 
 
 def _records(text: str) -> list[tuple[int, list[str]]]:

@@ -38,6 +38,7 @@ from escalator.config.models import Config
 from escalator.engine.decisions import redact_links
 from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR, Category, Severity
 from escalator.labels import CATEGORY, KIND, SEVERITY, STATE
+from escalator.school import heartbeats
 from escalator.store.base import Incident, Store
 
 PURGED = "(purged)"
@@ -451,7 +452,10 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
     nearest-rank p90. Deadlines: :func:`deadline_status` at ``now``, one figure per status
     (``deadlines_resolved_unreported``: resolved in time unreported, not a missed deadline). ``zero_reports_missed``:
     incidents of kind ``heartbeat`` (a report that did not come). ``heartbeats``: per monitor,
-    the ``heartbeat_days`` of the month (reported, missed, of which reported late).
+    the ``heartbeat_days`` of the month: ``reported`` by the deadline (``expect_by`` +
+    ``grace``), ``missed`` (not there by the deadline — whether or not the check ran in time to
+    open an incident, e.g. with the daemon stopped over the deadline), ``late`` (of the missed,
+    those reported afterwards).
     Only fields that retention never purges are read, so the figures stay the same after it.
     """
     first, last = month_bounds(month)
@@ -476,8 +480,11 @@ def monthly_report(store: Store, config: Config, month: str, now: datetime) -> d
                 setattr(g, f"deadlines_{status}", getattr(g, f"deadlines_{status}") + 1)
         for day in tx.heartbeat_days_between(first, last):
             m = monitors.setdefault(day.monitor, {"reported": 0, "missed": 0, "late": 0})
-            if day.missed_incident_id is not None:
-                m["missed"] += 1
+            late = (day.received_at is not None and day.monitor in config.heartbeats
+                    and day.received_at > heartbeats.deadline(
+                        config, day.monitor, date.fromisoformat(day.local_date)))
+            if day.missed_incident_id is not None or late:
+                m["missed"] += 1  # not there by the deadline (told, or the check came later)
                 if day.received_at is not None:
                     m["late"] += 1
             elif day.received_at is not None:

@@ -29,6 +29,7 @@ from escalator.config.models import Config
 from escalator.engine.rules import EngineOps, Rule
 from escalator.engine.targets import Recipient, on_duty
 from escalator.events import OCCURRED_MAX_YEAR, OCCURRED_MIN_YEAR
+from escalator.i18n import _
 from escalator.school.calendar import SchoolCalendar
 from escalator.store.base import Incident, RosterOverride, Tx
 
@@ -230,19 +231,19 @@ class RosterRule(Rule):
 def _check_year(field: str, when: date) -> None:
     """Roster dates and times lie in the years events may carry (2000–2100)."""
     if not OCCURRED_MIN_YEAR <= when.year <= OCCURRED_MAX_YEAR:
-        raise RosterError(field, f"year {when.year} is out of range "
-                                 f"({OCCURRED_MIN_YEAR}–{OCCURRED_MAX_YEAR})")
+        raise RosterError(field, _("year {year} is out of range ({first}–{last})").format(
+            year=when.year, first=OCCURRED_MIN_YEAR, last=OCCURRED_MAX_YEAR))
 
 
 def _check_role(config: Config, role: str) -> None:
     if role not in roster_roles(config):
-        raise RosterError("role", f"role {role!r} has no roster (duty_officer, or the role of a "
-                                  "rosters.rotations entry)")
+        raise RosterError("role", _("role {role!r} has no roster (duty_officer, or the role of "
+                                    "a rosters.rotations entry)").format(role=role))
 
 
 def _check_person(config: Config, field: str, pid: str) -> None:
     if config.person(pid) is None:
-        raise RosterError(field, f"unknown person {pid!r}")
+        raise RosterError(field, _("unknown person {person!r}").format(person=pid))
 
 
 def period(config: Config, role: str, *, day: date | None = None,
@@ -254,18 +255,20 @@ def period(config: Config, role: str, *, day: date | None = None,
     tz = config.school.tz
     if day is not None:
         if start is not None or end is not None:
-            raise RosterError("date", "give either a date or a start and an end, not both")
+            raise RosterError("date", _("give either a date or a start and an end, not both"))
         _check_year("date", day)
         return Roster(config).day_shift(role, day)
     if start is None or end is None:
-        raise RosterError("start" if start is None else "end", "give a date, or a start and an end")
+        raise RosterError("start" if start is None else "end",
+                          _("give a date, or a start and an end"))
     _check_year("start", start)
     _check_year("end", end)
     s, e = (t if t.tzinfo else t.replace(tzinfo=tz) for t in (start, end))
     if e <= s:
-        raise RosterError("end", "the end is not after the start")
+        raise RosterError("end", _("the end is not after the start"))
     if e - s > timedelta(days=MAX_OVERRIDE_DAYS):
-        raise RosterError("end", f"an override covers at most {MAX_OVERRIDE_DAYS} days")
+        raise RosterError("end", _("an override covers at most {days} days").format(
+            days=MAX_OVERRIDE_DAYS))
     return s.astimezone(UTC), e.astimezone(UTC)
 
 
@@ -287,10 +290,11 @@ def add_override(tx: Tx, config: Config, *, role: str, person: str, start: datet
     if replaces is not None:
         _check_person(config, "replaces", replaces)
         if replaces == person:
-            raise RosterError("replaces", "a person cannot stand in for themselves")
+            raise RosterError("replaces", _("a person cannot stand in for themselves"))
         if not _replaced_on_duty(tx, config, role, replaces, start, end):
-            raise RosterError("replaces", f"{_name(config, replaces)} is not on duty as {role} "
-                                          "at any time of that span")
+            raise RosterError("replaces", _("{name} is not on duty as {role} at any time of "
+                                            "that span").format(name=_name(config, replaces),
+                                                                role=role))
     return tx.add_roster_override(role=role, person=person, replaces=replaces, starts_at=start,
                                   ends_at=end, created_by=by, created_at=at, comment=comment)
 
@@ -315,8 +319,8 @@ def add_swap(tx: Tx, config: Config, *, role: str, first: str, first_day: date, 
         field = {"person": "second", "replaces": "first"}.get(e.field, e.field)
         raise RosterError(field, str(e)) from None
     if not _replaced_on_duty(tx, config, role, second, b_start, b_end):
-        raise RosterError("second_date", f"{_name(config, second)} is not on duty as {role} "
-                                         f"on {second_day}")
+        raise RosterError("second_date", _("{name} is not on duty as {role} on {day}").format(
+            name=_name(config, second), role=role, day=second_day))
     two = tx.add_roster_override(role=role, person=first, replaces=second, starts_at=b_start,
                                  ends_at=b_end, created_by=by, created_at=at, comment=comment,
                                  swap_id=one)

@@ -1,7 +1,8 @@
 """The store interface: the one door to persistence for the engine, delivery, intake and the
 school rules. Nothing outside :mod:`escalator.store` speaks SQL or sees a driver.
 
-A backend (SQLite here; PostgreSQL later) implements :class:`Store` and a transaction object
+A backend (SQLite: :mod:`escalator.store.sqlite`; PostgreSQL: :mod:`escalator.store.postgres`;
+both run the same SQL, :mod:`escalator.store.sql_core`) implements :class:`Store` and a transaction object
 with every method of :class:`Tx`, which is the combination of
 
 - :class:`CoreTx` — events, incidents, step runs, the outbox (notifications, deliveries), the
@@ -805,4 +806,12 @@ class Store(Protocol):
         ...
     def close(self) -> None:
         """Close the store; :class:`StoreUnavailable` if the backend fails to."""
+        ...
+    def schema_version(self) -> int:
+        """How many schema migrations the database has (the same numbers on every backend);
+        :class:`StoreUnavailable` when it cannot be read."""
+        ...
+    def describe(self) -> str:
+        """The backend and its version, without host, user or password: ``SQLite 3.40.1``,
+        ``PostgreSQL 15.20``; :class:`StoreUnavailable` when it cannot be read."""
         ...

@@ -473,12 +473,13 @@ def translated() -> Iterator[None]:
 POOL_MIN = 1
 POOL_MAX = 4
 SESSION_SETTINGS = {
+    "default_transaction_isolation": "read committed",
     "lock_timeout": "5s",
     "statement_timeout": "30s",
     "idle_in_transaction_session_timeout": "60s",
     "application_name": "escalator",
 }
-"""Set on every pooled connection: a row lock not had within ``lock_timeout`` is a
+"""Set on every pooled connection: READ COMMITTED whatever the server's default; a row lock not had within ``lock_timeout`` is a
 :class:`Conflict`; a statement running past ``statement_timeout`` and a transaction left idle
 (a stuck client) past ``idle_in_transaction_session_timeout`` are ended by the server."""
 CONNECT_SECONDS = 10.0
@@ -527,6 +528,9 @@ class PostgresStore:
         self._server: str | None = None
         try:
             with translated():
+                # one connection first, so a refused or missing database says why at once (the
+                # pool would only time out)
+                psycopg.connect(conninfo, connect_timeout=int(CONNECT_SECONDS)).close()
                 self._pool.open(wait=True, timeout=CONNECT_SECONDS)
                 self._migrate()
         except BaseException:

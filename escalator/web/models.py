@@ -166,11 +166,25 @@ class HeartbeatOut(BaseModel):
     status: str
 
 
+class DatabaseHealthOut(BaseModel):
+    """The database as ``/healthz`` checked it: ``backend`` (``sqlite`` | ``postgresql``),
+    ``reachable``, ``round_trip_ms`` (milliseconds, None when not reached), ``schema_version``
+    (migrations applied, None when not reached), ``error`` (why not reached; no password)."""
+
+    backend: str
+    reachable: bool
+    round_trip_ms: float | None = None
+    schema_version: int | None = None
+    error: str | None = None
+
+
 class HealthOut(BaseModel):
-    """``status``: ``ok``, or ``unavailable`` with ``failing`` naming each stuck part."""
+    """``status``: ``ok``, or ``unavailable`` with ``failing`` naming each failing part (a stuck
+    lane, ``store``, ``database``); ``database``: its check."""
 
     status: str
     failing: dict[str, str] | None = None
+    database: DatabaseHealthOut | None = None
 
 
 def incident_out(inc: Any) -> dict[str, Any]:

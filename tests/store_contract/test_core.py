@@ -66,6 +66,23 @@ def test_a_store_that_cannot_be_opened_raises_store_unavailable(backend, place):
         backend.open(place)
 
 
+def test_the_store_names_its_backend_and_schema_version(backend, place):
+    s = backend.open(place)
+    try:
+        name, _, version = s.describe().partition(" ")
+        assert name in ("SQLite", "PostgreSQL") and version[0].isdigit()
+        assert "@" not in s.describe() and "/" not in s.describe()
+        first = s.schema_version()
+        assert first >= 12  # every migration ran (12: several daemons)
+    finally:
+        s.close()
+    s = backend.open(place)  # opened again: nothing more to migrate
+    try:
+        assert s.schema_version() == first
+    finally:
+        s.close()
+
+
 # ------------------------------------------------------------------ events
 
 

@@ -1,4 +1,4 @@
-"""A spool file's bytes → submissions, by extension: ``.csv`` registers
+"""A spool file's bytes → submissions, by extension: ``.csv`` and ``.xlsx`` registers
 (:mod:`escalator.intake.registers`), ``.yaml`` / ``.yml`` (one event or a list; safe loader),
 anything else JSON (one event or a list). A file that cannot be read raises
 :class:`~escalator.intake.spool.files.Rejected` with the reason (and errors) for its sidecar.
@@ -45,7 +45,7 @@ def decode_file(name: str, data: bytes, config: Config, *, key: Callable[[], byt
     A register's bad rows do not refuse the file (they are in ``register.refused``); JSON and
     YAML files are all or nothing. Raises :class:`Rejected`."""
     suffix = PurePath(name).suffix.lower()
-    if suffix == ".csv":
+    if suffix in (".csv", ".xlsx"):
         try:
             reg = read_register(data, config, key=key, encoding=encoding, name=name,
                                 source=source)

@@ -47,9 +47,10 @@ class Refusal:
 
 
 def rejected_name(name: str) -> str:
-    """``absence.csv`` → ``absence.rejected.csv``."""
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}.rejected.{ext}" if dot and stem else f"{name}.rejected.csv"
+    """``absence.csv`` → ``absence.rejected.csv``; a workbook's refused rows are CSV too
+    (``absence.xlsx`` → ``absence.rejected.csv``)."""
+    stem, dot, _ext = name.rpartition(".")
+    return f"{stem}.rejected.csv" if dot and stem else f"{name}.rejected.csv"
 
 
 def refusal(reg: Register, name: str, sha256: str, config: Config) -> Refusal:

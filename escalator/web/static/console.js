@@ -1,5 +1,6 @@
 // The console's one script: keeps Today live. Every 3 s it fetches /today.frag and puts it in
-// place of #live (no page reload); it waits while the user is choosing incidents or typing.
+// place of #live (no page reload); it waits while the user is choosing incidents or typing,
+// and says so in #live-note when something new is held back (or the server cannot be reached).
 (function () {
   "use strict";
   var live = document.getElementById("live");
@@ -10,6 +11,12 @@
       (a && live.contains(a) && (a.tagName === "INPUT" || a.tagName === "TEXTAREA"));
   };
   var last = null;
+  var note = document.getElementById("live-note");
+  var say = function (key) {
+    if (!note) { return; }
+    note.hidden = !key;
+    note.textContent = key ? note.getAttribute("data-" + key) : "";
+  };
   var poll = function () {
     fetch(live.getAttribute("data-src"), {credentials: "same-origin", cache: "no-store"})
       .then(function (r) {
@@ -17,12 +24,19 @@
         return r.ok ? r.text() : null;
       })
       .then(function (html) {
-        if (html === null || busy()) { return; }
+        if (html === null) { say("offline"); return; }
         var body = html.replace(/<time id="stamp">[^<]*<\/time>/, "");
+        if (busy()) {
+          if (last === null) { last = body; }  // the page as loaded: the baseline
+          say(body !== last ? "held" : null);
+          return;
+        }
+        say(null);
         if (body !== last) { live.innerHTML = html; last = body; }
         else { var s = document.getElementById("stamp"), m = html.match(/<time id="stamp">([^<]*)</); if (s && m) { s.textContent = m[1]; } }
       })
-      .catch(function () {});
+      .catch(function () { say("offline"); });
   };
+  poll();
   window.setInterval(poll, 3000);
 })();
