@@ -115,12 +115,12 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM (peak resident set) of ``pid`` in MB."""
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM (peak resident set) of ``pid`` in MB; ``field="VmRSS"``: the resident set now."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
 
 
 def wait_http(port: int, path: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
@@ -162,19 +162,26 @@ def write_config(tmp: Path, receiver_port: int, timeout: str = "1h", digests: bo
     return path
 
 
-def start_escalator(tmp: Path, config: Path, port: int, database: Path | None = None,
-                    address_limits: bool = False, delivery_process: str | None = None
-                    ) -> subprocess.Popen:
-    """``escalator run`` with ``config`` on 127.0.0.1:``port``; JSON logs to /dev/null. By
-    ``run_daemon.py``: without the per-address send limit, unless ``address_limits`` (then the
-    daemon's own, real limits: 10 messages a minute to one address). ``delivery_process``:
-    ``on`` / ``off`` / ``auto`` (``ESCALATOR_DELIVERY_PROCESS``); default: the daemon's."""
+def start_escalator(tmp: Path, config: Path, port: int, address_limits: bool = False, *,
+                    database_url: str | None = None, node: str | None = None,
+                    delivery_process: str | None = None) -> subprocess.Popen:
+    """``escalator run`` with ``config`` on 127.0.0.1:``port``; JSON logs to /dev/null; state
+    and spool folders in ``tmp``. By ``run_daemon.py``: without the per-address send limit,
+    unless ``address_limits`` (then the daemon's own, real limits: 10 messages a minute to one
+    address). ``database_url``: ``ESCALATOR_DATABASE_URL`` (``postgresql://…``; default: the
+    SQLite file in the state folder); ``node``: ``ESCALATOR_NODE`` (one name per daemon when
+    several share a database); ``delivery_process``: ``on`` / ``off`` / ``auto``
+    (``ESCALATOR_DELIVERY_PROCESS``; default: the daemon's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ESCALATOR_", "BENCH_ADDRESS"))}
     env.update(ESCALATOR_CONFIG=str(config), ESCALATOR_STATE_DIR=str(tmp / "state"),
                ESCALATOR_SPOOL_DIR=str(tmp / "spool"), ESCALATOR_LOG_FORMAT="json",
                ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{port}", ESCALATOR_API_TOKEN=TOKEN)
     if address_limits:
         env["BENCH_ADDRESS_LIMITS"] = "real"
+    if database_url:
+        env["ESCALATOR_DATABASE_URL"] = database_url
+    if node:
+        env["ESCALATOR_NODE"] = node
     if delivery_process is not None:
         env["ESCALATOR_DELIVERY_PROCESS"] = delivery_process
     return subprocess.Popen([sys.executable, str(ROOT / "bench" / "run_daemon.py"), "run"],

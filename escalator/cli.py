@@ -37,6 +37,7 @@ def epilog() -> str:
              "  1  failure: invalid config, rejected input, daemon error, port taken\n"
              "  2  usage error (also: no config given to a command that needs one)\n"
              "  3  no such incident\n"
+             "  4  migrate --check: migrations pending\n"
              "language: Simplified Chinese; English with --lang en or LANG=en_US.UTF-8\n")
 
 
@@ -109,6 +110,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             problems.append(Problem("plugins_dir", None, str(e)))
         else:
             problems += plugin_problems(config, collect(pm))
+    if config is not None:  # the database the daemon would use, when a URL names one
+        from escalator.service.database import database_problems
+
+        line, db_problems = database_problems(_settings(args, config))
+        if line:
+            print(line)
+        problems += db_problems
     errors = [p for p in problems if p.level == "error"]
     for p in problems:
         text = _("error: {problem}") if p.level == "error" else _("warning: {problem}")
@@ -186,6 +194,33 @@ async def _run_daemon(daemon: Any, demo: bool, console: tuple[str, str] | None =
                  console=console),
           file=sys.stderr, flush=True)
     await task
+
+
+def _loose_settings(args: argparse.Namespace):
+    """The settings of a command that needs no config: from the config when one is given
+    (``--config``, ``$ESCALATOR_CONFIG``, ``--demo``), else from ``ESCALATOR_*`` alone."""
+    if args.config or args.demo or os.environ.get("ESCALATOR_CONFIG"):
+        return _settings(args, _load(args))
+    from escalator.config.settings import load_settings
+
+    return load_settings()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``escalator migrate [--database URL] [--check]`` (escalator/service/database.py)."""
+    from escalator.service.database import database_target, migrate
+
+    target, setting = database_target(
+        _loose_settings(args) if not args.database else None, args.database)
+    return migrate(target, setting, check=args.check)
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """``escalator store copy --to URL [--from PATH]`` (escalator/store/copy.py)."""
+    from escalator.service.database import store_copy
+
+    source = Path(args.from_) if args.from_ else _loose_settings(args).database
+    return store_copy(source, args.to, _print_table)
 
 
 def _open_engine(args: argparse.Namespace):
@@ -793,8 +828,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help=_("demo folder (default: ./escalator-demo)"))
     p.set_defaults(demo=True, config=None)
     add("run", _("run the daemon"), cmd_run)
-    add("check-config", _("validate the config and print every problem with its line"),
+    add("check-config", _("validate the config and print every problem with its line; with a "
+                          "database URL set, connect and check the server and schema versions"),
         cmd_check_config)
+    p = add("migrate", _("bring the database to this escalator's schema version (the daemon "
+                         "also does it at start); print the version before and after"),
+            cmd_migrate)
+    p.add_argument("--database", metavar="URL",
+                   help=_("a postgresql:// URL or a SQLite file (default: database_url, else the "
+                          "SQLite file under state_dir)"))
+    p.add_argument("--check", action="store_true",
+                   help=_("change nothing: exit 4 when migrations are pending"))
+    p = add("store", _("the database itself: `store copy`"), None, config=False)
+    store_sub = p.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    p = store_sub.add_parser(
+        "copy", help=_("copy a school's SQLite database into an empty PostgreSQL database, "
+                       "every table and row in one transaction; print the counts"),
+        epilog=epilog(), formatter_class=formatter, parents=[common])
+    p.set_defaults(func=cmd_store_copy)
+    p.add_argument("--config", metavar="PATH", help=config_help)
+    p.add_argument("--demo", action="store_true", help=demo_help)
+    p.add_argument("--to", required=True, metavar="URL",
+                   help=_("the empty PostgreSQL database (postgresql://USER@HOST/DB; put the "
+                          "password in PGPASSWORD or ~/.pgpass, not on the command line)"))
+    p.add_argument("--from", dest="from_", metavar="PATH",
+                   help=_("the SQLite file (default: the one under state_dir)"))
     p = add("simulate", _("print who is told when, by which channel, if nobody acts (sends "
                           "nothing)"), cmd_simulate)
     p.add_argument("--event", required=True, metavar="FILE",

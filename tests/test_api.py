@@ -601,7 +601,8 @@ async def test_healthz_answers_from_memory_naming_a_stuck_lane_or_a_lost_store(a
     c, daemon = api.client, api.daemon
     await daemon.step()
     r = await c.get("/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.status_code == 200 and r.json()["status"] == "ok" and "failing" not in r.json()
+    assert r.json()["database"]["backend"] == "sqlite" and r.json()["database"]["reachable"]
 
     release = asyncio.Event()
 

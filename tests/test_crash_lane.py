@@ -21,7 +21,9 @@ The seed is printed, and named in every failure; replay with ``ESCALATOR_CRASH_S
 (the seed fixes the kill delays and the inputs; the processes' own timing still varies).
 
 Also here, in the default run (seconds): a targeted kill -9 while a bad file moves to
-``failed/`` (its sidecar must stay with it). Invariants of the lane (the bounds: ``IN_FLIGHT``, ``GRACE``, ``CLAIM_LIMIT``):
+``failed/`` (its sidecar must stay with it). Invariants of the lane (the bounds — ``CONCURRENCY``,
+``IN_FLIGHT``, ``GRACE``, ``CLAIM_LIMIT`` — and the receiver, daemon process and checks it
+shares with the failover lane are in ``tests/lane_kit.py``):
 
 1. every ``event_id`` that got a 2xx is in the store; no HTTP event is stored twice;
 2. every file that left ``incoming/`` has its events exactly once: a file in ``processed/``
@@ -52,176 +54,45 @@ import hashlib
 import json
 import os
 import random
-import re
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.lane_kit import (
+    CLASSES_PER_GRADE,
+    GRADES,
+    TOKEN,
+    Ack,
+    Arrival,
+    DaemonProcess,
+    Db,
+    Incarnation,
+    Load,
+    Receiver,
+    check_acknowledgements,
+    check_arrivals_have_rows,
+    check_copies,
+    check_http_events,
+    free_port,
+    lane_env,
+    school_config,
+    seed_from,
+)
+
 KILLS = int(os.environ.get("ESCALATOR_CRASH_KILLS", "50"))
-SEED = int(os.environ.get("ESCALATOR_CRASH_SEED") or random.SystemRandom().randrange(1, 2**31))
-CONCURRENCY = 8
-"""Sends in flight at once per channel: ``delivery.concurrency_per_channel``, the default (the
-lane's config has one channel and does not set it)."""
-IN_FLIGHT = 5.0
-"""Seconds after an acknowledgement's 2xx within which the sends in flight at its commit
-must have reached the receiver (in practice milliseconds; generous for a loaded CI machine)."""
-GRACE = 0.05
-"""Seconds of clock-reading noise allowed between this process's threads (the receiver's
-arrival stamp vs the acknowledger's 2xx stamp)."""
-CLAIM_LIMIT = 50
-"""Rows the delivery worker claims at once (``Delivery.run_once``'s ``limit``): the most
-messages one kill can leave sent but not on record, so sent again after the restart."""
-TOKEN = "admin-token-crash-lane"
-GRADES = 8
-CLASSES_PER_GRADE = 5
-ACK_LINK = re.compile(r"/ack/([A-Za-z0-9_\-.]+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def config_text(receiver_url: str) -> str:
-    """A school with 40 classes: escalate chains (class teacher → grade leader → class
-    teacher, 5 s each), every person an SMS number on the sms_http gateway."""
-    classes = [f"{g}-{c}" for g in range(1, GRADES + 1) for c in range(1, CLASSES_PER_GRADE + 1)]
-    people = [f'  - {{id: t-{c}, name: 老师{c}, roles: [class_teacher], classes: ["{c}"], '
-              f'contacts: [{{channel: sms, to: "1380000{i:04d}"}}]}}'
-              for i, c in enumerate(classes)]
-    people += [f'  - {{id: g-{g}, name: 组长{g}, roles: [grade_leader], grades: ["{g}"], '
-               f'contacts: [{{channel: sms, to: "1390000{g:04d}"}}]}}' for g in range(1, GRADES + 1)]
-    people.append('  - {id: duty, name: 值班员, contacts: [{channel: sms, to: "13700000000"}]}')
-    people.append('  - {id: head, name: 校长, roles: [leadership], '
-                  'contacts: [{channel: sms, to: "13600000000"}]}')
-    return f"""
-school:
-  name: 崩溃测试小学
-  classes: {json.dumps(classes)}
-roles:
-  leadership: {{name: 领导小组}}
-people:
-{chr(10).join(people)}
-channels:
-  sms:
-    type: sms_http
-    options: {{url: "{receiver_url}/sms", timeout: 5}}
-duty_roster:
-  - {{person: duty}}
-sources:
-  spool:
-    type: spool
-    options: {{settle: 0.3, rescan_interval: 0.5}}
-policies:
-  chain:
-    steps:
-      - {{targets: [class_teacher], timeout: 5, mode: escalate}}
-      - {{targets: [grade_leader], timeout: 5, mode: escalate}}
-      - {{targets: [class_teacher], timeout: 5, mode: escalate}}
-routes:
-  - default: true
-    policy: chain
-administrators: [person:head]
-daemon:
-  public_base_url: "http://escalator.test"
-"""
-
-
-# ---------------------------------------------------------------------------------- receiver
-
-
-@dataclass
-class Arrival:
-    at: float        # time.time() when the request reached the handler
-    seq: int         # arrival order
-    token: str       # the acknowledge token in the text: names the notification row
-    to: str
-
-
-class Receiver:
-    """The SMS gateway: a real HTTP server on 127.0.0.1 that answers 200 at once and records
-    each message's arrival time and acknowledge token."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self.bad: list[str] = []
-        self.torn = 0
-        """Requests cut short by a kill (fewer body bytes than Content-Length)."""
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                at = time.time()
-                if len(body) < length:  # the sender was killed mid-request: no message
-                    with receiver.lock:
-                        receiver.torn += 1
-                    return
-                try:
-                    doc = json.loads(body)
-                    m = ACK_LINK.search(doc["text"])
-                except (ValueError, KeyError, TypeError):
-                    doc, m = None, None
-                with receiver.lock:
-                    if m is None:
-                        receiver.bad.append(body.decode("utf-8", "replace"))
-                    else:
-                        receiver.arrivals.append(Arrival(at, len(receiver.arrivals), m.group(1),
-                                                         doc["to"]))
-                data = b'{"ok": true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the sender was killed before the answer: its row stays 'sending'
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def snapshot(self) -> list[Arrival]:
-        with self.lock:
-            return list(self.arrivals)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+SEED = seed_from("ESCALATOR_CRASH_SEED")
 
 
 # ---------------------------------------------------------------------------------- the lane
-
-
-@dataclass
-class Ack:
-    incident_id: int
-    sent: float      # before the request (or the CLI) started: the commit is after this
-    done: float      # when the 2xx (or the CLI's exit 0) came back: the commit is before this
-    via: str
 
 
 @dataclass
@@ -233,134 +104,47 @@ class SpoolFile:
 
 
 @dataclass
-class Incarnation:
-    n: int
-    started: float
-    killed: float | None = None
-    early: bool = False      # killed before the API listened
-
-
-@dataclass
 class Lane:
     tmp: Path
     seed: int
     receiver: Receiver
     rng: random.Random = field(init=False)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    load: Load = field(default_factory=Load)
     spool_lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
-    accepted: dict[str, str] = field(default_factory=dict)       # event_id → http label
-    created: list[int] = field(default_factory=list)             # incident ids from 2xx
-    acks: list[Ack] = field(default_factory=list)
-    ack_tried: set[int] = field(default_factory=set)
     files: dict[str, SpoolFile] = field(default_factory=dict)
-    runs: list[Incarnation] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-    port: int = 0
-    proc: subprocess.Popen | None = None
     drained_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.counts = self.load.counts
         self.state = self.tmp / "state"
         self.spool = self.tmp / "spool"
-        self.db = self.state / "escalator.sqlite3"
-        self.logs = self.tmp / "logs"
-        self.logs.mkdir()
+        self.db = Db(self.state / "escalator.sqlite3")
+        logs = self.tmp / "logs"
+        logs.mkdir()
         for sub in ("incoming", "tmp", "processed", "failed"):
             (self.spool / sub).mkdir(parents=True, exist_ok=True)
-        self.cfg = self.tmp / "escalator.yaml"
-        self.cfg.write_text(config_text(self.receiver.url), encoding="utf-8")
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("ESCALATOR_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-        self.env.update(ESCALATOR_CONFIG=str(self.cfg), ESCALATOR_STATE_DIR=str(self.state),
-                        ESCALATOR_SPOOL_DIR=str(self.spool), ESCALATOR_LOG_FORMAT="json",
-                        ESCALATOR_HTTP_LISTEN=f"127.0.0.1:{self.port}",
-                        ESCALATOR_API_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
+        cfg = self.tmp / "escalator.yaml"
+        cfg.write_text(school_config(f"{self.receiver.url}/sms"), encoding="utf-8")
+        port = free_port()
+        self.env = lane_env(config=str(cfg), state_dir=str(self.state),
+                            spool_dir=str(self.spool), http_listen=f"127.0.0.1:{port}")
+        self.daemon = DaemonProcess("run", self.env, port, self.tmp, logs, self.fail)
+        self.runs = self.daemon.runs
 
     def fail(self, message: str) -> None:
         cycle = len(self.runs)
         raise AssertionError(f"[crash lane seed {self.seed} (replay: ESCALATOR_CRASH_SEED="
                              f"{self.seed}), after daemon run {cycle}] {message}")
 
-    # ------------------------------------------------------------------ the daemon
-
-    def start(self) -> Incarnation:
-        run = Incarnation(len(self.runs) + 1, time.time())
-        log = open(self.logs / f"run-{run.n:03d}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "escalator.cli", "run"],
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     cwd=self.tmp)
-        log.close()
-        self.runs.append(run)
-        return run
-
-    def listening(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.fail(f"the daemon exited by itself ({self.proc.returncode}); see "
-                          f"{self.logs}/run-{len(self.runs):03d}.log:\n" + self._log_tail())
-            try:
-                httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=0.5)
-                return True
-            except httpx.HTTPError:
-                time.sleep(0.02)
-        return False
-
-    def kill(self, run: Incarnation) -> None:
-        run.killed = time.time()
-        self.proc.send_signal(signal.SIGKILL)
-        code = self.proc.wait(timeout=30)
-        if code != -signal.SIGKILL:
-            self.fail(f"the daemon ended with {code} before the kill:\n" + self._log_tail())
-
-    def _log_tail(self) -> str:
-        text = (self.logs / f"run-{len(self.runs):03d}.log").read_text("utf-8", "replace")
-        return "\n".join(text.splitlines()[-30:])
-
     # ------------------------------------------------------------------ load
 
     def http_writer(self, rng: random.Random) -> None:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10,
-                              headers={"Authorization": f"Bearer {TOKEN}"})
-        i = 0
-        while not self.stop.is_set():
-            n = 1 if rng.random() < 0.7 else rng.randint(2, 4)
-            labels = [f"h{i + k}" for k in range(n)]
-            i += n
-            shared = f"crash/shared/{rng.randrange(8)}"
-            docs = [{"kind": "incident", "category": "accident", "summary": f"crash lane {lab}",
-                     "class_id": f"{rng.randint(1, GRADES)}-{rng.randint(1, CLASSES_PER_GRADE)}",
-                     "dedup_key": shared if rng.random() < 0.3 else f"crash/{lab}",
-                     "labels": {"crash_http": lab}} for lab in labels]
-            try:
-                r = client.post("/api/v1/events", json=docs if n > 1 else docs[0])
-            except httpx.ConnectError:  # the daemon is down
-                time.sleep(0.05)
-                continue
-            except httpx.HTTPError:  # sent, no answer: killed mid-request (stored or not)
-                self.counts["http_unanswered"] += 1
-                time.sleep(0.05)
-                continue
-            if r.status_code != 202:
-                self.errors.append(f"POST /api/v1/events: {r.status_code} {r.text[:300]}")
-                continue
-            out = r.json() if n > 1 else [r.json()]
-            with self.lock:
-                for lab, o in zip(labels, out, strict=True):
-                    self.accepted[o["event_id"]] = lab
-                    if o["status"] == "created":
-                        self.created.append(o["incident_id"])
-                self.counts["http_events_accepted"] += n
-            time.sleep(rng.uniform(0.1, 0.5))
-        client.close()
+        self.load.post_events(rng, lambda: self.daemon.url, "crash_http", "h")
 
     def spool_writer(self, rng: random.Random) -> None:
         i = 0
-        while not self.stop.is_set():
+        while not self.load.stop.is_set():
             i += 1
             name = f"f{i:05d}.json"
             kind = rng.random()
@@ -394,16 +178,13 @@ class Lane:
             time.sleep(rng.uniform(0.2, 0.6))
 
     def acknowledger(self, rng: random.Random) -> None:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10,
+        client = httpx.Client(base_url=self.daemon.url, timeout=10,
                               headers={"Authorization": f"Bearer {TOKEN}"})
-        while not self.stop.is_set():
+        while not self.load.stop.is_set():
             time.sleep(rng.uniform(0.2, 0.6))
-            with self.lock:
-                todo = [i for i in self.created[-40:] if i not in self.ack_tried]
-            if not todo:
+            incident = self.load.pick_unacknowledged(rng)
+            if incident is None:
                 continue
-            incident = rng.choice(todo)
-            self.ack_tried.add(incident)
             if rng.random() < 0.2:  # the CLI, from another process (also while the daemon is down)
                 sent = time.time()
                 r = subprocess.run([sys.executable, "-m", "escalator.cli", "ack", str(incident)],
@@ -411,69 +192,34 @@ class Lane:
                                    cwd=self.tmp)
                 done = time.time()
                 if r.returncode != 0:
-                    self.errors.append(f"escalator ack {incident}: {r.returncode} {r.stderr[-500:]}")
+                    self.load.errors.append(
+                        f"escalator ack {incident}: {r.returncode} {r.stderr[-500:]}")
                 elif ": acknowledged " in r.stdout:
-                    with self.lock:
-                        self.acks.append(Ack(incident, sent, done, "cli"))
+                    with self.load.lock:
+                        self.load.acks.append(Ack(incident, sent, done, "cli"))
                 continue
-            sent = time.time()
-            try:
-                resp = client.post(f"/api/v1/incidents/{incident}/acknowledge")
-            except httpx.ConnectError:
-                continue
-            except httpx.HTTPError:  # the daemon died (committed or not: unknown, so not checked)
-                self.counts["acks_unanswered"] += 1
-                continue
-            done = time.time()
-            if resp.status_code != 200:
-                self.errors.append(f"acknowledge {incident}: {resp.status_code} {resp.text[:300]}")
-            elif resp.json()["outcome"] == "acknowledged":
-                with self.lock:
-                    self.acks.append(Ack(incident, sent, done, "api"))
+            self.load.acknowledge(client, incident)
         client.close()
 
     # ------------------------------------------------------------------ invariants
 
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """Rows of `sql`; none while the first run was killed before it created the schema."""
-        if not self.db.exists():
-            return []  # killed before it even created the database
-        conn = sqlite3.connect(self.db, timeout=30)
-        try:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone():
-                return []  # killed before its first migration committed: nothing stored yet
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-
     def check(self, *, final: bool = False) -> None:
-        if self.errors:
-            self.fail("unexpected answers: " + "; ".join(self.errors[:5]))
-        with self.lock:
-            accepted = dict(self.accepted)
-            acks = list(self.acks)
+        if self.load.errors:
+            self.fail("unexpected answers: " + "; ".join(self.load.errors[:5]))
+        with self.load.lock:
+            accepted = dict(self.load.accepted)
+            acks = list(self.load.acks)
         with self.spool_lock:  # the writer pauses: the daemon is dead, nothing else moves files
             self._check_spool(final)
-        self._check_http(accepted)
+        check_http_events(self.db, accepted, "crash_http", self.fail)
         self._check_deliveries(acks, final)
 
-    def _check_http(self, accepted: dict[str, str]) -> None:
-        stored = dict(self.query("SELECT id, json_extract(body, '$.labels.crash_http') "
-                                 "FROM events WHERE json_extract(body, '$.labels.crash_http') "
-                                 "IS NOT NULL"))
-        lost = [(e, lab) for e, lab in accepted.items() if e not in stored]
-        if lost:
-            self.fail(f"{len(lost)} events answered 2xx are not in the store: {lost[:5]}")
-        twice = [lab for lab, n in Counter(stored.values()).items() if n > 1]
-        if twice:
-            self.fail(f"HTTP events stored more than once: {twice[:5]}")
-
     def _check_spool(self, final: bool) -> None:
-        rows = self.query("SELECT json_extract(body, '$.labels.crash_file'), COUNT(*), "
+        rows = self.db.query("SELECT json_extract(body, '$.labels.crash_file'), COUNT(*), "
                           "COUNT(DISTINCT json_extract(body, '$.labels.crash_row')) FROM events "
                           "WHERE json_extract(body, '$.labels.crash_file') IS NOT NULL GROUP BY 1")
         stored = {name: (n, distinct) for name, n, distinct in rows}
-        hashes = {sha for (sha,) in self.query("SELECT sha256 FROM spool_files")}
+        hashes = {sha for (sha,) in self.db.query("SELECT sha256 FROM spool_files")}
         where: dict[str, list[str]] = defaultdict(list)
         for p in (self.spool / "processed").glob("*/*"):
             where[p.name].append("processed")
@@ -517,91 +263,33 @@ class Lane:
             self.fail(f"unknown files in the spool: {sorted(where)[:5]}")
 
     def _check_deliveries(self, acks: list[Ack], final: bool) -> None:
-        arrivals = self.receiver.snapshot()
-        if self.receiver.bad:
-            self.fail(f"messages without an acknowledge link: {self.receiver.bad[:2]}")
-        rows = self.query("SELECT ack_token, id, incident_id, status, created_at FROM notifications")
-        by_token = {t: (nid, inc, status, created) for t, nid, inc, status, created in rows}
-        ts = {t: datetime.strptime(c, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-              for t, (_, _, _, c) in by_token.items()}
-        per_token: dict[str, list[Arrival]] = defaultdict(list)
-        for a in arrivals:
-            if a.token not in by_token:
-                self.fail(f"a message for no committed notification row (token {a.token!r})")
-            per_token[a.token].append(a)
+        rows = self.db.notifications()
+        per_token = check_arrivals_have_rows(self.receiver, rows, self.fail)
         starts = [r.started for r in self.runs]
 
-        def run_of(a: Arrival) -> int:
-            return max(i for i, s in enumerate(starts) if s <= a.at)
+        def process_of(a: Arrival) -> Incarnation:  # one daemon at a time: the last started
+            return self.runs[max(i for i, s in enumerate(starts) if s <= a.at)]
 
-        for token, got in per_token.items():
-            runs = [run_of(a) for a in got]
-            if len(set(runs)) < len(runs):
-                self.fail(f"notification {by_token[token][0]} sent twice by one daemon run")
-            if any(self.runs[r].killed is None for r in runs[:-1]):
-                self.fail(f"notification {by_token[token][0]} reached the receiver {len(got)} "
-                          "times: a copy after a run that was not killed")
-        self.counts["messages"] = len(arrivals)
-        self.counts["notifications_reached"] = len(per_token)
-        self.counts["duplicates_after_kill"] = sum(len(g) == 2 for g in per_token.values())
-        # per kill: the sends made but not yet on record when it struck (the worker records a
-        # claimed batch — at most CLAIM_LIMIT rows — in one transaction)
-        per_kill = Counter(run_of(g[0]) for g in per_token.values() if len(g) == 2)
-        worst = max(per_kill.values(), default=0)
-        self.counts["max_duplicates_one_kill"] = worst
-        if worst > CLAIM_LIMIT:
-            self.fail(f"one kill caused {worst} duplicate messages (bound: the claim batch, "
-                      f"{CLAIM_LIMIT})")
-
-        by_incident: dict[int, list[Arrival]] = defaultdict(list)
-        for a in arrivals:
-            by_incident[by_token[a.token][1]].append(a)
-        created_of: dict[int, list[float]] = defaultdict(list)
-        for t, (_, inc, _, _) in by_token.items():
-            created_of[inc].append(ts[t])
-        late_total = 0
-        for ack in acks:
-            after = [t for t in created_of[ack.incident_id] if t > ack.done]
-            if after:
-                self.fail(f"incident {ack.incident_id}: a step fired after its acknowledgement "
-                          f"({ack.via}) committed: notification rows created "
-                          f"{[round(t - ack.done, 3) for t in after]} s after the 2xx")
-            late = [a for a in by_incident[ack.incident_id] if a.at > ack.done]
-            if len(late) > CONCURRENCY:
-                self.fail(f"incident {ack.incident_id}: {len(late)} messages reached the receiver "
-                          f"after its acknowledgement ({ack.via}) committed (at most the "
-                          f"{CONCURRENCY} in flight): "
-                          f"{[(a.token, round(a.at - ack.done, 3)) for a in late]}")
-            for a in late:
-                late_total += 1
-                self.counts["max_late_ms"] = max(self.counts["max_late_ms"],
-                                                 round((a.at - ack.done) * 1000, 1))
-                if a.at - ack.done > IN_FLIGHT:
-                    self.fail(f"incident {ack.incident_id}: a message reached the receiver "
-                              f"{a.at - ack.done:.3f} s after the acknowledgement's 2xx "
-                              f"(bound {IN_FLIGHT} s)")
-                between = [b for b in arrivals if ack.done + GRACE < b.at and b.seq < a.seq]
-                if a.at > ack.done + GRACE and len(between) >= CONCURRENCY:
-                    self.fail(f"incident {ack.incident_id}: notification {by_token[a.token][0]} "
-                              f"was sent after other messages that followed the acknowledgement "
-                              f"({ack.via}): it was not in flight at the commit")
-        self.counts["late_in_flight"] = late_total
+        check_copies(per_token, rows, process_of, self.fail, self.counts)
+        check_acknowledgements(acks, self.receiver.snapshot(), rows, self.fail, self.counts)
         self.counts["acks_api"] = sum(a.via == "api" for a in acks)
         self.counts["acks_cli"] = sum(a.via == "cli" for a in acks)
         if final:
-            delivered = self.query("SELECT n.ack_token, n.id FROM notifications n JOIN deliveries d "
-                                   "ON d.notification_id = n.id WHERE d.outcome = 'delivered'")
+            delivered = self.db.query("SELECT n.ack_token, n.id FROM notifications n JOIN "
+                                      "deliveries d ON d.notification_id = n.id "
+                                      "WHERE d.outcome = 'delivered'")
             missing = [nid for token, nid in delivered if token not in per_token]
             if missing:
                 self.fail(f"notifications recorded delivered that never reached the receiver: "
                           f"{missing[:10]}")
-            stuck = self.query("SELECT COUNT(*) FROM notifications WHERE status = 'sending'")[0][0]
-            if stuck:
-                self.fail(f"{stuck} notifications left 'sending' after a clean stop")
+            stuck = self.db.query("SELECT COUNT(*) FROM notifications WHERE status = 'sending'")
+            if stuck[0][0]:
+                self.fail(f"{stuck[0][0]} notifications left 'sending' after a clean stop")
             # every timer survived the kills: none was left overdue by the last run
-            cutoff = datetime.fromtimestamp(self.drained_at - 3, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            overdue = self.query("SELECT id, next_step_at FROM incidents WHERE state = 'triggered' "
-                                 "AND next_step_at < ?", (cutoff,))
+            cutoff = datetime.fromtimestamp(self.drained_at - 3, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ")
+            overdue = self.db.query("SELECT id, next_step_at FROM incidents WHERE state = "
+                                    f"'triggered' AND next_step_at < '{cutoff}'")
             if overdue:
                 self.fail(f"steps overdue at the end (timers lost?): {overdue[:5]}")
 
@@ -618,47 +306,39 @@ class Lane:
             for _ in range(KILLS):
                 early = self.rng.random() < 0.125
                 delay = self.rng.uniform(0.05, 1.5) if early else self.rng.uniform(0.0, 3.5)
-                run = self.start()
                 if early:
+                    run = self.daemon.start()
                     run.early = True
-                    time.sleep(delay)
-                elif not self.listening(60):
-                    self.fail("the daemon did not listen within 60 s:\n" + self._log_tail())
                 else:
-                    time.sleep(delay)
-                self.kill(run)
+                    run = self.daemon.start_listening(60)
+                time.sleep(delay)
+                self.daemon.kill()
                 self.counts["kills"] += 1
                 self.counts["kills_at_startup"] += run.early
                 if self.rng.random() < 0.3:
                     time.sleep(self.rng.uniform(0.2, 1.0))  # down for a while: CLI acks, spool grows
                 self.check()
             # the last run: stop the load, let the daemon drain, stop it cleanly
-            run = self.start()
-            if not self.listening(60):
-                self.fail("the daemon did not listen within 60 s:\n" + self._log_tail())
-            self.stop.set()
+            self.daemon.start_listening(60)
+            self.load.stop.set()
             for t in threads:
                 t.join(timeout=90)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if not any((self.spool / "incoming").iterdir()) and self.query(
+                soon = datetime.fromtimestamp(time.time() + 3, UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%S.%fZ")
+                if not any((self.spool / "incoming").iterdir()) and self.db.query(
                         "SELECT COUNT(*) FROM notifications WHERE status IN ('pending', 'sending')"
-                        " AND due_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+3 seconds')"
-                        )[0][0] == 0:
+                        f" AND due_at <= '{soon}'")[0][0] == 0:
                     break
                 time.sleep(0.2)
             time.sleep(0.5)
             self.drained_at = time.time()
-            self.proc.send_signal(signal.SIGTERM)
-            code = self.proc.wait(timeout=60)
-            if code != 0:
-                self.fail(f"the daemon stopped with {code} on SIGTERM:\n" + self._log_tail())
+            self.daemon.terminate(60)
             self.check(final=True)
         finally:
-            self.stop.set()
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+            self.load.stop.set()
+            self.daemon.reap()
 
 
 @pytest.mark.crash
@@ -672,8 +352,8 @@ def test_kill_9_during_ingest_and_escalation_keeps_every_guarantee(tmp_path):
     finally:
         receiver.close()
     c = lane.counts
-    events = lane.query("SELECT COUNT(*) FROM events")[0][0]
-    incidents = lane.query("SELECT state, COUNT(*) FROM incidents GROUP BY state")
+    events = lane.db.query("SELECT COUNT(*) FROM events")[0][0]
+    incidents = lane.db.query("SELECT state, COUNT(*) FROM incidents GROUP BY state")
     moved = sum(1 for _ in (tmp_path / "spool" / "processed").glob("*/*"))
     failed = sum(1 for p in (tmp_path / "spool" / "failed").iterdir()
                  if not p.name.endswith(".error.json"))
@@ -682,9 +362,10 @@ def test_kill_9_during_ingest_and_escalation_keeps_every_guarantee(tmp_path):
           f"accepted, {len(lane.files)} spool files ({moved} processed, {failed} failed, "
           f"{c['files_committed_not_moved_at_kill']} found committed but not moved after a kill); "
           f"{events} events stored, incidents {dict(incidents)}; {c['messages']} messages for "
-          f"{c['notifications_reached']} notifications, {c['duplicates_after_kill']} duplicates "
-          f"(each across a kill; at most {c['max_duplicates_one_kill']} from one kill); acknowledgements {c['acks_api']} by API, {c['acks_cli']} by "
-          f"CLI, {c['late_in_flight']} messages in flight at an ack's commit (latest "
+          f"{c['notifications_reached']} notifications, {c['duplicates']} duplicates "
+          f"(each across a kill; at most {c['max_duplicates_one_kill']} from one kill); "
+          f"acknowledgements {c['acks_api']} by API, {c['acks_cli']} by CLI, "
+          f"{c['late_in_flight']} messages in flight at an ack's commit (latest "
           f"{c['max_late_ms']} ms after the 2xx); killed mid-request: {c['http_unanswered']} "
           f"event posts, {c['acks_unanswered']} acknowledgements, {receiver.torn} sends")
     assert c["kills"] == KILLS

@@ -45,6 +45,7 @@ from escalator.intake.sources import SourceContext
 from escalator.plugins import Registry, collect, collect_rules, get_plugin_manager, plugins_dir_of
 from escalator.school.calendar import startup_warnings
 from escalator.school.retention import DailyPurge
+from escalator.service.dbhealth import DatabaseHealth
 from escalator.service.delivery_process import STOP_GRACE, DeliveryProcess, wanted
 from escalator.service.metrics import Metrics
 from escalator.service.nodes import PERIODIC, PURGE, Node
@@ -52,6 +53,7 @@ from escalator.service.sdnotify import Notifier
 from escalator.service.store_alarm import tell_administrators
 from escalator.store import open_store
 from escalator.store.observed import ObservedStore
+from escalator.store.probe import Probe
 from escalator.store.retry import retrying_async
 from escalator.store.thread import StoreThread
 
@@ -158,6 +160,8 @@ class Daemon:
                                    self.pm.hook.track_incident(incident_id=incident_id, entry=entry))
         self.store_lost: str | None = None
         """Why the store's files are gone (from the store's file monitor), or None."""
+        self.database_health = DatabaseHealth(Probe(settings.store_target))
+        """``/healthz``'s database check: bounded, briefly cached, on its own connection."""
         self.engine = Engine(self.store, config, self.clock, rules=collect_rules(self.pm, config))
         self.purge = DailyPurge(self.engine)  # personal data past retention, once a day
         self.replies = ReplyDesk(self.engine)  # SMS and e-mail replies (docs/replies.md)
@@ -388,6 +392,8 @@ class Daemon:
             self._inputs.append(asyncio.create_task(self._supervise("http", ApiServer(self)),
                                                     name="http"))
         await self._until_listening()
+        await self.database_health.check_now()  # a load balancer's first question has an answer
+        dbcheck = asyncio.create_task(self.database_health.run(), name="database-check")
         self.pm.hook.startup(context=self._plugin_context("startup"))
         lanes = [asyncio.create_task(self._timer_lane(), name="timers")]
         child = self.delivery_process
@@ -427,11 +433,13 @@ class Daemon:
             await aclose_all(self.delivery.channels.values())  # their connections and clients
             pulse.cancel()
             beat.cancel()
-            await asyncio.gather(pulse, beat, return_exceptions=True)
+            dbcheck.cancel()
+            await asyncio.gather(pulse, beat, dbcheck, return_exceptions=True)
             if self._tasks:  # an administrators' notice under way gets a few seconds
                 await asyncio.wait(list(self._tasks), timeout=5.0)
             await self.db(self.store.close)
             self.store_thread.close()
+            self.database_health.close()
             self.notifier.close()
             log.info("escalator_stopped")
 

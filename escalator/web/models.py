@@ -178,12 +178,27 @@ class DeliveryProcessOut(BaseModel):
     last_exit: int | None
 
 
+class DatabaseHealthOut(BaseModel):
+    """The database as ``/healthz`` checked it: ``backend`` (``sqlite`` | ``postgresql``),
+    ``reachable``, ``round_trip_ms`` (milliseconds, None when not reached), ``schema_version``
+    (migrations applied, None when not reached), ``error`` (why not reached; no password)."""
+
+    backend: str
+    reachable: bool
+    round_trip_ms: float | None = None
+    schema_version: int | None = None
+    error: str | None = None
+
+
 class HealthOut(BaseModel):
-    """``status``: ``ok``, or ``unavailable`` with ``failing`` naming each stuck part;
-    ``delivery_process``: the process running the delivery lane, when it has one of its own."""
+    """``status``: ``ok``, or ``unavailable`` with ``failing`` naming each failing part (a stuck
+    lane, ``store``, ``database``, ``delivery`` while the delivery process is not running);
+    ``database``: its check; ``delivery_process``: the process running the delivery lane,
+    when it has one of its own."""
 
     status: str
     failing: dict[str, str] | None = None
+    database: DatabaseHealthOut | None = None
     delivery_process: DeliveryProcessOut | None = None
 
 
