@@ -286,6 +286,21 @@ def test_check_config_names_the_setting_of_an_unreachable_database_without_its_p
     assert "s3cret-pw" not in r.stdout + r.stderr
 
 
+def test_a_bad_pool_parameter_is_one_line_naming_it_in_every_command_never_a_traceback():
+    from .conftest import FIXTURES
+
+    url = f"postgresql://escalator:s3cret-pw@127.0.0.1:{closed_port()}/escalator?pool_max=abc"
+    for args in (("check-config", "--config", str(FIXTURES / "engine.yaml")),
+                 ("migrate", "--database", url),
+                 ("run", "--config", str(FIXTURES / "engine.yaml"))):
+        r = run(*args, "--lang", "en", env={"ESCALATOR_DATABASE_URL": url,
+                                            "ESCALATOR_HTTP_LISTEN": "off"})
+        assert r.returncode == 1, (args, r.stderr)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        assert "pool_max must be a whole number" in r.stderr, (args, r.stderr)
+        assert "s3cret-pw" not in r.stdout + r.stderr
+
+
 def test_a_probe_reconnects_after_its_connection_was_terminated(pg_url):
     import psycopg
 

@@ -30,7 +30,7 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 
-from escalator.store.base import Conflict, StoreUnavailable
+from escalator.store.base import Conflict, StoreError, StoreUnavailable
 from escalator.store.sql_core import SQLTx
 from escalator.store.sql_dialect import POSTGRES
 from escalator.store.sql_nodes import POSTGRES_MIGRATION as POSTGRES_NODES_MIGRATION
@@ -488,6 +488,11 @@ CONNECT_SECONDS = 10.0
 _OWN_PARAMS = {"pool_min", "pool_max"}
 
 
+class BadDatabaseURL(StoreError, ValueError):
+    """A ``database_url`` escalator cannot use as written (a bad ``pool_min`` / ``pool_max``):
+    a :class:`StoreError`, so every command says so in one line instead of a traceback."""
+
+
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """``url`` without escalator's own query parameters (``pool_min``, ``pool_max``), and
     those. Raises ``ValueError`` naming a bad one."""
@@ -496,7 +501,7 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     own = {k: v for k, v in query if k in _OWN_PARAMS}
     for k, v in own.items():
         if not v.isdigit() or int(v) < 1:
-            raise ValueError(f"database_url: {k} must be a whole number ≥ 1, not {v!r}")
+            raise BadDatabaseURL(f"database_url: {k} must be a whole number ≥ 1, not {v!r}")
     rest = urlencode([(k, v) for k, v in query if k not in _OWN_PARAMS])
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), own
 
@@ -515,7 +520,7 @@ class PostgresStore:
     applies :data:`MIGRATIONS` under an advisory lock, and refuses a database written by a newer
     escalator (``RuntimeError``). A server that cannot be reached or a database that does not
     exist raises :class:`StoreUnavailable` (within :data:`CONNECT_SECONDS`); a bad
-    ``pool_*`` parameter, ``ValueError``."""
+    ``pool_*`` parameter, :class:`BadDatabaseURL` (a ``StoreError`` and a ``ValueError``)."""
 
     def __init__(self, url: str) -> None:
         conninfo, own = split_url(url)
