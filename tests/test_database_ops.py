@@ -301,6 +301,20 @@ def test_a_bad_pool_parameter_is_one_line_naming_it_in_every_command_never_a_tra
         assert "s3cret-pw" not in r.stdout + r.stderr
 
 
+def test_a_password_libpq_cannot_parse_is_never_printed():
+    from .conftest import FIXTURES
+
+    url = f"postgresql://escalator:s3cret pw@127.0.0.1:{closed_port()}/escalator"
+    for args in (("check-config", "--config", str(FIXTURES / "engine.yaml")),
+                 ("migrate", "--database", url),
+                 ("run", "--config", str(FIXTURES / "engine.yaml"))):
+        r = run(*args, "--lang", "en", env={"ESCALATOR_DATABASE_URL": url,
+                                            "ESCALATOR_HTTP_LISTEN": "off"})
+        assert r.returncode == 1, (args, r.stderr)
+        assert "percent-encoded" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert "s3cret" not in r.stdout + r.stderr, (args, r.stderr)
+
+
 def test_a_probe_reconnects_after_its_connection_was_terminated(pg_url):
     import psycopg
 

@@ -188,6 +188,24 @@ def test_pool_sizes_come_from_the_url() -> None:
         split_url("postgresql://u@h/db?pool_min=0")
 
 
+def test_libpq_parameters_pass_as_written_and_a_bad_url_never_shows_its_password() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from escalator.store.postgres import BadDatabaseURL
+
+    # a %20 stayed a space for libpq (it once became a +: "-c+search_path=x")
+    url, own = split_url("postgresql://u@h/db?options=-c%20search_path%3Dx&pool_max=3")
+    assert own == {"pool_max": "3"}
+    assert conninfo_to_dict(url)["options"] == "-c search_path=x"
+    assert conninfo_to_dict(split_url("postgresql://u@h/db?password=a+b")[0])["password"] == "a+b"
+    # libpq's complaint about a password not percent-encoded quotes it: masked
+    for bad in ("postgresql://u:S3cret Q@h/db", "postgresql://u:S3cret%zzQ@h/db",
+                "postgresql://h/db?user=u&password=S3cret Q"):
+        with pytest.raises(BadDatabaseURL) as e:
+            split_url(bad)
+        assert "S3cret" not in str(e.value) and "***" in str(e.value), str(e.value)
+
+
 def test_a_missing_database_or_refused_server_says_why_at_once() -> None:
     from escalator.store import StoreUnavailable
 

@@ -24,11 +24,12 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 
 from escalator.store.base import Conflict, StoreError, StoreUnavailable
 from escalator.store.sql_core import SQLTx
@@ -497,13 +498,33 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     """``url`` without escalator's own query parameters (``pool_min``, ``pool_max``), and
     those. Raises ``ValueError`` naming a bad one."""
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    own = {k: v for k, v in query if k in _OWN_PARAMS}
+    # the other parameters pass to libpq as written (decoding and encoding again would turn a
+    # %20 into a + and a + into a space: libpq decodes %XX only)
+    pieces = [q for q in parts.query.split("&") if q]
+    own = {k: unquote(v) for k, v in (q.partition("=")[::2] for q in pieces) if k in _OWN_PARAMS}
     for k, v in own.items():
         if not v.isdigit() or int(v) < 1:
             raise BadDatabaseURL(f"database_url: {k} must be a whole number ≥ 1, not {v!r}")
-    rest = urlencode([(k, v) for k, v in query if k not in _OWN_PARAMS])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), own
+    rest = "&".join(q for q in pieces if q.partition("=")[0] not in _OWN_PARAMS)
+    conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+    try:  # libpq's own parse: its complaint may quote the password, so it is masked here
+        conninfo_to_dict(conninfo)
+    except psycopg.Error as e:
+        raise BadDatabaseURL(f"database_url: {_masked(str(e).strip().splitlines()[0], url)}") from None
+    return conninfo, own
+
+
+def _masked(text: str, url: str) -> str:
+    """``text`` with every form of the password in ``url`` (its user part, a ``password=``
+    query parameter; as written and percent-decoded) replaced by ``***``."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    secrets = [userinfo.partition(":")[2]] if ":" in userinfo else []
+    secrets += [v for k, v in (q.partition("=")[::2] for q in parts.query.split("&"))
+                if k.lower() == "password"]
+    for secret in sorted({f for s in secrets for f in (s, unquote(s)) if f}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
