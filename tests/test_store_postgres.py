@@ -161,6 +161,29 @@ def test_two_daemons_opening_one_dedup_key_is_a_conflict(two, pg_url) -> None:
         assert tx.open_incident_by_key("fire/1号楼").id == first
 
 
+def test_an_open_incident_found_by_its_key_is_read_after_the_other_transaction(two, pg_url) -> None:
+    # two daemons counting a duplicate on one incident: the second waits for the first's row
+    # and counts on its result (without the lock, both read 1 and wrote 2: a lost count)
+    a, b = two
+    with a.transaction() as tx:
+        iid = new_incident(tx, "fire/1号楼")
+
+    def count_in_b() -> int:
+        with b.transaction() as tx:
+            inc = tx.open_incident_by_key("fire/1号楼")
+            tx.update_incident(inc.id, event_count=inc.event_count + 1)
+            return inc.event_count + 1
+
+    with a.transaction() as tx:
+        inc = tx.open_incident_by_key("fire/1号楼")
+        waiting = in_thread(count_in_b, pg_url, backend_pid(tx))
+        assert not waiting.done()  # b waits for a's row lock
+        tx.update_incident(iid, event_count=inc.event_count + 1)
+    assert waiting.result(timeout=10) == 3
+    with a.transaction() as tx:
+        assert tx.get_incident(iid).event_count == 3
+
+
 def test_a_connection_the_server_ended_is_replaced(pg_url: str) -> None:
     store = open_store(pg_url)
     try:

@@ -99,9 +99,11 @@ class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLRep
 
     # incidents
     def open_incident_by_key(self, dedup_key: str) -> Incident | None:
+        # PostgreSQL: locked like get_incident — intake counts a duplicate on this row (event
+        # count, severity, group), and two daemons counting at once must take turns
         row = self.c.execute(
-            "SELECT * FROM incidents WHERE dedup_key = ? AND state != 'resolved'", (dedup_key,)
-        ).fetchone()
+            f"SELECT * FROM incidents WHERE dedup_key = ? AND state != 'resolved'{self.d.lock()}",
+            (dedup_key,)).fetchone()
         return row_to(Incident, row) if row else None
 
     def insert_incident(self, **values: Any) -> int:
