@@ -394,3 +394,41 @@ async def test_healthz_reports_postgresql_and_503_once_it_is_unreachable(pg_url,
         forwarder.cut()
         daemon.stop()
         await asyncio.wait_for(task, 30)
+
+
+def test_no_connection_to_be_had_fails_the_next_transactions_at_once(pg_url):
+    """A transaction that gets no connection within TRANSACTION_WAIT_SECONDS (here: the pool's
+    one connection held elsewhere; in life: the server down) is StoreUnavailable, and so are
+    the transactions after it, at once, for FAIL_FAST_SECONDS — a queue of store calls on the
+    store thread must not wait minutes while the server is gone (the API answers 503)."""
+    from escalator.store import StoreUnavailable
+    from escalator.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url + ("&" if "?" in pg_url else "?") + "pool_max=1")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction() as tx:
+            tx.count_incidents()
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(StoreUnavailable, match="couldn't get a connection"), \
+                store.transaction() as tx:
+            tx.count_incidents()
+        release.set()
+        holder.join(30)
+        # the connection is free again, but the store does not wait for one again yet
+        with pytest.raises(StoreUnavailable, match="not tried again"), store.transaction() as tx:
+            tx.count_incidents()
+        store._down_until = 0.0  # as FAIL_FAST_SECONDS later
+        with store.transaction() as tx:
+            assert tx.count_incidents() == {}
+    finally:
+        release.set()
+        holder.join(30)
+        store.close()

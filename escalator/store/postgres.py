@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -484,7 +485,16 @@ SESSION_SETTINGS = {
 :class:`Conflict`; a statement running past ``statement_timeout`` and a transaction left idle
 (a stuck client) past ``idle_in_transaction_session_timeout`` are ended by the server."""
 CONNECT_SECONDS = 10.0
-"""How long opening the store, or a transaction, waits for a connection (seconds)."""
+"""How long opening the store waits for a connection (seconds)."""
+TRANSACTION_WAIT_SECONDS = 3.0
+"""How long a transaction waits for a pooled connection (seconds) before it is
+:class:`StoreUnavailable`."""
+FAIL_FAST_SECONDS = 5.0
+"""After a transaction could not get a connection in :data:`TRANSACTION_WAIT_SECONDS` (the
+server down or unreachable), the next transactions fail at once for this long (seconds) rather
+than each waiting again: the store's calls run one after another on the store thread, so a
+queue of API reads, intake and delivery would otherwise wait minutes, and the HTTP API could
+not answer 503 (docs/postgresql.md). ``/healthz`` checks the server on its own connection."""
 
 _OWN_PARAMS = {"pool_min", "pool_max"}
 
@@ -552,6 +562,9 @@ class PostgresStore:
             configure=_configure, check=psycopg_pool.ConnectionPool.check_connection,
             timeout=CONNECT_SECONDS, open=False, name="escalator")
         self._server: str | None = None
+        self._down_until = 0.0
+        """Until when (``time.monotonic()``) transactions fail at once (:data:`FAIL_FAST_SECONDS`)."""
+        self._down_cause = ""
         try:
             with translated():
                 # one connection first, so a refused or missing database says why at once (the
@@ -600,9 +613,20 @@ class PostgresStore:
         """A READ COMMITTED transaction on one pooled connection; commits on clean exit (the
         server's ``synchronous_commit`` makes it durable), rolls back on exception. A driver
         error becomes :class:`Conflict` or :class:`StoreUnavailable` (:func:`translated`); any
-        other exception reaches the caller as it is, after the rollback."""
-        with translated(), self._pool.connection() as conn:
-            yield PostgresTx(PgConnection(conn))
+        other exception reaches the caller as it is, after the rollback. No connection within
+        :data:`TRANSACTION_WAIT_SECONDS` is :class:`StoreUnavailable`, and so is every
+        transaction for :data:`FAIL_FAST_SECONDS` after that, at once."""
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable(f"{self._down_cause} (not tried again for "
+                                   f"{FAIL_FAST_SECONDS:g} s)")
+        try:
+            with translated(), self._pool.connection(timeout=TRANSACTION_WAIT_SECONDS) as conn:
+                yield PostgresTx(PgConnection(conn))
+        except StoreUnavailable as e:
+            if isinstance(e.__cause__, psycopg_pool.PoolTimeout):  # no connection to be had
+                self._down_until = time.monotonic() + FAIL_FAST_SECONDS
+                self._down_cause = e.cause
+            raise
 
     def close(self) -> None:
         """Close the pool's connections (idempotent)."""
