@@ -85,7 +85,7 @@ def test_the_demo_prints_its_token_and_real_address_and_the_token_works(tmp_path
         token = re.search(r"administrator token: (\S+)", seen).group(1)
         base = re.search(r"API: +(http://127\.0\.0\.1:(\d+))/docs", seen)
         assert base is not None and base.group(2) != "0"  # the port really bound, not "0"
-        assert f"curl -H 'Authorization: Bearer {token}' {base.group(1)}/api/v1/incidents" in seen
+        assert f"curl -H \"Authorization: Bearer {token}\" {base.group(1)}/api/v1/incidents" in seen
         assert (tmp_path / "escalator-demo" / "api-token").read_text().strip() == token
         assert oct((tmp_path / "escalator-demo" / "api-token").stat().st_mode & 0o777) == "0o600"
         ok = httpx.get(f"{base.group(1)}/api/v1/incidents",
@@ -114,3 +114,22 @@ def test_claim_listen_names_the_free_port_it_found(taken_port):
     assert host == "127.0.0.1" and int(port) > 0
     with pytest.raises(PortTaken):
         claim_listen(f"127.0.0.1:{taken_port}")
+
+
+def test_the_printed_curl_works_when_the_token_comes_from_the_environment(tmp_path):
+    """With ESCALATOR_API_TOKEN set the banner does not show the token; the curl it prints
+    must let the shell put it in (double quotes, not single)."""
+    import shlex
+    import subprocess
+
+    from escalator.service.demo import banner
+
+    text = banner(config_source="c.yaml", state_dir=tmp_path, spool_dir=tmp_path,
+                  listen="127.0.0.1:8765", token=None)
+    line = next(ln for ln in text.splitlines() if "curl -H" in ln)
+    command = line[line.index("curl"):]
+    words = subprocess.run(["bash", "-c", f"printf '%s\\n' {command[len('curl '):]}"],
+                           env={"ESCALATOR_API_TOKEN": "t0ken", "PATH": "/usr/bin:/bin"},
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert words[:2] == ["-H", "Authorization: Bearer t0ken"], (command, words)
+    assert shlex.split(command)[0] == "curl"

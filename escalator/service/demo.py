@@ -89,7 +89,7 @@ def banner(*, config_source: object, state_dir: Path, spool_dir: Path, listen: s
         _("  then:   escalator incidents --demo ; escalator ack ID --demo"),
         _("  API:    {base}/docs  (acknowledge links in messages work)").format(base=base),
         _("  administrator token: {token}").format(token=shown),
-        _("  e.g.:   curl -H 'Authorization: Bearer {token}' {base}/api/v1/incidents").format(
+        _('  e.g.:   curl -H "Authorization: Bearer {token}" {base}/api/v1/incidents').format(
             token=token if token is not None else "$ESCALATOR_API_TOKEN", base=base),
         *([_("  console: {url}").format(url=console[0]),
            _("           ({name}; one-time link, valid 10 minutes; more: "
