@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -361,12 +362,8 @@ class Daemon:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SOURCE_BACKOFF_MAX)
 
-    async def run(self) -> None:
-        """Run until :meth:`stop`: beat the node, release the sends a crash of this node left in
-        flight (other nodes' are theirs), keep beating (:meth:`_beat`), start the sources and
-        the HTTP API, report READY, run the lanes and the pulse; on stop, stop taking input,
-        let the lanes finish what is in flight (sends: at most :data:`DRAIN_SECONDS`), close
-        the store."""
+    def _signals(self) -> None:
+        """SIGTERM and SIGINT stop, SIGHUP re-reads the config (not in a test's thread)."""
         loop = self._loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
@@ -374,13 +371,27 @@ class Daemon:
                 loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread (tests)
+
+    async def _come_alive(self, call: Callable[..., Awaitable[Any]]) -> None:
+        """Beat this node (alive before anything is claimed), then release the sends a crash of
+        this node left in flight — its own only, other nodes' are theirs — through ``call``
+        (a store-thread runner)."""
+        await call(self.node.beat)
+        released = await call(self.delivery.release_claims)
+        if released:
+            log.warning("sends_released_after_restart", count=released, node=self.node.name)
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`: beat the node, release the sends a crash of this node left in
+        flight (other nodes' are theirs), keep beating (:meth:`_beat`), start the sources and
+        the HTTP API, report READY, run the lanes and the pulse; on stop, stop taking input,
+        let the lanes finish what is in flight (sends: at most :data:`DRAIN_SECONDS`), close
+        the store."""
+        self._signals()
         if hasattr(self.store, "watch"):  # SQLite's file monitor; a server store has no files
             self.store.watch(self._lost)
         pulse = asyncio.create_task(self._pulse(), name="pulse")
-        await self.db(self.node.beat)  # alive before anything is claimed
-        released = await self.db(self.delivery.release_claims)  # this node's own, only
-        if released:
-            log.warning("sends_released_after_restart", count=released, node=self.node.name)
+        await self._come_alive(self.db)
         beat = asyncio.create_task(self._beat(), name="node-beat")
         self._inputs = [asyncio.create_task(self._supervise(sid, s), name=f"source:{sid}")
                         for sid, s in self._sources()]
@@ -449,17 +460,8 @@ class Daemon:
         left in flight, run the delivery lane alone until :meth:`stop` (SIGTERM), let the pass
         in flight finish (at most :data:`DRAIN_SECONDS`), close the channels and the store.
         SIGHUP re-reads the config (:meth:`reload`)."""
-        loop = self._loop = asyncio.get_running_loop()
-        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                             (signal.SIGHUP, self.reload)):
-            try:
-                loop.add_signal_handler(sig, handler)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread (tests)
-        await self.store_thread.urgent(self.node.beat)
-        released = await self.store_thread.urgent(self.delivery.release_claims)
-        if released:
-            log.warning("sends_released_after_restart", count=released, node=self.node.name)
+        self._signals()
+        await self._come_alive(self.store_thread.urgent)
         beat = asyncio.create_task(self._beat(), name="node-beat")
         lane = asyncio.create_task(self._delivery_lane(), name="delivery")
         log.info("delivery_process_running", node=self.node.name, channels=sorted(self.delivery.channels))

@@ -50,11 +50,7 @@ def retrying(fn: Callable[..., T], /, *args: Any, attempts: int = ATTEMPTS,
         try:
             return fn(*args, **kwargs)
         except Conflict as e:
-            if attempt == attempts:
-                log.warning("conflict_retries_exhausted", call=_name(fn), attempts=attempts,
-                            cause=str(e))
-                raise
-            log.info("conflict_retried", call=_name(fn), attempt=attempt, cause=str(e))
+            _lost(fn, e, attempt, attempts)
             sleep(delay(attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -68,13 +64,18 @@ async def retrying_async(run: Runner, fn: Callable[..., T], /, *args: Any,
         try:
             return await run(fn, *args, **kwargs)
         except Conflict as e:
-            if attempt == attempts:
-                log.warning("conflict_retries_exhausted", call=_name(fn), attempts=attempts,
-                            cause=str(e))
-                raise
-            log.info("conflict_retried", call=_name(fn), attempt=attempt, cause=str(e))
+            _lost(fn, e, attempt, attempts)
             await asyncio.sleep(delay(attempt))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _lost(fn: Callable[..., Any], e: Conflict, attempt: int, attempts: int) -> None:
+    """Log try ``attempt`` of ``fn`` lost to ``e``; the last one re-raises ``e``."""
+    if attempt == attempts:
+        log.warning("conflict_retries_exhausted", call=_name(fn), attempts=attempts,
+                    cause=str(e))
+        raise e
+    log.info("conflict_retried", call=_name(fn), attempt=attempt, cause=str(e))
 
 
 def _name(fn: Callable[..., Any]) -> str:
