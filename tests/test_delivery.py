@@ -392,11 +392,11 @@ async def test_one_claim_transaction_one_recheck_and_one_record_for_a_batch_to_o
         calls.append(getattr(args[0], "__name__", "?") if args else fn.__name__)
         return fn(*args, **kwargs)
 
-    h.delivery.db = run
+    h.delivery.db = h.delivery.read = run
     for i in range(5):
         ingest(h, event("solo", i))
     assert await h.delivery.run_once() == 5
-    # 5 rows, 8 send slots: claimed and prepared in one transaction, re-checked in one, recorded
+    # 5 rows, 8 send slots: claimed and prepared in one transaction, re-checked in one read, recorded
     # in one — not two transactions per message
     assert calls == ["_claim", "_recheck", "_record_all"]
     assert len(h.ch["sms"].sent) == 5

@@ -439,8 +439,10 @@ class Delivery:
     """Sends due notifications through the stages above. ``channels``: channel id → instance.
 
     ``db`` runs every store transaction of the worker: ``await db(fn, *args)`` (a
-    :class:`~escalator.store.thread.Runner`, e.g. ``StoreThread.run`` in the daemon; default
-    :func:`~escalator.store.thread.inline`, on the caller's thread)."""
+    :class:`~escalator.store.thread.Runner`, e.g. ``StoreThread.urgent`` in the daemon; default
+    :func:`~escalator.store.thread.inline`, on the caller's thread); ``read`` runs its
+    snapshot reads (the re-check before sends: ``StoreThread.read`` in the daemon, so a re-check
+    never waits for an intake commit running on the store thread; default inline)."""
 
     metrics: Any = None  # an escalator.service.metrics.Metrics when the API serves /metrics
     observer: Callable[[Notification, DeliveryResult], None] | None = None
@@ -448,9 +450,10 @@ class Delivery:
 
     def __init__(self, store: Store, config: Config, channels: dict[str, Any], clock: Clock,
                  render: Callable[[RenderContext], Rendered] = render_templates, *,
-                 db: Runner = inline) -> None:
+                 db: Runner = inline, read: Runner = inline) -> None:
         self.render = render
         self.db = db
+        self.read = read
         self.store = store
         self.config = config
         self.channels = channels
@@ -489,6 +492,11 @@ class Delivery:
         with self.store.transaction() as tx:
             return fn(tx, *args)
 
+    def _snapshot(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        """``fn(tx, *args)`` on a snapshot of what is committed (what :attr:`read` runs)."""
+        with self.store.snapshot() as tx:
+            return fn(tx, *args)
+
     async def run_once(self, limit: int = 50) -> int:
         """Claim and process every due notification (up to ``limit``, most urgent first).
         Returns how many were claimed.
@@ -515,7 +523,7 @@ class Delivery:
         width = self.config.delivery.concurrency_per_channel
         self._slots = {ch: asyncio.Semaphore(width) for ch, _ in lanes}
         batches: list[dict[int, tuple[Any, ...]]] = [{} for _ in lanes]
-        requeue: dict[int, Plan] = {}
+        requeue: dict[int, Plan | None] = {}
         done: set[int] = set()
         try:
             outcomes = await asyncio.gather(*(self._lane(units, b, done, requeue) for units, b
@@ -583,7 +591,7 @@ class Delivery:
         return claimed, lanes
 
     async def _lane(self, units: list[tuple[Any, ...]], batch: dict[int, tuple[Any, ...]],
-                    done: set[int], requeue: dict[int, Plan]) -> None:
+                    done: set[int], requeue: dict[int, Plan | None]) -> None:
         """One (channel id, address): its units in order — prepared rows sent one at a time
         (:meth:`_send_rows`), digests as one message (:meth:`_digest`)."""
         rows: list[tuple[Any, ...]] = []
@@ -600,7 +608,7 @@ class Delivery:
             await self._send_rows(rows, batch, done, requeue)
 
     async def _send_rows(self, rows: list[tuple[Any, ...]], batch: dict[int, tuple[Any, ...]],
-                         done: set[int], requeue: dict[int, Plan]) -> None:
+                         done: set[int], requeue: dict[int, Plan | None]) -> None:
         """Send prepared rows of one address in order. The next rows take the channel's free
         send slots (at least one, waiting for it), are re-checked together, and each is
         rendered and sent in turn, its slot given back after its send. After an attempt that
@@ -618,12 +626,15 @@ class Delivery:
             group, i = rows[i:i + take], i + take
             held = len(group)  # slots of this group not given back yet
             try:
-                live = await self.db(self._tx, self._recheck, [r[0] for r in group],
-                                     self.clock.now())
+                live, dead = await self.read(self._snapshot, self._recheck,
+                                             [r[0] for r in group])
                 for n, inc, channel, event, run, code in group:
                     try:
                         if (head := behind.get(n.priority)) is not None:
                             requeue[n.id] = plan_queue(n, self.clock.now(), head)
+                            continue
+                        if n.id in dead:  # cancelled when the batch is recorded
+                            requeue[n.id] = None
                             continue
                         if n.id not in live:
                             done.add(n.id)
@@ -647,38 +658,44 @@ class Delivery:
                     slots.release()
 
     @staticmethod
-    def _recheck(tx: Tx, rows: list[Notification], now: datetime) -> set[int]:
-        """Stage 1 for rows about to be sent, in one transaction (one read): the ids of the
-        rows that should still go out — still ``sending``, their incident neither resolved
-        nor, for a row that needs an acknowledgement, acknowledged (such a row is cancelled,
-        as :func:`recheck` does)."""
+    def _recheck(tx: Tx, rows: list[Notification]) -> tuple[set[int], set[int]]:
+        """Stage 1 for rows about to be sent, on a snapshot of what is committed (one read,
+        no write): the ids of the rows that should still go out — still ``sending``, their
+        incident neither resolved nor, for a row that needs an acknowledgement, acknowledged —
+        and of those to be cancelled (as :func:`recheck` does; written with the batch's
+        record). A row no longer ``sending`` is in neither: an acknowledgement cancelled it."""
         states = tx.sending_states([n.id for n in rows])
-        live = set()
+        live, dead = set(), set()
         for n in rows:
             state = states.get(n.id)
             if state is None:
                 continue  # cancelled by an acknowledgement after the claim
             if state == "resolved" or (state == "acknowledged" and n.needs_ack):
-                tx.update_notification(n.id, status="cancelled", updated_at=now)
+                dead.add(n.id)
                 continue
             live.add(n.id)
-        return live
+        return live, dead
 
     def _record_all(self, tx: Tx, batch: dict[int, tuple[Any, ...]],
-                    requeue: dict[int, Plan] | None = None) -> None:
+                    requeue: dict[int, Plan | None] | None = None) -> None:
         for args in batch.values():
             record(tx, self.config, *args, contacts_of=self.contacts_of)
         for nid, plan in (requeue or {}).items():  # queued behind a retry (order per address)
             current = tx.get_notification(nid)
-            if current is not None and current.status == "sending":
+            if current is None or current.status != "sending":
+                continue
+            if plan is None:  # the re-check found its incident acknowledged or resolved
+                tx.update_notification(nid, status="cancelled", updated_at=self.clock.now())
+            else:
                 tx.update_notification(nid, status="pending", due_at=plan.due_at,
                                        first_attempt_at=plan.first_attempt_at,
                                        updated_at=plan.due_at)
 
     async def _record(self, batch: dict[int, tuple[Any, ...]],
-                      requeue: dict[int, Plan] | None = None) -> None:
-        """Record attempts (row id → :func:`record` args), and rows queued behind a retry
-        (``requeue``: row id → :func:`plan_queue`'s plan), in one transaction — one fsync for
+                      requeue: dict[int, Plan | None] | None = None) -> None:
+        """Record attempts (row id → :func:`record` args), rows queued behind a retry
+        (``requeue``: row id → :func:`plan_queue`'s plan) and rows the re-check found not to be
+        sent (``requeue``: row id → None: cancelled), in one transaction — one fsync for
         a batch of sends; when the store cannot write, keep the attempts for
         :meth:`record_late` (their rows stay ``sending``, so they are not sent again) and
         raise."""

@@ -168,7 +168,8 @@ class Daemon:
         self.replies = ReplyDesk(self.engine)  # SMS and e-mail replies (docs/replies.md)
         self.delivery = Delivery(self.store, config, channels, self.clock,
                                  render=lambda ctx: self.pm.hook.render_notification(context=ctx),
-                                 db=self.store_thread.urgent)  # sends go before group commits
+                                 db=self.store_thread.urgent,  # before group commits
+                                 read=self.store_thread.read)  # re-checks: beside them
         self.delivery.contacts_of = self.engine.contacts_of  # failover: guardians via the rules
         self.delivery.school_hours = lambda c: self.pm.hook.school_hours(config=c)  # quiet hours
         self.delivery.observer = lambda n, result: self.pm.hook.track_delivery(

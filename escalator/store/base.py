@@ -807,6 +807,15 @@ class Store(Protocol):
         stored); catch those outside the block, not inside it. Any other exception leaves as it
         is, after the rollback."""
         ...
+    def snapshot(self) -> AbstractContextManager[Tx]:
+        """A read of what is committed, on a connection of its own: it never waits for a write
+        transaction running on another thread (SQLite: a second, ``query_only`` connection,
+        which WAL lets read beside the writer; PostgreSQL: a pooled connection in a ``READ
+        ONLY`` transaction). Only the :class:`Tx` methods that read without locking may be
+        called (a write raises :class:`StoreUnavailable`; on PostgreSQL so does a read that
+        locks its row: ``get_incident``, ``open_incident_by_key``, ``due_incidents``). Errors as :meth:`transaction`. An in-memory SQLite
+        store reads through its one connection, after the write transaction running."""
+        ...
     def close(self) -> None:
         """Close the store; :class:`StoreUnavailable` if the backend fails to."""
         ...

@@ -628,6 +628,15 @@ class PostgresStore:
                 self._down_cause = e.cause
             raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[PostgresTx]:
+        """A read of what is committed (:meth:`escalator.store.base.Store.snapshot`): a ``READ
+        ONLY`` transaction on a pooled connection of its own, beside any write transaction;
+        errors and the fail-fast rule as :meth:`transaction`."""
+        with self.transaction() as tx:
+            tx.c.execute("SET TRANSACTION READ ONLY")
+            yield tx
+
     def close(self) -> None:
         """Close the pool's connections (idempotent)."""
         with translated():

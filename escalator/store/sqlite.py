@@ -414,6 +414,9 @@ class SQLiteStore:
                        {p: _identity(p) for p in (self.path, self.path + "-wal")})
         self._on_lost: Callable[[str], None] | None = None
         self._watching = threading.Event()
+        self._reader: sqlite3.Connection | None = None
+        """The connection of :meth:`snapshot` (opened on first use)."""
+        self._read_lock = threading.Lock()
 
     def _migrate(self) -> None:
         with self._lock:
@@ -525,6 +528,33 @@ class SQLiteStore:
                     self._conn.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[SQLiteTx]:
+        """A read of what is committed (:meth:`escalator.store.base.Store.snapshot`): a
+        deferred transaction on a second connection (``PRAGMA query_only``; WAL lets it read
+        while the writer's transaction runs), rolled back at the end. ``:memory:`` has one
+        connection: a :meth:`transaction` instead. Once the files are found gone (by the
+        file monitor or a write transaction: the check takes the writer's lock, which a
+        snapshot must not wait for), :class:`StoreUnavailable`."""
+        if self.path == ":memory:":
+            with self.transaction() as tx:
+                yield tx
+            return
+        if self.lost is not None:
+            raise StoreUnavailable(self.lost)
+        with self._read_lock, translated():
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, isolation_level=None,
+                                               check_same_thread=False, timeout=BUSY_TIMEOUT)
+                self._reader.row_factory = sqlite3.Row
+                self._reader.execute("PRAGMA query_only=1")
+            self._reader.execute("BEGIN")
+            try:
+                yield SQLiteTx(self._reader)
+            finally:
+                if self._reader.in_transaction:
+                    self._reader.execute("ROLLBACK")
+
     def _begin(self) -> None:
         """``BEGIN IMMEDIATE``, polling for the write lock every 0.2 ms, doubling up to 2 ms,
         for at most :data:`BUSY_TIMEOUT` seconds (then ``sqlite3.OperationalError``, "database
@@ -555,3 +585,6 @@ class SQLiteStore:
         self._watching.set()
         with self._lock, translated():
             self._conn.close()
+        with self._read_lock, translated():
+            if self._reader is not None:
+                self._reader.close()

@@ -1,4 +1,5 @@
-"""Store work off the event loop: one dedicated thread runs every transaction of the daemon.
+"""Store work off the event loop: one dedicated thread runs every transaction of the daemon,
+and a second one the reads that must not wait for it.
 
 SQLite lets one writer in at a time anyway; giving it a thread of its own keeps the asyncio
 loop free for intake, timers, delivery and health checks while a transaction (and its fsync)
@@ -8,6 +9,11 @@ whole batch of sends) go before every waiting **normal** one (:meth:`StoreThread
 group commits, timer ticks, web reads); within a class the order is FIFO. So a send waits at
 most for the one transaction running, never for a queue of group commits; intake loses at most
 one short delivery transaction per turn.
+
+A third class, :meth:`StoreThread.read`, runs on a thread of its own: short reads through
+:meth:`~escalator.store.base.Store.snapshot` (the delivery lane's re-check before each group of
+sends), which then wait for nothing — not even the transaction running on the store thread,
+an intake commit of hundreds of events under a burst.
 """
 
 from __future__ import annotations
@@ -40,17 +46,23 @@ async def inline(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
 
 class StoreThread:
-    """One worker thread for store calls. ``await thread.run(fn, *args)`` (normal) or
-    ``await thread.urgent(fn, *args)`` runs ``fn`` there and returns its result (or raises its
-    exception) on the loop; urgent calls go before waiting normal ones. :meth:`close` waits for
-    queued calls to finish."""
+    """One worker thread for store calls, and one for snapshot reads. ``await
+    thread.run(fn, *args)`` (normal) or ``await thread.urgent(fn, *args)`` runs ``fn`` on the
+    store thread and returns its result (or raises its exception) on the loop; urgent calls go
+    before waiting normal ones. ``await thread.read(fn, *args)`` runs ``fn`` on the read
+    thread. :meth:`close` waits for queued calls to finish."""
 
     def __init__(self, name: str = "escalator-store") -> None:
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._reads: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=f"{name}_0", daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(self._queue,),
+                                        name=f"{name}_0", daemon=True)
+        self._reader = threading.Thread(target=self._work, args=(self._reads,),
+                                        name=f"{name}-read", daemon=True)
         self._thread.start()
+        self._reader.start()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the store thread, after the calls queued before it."""
@@ -61,19 +73,25 @@ class StoreThread:
         (after the call running and the urgent ones queued before it)."""
         return await self._submit(URGENT, fn, args, kwargs)
 
+    async def read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the read thread (FIFO), beside whatever the store thread
+        runs: for ``fn`` that only reads through ``Store.snapshot()``."""
+        return await self._submit(URGENT, fn, args, kwargs, self._reads)
+
     async def _submit(self, priority: int, fn: Callable[..., T], args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> T:
+                      kwargs: dict[str, Any], into: queue.PriorityQueue[Any] | None = None) -> T:
         if self._closed:
             raise RuntimeError("store thread closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         call = functools.partial(fn, *args, **kwargs)
-        self._queue.put((priority, next(self._seq), (loop, future, call)))
+        (into or self._queue).put((priority, next(self._seq), (loop, future, call)))
         return await future
 
-    def _work(self) -> None:
+    @classmethod
+    def _work(cls, calls: queue.PriorityQueue[tuple[int, int, Any]]) -> None:
         while True:
-            _, _, item = self._queue.get()
+            _, _, item = calls.get()
             if item is None:
                 return
             loop, future, call = item
@@ -82,9 +100,9 @@ class StoreThread:
             try:
                 result = call()
             except BaseException as e:  # handed to the caller, on its loop
-                self._settle(loop, future, None, e)
+                cls._settle(loop, future, None, e)
             else:
-                self._settle(loop, future, result, None)
+                cls._settle(loop, future, result, None)
 
     @staticmethod
     def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
@@ -106,5 +124,7 @@ class StoreThread:
         if not self._closed:
             self._closed = True
             self._queue.put((NORMAL + 1, next(self._seq), None))
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+            self._reads.put((NORMAL + 1, next(self._seq), None))
+        for thread in (self._thread, self._reader):
+            if thread is not threading.current_thread():
+                thread.join()

@@ -3,6 +3,9 @@ runs, the outbox, deliveries, the timeline and timers, spool files; transactions
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from escalator.store import Conflict, Incident, Notification, StoreUnavailable
@@ -36,6 +39,43 @@ def test_a_committed_transaction_survives_closing_the_store(backend, place):
             assert tx.get_event("e1")["incident_id"] == iid
     finally:
         s.close()
+
+
+def test_a_snapshot_reads_what_is_committed_beside_a_running_write_transaction(store):
+    with store.transaction() as tx:
+        iid = new_incident(tx)
+        nid = new_notification(tx, iid, status="sending")
+    holding, done = threading.Event(), threading.Event()
+
+    def writer() -> None:  # a write transaction left open on another thread
+        with store.transaction() as tx:
+            tx.update_incident(iid, state="acknowledged")
+            holding.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        with store.snapshot() as tx:  # does not wait for the writer, sees only the commit
+            assert tx.sending_states([nid]) == {nid: "triggered"}
+        assert time.monotonic() - started < 2
+    finally:
+        done.set()
+        thread.join()
+    with store.snapshot() as tx:  # the writer's commit, seen by the next snapshot
+        assert tx.sending_states([nid]) == {nid: "acknowledged"}
+        assert tx.get_notification(nid).status == "sending"
+
+
+def test_a_write_in_a_snapshot_raises_store_unavailable_and_keeps_nothing(store):
+    with store.transaction() as tx:
+        iid = new_incident(tx)
+    with pytest.raises(StoreUnavailable), store.snapshot() as tx:
+        tx.update_incident(iid, state="resolved")
+    with store.snapshot() as tx:
+        assert tx.count_incidents() == {"triggered": 1}
 
 
 def test_a_store_that_cannot_grow_raises_store_unavailable_and_keeps_nothing(backend, store):
