@@ -13,6 +13,7 @@ cases) have that column on PostgreSQL (SQLite's own otherwise): insertion order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -45,6 +46,19 @@ from escalator.store.sql_rows import (
 )
 
 
+@functools.lru_cache(maxsize=512)
+def _insert_sql(table: str, columns: tuple[str, ...], tail: str) -> str:
+    """``INSERT INTO table (columns) VALUES (?, …)`` + ``tail``, made once per column set."""
+    return (f"INSERT INTO {table} ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' for _ in columns)}){tail}")
+
+
+@functools.lru_cache(maxsize=512)
+def _update_sql(table: str, columns: tuple[str, ...]) -> str:
+    """``UPDATE table SET column = ?, … WHERE id = ?``, made once per column set."""
+    return f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in columns)} WHERE id = ?"
+
+
 class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLReplies, SQLNodes):
     """A transaction of either SQL backend (implements :class:`escalator.store.base.Tx`): the
     core rows here; the ledger reads and the purge in
@@ -64,24 +78,17 @@ class SQLTx(SQLReports, SQLEarlyWarning, SQLQuiet, SQLRoster, SQLConsole, SQLRep
 
     def _insert(self, table: str, values: dict[str, Any]) -> int:
         """Insert a row of a table with an integer ``id``; returns the new id."""
-        cols = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        return int(self.c.execute(
-            f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id",
-            [encode(v) for v in values.values()]).fetchone()[0])
+        return int(self.c.execute(_insert_sql(table, tuple(values), " RETURNING id"),
+                                  [encode(v) for v in values.values()]).fetchone()[0])
 
     def _insert_row(self, table: str, values: dict[str, Any]) -> None:
         """Insert a row of a table without an integer id (events, spool files)."""
-        cols = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        self.c.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+        self.c.execute(_insert_sql(table, tuple(values), ""),
                        [encode(v) for v in values.values()])
 
     def _update(self, table: str, key: Any, values: dict[str, Any]) -> None:
-        sets = ", ".join(f"{k} = ?" for k in values)
-        self.c.execute(
-            f"UPDATE {table} SET {sets} WHERE id = ?", [*(encode(v) for v in values.values()), key]
-        )
+        self.c.execute(_update_sql(table, tuple(values)),
+                       [*(encode(v) for v in values.values()), key])
 
     # events
     def insert_event(self, **values: Any) -> None:

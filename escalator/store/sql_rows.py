@@ -16,15 +16,17 @@ from typing import Any
 
 from escalator.store.base import CaseFact, TimelineEntry
 
-_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 ROW_KEY_DIGESTED = "sha256:"
 """The prefix of a row key in its one-way form (:func:`row_key_digest`)."""
 
 
 def to_db(dt: datetime | None) -> str | None:
     """Aware datetime → fixed-width UTC text (``2026-11-30T07:48:00.000000Z``)."""
-    return None if dt is None else dt.astimezone(UTC).strftime(_FMT)
+    if dt is None:
+        return None
+    # isoformat of the UTC instant without its "+00:00" (twice as fast as strftime, which
+    # glibc makes look at the time zone on every call; the same text from year 1000 on)
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def from_db(text: str | None) -> datetime | None:
@@ -66,11 +68,15 @@ def row_to(cls: type, row: Any) -> Any:
     return cls(**data)
 
 
+_PLAIN = frozenset({str, int, float, type(None)})
+
+
 def encode(value: Any) -> Any:
     """A Python value as SQLite stores it."""
-    if value is None or type(value) in (str, int, float):  # most values: as they are
+    kind = type(value)
+    if kind in _PLAIN:  # most values: as they are
         return value
-    if isinstance(value, datetime):
+    if kind is datetime or isinstance(value, datetime):
         return to_db(value)
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -134,6 +134,17 @@ async def current_credentials(request: Request) -> Credentials:
 _bearer = HTTPBearer(auto_error=False, description="a source or administrator token")
 
 
+BEARER_SECURITY = [{"HTTPBearer": []}]
+"""The OpenAPI ``security`` of a route that calls :func:`caller` itself (no dependency)."""
+
+
+async def caller(request: Request) -> Caller:
+    """The bearer token's :class:`Caller` of ``request`` (what :func:`require_token` gives,
+    without FastAPI's dependency solving, for the intake route that every event takes);
+    :class:`ApiError` 401 as there."""
+    return _known(request, await _bearer(request), request.app.state.keyring.current())
+
+
 async def require_token(
     request: Request,
     cred: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -142,6 +153,11 @@ async def require_token(
     """Dependency: the bearer token's :class:`Caller`; :class:`ApiError` 401
     (``WWW-Authenticate: Bearer``) without one or with a wrong one. Never logs the presented
     token."""
+    return _known(request, cred, credentials)
+
+
+def _known(request: Request, cred: HTTPAuthorizationCredentials | None,
+           credentials: Credentials) -> Caller:
     found = credentials.bearer(cred.credentials) if cred is not None else None
     if found is None:
         log.warning("api_auth_failed", path=request.url.path,
