@@ -3,9 +3,10 @@ throttle (per channel and per address), retry with backoff, failover, re-check, 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -354,6 +355,66 @@ async def test_every_store_transaction_of_the_worker_goes_through_the_db_runner(
         thread.close()
     assert calls and on_loop and not any(on_loop)  # every transaction ran on the store thread
     assert [n.status for n in rows(h, inc)] == ["delivered"]
+
+
+async def test_the_recheck_before_sends_does_not_wait_for_the_write_transaction_running(h):
+    # under a burst the store thread runs intake commits of hundreds of events; the re-check
+    # before each group of sends reads a snapshot on the read thread, so the sends go on while
+    # such a commit holds the store thread and the write lock, and only the record waits for it
+    import threading
+
+    from escalator.store.thread import StoreThread
+
+    without_digests(h)
+    thread, gate, held = StoreThread(), threading.Event(), []
+
+    def long_commit() -> None:  # an intake commit that takes its time
+        with h.store.transaction():
+            held.append(True)
+            gate.wait(10)
+
+    async def db(fn, /, *args):
+        result = await thread.urgent(fn, *args)
+        if args and getattr(args[0], "__name__", "") == "_claim" and not held:
+            asyncio.ensure_future(thread.run(long_commit))
+            while not held:
+                await asyncio.sleep(0.001)
+        return result
+
+    h.delivery.db, h.delivery.read = db, thread.read
+    incidents = [ingest(h, event("solo", i)) for i in range(3)]
+    try:
+        task = asyncio.ensure_future(h.delivery.run_once())
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(h.ch["sms"].sent) < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        assert [m.incident_id for m in h.ch["sms"].sent] == incidents  # sent, in order
+        assert not task.done()  # the record waits for the commit running
+        gate.set()
+        assert await task == 3
+    finally:
+        gate.set()
+        thread.close()
+    assert [rows(h, i)[0].status for i in incidents] == ["delivered"] * 3
+
+
+async def test_a_row_the_snapshot_finds_resolved_is_not_sent_and_cancelled_in_the_record(h):
+    without_digests(h)
+    inc = ingest(h, event("solo"))
+    claimed: list[Any] = []
+    real_read = h.delivery.read
+
+    async def read(fn, /, *args):
+        if not claimed:  # between the claim and the re-check: resolved (its rows left alone)
+            claimed.append(True)
+            with h.store.transaction() as tx:
+                tx.update_incident(inc, state="resolved")
+        return await real_read(fn, *args)
+
+    h.delivery.read = read
+    assert await h.delivery.run_once() == 1
+    assert h.ch["sms"].sent == []
+    assert [n.status for n in rows(h, inc)] == ["cancelled"]
 
 
 class FailingFirst(RecordingChannel):
