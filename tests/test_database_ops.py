@@ -389,6 +389,39 @@ async def test_healthz_reports_postgresql_and_503_once_it_is_unreachable(pg_url,
         await asyncio.wait_for(task, 30)
 
 
+def test_a_snapshot_without_a_connection_does_not_fail_the_next_transactions(pg_url):
+    """With ``pool_max=1`` a snapshot (the delivery re-check's read) waits for the writer's one
+    connection; when it gets none in time it is StoreUnavailable itself, but the server is not
+    down, so the write transactions after it run as usual (no fail-fast)."""
+    from escalator.store import StoreUnavailable
+    from escalator.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url + ("&" if "?" in pg_url else "?") + "pool_max=1")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction() as tx:
+            tx.count_incidents()
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(StoreUnavailable, match="couldn't get a connection"), \
+                store.snapshot() as tx:
+            tx.count_incidents()
+        release.set()
+        holder.join(30)
+        with store.transaction() as tx:  # at once, not "not tried again"
+            assert tx.count_incidents() == {}
+    finally:
+        release.set()
+        holder.join(30)
+        store.close()
+
+
 def test_no_connection_to_be_had_fails_the_next_transactions_at_once(pg_url):
     """A transaction that gets no connection within TRANSACTION_WAIT_SECONDS (here: the pool's
     one connection held elsewhere; in life: the server down) is StoreUnavailable, and so are

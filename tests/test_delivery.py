@@ -336,24 +336,36 @@ async def test_every_store_transaction_of_the_worker_goes_through_the_db_runner(
         calls.append(getattr(fn, "__name__", "?"))
         return await thread.run(fn, *args, **kwargs)
 
-    h.delivery.db = run
-    real = h.store.transaction
+    async def read(fn, /, *args, **kwargs):
+        calls.append(getattr(fn, "__name__", "?"))
+        return await thread.read(fn, *args, **kwargs)
+
+    h.delivery.db, h.delivery.read = run, read
+    real, real_snapshot = h.store.transaction, h.store.snapshot
     on_loop: list[bool] = []
 
-    def watched():
+    def on_the_loop() -> bool:
         import threading
-        on_loop.append(threading.current_thread() is threading.main_thread())
+        return threading.current_thread() is threading.main_thread()
+
+    def watched():
+        on_loop.append(on_the_loop())
         return real()
 
-    h.store.transaction = watched
+    def watched_snapshot():
+        on_loop.append(on_the_loop())
+        return real_snapshot()
+
+    h.store.transaction, h.store.snapshot = watched, watched_snapshot
     try:
         inc = ingest(h, event("solo"))
         on_loop.clear()
         assert await h.delivery.run_once() == 1
     finally:
-        h.store.transaction = real
+        h.store.transaction, h.store.snapshot = real, real_snapshot
         thread.close()
-    assert calls and on_loop and not any(on_loop)  # every transaction ran on the store thread
+    # every transaction ran on the store thread, the re-check's snapshot on the read thread
+    assert calls == ["_tx", "_snapshot", "_tx"] and len(on_loop) >= 3 and not any(on_loop)
     assert [n.status for n in rows(h, inc)] == ["delivered"]
 
 

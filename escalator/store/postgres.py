@@ -616,6 +616,15 @@ class PostgresStore:
         other exception reaches the caller as it is, after the rollback. No connection within
         :data:`TRANSACTION_WAIT_SECONDS` is :class:`StoreUnavailable`, and so is every
         transaction for :data:`FAIL_FAST_SECONDS` after that, at once."""
+        with self._connection(fail_fast=True) as tx:
+            yield tx
+
+    @contextmanager
+    def _connection(self, *, fail_fast: bool) -> Iterator[PostgresTx]:
+        """A transaction on a pooled connection (:meth:`transaction`); ``fail_fast``: no
+        connection within the wait makes the next :data:`FAIL_FAST_SECONDS` of transactions
+        fail at once (a snapshot's wait does not: with ``pool_max=1`` it only waits for the
+        writer's connection, the server is not down)."""
         if time.monotonic() < self._down_until:
             raise StoreUnavailable(f"{self._down_cause} (not tried again for "
                                    f"{FAIL_FAST_SECONDS:g} s)")
@@ -623,7 +632,7 @@ class PostgresStore:
             with translated(), self._pool.connection(timeout=TRANSACTION_WAIT_SECONDS) as conn:
                 yield PostgresTx(PgConnection(conn))
         except StoreUnavailable as e:
-            if isinstance(e.__cause__, psycopg_pool.PoolTimeout):  # no connection to be had
+            if fail_fast and isinstance(e.__cause__, psycopg_pool.PoolTimeout):  # none to be had
                 self._down_until = time.monotonic() + FAIL_FAST_SECONDS
                 self._down_cause = e.cause
             raise
@@ -631,9 +640,11 @@ class PostgresStore:
     @contextmanager
     def snapshot(self) -> Iterator[PostgresTx]:
         """A read of what is committed (:meth:`escalator.store.base.Store.snapshot`): a ``READ
-        ONLY`` transaction on a pooled connection of its own, beside any write transaction;
-        errors and the fail-fast rule as :meth:`transaction`."""
-        with self.transaction() as tx:
+        ONLY`` transaction on a pooled connection of its own, beside any write transaction
+        (so it waits for nothing while the pool has a second connection: ``pool_max`` ≥ 2,
+        the default 4); errors as :meth:`transaction`. A snapshot that got no connection does
+        not make the next transactions fail at once."""
+        with self._connection(fail_fast=False) as tx:
             tx.c.execute("SET TRANSACTION READ ONLY")
             yield tx
 

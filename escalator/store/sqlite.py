@@ -415,8 +415,19 @@ class SQLiteStore:
         self._on_lost: Callable[[str], None] | None = None
         self._watching = threading.Event()
         self._reader: sqlite3.Connection | None = None
-        """The connection of :meth:`snapshot` (opened on first use)."""
+        """The connection of :meth:`snapshot`, opened with the writer's (so both are on the
+        files whose identities :meth:`check_files` compares); None for ``:memory:``."""
         self._read_lock = threading.Lock()
+        if self.path != ":memory:":
+            with translated():
+                try:
+                    self._reader = sqlite3.connect(self.path, isolation_level=None,
+                                                   check_same_thread=False, timeout=BUSY_TIMEOUT)
+                    self._reader.row_factory = sqlite3.Row
+                    self._reader.execute("PRAGMA query_only=1")
+                except BaseException:
+                    self._conn.close()
+                    raise
 
     def _migrate(self) -> None:
         with self._lock:
@@ -536,18 +547,13 @@ class SQLiteStore:
         connection: a :meth:`transaction` instead. Once the files are found gone (by the
         file monitor or a write transaction: the check takes the writer's lock, which a
         snapshot must not wait for), :class:`StoreUnavailable`."""
-        if self.path == ":memory:":
+        if self._reader is None:  # :memory:
             with self.transaction() as tx:
                 yield tx
             return
         if self.lost is not None:
             raise StoreUnavailable(self.lost)
         with self._read_lock, translated():
-            if self._reader is None:
-                self._reader = sqlite3.connect(self.path, isolation_level=None,
-                                               check_same_thread=False, timeout=BUSY_TIMEOUT)
-                self._reader.row_factory = sqlite3.Row
-                self._reader.execute("PRAGMA query_only=1")
             self._reader.execute("BEGIN")
             try:
                 yield SQLiteTx(self._reader)
