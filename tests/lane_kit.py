@@ -600,3 +600,28 @@ def check_acknowledgements(acks: Iterable[Ack], arrivals: list[Arrival],
                      f"after other messages that followed the acknowledgement ({ack.via}): it "
                      "was not in flight at the commit")
     counts["late_in_flight"] = late_total
+
+
+def utc_text(at: float) -> str:
+    """Epoch seconds as the store writes instants (fixed-width UTC text, comparable as text)."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_clean_end(db: Db, per_token: dict[str, list[Arrival]], drained_at: float,
+                    fail: Callable[[str], None]) -> None:
+    """After the last clean stop: every notification recorded delivered reached the receiver,
+    none is left ``sending``, and no step is overdue (no timer was lost to a kill: every
+    incident's ``next_step_at`` is after ``drained_at`` − 3 s)."""
+    delivered = db.query("SELECT n.ack_token, n.id FROM notifications n JOIN "
+                         "deliveries d ON d.notification_id = n.id WHERE d.outcome = 'delivered'")
+    missing = [nid for token, nid in delivered if token not in per_token]
+    if missing:
+        fail(f"notifications recorded delivered that never reached the receiver: {missing[:10]}")
+    stuck = sorted(nid for (nid,) in db.query(
+        "SELECT id FROM notifications WHERE status = 'sending'"))
+    if stuck:
+        fail(f"notifications left 'sending' after a clean stop: {stuck[:10]}")
+    overdue = db.query("SELECT id, next_step_at FROM incidents WHERE state = 'triggered' AND "
+                       f"next_step_at < '{utc_text(drained_at - 3)}'")
+    if overdue:
+        fail(f"steps overdue at the end (timers lost?): {overdue[:5]}")

@@ -80,6 +80,7 @@ from tests.lane_kit import (
     Receiver,
     check_acknowledgements,
     check_arrivals_have_rows,
+    check_clean_end,
     check_copies,
     check_http_events,
     free_port,
@@ -274,24 +275,8 @@ class Lane:
         check_acknowledgements(acks, self.receiver.snapshot(), rows, self.fail, self.counts)
         self.counts["acks_api"] = sum(a.via == "api" for a in acks)
         self.counts["acks_cli"] = sum(a.via == "cli" for a in acks)
-        if final:
-            delivered = self.db.query("SELECT n.ack_token, n.id FROM notifications n JOIN "
-                                      "deliveries d ON d.notification_id = n.id "
-                                      "WHERE d.outcome = 'delivered'")
-            missing = [nid for token, nid in delivered if token not in per_token]
-            if missing:
-                self.fail(f"notifications recorded delivered that never reached the receiver: "
-                          f"{missing[:10]}")
-            stuck = self.db.query("SELECT COUNT(*) FROM notifications WHERE status = 'sending'")
-            if stuck[0][0]:
-                self.fail(f"{stuck[0][0]} notifications left 'sending' after a clean stop")
-            # every timer survived the kills: none was left overdue by the last run
-            cutoff = datetime.fromtimestamp(self.drained_at - 3, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ")
-            overdue = self.db.query("SELECT id, next_step_at FROM incidents WHERE state = "
-                                    f"'triggered' AND next_step_at < '{cutoff}'")
-            if overdue:
-                self.fail(f"steps overdue at the end (timers lost?): {overdue[:5]}")
+        if final:  # every timer survived the kills, nothing left sending or unsent
+            check_clean_end(self.db, per_token, self.drained_at, self.fail)
 
     # ------------------------------------------------------------------ the run
 

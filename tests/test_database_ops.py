@@ -10,7 +10,10 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -389,37 +392,49 @@ async def test_healthz_reports_postgresql_and_503_once_it_is_unreachable(pg_url,
         await asyncio.wait_for(task, 30)
 
 
-def test_a_snapshot_without_a_connection_does_not_fail_the_next_transactions(pg_url):
-    """With ``pool_max=1`` a snapshot (the delivery re-check's read) waits for the writer's one
-    connection; when it gets none in time it is StoreUnavailable itself, but the server is not
-    down, so the write transactions after it run as usual (no fail-fast)."""
-    from escalator.store import StoreUnavailable
+@contextmanager
+def one_connection_held(pg_url: str) -> Iterator[tuple[Any, Callable[[], None]]]:
+    """A PostgreSQL store with a pool of one connection, held in a transaction by another
+    thread; yields the store and ``release()`` (which waits until the connection is back)."""
     from escalator.store.postgres import PostgresStore
 
     store = PostgresStore(pg_url + ("&" if "?" in pg_url else "?") + "pool_max=1")
-    held, release = threading.Event(), threading.Event()
+    held, done = threading.Event(), threading.Event()
 
     def hold() -> None:
         with store.transaction() as tx:
             tx.count_incidents()
             held.set()
-            release.wait(30)
+            done.wait(30)
 
     holder = threading.Thread(target=hold)
     holder.start()
+
+    def release() -> None:
+        done.set()
+        holder.join(30)
+
     try:
         assert held.wait(30)
+        yield store, release
+    finally:
+        release()
+        store.close()
+
+
+def test_a_snapshot_without_a_connection_does_not_fail_the_next_transactions(pg_url):
+    """With ``pool_max=1`` a snapshot (the delivery re-check's read) waits for the writer's one
+    connection; when it gets none in time it is StoreUnavailable itself, but the server is not
+    down, so the write transactions after it run as usual (no fail-fast)."""
+    from escalator.store import StoreUnavailable
+
+    with one_connection_held(pg_url) as (store, release):
         with pytest.raises(StoreUnavailable, match="couldn't get a connection"), \
                 store.snapshot() as tx:
             tx.count_incidents()
-        release.set()
-        holder.join(30)
+        release()
         with store.transaction() as tx:  # at once, not "not tried again"
             assert tx.count_incidents() == {}
-    finally:
-        release.set()
-        holder.join(30)
-        store.close()
 
 
 def test_no_connection_to_be_had_fails_the_next_transactions_at_once(pg_url):
@@ -428,33 +443,15 @@ def test_no_connection_to_be_had_fails_the_next_transactions_at_once(pg_url):
     the transactions after it, at once, for FAIL_FAST_SECONDS — a queue of store calls on the
     store thread must not wait minutes while the server is gone (the API answers 503)."""
     from escalator.store import StoreUnavailable
-    from escalator.store.postgres import PostgresStore
 
-    store = PostgresStore(pg_url + ("&" if "?" in pg_url else "?") + "pool_max=1")
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.transaction() as tx:
-            tx.count_incidents()
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(30)
+    with one_connection_held(pg_url) as (store, release):
         with pytest.raises(StoreUnavailable, match="couldn't get a connection"), \
                 store.transaction() as tx:
             tx.count_incidents()
-        release.set()
-        holder.join(30)
+        release()
         # the connection is free again, but the store does not wait for one again yet
         with pytest.raises(StoreUnavailable, match="not tried again"), store.transaction() as tx:
             tx.count_incidents()
         store._down_until = 0.0  # as FAIL_FAST_SECONDS later
         with store.transaction() as tx:
             assert tx.count_incidents() == {}
-    finally:
-        release.set()
-        holder.join(30)
-        store.close()

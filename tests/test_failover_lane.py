@@ -62,7 +62,6 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -78,6 +77,7 @@ from tests.lane_kit import (
     Receiver,
     check_acknowledgements,
     check_arrivals_have_rows,
+    check_clean_end,
     check_copies,
     check_http_events,
     free_port,
@@ -85,6 +85,7 @@ from tests.lane_kit import (
     school_config,
     seed_from,
     to_epoch,
+    utc_text,
 )
 
 KILLS = int(os.environ.get("ESCALATOR_FAILOVER_KILLS", "20"))
@@ -109,10 +110,6 @@ def gateway_delay(token: str) -> float:
     """The receiver's answer time for a message: 20–300 ms by its token (a real gateway's
     latency), so a node's claimed batch is in flight long enough for kills to land in it."""
     return 0.02 + (zlib.crc32(token.encode()) % 280) / 1000
-
-
-def utc_text(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -364,21 +361,7 @@ class Lane:
         check_acknowledgements(acks, self.receiver.snapshot(), rows, self.fail, self.counts)
         self.counts["acks"] = len(acks)
         if final:
-            delivered = self.db.query("SELECT n.ack_token, n.id FROM notifications n JOIN "
-                                      "deliveries d ON d.notification_id = n.id "
-                                      "WHERE d.outcome = 'delivered'")
-            missing = [nid for token, nid in delivered if token not in per_token]
-            if missing:
-                self.fail(f"notifications recorded delivered that never reached the receiver: "
-                          f"{missing[:10]}")
-            stuck = self.sending()
-            if stuck:
-                self.fail(f"notifications left 'sending' after a clean stop: {sorted(stuck)[:10]}")
-            cutoff = utc_text(self.drained_at - 3)
-            overdue = self.db.query("SELECT id, next_step_at FROM incidents WHERE state = "
-                                    f"'triggered' AND next_step_at < '{cutoff}'")
-            if overdue:
-                self.fail(f"steps overdue at the end (timers lost?): {overdue[:5]}")
+            check_clean_end(self.db, per_token, self.drained_at, self.fail)
 
     # ------------------------------------------------------------------ the run
 

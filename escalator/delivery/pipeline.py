@@ -52,7 +52,7 @@ from escalator.config.models import Config
 from escalator.delivery import reply_codes
 from escalator.delivery.channels import DeliveryResult, DeliveryStatus, Message
 from escalator.delivery.quiet_hours import SchoolHours, defer, first_event, quiet_until
-from escalator.delivery.ratelimit import RateLimit, RateLimiter, window_wait
+from escalator.delivery.ratelimit import RateLimit, RateLimiter, acquire_all, window_wait
 from escalator.delivery.render import RenderContext, Rendered, render_templates, template_vars
 from escalator.engine.decisions import redact_links
 from escalator.engine.engine import step_delivered
@@ -198,19 +198,18 @@ class Throttle:
         holds a critical message back behind a storm (the channel's provider limits still do)."""
         limiter = self._limiter(("channel", channel_id), self.channel_limits(channel_id, channel))
         t = self._now()
-        with limiter._lock:
-            if wait := limiter.wait(t):
+
+        def address_window() -> float:  # kept in the store, written in the deciding transaction
+            key = f"address:{channel_id}:{address}"
+            horizon = max(lim.per_seconds for lim in self.address_limits)
+            sends = [s for s in (s.timestamp() for s in tx.rate_window(key)) if s > t - horizon]
+            if wait := window_wait(self.address_limits, sends, t):
                 return wait
-            if not urgent and self.address_limits:
-                key = f"address:{channel_id}:{address}"
-                horizon = max(lim.per_seconds for lim in self.address_limits)
-                sends = [s.timestamp() for s in tx.rate_window(key)]
-                sends = [s for s in sends if s > t - horizon]
-                if wait := window_wait(self.address_limits, sends, t):
-                    return wait
-                tx.put_rate_window(key, [datetime.fromtimestamp(s, UTC) for s in (*sends, t)])
-            limiter._sent.append(t)
-        return 0.0
+            tx.put_rate_window(key, [datetime.fromtimestamp(s, UTC) for s in (*sends, t)])
+            return 0.0
+
+        return acquire_all((limiter,), t,
+                           also=None if urgent or not self.address_limits else address_window)
 
     def _now(self) -> float:
         return self.clock.now().timestamp()

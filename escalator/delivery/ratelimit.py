@@ -70,14 +70,21 @@ def window_wait(limits: Iterable[RateLimit], sends: Iterable[float], t: float) -
     return wait
 
 
-def acquire_all(limiters: Sequence[RateLimiter], t: float) -> float:
+def acquire_all(limiters: Sequence[RateLimiter], t: float, *,
+                also: Callable[[], float] | None = None) -> float:
     """Take a slot at ``t`` (seconds on the limiters' clock) in every one of ``limiters``
-    (distinct) and return 0, or return the seconds until all have room, taking nothing."""
+    (distinct) and return 0, or return the seconds until all have room, taking nothing.
+
+    ``also``: one more window kept elsewhere (the throttle's per-address window in the store),
+    asked with the limiters locked once they have room: it returns its wait, or takes its
+    slot and returns 0; only then are the limiters' slots taken."""
     with contextlib.ExitStack() as locked:
         for lim in limiters:
             locked.enter_context(lim._lock)
         wait = max((lim.wait(t) for lim in limiters), default=0.0)
         if wait > 0:
+            return wait
+        if also is not None and (wait := also()) > 0:
             return wait
         for lim in limiters:
             lim._sent.append(t)

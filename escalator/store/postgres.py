@@ -36,6 +36,7 @@ from escalator.store.base import Conflict, StoreError, StoreUnavailable
 from escalator.store.sql_core import SQLTx
 from escalator.store.sql_dialect import POSTGRES
 from escalator.store.sql_nodes import POSTGRES_MIGRATION as POSTGRES_NODES_MIGRATION
+from escalator.store.sql_quiet import POSTGRES_MIGRATION as POSTGRES_QUIET_MIGRATION
 
 __all__ = ["MIGRATIONS", "PgConnection", "PostgresStore", "PostgresTx", "Row", "translate"]
 
@@ -257,45 +258,8 @@ MIGRATIONS: list[str] = [
         WHERE status = 'pending';
     ALTER TABLE step_runs ADD COLUMN first_delivered_at TEXT;
     """,
-    # 7: silences and groups (SQLite's in escalator/store/sql_quiet.py)
-    """
-    CREATE TABLE silences (
-        id TEXT PRIMARY KEY,
-        matchers TEXT NOT NULL,
-        starts_at TEXT,
-        ends_at TEXT,
-        schedule TEXT,
-        exempt_critical INTEGER NOT NULL DEFAULT 1,
-        created_by TEXT NOT NULL,
-        comment TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expired_at TEXT,
-        expired_by TEXT
-    );
-    CREATE TABLE silence_holds (
-        incident_id BIGINT PRIMARY KEY REFERENCES incidents(id),
-        silence_id TEXT NOT NULL,
-        until TEXT NOT NULL
-    );
-    CREATE INDEX silence_holds_silence ON silence_holds(silence_id);
-    CREATE TABLE incident_groups (
-        incident_id BIGINT PRIMARY KEY REFERENCES incidents(id),
-        group_key TEXT NOT NULL,
-        route INTEGER NOT NULL,
-        group_values TEXT NOT NULL,
-        members INTEGER NOT NULL DEFAULT 0,
-        told INTEGER NOT NULL DEFAULT 0,
-        update_at TEXT
-    );
-    CREATE INDEX incident_groups_update ON incident_groups(update_at)
-        WHERE update_at IS NOT NULL;
-    CREATE TABLE group_members (
-        incident_id BIGINT NOT NULL REFERENCES incidents(id),
-        member_key TEXT NOT NULL,
-        at TEXT NOT NULL,
-        PRIMARY KEY (incident_id, member_key)
-    );
-    """,
+    # 7: silences and groups (escalator/store/sql_quiet.py)
+    POSTGRES_QUIET_MIGRATION,
     # 8: roster overrides and swaps
     f"""
     CREATE TABLE roster_overrides (

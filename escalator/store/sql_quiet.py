@@ -17,7 +17,7 @@ from escalator.store.base import IncidentGroup, Silence
 from escalator.store.sql_dialect import Connection, Dialect
 from escalator.store.sql_rows import from_db, to_db
 
-MIGRATION = """
+_TABLES = """
     CREATE TABLE silences (
         id TEXT PRIMARY KEY,
         matchers TEXT NOT NULL,
@@ -32,13 +32,13 @@ MIGRATION = """
         expired_by TEXT
     );
     CREATE TABLE silence_holds (
-        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        incident_id {key} PRIMARY KEY REFERENCES incidents(id),
         silence_id TEXT NOT NULL,
         until TEXT NOT NULL
     );
     CREATE INDEX silence_holds_silence ON silence_holds(silence_id);
     CREATE TABLE incident_groups (
-        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        incident_id {key} PRIMARY KEY REFERENCES incidents(id),
         group_key TEXT NOT NULL,
         route INTEGER NOT NULL,
         group_values TEXT NOT NULL,
@@ -49,15 +49,18 @@ MIGRATION = """
     CREATE INDEX incident_groups_update ON incident_groups(update_at)
         WHERE update_at IS NOT NULL;
     CREATE TABLE group_members (
-        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        incident_id {key} NOT NULL REFERENCES incidents(id),
         member_key TEXT NOT NULL,
         at TEXT NOT NULL,
         PRIMARY KEY (incident_id, member_key)
     );
 """
+MIGRATION = _TABLES.format(key="INTEGER")
 """Silences (matchers and schedule as JSON), which silence holds which incident until when,
 the groups of grouping routes (values as JSON, member count, how many were told, the update
 timer) and each group's distinct members by their own dedup key."""
+POSTGRES_MIGRATION = _TABLES.format(key="BIGINT")
+"""The same tables on PostgreSQL (incident keys 64-bit, as ``incidents.id`` there)."""
 
 
 def _silence(row: Any) -> Silence:

@@ -375,6 +375,15 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    """A connection of the store (the writer's or the snapshot's): transactions begun
+    explicitly, used from the store's threads, rows by column name, :data:`BUSY_TIMEOUT`."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 class SQLiteStore:
     """The SQLite store at ``path`` (a file; ``":memory:"`` for a throw-away simulation).
 
@@ -396,10 +405,8 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         with translated():
-            self._conn = sqlite3.connect(self.path, isolation_level=None,
-                                         check_same_thread=False, timeout=30.0)
+            self._conn = _connect(self.path)
             try:
-                self._conn.row_factory = sqlite3.Row
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.execute("PRAGMA foreign_keys=ON")
@@ -421,9 +428,7 @@ class SQLiteStore:
         if self.path != ":memory:":
             with translated():
                 try:
-                    self._reader = sqlite3.connect(self.path, isolation_level=None,
-                                                   check_same_thread=False, timeout=BUSY_TIMEOUT)
-                    self._reader.row_factory = sqlite3.Row
+                    self._reader = _connect(self.path)
                     self._reader.execute("PRAGMA query_only=1")
                 except BaseException:
                     self._conn.close()
